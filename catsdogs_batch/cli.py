@@ -1,0 +1,183 @@
+"""The `catsdogs` command: one subcommand per user job. It only parses options and calls the
+library; expected problems become a one-line message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+from .options import Augmentation, TrainOptions
+
+COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")
+DEFAULT_COMPETITION = COMPETITIONS[0]
+
+
+def _add_competition(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--competition",
+        choices=COMPETITIONS,
+        default=DEFAULT_COMPETITION,
+        help=f"Kaggle competition (default: {DEFAULT_COMPETITION})",
+    )
+
+
+# --- download ------------------------------------------------------------------------------
+
+
+def parse_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download",
+        help="download and unpack the competition data",
+        description="Download the competition archive with the kaggle client (or import one you "
+        "already have) and unpack train/ and test/ into DATA_DIR/<competition>/.",
+    )
+    _add_competition(p)
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
+    p.add_argument("--archive", type=Path, help="import this already-downloaded archive instead")
+    p.add_argument("--force", action="store_true", help="download and unpack again")
+    p.set_defaults(func=run_download)
+
+
+def run_download(args: argparse.Namespace) -> None:
+    from .download import DownloadOptions, download
+
+    download(
+        DownloadOptions(
+            competition=args.competition,
+            data_dir=args.data_dir,
+            archive=args.archive,
+            force=args.force,
+        )
+    )
+
+
+# --- train ---------------------------------------------------------------------------------
+
+
+def parse_train(sub: argparse._SubParsersAction) -> None:
+    d = TrainOptions()
+    a = d.augmentation
+    p = sub.add_parser(
+        "train",
+        help="train the CNN on labelled images",
+        description="Train the regularized CNN on a folder of labelled images (Kaggle names "
+        "cat.N.jpg/dog.N.jpg or class folders cat/ and dog/) and save the best checkpoint, "
+        "run.json, split.csv, history.csv and curves.png into the run folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, default=d.data, help="folder of labelled images")
+    p.add_argument("--out", type=Path, help="run folder (default: models/cnn-<size>px-<time>)")
+    p.add_argument("--image-size", type=int, default=d.image_size, help="model input, pixels")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="at most this many epochs")
+    p.add_argument("--val-split", type=float, default=d.val_split, help="fraction held out")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the split and training")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam's initial rate")
+    p.add_argument("--l2", type=float, default=d.l2, help="L2 weight on conv and dense kernels")
+    p.add_argument("--dense-units", type=int, default=d.dense_units)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--bn-momentum", type=float, default=d.bn_momentum, help="BatchNormalization momentum")
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
+    p.add_argument("--lr-patience", type=int, default=d.lr_patience, help="epochs before halving the rate")
+    p.add_argument("--rotation", type=float, default=a.rotation, help="augmentation: degrees +-")
+    p.add_argument("--shift", type=float, default=a.shift, help="augmentation: fraction +-")
+    p.add_argument("--shear", type=float, default=a.shear, help="augmentation: degrees +-")
+    p.add_argument("--zoom", type=float, default=a.zoom, help="augmentation: fraction +-")
+    p.add_argument("--no-flip", action="store_true", help="augmentation: no horizontal flips")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    p.add_argument("--workers", type=int, default=d.workers, help="decoding threads")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out: the run folder to continue")
+    train(
+        TrainOptions(
+            data=args.data,
+            out=args.out,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            val_split=args.val_split,
+            seed=args.seed,
+            learning_rate=args.learning_rate,
+            l2=args.l2,
+            dense_units=args.dense_units,
+            dropout=args.dropout,
+            bn_momentum=args.bn_momentum,
+            patience=args.patience,
+            lr_patience=args.lr_patience,
+            augmentation=Augmentation(args.rotation, args.shift, args.shear, args.zoom, not args.no_flip),
+            resume=args.resume,
+            tensorboard=args.tensorboard,
+            workers=args.workers,
+        )
+    )
+
+
+# --- submit --------------------------------------------------------------------------------
+
+
+def parse_submit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="upload a submission file to Kaggle",
+        description="Upload a submission csv to the competition with the kaggle client and "
+        "print Kaggle's answer.",
+    )
+    p.add_argument("file", type=Path, help="the submission file, e.g. submissions/submission.csv")
+    p.add_argument("-m", "--message", required=True, help="a description of this submission")
+    _add_competition(p)
+    p.set_defaults(func=run_submit)
+
+
+def run_submit(args: argparse.Namespace) -> None:
+    from .kaggle_api import submit
+
+    print(submit(args.file, args.message, args.competition))
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="catsdogs",
+        description="Kaggle Dogs vs. Cats: download the data, train the CNN, predict in batches, "
+        "write submissions and bulk-label photo folders.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for parse_command in (parse_download, parse_train, parse_submit):
+        parse_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"catsdogs {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"catsdogs {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

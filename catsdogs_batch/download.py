@@ -1,0 +1,362 @@
+"""The data stage: fetch the competition archive (or import one) and unpack it into
+DATA_DIR/<competition>/ as train/, test/, the sample submission csv and manifest.json.
+
+The archive is checked whole before anything is unpacked: every entry name (no absolute paths,
+no `..`, no links, in the outer zip and in the nested train/test zips) and every CRC. Unpacking
+happens in a hidden folder inside DATA_DIR that is renamed into place at the end; manifest.json
+is written last, so a folder without one is never complete. A downloaded archive is deleted
+once unpacked, kept when unpacking fails for another reason than the archive itself (a re-run
+then reuses it instead of downloading again), and deleted when it is found broken or unsafe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from .errors import UserError
+from .options import DownloadOptions
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+TRAIN_FOLDERS = ("train",)
+TEST_FOLDERS = ("test", "test1")  # the 2013 competition `dogs-vs-cats` calls it test1
+SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
+
+
+class ArchiveError(UserError):
+    """The archive itself is unusable: not a zip, corrupt, cut short, incomplete or unsafe."""
+
+
+def download(options: DownloadOptions) -> Path:
+    """Make DATA_DIR/<competition>/ hold the unpacked competition data; return that folder."""
+    target = options.data_dir / options.competition
+    if (target / MANIFEST).is_file() and not options.force:
+        log.info("%s is complete (it has %s): nothing to do; --force redoes it", target, MANIFEST)
+        return target
+    _make_dir(options.data_dir)
+    if options.archive is not None:
+        if not options.archive.is_file():
+            raise UserError(f"archive not found: {options.archive}")
+        _install(options.archive, target, options.competition, source=str(options.archive.resolve()))
+        return target
+
+    from .kaggle_api import download_competition_archive
+
+    archive = download_competition_archive(options.competition, options.data_dir)
+    try:
+        _install(archive, target, options.competition, source="kaggle")
+    except ArchiveError:
+        log.info("Deleting the broken download %s", archive)
+        archive.unlink(missing_ok=True)
+        raise
+    archive.unlink()
+    return target
+
+
+def _install(archive: Path, target: Path, competition: str, source: str) -> dict:
+    """Check ARCHIVE, unpack it into a hidden folder next to TARGET, then swap it into place.
+
+    Returns the manifest. On any failure nothing but the hidden folder was written, and it is
+    removed again.
+    """
+    _remove_leftovers(target)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    except OSError as e:
+        raise _os_error(e, target.parent) from None
+    try:
+        manifest = _unpack(archive, work, competition, source)
+        _write_manifest(work / MANIFEST, manifest)  # last: it marks the folder complete
+        _swap_into_place(work, target)
+    except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)
+        raise _os_error(e, target.parent) from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info(
+        "%s is ready: %d train and %d test files",
+        target,
+        manifest["train_files"],
+        manifest["test_files"],
+    )
+    return manifest
+
+
+# --- checking and unpacking ----------------------------------------------------------------
+
+
+def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
+    """Check everything first, then unpack train/, test/ and the csv into WORK."""
+    log.info("Checking %s (%.1f MB)", archive, archive.stat().st_size / 1e6)
+    sha256 = _sha256(archive)
+    with contextlib.ExitStack() as stack:
+        outer = stack.enter_context(_open_zip(archive, archive.name))
+        _check_zip(outer, archive.name)
+        sources = {
+            "train": _find_part(outer, TRAIN_FOLDERS, archive.name),
+            "test": _find_part(outer, TEST_FOLDERS, archive.name),
+        }
+        csv = next((i for i in outer.infolist() if _basename(i) in SAMPLE_SUBMISSIONS), None)
+
+        # Nested zips are copied out (reading a zip seeks, which is slow inside another zip)
+        # and all checked before any image is written.
+        nested_dir = work / ".archives"
+        parts = {}
+        for part, src in sources.items():
+            folders = TRAIN_FOLDERS if part == "train" else TEST_FOLDERS
+            if isinstance(src, zipfile.ZipInfo):
+                label = f"{archive.name}:{src.filename}"
+                _check_space(work, src.file_size, f"copying {label}")
+                nested_dir.mkdir(exist_ok=True)
+                path = nested_dir / f"{part}.zip"
+                _copy_member(outer, src, path, archive.name)
+                zf = stack.enter_context(_open_zip(path, label))
+                _check_zip(zf, label)
+                members = _part_members(zf, folders, nested=True)
+            else:
+                label, zf = archive.name, outer
+                members = _part_members(outer, folders, nested=False)
+            if not members:
+                raise ArchiveError(f"{label} holds no {part} files")
+            parts[part] = (zf, members, label)
+
+        needed = sum(i.file_size for _, members, _ in parts.values() for i, _ in members)
+        _check_space(work, needed, "unpacking the images")
+        counts = {
+            part: _extract(zf, members, work / part, label, part)
+            for part, (zf, members, label) in parts.items()
+        }
+        if csv is not None:
+            _copy_member(outer, csv, work / _basename(csv), archive.name)
+        else:
+            wanted = " or ".join(SAMPLE_SUBMISSIONS)
+            log.warning("%s has no sample submission csv (%s)", archive.name, wanted)
+    shutil.rmtree(nested_dir, ignore_errors=True)
+    return {
+        "competition": competition,
+        "source": source,
+        "archive": archive.name,
+        "archive_sha256": sha256,
+        "train_files": counts["train"],
+        "test_files": counts["test"],
+        "sample_submission": _basename(csv) if csv is not None else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@contextlib.contextmanager
+def _open_zip(path: Path, label: str) -> Iterator[zipfile.ZipFile]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as e:
+        raise ArchiveError(f"{label} is not a zip file, or it was cut short ({e})") from None
+    with zf:
+        # zipfile looks for the end record anywhere near the end: in a cut-short archive it
+        # finds the one of the last nested zip and silently reads that zip instead.
+        if not _ends_with_end_record(path, zf):
+            raise ArchiveError(f"{label} is not a zip file, or it was cut short (no end record)")
+        yield zf
+
+
+def _ends_with_end_record(path: Path, zf: zipfile.ZipFile) -> bool:
+    """Whether the end-of-central-directory record zipfile used is the last thing in the file."""
+    at = path.stat().st_size - 22 - len(zf.comment)
+    with open(path, "rb") as f:
+        f.seek(max(at, 0))
+        return at >= 0 and f.read(4) == b"PK\x05\x06"
+
+
+def _check_zip(zf: zipfile.ZipFile, label: str) -> None:
+    """Refuse unsafe entry names before anything is extracted, then verify every CRC."""
+    for info in zf.infolist():
+        reason = _unsafe(info)
+        if reason:
+            raise ArchiveError(f"refusing {label}: entry {info.filename!r} {reason}")
+    try:
+        bad = zf.testzip()
+    except _ZIP_ERRORS as e:
+        raise ArchiveError(f"{label} is corrupt or cut short ({e})") from None
+    if bad is not None:
+        raise ArchiveError(f"{label} is corrupt: entry {bad!r} fails its CRC check")
+
+
+def _unsafe(info: zipfile.ZipInfo) -> str | None:
+    """Why an entry must not be unpacked (escapes the folder or is not a plain file), or None."""
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "has an absolute path"
+    if ".." in name.split("/"):
+        return "points outside the folder (..)"
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return "is not a regular file"
+    return None
+
+
+def _find_part(
+    outer: zipfile.ZipFile, folders: tuple[str, ...], label: str
+) -> zipfile.ZipInfo | str:
+    """Where train (or test) is: a nested `train.zip` entry, or else (LABEL) a top-level
+    `train/` folder of the outer zip itself."""
+    zips = [i for i in outer.infolist() if _basename(i) in {f"{f}.zip" for f in folders}]
+    if len(zips) > 1:
+        raise ArchiveError(f"{label} has more than one of {', '.join(i.filename for i in zips)}")
+    if zips:
+        return zips[0]
+    if any(_parts(i)[0] in folders for i in outer.infolist() if len(_parts(i)) > 1):
+        return label
+    names = ", ".join(sorted(i.filename for i in outer.infolist())[:8]) or "nothing"
+    wanted = " or ".join(f"{f}.zip" for f in folders)
+    raise ArchiveError(f"{label} has no {wanted} (it holds: {names})")
+
+
+def _part_members(
+    zf: zipfile.ZipFile, folders: tuple[str, ...], nested: bool
+) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+    """The files of one part with their path below it: `train/cat.0.jpg` -> ("cat.0.jpg",).
+
+    A nested zip may also hold its files at the top level; anything else (e.g. __MACOSX/) is
+    left out.
+    """
+    files = [i for i in zf.infolist() if not i.is_dir()]
+    members = [(i, p[1:]) for i, p in ((i, _parts(i)) for i in files) if len(p) > 1 and p[0] in folders]
+    if not members and nested:
+        members = [(i, _parts(i)) for i in files if len(_parts(i)) == 1]
+    skipped = len(files) - len(members) if nested else 0
+    if skipped:
+        log.debug("Leaving out %d entries outside %s/", skipped, "/".join(folders))
+    return members
+
+
+def _extract(
+    zf: zipfile.ZipFile,
+    members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
+    dest: Path,
+    label: str,
+    part: str,
+) -> int:
+    """Write each member below DEST (names were checked by _check_zip); return the file count."""
+    log.info("Unpacking %d %s files from %s", len(members), part, label)
+    dest.mkdir()
+    root = os.path.normpath(dest) + os.sep
+    folders, written = {dest}, set()
+    for info, rel in tqdm(members, desc=part, unit="file", disable=None, leave=False):
+        out = dest.joinpath(*rel)
+        if not os.path.normpath(out).startswith(root):  # cannot happen after _check_zip
+            raise ArchiveError(f"refusing {label}: entry {info.filename!r} points outside")
+        if out.parent not in folders:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(out.parent)
+        _copy_member(zf, info, out, label)
+        written.add(out)
+    return len(written)
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, label: str) -> None:
+    try:
+        with zf.open(info) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except _ZIP_ERRORS as e:
+        raise ArchiveError(f"{label} is corrupt: entry {info.filename!r} ({e})") from None
+
+
+def _parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
+    return tuple(p for p in PurePosixPath(info.filename.replace("\\", "/")).parts if p not in ("", "."))
+
+
+def _basename(info: zipfile.ZipInfo) -> str:
+    parts = _parts(info)
+    return parts[-1] if parts and not info.is_dir() else ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- folders -------------------------------------------------------------------------------
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _swap_into_place(work: Path, target: Path) -> None:
+    """Rename the finished WORK folder to TARGET; an old TARGET is removed only afterwards."""
+    if not (target.exists() or target.is_symlink()):
+        os.rename(work, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.rename(target, old)
+    try:
+        os.rename(work, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    log.info("Replaced the previous %s", target)
+    _remove(old)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove hidden work folders that an interrupted earlier run left next to TARGET."""
+    for pattern in (f".{target.name}.partial-*", f".{target.name}.old-*"):
+        for leftover in target.parent.glob(pattern):
+            log.info("Removing %s, left by an interrupted run", leftover)
+            _remove(leftover)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(e, path) from None
+
+
+def _check_space(folder: Path, needed: int, what: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(
+            f"not enough space in {folder} for {what}: {needed / 1e9:.1f} GB needed, "
+            f"{free / 1e9:.1f} GB free"
+        )
+
+
+def _os_error(e: OSError, data_dir: Path) -> UserError:
+    if e.errno == errno.ENOSPC:
+        return UserError(f"no space left on device while unpacking into {data_dir}: free some space")
+    where = f": {e.filename}" if e.filename else ""
+    return UserError(f"{e.strerror or e}{where}")

@@ -1,0 +1,273 @@
+"""Everything that talks to Kaggle, through the official `kaggle` client.
+
+`kaggle` is imported inside the functions: the package authenticates (and prints a help text)
+at import time. Every failure becomes a one-line UserError, and no message, log line or output
+of ours ever contains the API key or token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import requests
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+log = logging.getLogger(__name__)
+
+RULES_URL = "https://www.kaggle.com/competitions/{competition}/rules"
+TOKEN_URL = "https://www.kaggle.com/settings/api"
+
+
+def download_competition_archive(competition: str, dest_dir: Path, *, retries: int = 5) -> Path:
+    """Download the competition's whole-data zip to DEST_DIR/<competition>.zip and return its path.
+
+    Mirrors `KaggleApi.competition_download_files` (same endpoint, progress bar, retries with
+    resume) but names the file itself. A complete archive already there that is not older than
+    Kaggle's is reused; a partial one left by a cut-short run is resumed.
+    """
+    from kagglesdk.competitions.types.competition_api_service import ApiDownloadDataFilesRequest
+
+    api = _authenticated_api()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    outfile = dest_dir / f"{competition}.zip"
+    before = _stat(outfile)
+    try:
+        with api.build_kaggle_client() as client:
+            request = ApiDownloadDataFilesRequest()
+            request.competition_name = competition
+            response = client.competitions.competition_api_client.download_data_files(request)
+            if not api.download_needed(response, str(outfile), quiet=True):
+                log.info("Using the archive already downloaded: %s", outfile)
+                response.close()
+                return outfile
+            log.info("Downloading the %s data from Kaggle to %s", competition, outfile)
+            with _client_prints(api):  # its progress bar (stderr) stays, its messages are logged
+                api.download_file(
+                    response,
+                    str(outfile),
+                    client.http_client(),
+                    quiet=False,
+                    resume=True,
+                    max_retries=retries,
+                )
+    except Exception as e:  # noqa: BLE001 - every failure is translated below
+        partial = _stat(outfile) not in (None, before)
+        raise _translate(e, api, competition, partial_download=partial) from None
+    return outfile
+
+
+def submit(file: Path, message: str, competition: str) -> str:
+    """Upload a submission file with the client's `competition_submit`; return Kaggle's status.
+
+    The client asks for an upload URL (StartSubmissionUpload), PUTs the file there and then
+    creates the submission (CreateSubmission); the returned text is Kaggle's own message,
+    e.g. "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition".
+    """
+    if not file.is_file():
+        raise UserError(f"submission file not found: {file}")
+    api = _authenticated_api()
+    try:
+        with _client_prints(api) as printed:
+            result = api.competition_submit(str(file), message, competition, quiet=False)
+    except Exception as e:  # noqa: BLE001 - every failure is translated below
+        raise _translate(e, api, competition) from None
+    if result.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
+        detail = " ".join(printed.getvalue().split())  # the client prints the upload's error
+        detail = f" ({detail})" if detail else ""
+        raise UserError(f"uploading {file} to Kaggle failed{detail}; try again later")
+    if result.ref:
+        log.info("Submission ref: %s", result.ref)
+    return result.message
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _import_kaggle() -> type[KaggleApi]:
+    """Import the client, hiding the help text `import kaggle` prints when it finds no credentials."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+        except ImportError as e:
+            raise UserError(f"the kaggle client is not installed ({e}): pip install kaggle") from None
+    return KaggleApi
+
+
+class _PrintsToLog(io.StringIO):
+    """Stands in for stdout while the client runs: each line it prints becomes a log line (redacted),
+    at INFO for its retry notices and at DEBUG for the rest, which our own messages repeat."""
+
+    NOTICES = ("Retry", "Connection error", "Rate limited", "Resuming", "Upload of")
+
+    def __init__(self, api: KaggleApi) -> None:
+        super().__init__()
+        self._api = api
+        self._line = ""
+
+    def write(self, text: str) -> int:
+        super().write(text)
+        *lines, self._line = (self._line + text).split("\n")
+        for line in filter(str.strip, lines):
+            level = logging.INFO if line.lstrip().startswith(self.NOTICES) else logging.DEBUG
+            log.log(level, "kaggle: %s", _redact(line.strip(), self._api))
+        return len(text)
+
+
+@contextlib.contextmanager
+def _client_prints(api: KaggleApi) -> Iterator[io.StringIO]:
+    """Send what the client prints on stdout to the log; the text stays readable afterwards."""
+    printed = _PrintsToLog(api)
+    with contextlib.redirect_stdout(printed):
+        yield printed
+
+
+def _authenticated_api() -> KaggleApi:
+    """A fresh KaggleApi with credentials loaded the way the kaggle CLI finds them."""
+    api = _import_kaggle()()
+    # The client's verbose mode (env VERBOSE) prints request headers, i.e. the Authorization.
+    api.args = [a for a in api.args if a not in ("--verbose", "-v")]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            api.authenticate()
+    except SystemExit:  # the client prints a help text and calls exit(1)
+        from kagglesdk.kaggle_env import get_access_token_from_env
+
+        token, source = get_access_token_from_env()
+        if token:  # an API token that Kaggle's introspection does not accept
+            where = "KAGGLE_API_TOKEN" if source == "KAGGLE_API_TOKEN" else "~/.kaggle/access_token"
+            raise UserError(
+                f"Kaggle does not accept the API token in {where} (expired or revoked?): "
+                f"create a new one at {TOKEN_URL}"
+            ) from None
+        raise UserError(_no_credentials_message(api)) from None
+    except Exception as e:  # noqa: BLE001 - e.g. the network call that checks an API token
+        raise _translate(e, api, competition=None) from None
+    for line in printed.getvalue().splitlines():  # e.g. "your Kaggle API key is readable by ..."
+        if line.strip():
+            log.warning("kaggle: %s", _redact(line, api))
+    return api
+
+
+def _no_credentials_message(api: KaggleApi) -> str:
+    return (
+        f"no Kaggle credentials found: save kaggle.json from {TOKEN_URL} as "
+        f"{_config_file(api)} (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY, or put an API "
+        "token in KAGGLE_API_TOKEN or ~/.kaggle/access_token"
+    )
+
+
+def _config_file(api: KaggleApi) -> str:
+    """Where kaggle.json goes: KAGGLE_CONFIG_DIR if set, else ~/.kaggle (which the client reads
+    first; it falls back to ~/.config/kaggle only while ~/.kaggle does not exist)."""
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return _home_relative(Path(api.config))
+    return "~/.kaggle/kaggle.json"
+
+
+def _translate(
+    e: Exception, api: KaggleApi, competition: str | None, partial_download: bool = False
+) -> UserError:
+    """One clear line for a failure of the kaggle client (never the key, never a signed URL)."""
+    import requests
+    from urllib3 import exceptions as urllib3_exceptions
+
+    what = f"competition {competition}" if competition else "Kaggle"
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        status = e.response.status_code
+        if status == 401:
+            return UserError(
+                f"Kaggle rejected your credentials (HTTP 401): check the username and key in "
+                f"{_config_file(api)} or KAGGLE_USERNAME/KAGGLE_KEY, or create a "
+                f"new API token at {TOKEN_URL}"
+            )
+        if status == 403:
+            url = RULES_URL.format(competition=competition or "<competition>")
+            return UserError(
+                f"Kaggle refused access to {what} (HTTP 403): sign in and accept the "
+                f"competition rules at {url}, then run this again"
+            )
+        if status == 404:
+            return UserError(f"Kaggle does not know {what} (HTTP 404): check its name")
+        if status == 429:
+            return UserError("Kaggle is rate-limiting you (HTTP 429): wait a few minutes and retry")
+        if status >= 500:
+            return UserError(f"Kaggle had a server error (HTTP {status}): try again later")
+        return UserError(f"Kaggle answered HTTP {status}: {_server_message(e.response, api)}")
+    unreachable = isinstance(e, requests.exceptions.ConnectTimeout) or (
+        isinstance(e, requests.ConnectionError) and not partial_download
+    )
+    if unreachable:
+        host = _host(e.request.url) if e.request is not None and e.request.url else "Kaggle"
+        return UserError(f"cannot reach {host}: check your network connection or proxy settings")
+    cut_short = (
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.Timeout,
+        urllib3_exceptions.ProtocolError,
+        urllib3_exceptions.ReadTimeoutError,
+    )
+    if isinstance(e, cut_short):
+        return UserError(
+            f"the download of {what} was cut short ({type(e).__name__}); run the command "
+            "again to resume it"
+        )
+    if isinstance(e, ValueError) and "does not match expected size" in str(e):
+        return UserError(f"the download of {what} was cut short ({e}); run the command again")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return UserError(f"no space left on device while downloading {what}: free some space")
+    if isinstance(e, OSError):
+        return UserError(f"{what}: {_redact(str(e), api)}")
+    return UserError(f"the kaggle client failed: {type(e).__name__}: {_redact(str(e), api)}")
+
+
+def _server_message(response: requests.Response, api: KaggleApi) -> str:
+    try:
+        text = str(response.json().get("message") or response.reason)
+    except Exception:  # noqa: BLE001 - not JSON
+        text = str(response.reason)
+    return _redact(" ".join(text.split()), api)
+
+
+def _redact(text: str, api: KaggleApi) -> str:
+    """Remove the key, the token and URL queries (signed download URLs) from a text that came
+    from elsewhere (belt and braces)."""
+    for name in (api.CONFIG_NAME_KEY, api.CONFIG_NAME_TOKEN):
+        secret = api.config_values.get(name)
+        if secret:
+            text = text.replace(secret, "***")
+    return re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1?...", text)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a file, to tell whether a failed download wrote to it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+def _home_relative(path: Path) -> str:
+    home = Path(os.path.expanduser("~"))
+    try:
+        return "~/" + path.relative_to(home).as_posix()
+    except ValueError:
+        return str(path)

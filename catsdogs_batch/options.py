@@ -1,0 +1,52 @@
+"""The options of each command, with their defaults in one place (the CLI shows these).
+
+Kept free of heavy imports so that `catsdogs --help` stays instant."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class DownloadOptions:
+    competition: str = "dogs-vs-cats-redux-kernels-edition"
+    data_dir: Path = Path("data")
+    archive: Path | None = None  # import this zip instead of downloading
+    force: bool = False  # unpack (and download) again even if the data is there
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the random affine transform applied to training batches."""
+
+    rotation: float = 15.0  # degrees, +-
+    shift: float = 0.1  # fraction of width/height, +-
+    shear: float = 10.0  # degrees, +-
+    zoom: float = 0.15  # +- fraction
+    flip: bool = True  # horizontal
+
+
+@dataclass
+class TrainOptions:
+    """Everything `catsdogs train` can set; the defaults are the documented recipe."""
+
+    data: Path = Path("data/dogs-vs-cats-redux-kernels-edition/train")
+    out: Path | None = None  # default: models/<run-name>
+    image_size: int = 128
+    batch_size: int = 32
+    epochs: int = 50
+    val_split: float = 0.2
+    seed: int = 0
+    learning_rate: float = 3e-4
+    l2: float = 1e-4
+    dense_units: int = 128
+    dropout: float = 0.5
+    bn_momentum: float = 0.9  # BatchNormalization's moving-average momentum
+    patience: int = 8  # epochs without val_loss improvement before stopping
+    lr_patience: int = 3  # epochs without improvement before halving the learning rate
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    resume: bool = False
+    tensorboard: bool = False
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)

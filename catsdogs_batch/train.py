@@ -1,0 +1,396 @@
+"""`catsdogs train`: a folder of labelled images -> `models/<run-name>/` with the best model,
+run.json, split.csv, history.csv and curves.png. Interrupted runs continue with `resume`."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import __version__
+from .errors import UserError
+from .files import atomic_path, atomic_write_json
+from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
+from .options import Augmentation, TrainOptions
+from .model import (
+    MODEL_FILE,
+    PREPROCESSING,
+    RUN_FILE,
+    RUN_KIND,
+    RandomAffine,
+    compile_model,
+    make_model,
+)
+
+log = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.csv"
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+BACKUP_DIR = "backup"  # last epoch's weights + optimizer state, kept until the run ends
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: str  # relative to the data folder, POSIX separators
+    label: int
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def find_labelled_images(folder: Path) -> list[LabelledImage]:
+    """All images under `folder` with a label from their Kaggle name or class folder."""
+    items, unlabelled = [], 0
+    for path in iter_image_files(folder):
+        relative = path.relative_to(folder)
+        label = label_from_path(relative)
+        if label is None:
+            unlabelled += 1
+        else:
+            items.append(LabelledImage(relative.as_posix(), label))
+    if unlabelled:
+        log.warning("ignored %d images whose name or folder says neither cat nor dog", unlabelled)
+    if not items:
+        raise UserError(
+            f"no labelled images in {folder}: expected Kaggle names (cat.1.jpg, dog.1.jpg) "
+            "or class folders (cat/, dog/)"
+        )
+    present = {item.label for item in items}
+    if len(present) < 2:
+        only = CLASS_NAMES[present.pop()]
+        raise UserError(f"{folder} holds only {only} images: training needs both cats and dogs")
+    return items
+
+
+def stratified_split(
+    items: list[LabelledImage], val_split: float, seed: int
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """Seeded split that keeps the cat/dog ratio in both parts."""
+    if not 0 < val_split < 1:
+        raise UserError(f"--val-split must be between 0 and 1, not {val_split}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in (0, 1):
+        group = sorted((i for i in items if i.label == label), key=lambda i: i.path)
+        order = rng.permutation(len(group))
+        n_val = max(1, round(len(group) * val_split))
+        if n_val >= len(group):
+            raise UserError(f"too few {CLASS_NAMES[label]} images ({len(group)}) to hold some out")
+        val += [group[k] for k in order[:n_val]]
+        train += [group[k] for k in order[n_val:]]
+    return sorted(train, key=lambda i: i.path), sorted(val, key=lambda i: i.path)
+
+
+def write_split(path: Path, train: list[LabelledImage], val: list[LabelledImage]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "subset"])
+        for subset, items in (("train", train), ("val", val)):
+            writer.writerows((i.path, CLASS_NAMES[i.label], subset) for i in items)
+
+
+def read_split(path: Path) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    parts: dict[str, list[LabelledImage]] = {"train": [], "val": []}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            parts[row["subset"]].append(LabelledImage(row["path"], CLASS_NAMES.index(row["label"])))
+    return parts["train"], parts["val"]
+
+
+def decode_images(
+    folder: Path, items: list[LabelledImage], size: int, workers: int, what: str
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """Decode once into uint8 arrays held in memory (the cache every epoch reads);
+    unreadable files are skipped and returned with their error."""
+    from tqdm import tqdm
+
+    needed = len(items) * size * size * 3
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed > 0.6 * available:
+        raise UserError(
+            f"{len(items)} {what} images at {size}px need {needed / 2**30:.1f} GiB, more than "
+            f"the {available / 2**30:.1f} GiB free: lower --image-size"
+        )
+    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
+    keep = np.ones(len(items), dtype=bool)
+    skipped = []
+    paths = [folder / i.path for i in items]
+    decoded = decode_many(paths, size, workers)
+    for k, (_, result) in enumerate(tqdm(decoded, total=len(paths), desc=f"decode {what}", unit="img")):
+        if isinstance(result, Exception):
+            keep[k] = False
+            skipped.append({"path": items[k].path, "error": str(result)})
+        else:
+            images[k] = result.pixels
+    labels = np.array([[i.label] for i in items], dtype=np.float32)
+    for row in skipped:
+        log.warning("skipped %s: %s", row["path"], row["error"])
+    return images[keep], labels[keep], skipped
+
+
+def make_datasets(options: TrainOptions, train_data, val_data):
+    """tf.data pipelines: shuffled, augmented training batches; plain validation batches."""
+    augment = RandomAffine(options.augmentation, seed=options.seed)
+
+    def augment_batch(images, labels):
+        return tf.cast(augment(images, training=True), tf.float32), labels
+
+    def to_float(images, labels):
+        return tf.cast(images, tf.float32), labels
+
+    train_images, train_labels = train_data
+    train = (
+        tf.data.Dataset.from_tensor_slices((train_images, train_labels))
+        .shuffle(len(train_images), seed=options.seed, reshuffle_each_iteration=True)
+        .batch(options.batch_size)
+        .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = (
+        tf.data.Dataset.from_tensor_slices(val_data)
+        .batch(options.batch_size)
+        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return train, val
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def default_run_name(options: TrainOptions) -> str:
+    return f"cnn-{options.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _options_to_json(options: TrainOptions) -> dict:
+    config = dataclasses.asdict(options)
+    for key in ("resume", "tensorboard", "workers"):
+        config.pop(key)
+    return config
+
+
+def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
+    config = dict(config)
+    config["augmentation"] = Augmentation(**config["augmentation"])
+    config["data"] = Path(config["data"])
+    config["out"] = Path(config["out"])
+    return TrainOptions(
+        **config, resume=True, tensorboard=resume_into.tensorboard, workers=resume_into.workers
+    )
+
+
+def train(options: TrainOptions) -> Path:
+    """Train the CNN and return the run folder. Ctrl-C keeps the best checkpoint and writes
+    everything else; `options.resume` continues such a run from its last finished epoch."""
+    if options.out is None:
+        options = dataclasses.replace(options, out=Path("models") / default_run_name(options))
+    out = options.out
+    run_path = out / RUN_FILE
+    if options.resume:
+        if not run_path.exists():
+            raise UserError(f"nothing to resume in {out}: no {RUN_FILE}")
+        run = json.loads(run_path.read_text())
+        if run.get("status") == "finished":
+            raise UserError(f"the run in {out} already finished; train into a new --out")
+        options = _options_from_json(run["config"], options)
+        train_items, val_items = read_split(out / SPLIT_FILE)
+        log.info("resuming %s", out)
+    else:
+        if run_path.exists() or (out / MODEL_FILE).exists():
+            raise UserError(f"{out} already holds a run: use --resume to continue it, or another --out")
+        if not options.data.is_dir():
+            raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
+        train_items, val_items = stratified_split(
+            find_labelled_images(options.data), options.val_split, options.seed
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        write_split(out / SPLIT_FILE, train_items, val_items)
+
+    started = time.time()
+    train_data = decode_images(options.data, train_items, options.image_size, options.workers, "train")
+    val_data = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
+    skipped = train_data[2] + val_data[2]
+    if len(train_data[0]) == 0 or len(val_data[0]) == 0:
+        raise UserError(f"no readable images left in {options.data} after skipping {len(skipped)}")
+    log.info(
+        "training on %d images, validating on %d (%d unreadable skipped)",
+        len(train_data[0]), len(val_data[0]), len(skipped),
+    )
+    run = _run_record(options, train_data, val_data, skipped, status="running")
+    atomic_write_json(run_path, run)
+
+    keras.utils.set_random_seed(options.seed)
+    model = make_model(
+        options.image_size, options.dense_units, options.dropout, options.l2, options.bn_momentum
+    )
+    compile_model(model, options.learning_rate)
+    train_ds, val_ds = make_datasets(options, train_data[:2], val_data[:2])
+    status = "finished"
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=options.epochs,
+            shuffle=False,  # the dataset shuffles itself
+            callbacks=_callbacks(options),
+            verbose=1 if sys.stderr.isatty() else 2,
+        )
+    except KeyboardInterrupt:
+        status = "interrupted"
+        log.warning("interrupted: the best checkpoint is kept; continue with --resume --out %s", out)
+    run = _finish_record(run, out, status, time.time() - started)
+    atomic_write_json(run_path, run)
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    best = run.get("best") or {}
+    log.info(
+        "best epoch %s: val accuracy %.4f, val log loss %.4f -> %s",
+        best.get("epoch"), best.get("val_accuracy", float("nan")),
+        best.get("val_log_loss", float("nan")), out / MODEL_FILE,
+    )
+    return out
+
+
+def _callbacks(options: TrainOptions) -> list:
+    out = options.out
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=options.patience, restore_best_weights=True
+    )
+    checkpoint = keras.callbacks.ModelCheckpoint(out / MODEL_FILE, monitor="val_loss", save_best_only=True)
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=0.5, patience=options.lr_patience, min_lr=1e-6
+    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(out / BACKUP_DIR, double_checkpoint=True),
+        early_stopping,
+        checkpoint,
+        plateau,
+        keras.callbacks.CSVLogger(out / HISTORY_FILE, append=options.resume),
+        # Last, so that it restores the others' state after their on_train_begin resets it.
+        CallbackState(out / BACKUP_DIR / "callbacks.json", early_stopping, checkpoint, plateau),
+    ]
+    if options.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(out / "tensorboard"))
+    return callbacks
+
+
+class CallbackState(keras.callbacks.Callback):
+    """Saves what BackupAndRestore does not: the best val_loss and patience counters of
+    EarlyStopping, ModelCheckpoint and ReduceLROnPlateau, so a resumed run behaves as if it
+    had never stopped."""
+
+    def __init__(self, path: Path, early_stopping, checkpoint, plateau):
+        super().__init__()
+        self.path = path
+        self.early_stopping, self.checkpoint, self.plateau = early_stopping, checkpoint, plateau
+
+    def on_train_begin(self, logs=None):
+        if not self.path.exists():
+            return
+        state = json.loads(self.path.read_text())
+        self.early_stopping.best = self.checkpoint.best = self.plateau.best = state["best"]
+        self.early_stopping.wait = state["early_stopping_wait"]
+        self.early_stopping.best_epoch = state["best_epoch"]
+        self.plateau.wait = state["plateau_wait"]
+        self.plateau.cooldown_counter = state["plateau_cooldown"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        atomic_write_json(
+            self.path,
+            {
+                "best": float(self.checkpoint.best),
+                "best_epoch": self.early_stopping.best_epoch,
+                "early_stopping_wait": self.early_stopping.wait,
+                "plateau_wait": self.plateau.wait,
+                "plateau_cooldown": self.plateau.cooldown_counter,
+            },
+        )
+
+
+# --- run record ----------------------------------------------------------------------------
+
+
+def _run_record(options, train_data, val_data, skipped, status: str) -> dict:
+    return {
+        "kind": RUN_KIND,
+        "status": status,
+        "model_file": MODEL_FILE,
+        "image_size": options.image_size,
+        "preprocessing": PREPROCESSING,
+        "classes": {"0": CLASS_NAMES[0], "1": CLASS_NAMES[1]},
+        "output": "p_dog: probability that the image shows a dog (1 = dog)",
+        "config": _options_to_json(options),
+        "split": {
+            "file": SPLIT_FILE,
+            "seed": options.seed,
+            "val_split": options.val_split,
+            "train_images": int(len(train_data[0])),
+            "val_images": int(len(val_data[0])),
+            "train_dogs": int(train_data[1].sum()),
+            "val_dogs": int(val_data[1].sum()),
+        },
+        "skipped_images": skipped,
+        "versions": {
+            "catsdogs_batch": __version__,
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _finish_record(run: dict, out: Path, status: str, seconds: float) -> dict:
+    """Add the best epoch's metrics and draw the curves from history.csv."""
+    run = dict(run, status=status)
+    run["train_seconds"] = round(run.get("train_seconds", 0) + seconds, 1)
+    history_path = out / HISTORY_FILE
+    if history_path.exists():
+        import pandas as pd
+
+        history = pd.read_csv(history_path)
+        if len(history):
+            best = history.loc[history["val_loss"].idxmin()]
+            run["epochs_run"] = int(history["epoch"].max()) + 1
+            run["best"] = {"epoch": int(best["epoch"]) + 1} | {
+                k: round(float(v), 6) for k, v in best.items() if k != "epoch"
+            }
+            plot_curves(history, out / CURVES_FILE)
+    return run
+
+
+def plot_curves(history, path: Path) -> None:
+    """Training against validation accuracy and log loss, best epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = history["epoch"] + 1
+    best_epoch = epochs[history["val_loss"].idxmin()]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "log_loss", "Log loss")):
+        ax.plot(epochs, history[metric], label="training")
+        ax.plot(epochs, history[f"val_{metric}"], label="validation")
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best (epoch {best_epoch})")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

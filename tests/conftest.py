@@ -1,0 +1,49 @@
+"""Shared fixtures: small generated images and the sample competition archive."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SAMPLE_ARCHIVE = Path(__file__).resolve().parents[2] / "shared/data/dogs-vs-cats-redux-kernels-edition-mini.zip"
+
+
+def write_image(path: Path, label: int, size: int = 48, seed: int = 0, **save_options) -> Path:
+    """A small image a tiny CNN can tell apart: cats are reddish, dogs bluish, with noise."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+    pixels[..., 0 if label == 0 else 2] += 150
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, **save_options)
+    return path
+
+
+@pytest.fixture
+def kaggle_train_folder(tmp_path: Path) -> Path:
+    """24 labelled images named like Kaggle's train/ (cat.N.jpg, dog.N.jpg)."""
+    folder = tmp_path / "train"
+    for n in range(12):
+        write_image(folder / f"cat.{n}.jpg", 0, seed=n)
+        write_image(folder / f"dog.{n}.jpg", 1, seed=100 + n)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """The sample archive's train/ and test/ unpacked once per test session."""
+    if not SAMPLE_ARCHIVE.exists():
+        pytest.skip(f"sample archive not found at {SAMPLE_ARCHIVE}")
+    root = tmp_path_factory.mktemp("sample")
+    with zipfile.ZipFile(SAMPLE_ARCHIVE) as outer:
+        for inner in ("train.zip", "test.zip"):
+            with outer.open(inner) as f, zipfile.ZipFile(f) as z:
+                z.extractall(root)
+        outer.extract("sample_submission.csv", root)
+    return root

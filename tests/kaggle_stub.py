@@ -1,0 +1,227 @@
+"""A stand-in for the Kaggle API on 127.0.0.1, so tests run the real `kaggle` client offline.
+
+With KAGGLE_API_ENVIRONMENT=LOCALHOST the client POSTs JSON to `<endpoint>/api/v1/<Service>/<Method>`;
+the fixture points that endpoint at this server. It answers what the download and submit
+commands use, the way Kaggle does:
+
+    POST competitions.CompetitionApiService/DownloadDataFiles   -> 302 to GET /files/<competition>.zip
+    GET  /files/<competition>.zip (Range supported)              -> the archive
+    POST competitions.CompetitionApiService/StartSubmissionUpload -> {"token", "createUrl"}
+    PUT  /upload/<token>                                         -> 200, the file is kept (or 500)
+    POST competitions.CompetitionApiService/CreateSubmission    -> {"message", "ref"}
+    POST security.OAuthService/IntrospectToken                  -> {"active", "username"}
+
+Errors are JSON `{"code": N, "message": ...}` like Kaggle's: 401 for bad credentials, 403 while
+the rules of a competition are not accepted, 404 for an unknown competition.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+API = "/api/v1/"
+TITLES = {
+    "dogs-vs-cats-redux-kernels-edition": "Dogs vs. Cats Redux: Kernels Edition",
+    "dogs-vs-cats": "Dogs vs. Cats",
+}
+
+
+@dataclass
+class KaggleStub:
+    """What the server serves and what it saw; tests set the first part and read the second."""
+
+    url: str
+    username: str = "stub-user"
+    key: str = field(default_factory=lambda: "key-" + secrets.token_hex(16))
+    token: str = field(default_factory=lambda: "tok-" + secrets.token_hex(16))
+    archives: dict[str, bytes] = field(default_factory=dict)  # competition -> whole-data zip
+    rules_not_accepted: set[str] = field(default_factory=set)
+    cut_short: int = 0  # this many archive answers stop halfway, despite their Content-Length
+    upload_fails: bool = False  # the upload URL answers 500
+    calls: list[str] = field(default_factory=list)  # "POST /api/v1/...", "GET /files/..."
+    ranges: list[str] = field(default_factory=list)  # Range headers of archive requests
+    uploads: dict[str, bytes] = field(default_factory=dict)  # token -> uploaded file
+    submissions: list[dict] = field(default_factory=list)  # CreateSubmission requests
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+    @property
+    def stub(self) -> KaggleStub:
+        return self.server.stub
+
+    # --- HTTP methods --------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        self.stub.calls.append(f"POST {self.path}")
+        body = json.loads(self._read_body() or b"{}")
+        method = self.path[len(API) :] if self.path.startswith(API) else ""
+        if method == "security.OAuthService/IntrospectToken":
+            active = body.get("token") == self.stub.token
+            return self._json(200, {"active": active, "username": self.stub.username if active else ""})
+        if not self._authorized():
+            return self._error(401, "Unauthenticated")
+        competition = body.get("competitionName", "")
+        if competition not in TITLES:
+            return self._error(404, f"Competition '{competition}' not found")
+        if competition in self.stub.rules_not_accepted:
+            return self._error(403, "You must accept this competition's rules first.")
+        if method == "competitions.CompetitionApiService/DownloadDataFiles":
+            if competition not in self.stub.archives:
+                return self._error(404, "Competition has no data files")
+            self.send_response(302)
+            self.send_header("Location", f"{self.stub.url}/files/{competition}.zip")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
+        if method == "competitions.CompetitionApiService/StartSubmissionUpload":
+            token = f"blob-{len(self.stub.uploads) + 1}"
+            return self._json(200, {"token": token, "createUrl": f"{self.stub.url}/upload/{token}"})
+        if method == "competitions.CompetitionApiService/CreateSubmission":
+            token = body.get("blobFileTokens", "")
+            if token not in self.stub.uploads:
+                return self._error(400, "Submission file was not uploaded")
+            self.stub.submissions.append(body)
+            ref = 4240 + len(self.stub.submissions)
+            message = f"Successfully submitted to {TITLES[competition]}"
+            return self._json(200, {"message": message, "ref": ref})
+        return self._error(404, f"No such method: {method}")
+
+    def do_PUT(self) -> None:
+        self.stub.calls.append(f"PUT {self.path}")
+        token = self.path.removeprefix("/upload/")
+        body = self._read_body()
+        if self.stub.upload_fails:
+            return self._error(500, "Upload failed")
+        self.stub.uploads[token] = body
+        self._json(200, {})
+
+    def do_GET(self) -> None:
+        self.stub.calls.append(f"GET {self.path}")
+        competition = self.path.removeprefix("/files/").removesuffix(".zip")
+        data = self.stub.archives.get(competition)
+        if data is None:
+            return self._error(404, "Not found")
+        start, status = 0, 200
+        range_header = self.headers.get("Range")
+        if range_header:
+            self.stub.ranges.append(range_header)
+            start, status = int(range_header.removeprefix("bytes=").split("-")[0]), 206
+        self.send_response(status)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()[:16]}"')
+        self.send_header("Last-Modified", formatdate(self.server.started, usegmt=True))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if self.stub.cut_short > 0:
+            self.stub.cut_short -= 1
+            self.wfile.write(data[start : start + (len(data) - start) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(data[start:])
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _authorized(self) -> bool:
+        auth = self.headers.get("Authorization", "")
+        basic = base64.b64encode(f"{self.stub.username}:{self.stub.key}".encode()).decode()
+        return auth in (f"Basic {basic}", f"Bearer {self.stub.token}")
+
+    def _read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _json(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"code": status, "message": message})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    stub: KaggleStub
+    started: float
+
+
+def import_kaggle_api() -> type:
+    """The client's KaggleApi class; `import kaggle` prints a help text when it has no credentials."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    return KaggleApi
+
+
+@pytest.fixture
+def kaggle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder and environment without any Kaggle credentials; the real ~/.kaggle is never read.
+
+    The kaggle client talks to http://localhost (KAGGLE_API_ENVIRONMENT=LOCALHOST) and never
+    through a proxy.
+    """
+    home = tmp_path / "home"
+    config_dir = home / ".kaggle"
+    config_dir.mkdir(parents=True)
+    for name in list(os.environ):
+        if name.startswith("KAGGLE_") or name.lower().endswith("_proxy") or name.startswith("VERBOSE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # KaggleApi reads its config path and --local from the environment once, when first imported.
+    api_class = import_kaggle_api()
+    monkeypatch.setattr(api_class, "config_dir", str(config_dir))
+    monkeypatch.setattr(api_class, "config", str(config_dir / "kaggle.json"))
+    monkeypatch.setattr(api_class, "args", ["--local"])
+    return home
+
+
+def point_client_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the kaggle client's LOCALHOST environment mean URL."""
+    from kagglesdk.kaggle_env import KaggleEnv, _env_to_endpoint
+
+    monkeypatch.setitem(_env_to_endpoint, KaggleEnv.LOCAL, url)
+
+
+@pytest.fixture
+def kaggle_stub(kaggle_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KaggleStub]:
+    """A running stand-in Kaggle server, with the client's credentials (env vars) set to match it."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.started = 1_700_000_000.0
+    server.stub = stub = KaggleStub(url=f"http://127.0.0.1:{server.server_port}")
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    point_client_at(stub.url, monkeypatch)
+    monkeypatch.setenv("KAGGLE_USERNAME", stub.username)
+    monkeypatch.setenv("KAGGLE_KEY", stub.key)
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

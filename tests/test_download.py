@@ -1,0 +1,471 @@
+"""`catsdogs download` and the Kaggle submit call, run with the real kaggle client against a
+stand-in Kaggle server on 127.0.0.1 (tests/kaggle_stub.py) or on archives made here."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import random
+import socket
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+from kaggle_stub import KaggleStub, kaggle_home, kaggle_stub, point_client_at  # noqa: F401
+from PIL import Image
+
+from catsdogs_batch.cli import main
+from catsdogs_batch.download import MANIFEST, DownloadOptions, download
+from catsdogs_batch.errors import UserError
+from catsdogs_batch.kaggle_api import download_competition_archive, submit
+
+REDUX = "dogs-vs-cats-redux-kernels-edition"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
+SAMPLE_ARCHIVE = SHARED_DATA / "dogs-vs-cats-redux-kernels-edition-mini.zip"
+
+
+@pytest.fixture(autouse=True)
+def info_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture the stage's INFO lines (what `catsdogs` prints on stderr)."""
+    caplog.set_level(logging.INFO)
+
+
+# --- building archives ---------------------------------------------------------------------
+
+
+def jpeg(shade: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade, 255 - shade, 128)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def make_zip(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """A zip of ENTRIES (name -> content), plus symbolic-link entries LINKS (name -> target)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(zipfile.ZipInfo(name), data)  # ZipInfo keeps the name exactly as given
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return out.getvalue()
+
+
+def competition_zip(
+    test_folder: str = "test",
+    csv: str = "sample_submission.csv",
+    extra_train: dict[str, bytes] | None = None,
+    extra_test: dict[str, bytes] | None = None,
+    extra_outer: dict[str, bytes] | None = None,
+) -> bytes:
+    """Kaggle's layout: train.zip (train/cat.N.jpg, train/dog.N.jpg), test.zip (test/N.jpg), csv."""
+    train = {f"train/{kind}.{i}.jpg": jpeg(i * 40) for kind in ("cat", "dog") for i in range(3)}
+    test = {f"{test_folder}/{i}.jpg": jpeg(i * 60) for i in range(1, 5)}
+    return make_zip(
+        {
+            "train.zip": make_zip({"train/": b"", **train, **(extra_train or {})}),
+            f"{test_folder}.zip": make_zip({f"{test_folder}/": b"", **test, **(extra_test or {})}),
+            csv: b"id,label\n1,0.5\n2,0.5\n3,0.5\n4,0.5\n",
+            **(extra_outer or {}),
+        }
+    )
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 1
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("catsdogs ") and ": error: " in last
+    for fragment in fragments:
+        assert fragment in last
+
+
+def assert_no_secret(stub: KaggleStub, *texts: str) -> None:
+    basic = base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()
+    for text in texts:
+        assert stub.key not in text and basic not in text and stub.token not in text
+
+
+def assert_nothing_unpacked(data_dir: Path, competition: str = REDUX) -> None:
+    """No complete-looking folder and no half-built hidden one is left."""
+    assert not (data_dir / competition).exists()
+    assert not list(data_dir.glob(f".{competition}.*"))
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+# --- downloading through the stand-in Kaggle ------------------------------------------------
+
+
+def test_download_from_kaggle_unpacks_train_test_csv_and_manifest(kaggle_stub, tmp_path, capsys, caplog):
+    kaggle_stub.archives[REDUX] = competition_zip()
+    data = tmp_path / "data"
+
+    code, out, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert code == 0, err
+    folder = data / REDUX
+    assert files_in(folder / "train") == sorted(f"{k}.{i}.jpg" for k in ("cat", "dog") for i in range(3))
+    assert files_in(folder / "test") == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+    assert (folder / "sample_submission.csv").is_file()
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["source"] == "kaggle"
+    assert (manifest["train_files"], manifest["test_files"]) == (6, 4)
+    assert manifest["competition"] == REDUX and len(manifest["archive_sha256"]) == 64
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]  # the archive is gone once unpacked
+    assert kaggle_stub.calls == [
+        "POST /api/v1/competitions.CompetitionApiService/DownloadDataFiles",
+        f"GET /files/{REDUX}.zip",
+    ]
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+    # Already there: nothing is asked of Kaggle.
+    code, _, _ = run_cli(["download", "--data-dir", str(data)], capsys)
+    assert code == 0 and len(kaggle_stub.calls) == 2
+    assert "nothing to do" in caplog.text
+
+
+def test_wrong_key_is_reported_as_rejected_credentials(kaggle_stub, tmp_path, capsys, caplog, monkeypatch):
+    kaggle_stub.archives[REDUX] = competition_zip()
+    monkeypatch.setenv("KAGGLE_KEY", "not-the-key-0123456789")
+
+    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_one_line_error(code, err, "rejected your credentials (HTTP 401)", "kaggle.json", "KAGGLE_KEY")
+    assert "not-the-key-0123456789" not in out + err + caplog.text
+    assert_nothing_unpacked(tmp_path / "data")
+
+
+def test_rules_not_accepted_points_to_the_rules_page(kaggle_stub, tmp_path, capsys, caplog):
+    kaggle_stub.archives[REDUX] = competition_zip()
+    kaggle_stub.rules_not_accepted.add(REDUX)
+
+    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_one_line_error(code, err, "HTTP 403", f"https://www.kaggle.com/competitions/{REDUX}/rules")
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+    assert_nothing_unpacked(tmp_path / "data")
+
+
+def test_missing_credentials_say_where_to_put_them(kaggle_home, tmp_path, capsys):
+    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_one_line_error(code, err, "no Kaggle credentials", "~/.kaggle/kaggle.json", "KAGGLE_USERNAME")
+    assert "KAGGLE_API_TOKEN" in err
+    assert "Authentication required" not in out + err  # the client's own help text is not shown
+
+
+def test_unreachable_kaggle_is_a_network_error(kaggle_home, tmp_path, capsys, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    point_client_at(f"http://127.0.0.1:{port}", monkeypatch)
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "secret-key-for-network-test")
+
+    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_one_line_error(code, err, f"cannot reach 127.0.0.1:{port}", "network")
+    assert "secret-key-for-network-test" not in out + err
+
+
+def test_truncated_archive_is_refused_and_deleted(kaggle_stub, tmp_path, capsys):
+    whole = competition_zip()
+    kaggle_stub.archives[REDUX] = whole[: len(whole) * 2 // 3]  # a complete answer, a cut zip
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, "not a zip file, or it was cut short")
+    assert_nothing_unpacked(data)
+    assert not (data / f"{REDUX}.zip").exists()  # a re-run downloads it afresh
+
+
+def test_connection_cut_short_is_reported_then_resumed(kaggle_stub, tmp_path, capsys, caplog):
+    # Over 2 MB, as the client writes what it received in 1 MB chunks.
+    whole = competition_zip(extra_outer={"padding.bin": random.randbytes(2_500_000)})
+    kaggle_stub.archives[REDUX] = whole
+    kaggle_stub.cut_short = 1  # the server closes the connection halfway through the file
+    data = tmp_path / "data"
+
+    with pytest.raises(UserError, match="was cut short .*run the command again"):
+        download_competition_archive(REDUX, data, retries=0)
+    partial = (data / f"{REDUX}.zip").stat().st_size
+    assert 0 < partial < len(whole)
+    assert_nothing_unpacked(data)
+
+    # The next run resumes where the first stopped (a Range request) and unpacks.
+    code, out, err = run_cli(["download", "--data-dir", str(data)], capsys)
+    assert code == 0, err
+    assert kaggle_stub.ranges == [f"bytes={partial}-"]
+    assert json.loads((data / REDUX / MANIFEST).read_text())["train_files"] == 6
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+
+def test_archive_left_by_an_interrupted_unpack_is_reused(kaggle_stub, tmp_path, capsys, caplog):
+    kaggle_stub.archives[REDUX] = competition_zip()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / f"{REDUX}.zip").write_bytes(kaggle_stub.archives[REDUX])  # newer than Kaggle's
+
+    code, _, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert code == 0, err
+    assert "Using the archive already downloaded" in caplog.text
+    assert json.loads((data / REDUX / MANIFEST).read_text())["test_files"] == 4
+
+
+def test_rejected_api_token(kaggle_stub, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "tok-revoked-0123456789")
+
+    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_one_line_error(code, err, "does not accept the API token in KAGGLE_API_TOKEN")
+    assert "tok-revoked-0123456789" not in out + err
+
+
+# --- importing archives ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not SAMPLE_ARCHIVE.is_file(), reason="sample archive not available")
+def test_import_sample_archive_then_noop_then_force(tmp_path, capsys, caplog):
+    data = tmp_path / "data"
+    argv = ["download", "--archive", str(SAMPLE_ARCHIVE), "--data-dir", str(data)]
+
+    code, _, err = run_cli(argv, capsys)
+
+    assert code == 0, err
+    folder = data / REDUX
+    train = files_in(folder / "train")
+    assert len(train) == 5000 and {name.split(".")[0] for name in train} == {"cat", "dog"}
+    assert len(files_in(folder / "test")) == 1000 and "1.jpg" in files_in(folder / "test")
+    assert (folder / "sample_submission.csv").is_file()
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert (manifest["train_files"], manifest["test_files"]) == (5000, 1000)
+    assert manifest["source"] == str(SAMPLE_ARCHIVE)
+    assert SAMPLE_ARCHIVE.is_file()  # an imported archive is never deleted
+
+    before = {p: p.stat().st_mtime_ns for p in (folder, folder / MANIFEST, folder / "train" / train[0])}
+    caplog.clear()
+    code, _, _ = run_cli(argv, capsys)
+    assert code == 0
+    assert "nothing to do" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    (folder / "train" / "stray.txt").write_text("not from the archive")
+    code, _, err = run_cli([*argv, "--force"], capsys)
+    assert code == 0, err
+    assert len(files_in(folder / "train")) == 5000  # rebuilt from the archive
+    assert json.loads((folder / MANIFEST).read_text())["archive_sha256"] == manifest["archive_sha256"]
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]  # no hidden work folders left
+
+
+def test_2013_competition_test1_becomes_test(tmp_path, capsys):
+    archive = tmp_path / "dogs-vs-cats.zip"
+    archive.write_bytes(competition_zip(test_folder="test1", csv="sampleSubmission.csv"))
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(
+        ["download", "--competition", "dogs-vs-cats", "--archive", str(archive), "--data-dir", str(data)],
+        capsys,
+    )
+
+    assert code == 0, err
+    folder = data / "dogs-vs-cats"
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, "sampleSubmission.csv", "test", "train"]
+    assert files_in(folder / "test") == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+    assert len(files_in(folder / "train")) == 6
+
+
+HOSTILE = {  # where: the entry; {tmp} is the test's own folder, so a wrong write stays in it
+    "zip-slip in the outer zip": ("extra_outer", "../evil.txt"),
+    "absolute path in the outer zip": ("extra_outer", "{tmp}/abs/evil.txt"),
+    "zip-slip in train.zip": ("extra_train", "train/../../evil.txt"),
+    "absolute path in test.zip": ("extra_test", "{tmp}/abs/evil.txt"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_archive_is_refused_and_writes_nothing(case, tmp_path, capsys):
+    where, entry = HOSTILE[case]
+    entry = entry.format(tmp=tmp_path)
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip(**{where: {entry: b"x"}}))
+    data = tmp_path / "deep" / "data"
+
+    code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, "refusing", repr(entry))
+    assert_nothing_unpacked(data)
+    assert not list(tmp_path.rglob("evil.txt"))
+
+
+@pytest.mark.parametrize("where", ["outer", "train.zip"])
+def test_symlink_entry_is_refused(where, tmp_path, capsys):
+    link = {"train/cat.99.jpg": "/etc/passwd"}
+    if where == "outer":
+        outer = zipfile.ZipFile(io.BytesIO(competition_zip()))
+        entries = {i.filename: outer.read(i) for i in outer.infolist()}
+        content = make_zip(entries, links=link)
+    else:
+        content = make_zip(
+            {
+                "train.zip": make_zip({"train/cat.0.jpg": jpeg(1)}, links=link),
+                "test.zip": make_zip({"test/1.jpg": jpeg(2)}),
+            }
+        )
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(content)
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, "refusing", "'train/cat.99.jpg' is a symbolic link")
+    assert_nothing_unpacked(data)
+
+
+def corrupt_crc(content: bytes) -> bytes:
+    """Flip one byte inside the stored sample csv, so only its CRC check can notice."""
+    at = content.index(b"id,label") + 3
+    return content[:at] + bytes([content[at] ^ 0xFF]) + content[at + 1 :]
+
+
+BROKEN = {
+    "not a zip": (b"<html>not a zip</html>", "not a zip file, or it was cut short"),
+    "cut short": (competition_zip()[:-200], "not a zip file, or it was cut short"),
+    "bad CRC": (corrupt_crc(competition_zip()), "'sample_submission.csv' fails its CRC check"),
+    "no test": (
+        make_zip({"train.zip": make_zip({"train/cat.0.jpg": jpeg(0)})}),
+        "has no test.zip or test1.zip",
+    ),
+    "empty train": (
+        make_zip({"train.zip": make_zip({}), "test.zip": make_zip({"test/1.jpg": jpeg(0)})}),
+        "no train files",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_archive_is_one_clear_error(case, tmp_path, capsys):
+    content, message = BROKEN[case]
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(content)
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, message)
+    assert_nothing_unpacked(data)
+
+
+def test_missing_archive_file(tmp_path, capsys):
+    code, _, err = run_cli(["download", "--archive", str(tmp_path / "nope.zip")], capsys)
+    assert_one_line_error(code, err, "archive not found", "nope.zip")
+
+
+def test_failed_force_keeps_the_complete_folder(tmp_path):
+    good = tmp_path / "good.zip"
+    good.write_bytes(competition_zip())
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(competition_zip(extra_train={"train/../../evil.txt": b"x"}))
+    data = tmp_path / "data"
+    download(DownloadOptions(data_dir=data, archive=good))
+
+    with pytest.raises(UserError, match="refusing"):
+        download(DownloadOptions(data_dir=data, archive=bad, force=True))
+
+    assert json.loads((data / REDUX / MANIFEST).read_text())["source"] == str(good)
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]
+
+
+def test_folder_without_manifest_is_not_complete(tmp_path):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    half_done = tmp_path / "data" / REDUX / "train"
+    half_done.mkdir(parents=True)
+    (half_done / "cat.0.jpg").write_bytes(b"half")
+
+    folder = download(DownloadOptions(data_dir=tmp_path / "data", archive=archive))
+
+    assert (folder / MANIFEST).is_file() and len(files_in(folder / "train")) == 6
+
+
+# --- submitting ----------------------------------------------------------------------------
+
+
+def test_submit_uploads_the_file_and_prints_kaggles_status(kaggle_stub, tmp_path, capsys, caplog):
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n2,0.1\n")
+
+    code, out, err = run_cli(["submit", str(csv), "-m", "first try"], capsys)
+
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition"
+    assert kaggle_stub.calls == [
+        "POST /api/v1/competitions.CompetitionApiService/StartSubmissionUpload",
+        "PUT /upload/blob-1",
+        "POST /api/v1/competitions.CompetitionApiService/CreateSubmission",
+    ]
+    assert kaggle_stub.uploads["blob-1"] == csv.read_bytes()
+    assert kaggle_stub.submissions == [
+        {"competitionName": REDUX, "blobFileTokens": "blob-1", "submissionDescription": "first try"}
+    ]
+    assert "Submission ref: 4241" in caplog.text
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+
+def test_submit_with_an_api_token(kaggle_stub, tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", kaggle_stub.token)
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n")
+
+    status = submit(csv, "with a token", "dogs-vs-cats")
+
+    assert status == "Successfully submitted to Dogs vs. Cats"
+    assert kaggle_stub.calls[0] == "POST /api/v1/security.OAuthService/IntrospectToken"
+
+
+def test_submit_before_accepting_the_rules(kaggle_stub, tmp_path, capsys, caplog):
+    kaggle_stub.rules_not_accepted.add("dogs-vs-cats")
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n")
+
+    code, out, err = run_cli(["submit", str(csv), "-m", "x", "--competition", "dogs-vs-cats"], capsys)
+
+    assert_one_line_error(code, err, "https://www.kaggle.com/competitions/dogs-vs-cats/rules")
+    assert kaggle_stub.uploads == {}
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+
+def test_failed_upload_is_an_error_not_a_status(kaggle_stub, tmp_path, capsys):
+    kaggle_stub.upload_fails = True  # the client reports this in the message, without raising
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n")
+
+    code, _, err = run_cli(["submit", str(csv), "-m", "x"], capsys)
+
+    assert_one_line_error(code, err, "uploading", "failed")
+    assert kaggle_stub.submissions == []
+
+
+def test_submit_missing_file(kaggle_stub, tmp_path, capsys):
+    code, _, err = run_cli(["submit", str(tmp_path / "none.csv"), "-m", "x"], capsys)
+    assert_one_line_error(code, err, "submission file not found")
+    assert kaggle_stub.calls == []

@@ -1,0 +1,150 @@
+"""Training end to end on a few dozen generated images, through the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+import pytest
+
+from catsdogs_batch.cli import main
+from catsdogs_batch.model import make_model
+
+from conftest import write_image
+
+FAST = ["--image-size", "32", "--batch-size", "8", "--dense-units", "16"]
+
+
+def train_cli(data: Path, out: Path, *extra: str) -> int:
+    return main(["train", "--data", str(data), "--out", str(out), *FAST, *extra])
+
+
+def test_the_model_has_the_promised_architecture():
+    model = make_model(image_size=64, dense_units=32, dropout=0.5, l2=1e-4)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == [
+        "InputLayer", "Rescaling",
+        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
+        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
+        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
+        "Flatten", "Dense", "Dropout", "Dense",
+    ]  # fmt: skip
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 64, 128]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert all(layer.kernel_regularizer is not None for layer in convs + dense[:1])
+    assert dense[-1].units == 1 and dense[-1].activation.__name__ == "sigmoid"
+    assert model.layers[-2].rate == 0.5
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 1)
+
+
+def test_training_writes_everything_the_later_stages_need(kaggle_train_folder, tmp_path):
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--epochs", "2") == 0
+    for name in ("model.keras", "run.json", "split.csv", "history.csv", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    run = json.loads((out / "run.json").read_text())
+    assert run["kind"] == "catsdogs-batch model" and run["status"] == "finished"
+    assert run["image_size"] == 32 and run["classes"] == {"0": "cat", "1": "dog"}
+    assert run["split"]["train_images"] + run["split"]["val_images"] == 24
+    assert run["split"]["val_dogs"] * 2 == run["split"]["val_images"]  # stratified
+    assert run["best"]["epoch"] in (1, 2) and 0 <= run["best"]["val_accuracy"] <= 1
+    assert {"tensorflow", "keras", "catsdogs_batch"} <= set(run["versions"])
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    assert {"accuracy", "auc", "log_loss", "val_accuracy", "val_auc", "val_log_loss"} <= set(history.columns)
+    assert not (out / "backup").exists()  # removed once the run finished
+    split = pd.read_csv(out / "split.csv")
+    assert len(split) == 24 and set(split["subset"]) == {"train", "val"}
+
+
+def test_the_split_is_seeded_and_reproducible(kaggle_train_folder, tmp_path):
+    for name in ("a", "b"):
+        assert train_cli(kaggle_train_folder, tmp_path / name, "--epochs", "1", "--seed", "7") == 0
+    assert (tmp_path / "a/split.csv").read_text() == (tmp_path / "b/split.csv").read_text()
+
+
+def test_class_folders_and_corrupt_files(tmp_path, caplog):
+    data = tmp_path / "photos"
+    for n in range(8):
+        write_image(data / "Cats" / f"{n}.png", 0, seed=n)
+        write_image(data / "dog" / "sub" / f"{n}.jpg", 1, seed=50 + n)
+    (data / "Cats" / "broken.jpg").write_bytes(b"not a jpeg")
+    (data / "dog" / "empty.jpg").write_bytes(b"")
+    assert train_cli(data, tmp_path / "run", "--epochs", "1") == 0
+    run = json.loads((tmp_path / "run/run.json").read_text())
+    assert sorted(s["path"] for s in run["skipped_images"]) == ["Cats/broken.jpg", "dog/empty.jpg"]
+    assert run["split"]["train_images"] + run["split"]["val_images"] == 16
+    assert "skipped" in caplog.text
+
+
+def test_bad_training_folders_are_clear_errors(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train_cli(empty, tmp_path / "r1") == 1
+    assert "no labelled images" in capsys.readouterr().err
+    for n in range(4):
+        write_image(tmp_path / "cats" / f"cat.{n}.jpg", 0, seed=n)
+    assert train_cli(tmp_path / "cats", tmp_path / "r2") == 1
+    err = capsys.readouterr().err
+    assert "only cat images" in err and "Traceback" not in err
+    assert train_cli(tmp_path / "missing", tmp_path / "r3") == 1
+
+
+def test_an_existing_run_is_never_overwritten(kaggle_train_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 0
+    model_bytes = (out / "model.keras").read_bytes()
+    assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "model.keras").read_bytes() == model_bytes
+
+
+def test_ctrl_c_keeps_the_best_checkpoint_and_resume_continues(kaggle_train_folder, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "catsdogs_batch.cli", "train", "--data", str(kaggle_train_folder),
+               "--out", str(out), *FAST, "--epochs", "400", "--patience", "400"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    history = out / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "interrupted" and (out / "model.keras").exists()
+    assert 2 <= len(pd.read_csv(history)) < 400
+
+
+def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folder, tmp_path, monkeypatch):
+    import catsdogs_batch.train as train_module
+
+    class CtrlCAfterTwoEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    real_callbacks = train_module._callbacks
+    monkeypatch.setattr(train_module, "_callbacks", lambda o: real_callbacks(o) + [CtrlCAfterTwoEpochs()])
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--epochs", "5") == 130
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    iterations = json.loads((out / "backup/training_metadata.json").read_text())
+    assert iterations["epoch"] == 2
+
+    monkeypatch.setattr(train_module, "_callbacks", real_callbacks)
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2, 3, 4]  # continued at epoch 3: no repeats, no gaps
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["epochs_run"] == 5
+    assert main(["train", "--out", str(out), "--resume"]) == 1  # nothing left to resume
