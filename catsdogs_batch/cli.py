@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .options import Augmentation, TrainOptions
+from .options import Augmentation, EngineOptions, PredictOptions, SubmissionOptions, TrainOptions
 
 COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")
 DEFAULT_COMPETITION = COMPETITIONS[0]
@@ -123,6 +123,102 @@ def run_train(args: argparse.Namespace) -> None:
     )
 
 
+# --- predict, submission ------------------------------------------------------------------
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    d = EngineOptions()
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default: {d.batch_size}")
+    parser.add_argument("--workers", type=int, default=d.workers, help=f"decoding threads (default: {d.workers})")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output")
+    parser.add_argument(
+        "--shard-size", type=int, default=d.shard_size,
+        help=f"files per resumable unit of work (default: {d.shard_size})",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(
+        batch_size=args.batch_size,
+        workers=args.workers,
+        tta=args.tta,
+        shard_size=args.shard_size,
+        progress=not args.no_progress,
+    )
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    from .model import latest_checkpoint
+
+    return args.model if args.model is not None else latest_checkpoint()
+
+
+def parse_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="write the results table for a folder of images",
+        description="Predict cat or dog for every image under FOLDER (recursively) and write "
+        "one row per file: path, id, p_dog, label, confidence, width, height, status, error. "
+        "An interrupted run continues where it stopped when rerun.",
+    )
+    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model file")
+    p.add_argument("folder", type=Path, help="folder of images")
+    p.add_argument("--out", type=Path, required=True, help="results table, .csv or .parquet")
+    _add_engine_options(p)
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from .engine import predict_folder
+
+    summary = predict_folder(
+        PredictOptions(args.model, args.folder, args.out, args.overwrite, _engine_options(args))
+    )
+    print(summary.describe())
+
+
+def parse_submission(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submission",
+        help="predict the test images and write submission.csv",
+        description="Predict every test image and write submission.csv (checked against the "
+        "competition's sample submission) and results.csv into the output folder.",
+    )
+    p.add_argument("--model", type=Path, help="run folder (default: the newest finished run in models/)")
+    p.add_argument("--test-dir", type=Path, help="default: data/<competition>/test")
+    _add_competition(p)
+    p.add_argument("--clip", type=float, default=0.005, help="redux: clip p_dog to [clip, 1-clip] (default: 0.005)")
+    p.add_argument("--sample-submission", type=Path, help="default: found beside the test folder")
+    p.add_argument("--out", type=Path, help="output folder (default: submissions/<run-name>)")
+    _add_engine_options(p)
+    p.set_defaults(func=run_submission)
+
+
+def run_submission(args: argparse.Namespace) -> None:
+    from .submission import make_submission
+
+    model = _model_path(args)
+    test_dir = args.test_dir or Path("data") / args.competition / "test"
+    if not test_dir.is_dir():
+        raise UserError(f"no test folder at {test_dir} (run `catsdogs download` first?)")
+    out = args.out or Path("submissions") / (model.name if model.is_dir() else model.parent.name)
+    path = make_submission(
+        SubmissionOptions(
+            model=model,
+            test_dir=test_dir,
+            out=out,
+            competition=args.competition,
+            clip=args.clip,
+            sample_submission=args.sample_submission,
+            overwrite=args.overwrite,
+            engine=_engine_options(args),
+        )
+    )
+    print(f"submission written: {path}; upload it with: catsdogs submit {path} -m MESSAGE")
+
+
 # --- submit --------------------------------------------------------------------------------
 
 
@@ -156,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for parse_command in (parse_download, parse_train, parse_submit):
+    for parse_command in (parse_download, parse_train, parse_predict, parse_submission, parse_submit):
         parse_command(sub)
     return parser
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,10 +133,11 @@ def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
 
 
 def decode_many(
-    paths: list[Path], size: int, workers: int
+    paths: Iterable[Path], size: int, workers: int, window: int = 256
 ) -> Iterator[tuple[Path, DecodedImage | ImageError]]:
-    """Decode `paths` in order on `workers` threads (Pillow releases the GIL while decoding).
-    Unreadable files yield their ImageError instead of raising."""
+    """Decode `paths` in order on `workers` threads (Pillow releases the GIL while decoding),
+    at most `window` images ahead of the consumer, so memory stays bounded for any number of
+    files. Unreadable files yield their ImageError instead of raising."""
 
     def load(path: Path) -> DecodedImage | ImageError:
         try:
@@ -148,4 +150,12 @@ def decode_many(
             yield path, load(path)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        yield from zip(paths, pool.map(load, paths))
+        pending: deque[tuple[Path, Future]] = deque()
+        for path in paths:
+            pending.append((path, pool.submit(load, path)))
+            if len(pending) >= window:
+                path, future = pending.popleft()
+                yield path, future.result()
+        while pending:
+            path, future = pending.popleft()
+            yield path, future.result()

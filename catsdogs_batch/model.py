@@ -149,6 +149,21 @@ def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(model_path, run)
 
 
+def latest_checkpoint(models_dir: Path = Path("models")) -> Path:
+    """The most recently finished run under `models_dir`: the default model of every command."""
+    finished = []
+    for run_path in models_dir.glob(f"*/{RUN_FILE}"):
+        try:
+            run = json.loads(run_path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if run.get("kind") == RUN_KIND and run.get("status") == "finished":
+            finished.append(run_path)
+    if not finished:
+        raise UserError(f"no finished training run in {models_dir}/: run `catsdogs train` or pass --model")
+    return max(finished, key=lambda p: p.stat().st_mtime).parent
+
+
 def load_keras_model(checkpoint: Checkpoint) -> keras.Model:
     """Load the Keras model of a checkpoint (no optimizer), with a clear error for a bad file."""
     try:

@@ -50,3 +50,39 @@ class TrainOptions:
     resume: bool = False
     tensorboard: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass
+class EngineOptions:
+    """How images are pushed through the model; shared by predict, submission and label."""
+
+    batch_size: int = 64
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads
+    tta: bool = False  # average with the horizontally flipped image
+    shard_size: int = 1024  # files per resumable unit of work
+    progress: bool = True
+
+
+@dataclass
+class PredictOptions:
+    """`catsdogs predict`: the results table for every image under a folder."""
+
+    model: Path  # a run folder or its model file
+    folder: Path  # images, found recursively
+    out: Path  # the results table: .csv or .parquet
+    overwrite: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+@dataclass
+class SubmissionOptions:
+    """`catsdogs submission`: predict the test images, write submission.csv and results.csv."""
+
+    model: Path
+    test_dir: Path
+    out: Path  # a folder, e.g. submissions/<run-name>
+    competition: str = "dogs-vs-cats-redux-kernels-edition"
+    clip: float = 0.005  # redux only: probabilities clipped to [clip, 1 - clip] (log loss)
+    sample_submission: Path | None = None  # default: found beside the test folder
+    overwrite: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)

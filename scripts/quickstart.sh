@@ -35,8 +35,10 @@ else
     "$catsdogs" train --out "$run" --resume
 fi
 
-if "$catsdogs" submission --help >/dev/null 2>&1; then
-    echo "== 3/3 submission"
+echo "== 3/3 submission -> submissions/quickstart-$competition"
+if [ -f "submissions/quickstart-$competition/submission.csv" ]; then
+    echo "submissions/quickstart-$competition/submission.csv exists (delete it to predict again)"
+else
     "$catsdogs" submission --model "$run" --test-dir "$data/test" --competition "$competition" \
         --out "submissions/quickstart-$competition"
 fi

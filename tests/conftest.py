@@ -47,3 +47,19 @@ def sample_dir(tmp_path_factory) -> Path:
                 z.extractall(root)
         outer.extract("sample_submission.csv", root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A real checkpoint of this project, trained for one epoch on 24 generated 32 px images."""
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    for n in range(12):
+        write_image(root / "train" / f"cat.{n}.jpg", 0, seed=n)
+        write_image(root / "train" / f"dog.{n}.jpg", 1, seed=100 + n)
+    options = TrainOptions(
+        data=root / "train", out=root / "model", image_size=32, batch_size=8, epochs=1, dense_units=16
+    )
+    return train(options)

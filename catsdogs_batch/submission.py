@@ -1,0 +1,95 @@
+"""`catsdogs submission`: the results table of the competition's test images, and the
+`submission.csv` Kaggle accepts, checked against the competition's sample submission."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from .engine import predict_folder
+from .errors import UserError
+from .files import atomic_path
+from .options import PredictOptions, SubmissionOptions
+from .tables import read_table
+
+log = logging.getLogger(__name__)
+
+SUBMISSION_FILE = "submission.csv"
+RESULTS_FILE = "results.csv"
+SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
+UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opinion
+
+
+def make_submission(options: SubmissionOptions) -> Path:
+    """Predict every test image, then write submission.csv; returns its path."""
+    out = options.out
+    submission_path, results_path = out / SUBMISSION_FILE, out / RESULTS_FILE
+    if submission_path.exists() and not options.overwrite:
+        raise UserError(f"{submission_path} already exists: pass --overwrite to replace it")
+    if results_path.exists() and not options.overwrite:
+        log.info("reusing the finished %s (pass --overwrite to predict again)", results_path)
+    else:
+        predict_folder(
+            PredictOptions(options.model, options.test_dir, results_path, options.overwrite, options.engine)
+        )
+    submission = submission_frame(read_table(results_path), options.competition, options.clip)
+    sample = options.sample_submission or find_sample_submission(options.test_dir)
+    if sample is None:
+        log.warning("no sample submission beside %s: ids not checked against it", options.test_dir)
+    else:
+        check_against_sample(submission, sample)
+    with atomic_path(submission_path) as tmp:
+        submission.to_csv(tmp, index=False, float_format="%.6f")
+    log.info("wrote %s (%d rows) for %s", submission_path, len(submission), options.competition)
+    return submission_path
+
+
+def submission_frame(results: pd.DataFrame, competition: str, clip: float) -> pd.DataFrame:
+    """`id,label` in numeric id order: the clipped probability of dog (redux, scored by log
+    loss) or 1 for dog / 0 for cat (the 2013 competition, scored by accuracy)."""
+    if not 0 <= clip < 0.5:
+        raise UserError(f"--clip must be in [0, 0.5), not {clip}")
+    unnamed = results.loc[results["id"].isna(), "path"]
+    if len(unnamed):
+        raise UserError(
+            f"{len(unnamed)} test files are not named by a numeric id (e.g. {unnamed.iloc[0]}): "
+            "is this the competition's test folder?"
+        )
+    errors = results[results["status"] == "error"]
+    if len(errors):
+        listed = "; ".join(f"{r.path}: {r.error}" for r in errors.head(10).itertuples())
+        log.warning(
+            "WARNING: %d test images could not be read and are submitted as p_dog=%.1f: %s",
+            len(errors), UNREADABLE_P_DOG, listed,
+        )
+    p_dog = results["p_dog"].fillna(UNREADABLE_P_DOG)
+    if competition == "dogs-vs-cats":
+        label = (p_dog >= 0.5).astype(int)
+    else:
+        label = p_dog.clip(clip, 1 - clip)
+    frame = pd.DataFrame({"id": results["id"].astype(int), "label": label})
+    return frame.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def find_sample_submission(test_dir: Path) -> Path | None:
+    for name in SAMPLE_SUBMISSIONS:
+        if (test_dir.parent / name).is_file():
+            return test_dir.parent / name
+    return None
+
+
+def check_against_sample(submission: pd.DataFrame, sample_path: Path) -> None:
+    """Same columns, same ids, same count as the competition's sample submission."""
+    sample = pd.read_csv(sample_path)
+    if list(sample.columns) != list(submission.columns):
+        raise UserError(f"{sample_path} has columns {list(sample.columns)}, not {list(submission.columns)}")
+    expected, got = set(sample["id"]), set(submission["id"])
+    if len(submission) != len(sample) or expected != got:
+        missing, extra = sorted(expected - got), sorted(got - expected)
+        raise UserError(
+            f"the submission has {len(submission)} rows but {sample_path.name} has {len(sample)}: "
+            f"{len(missing)} ids missing (e.g. {missing[:5]}), {len(extra)} unexpected (e.g. {extra[:5]})"
+        )
+

@@ -1,0 +1,203 @@
+"""The batch inference engine on real folders: the sample's test images, every kind of bad
+file, both table formats, interrupted runs, and agreement with the training pipeline."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from catsdogs_batch.cli import main
+from catsdogs_batch.engine import Predictor, predict_folder
+from catsdogs_batch.errors import UserError
+from catsdogs_batch.options import EngineOptions, PredictOptions
+from catsdogs_batch.tables import COLUMNS, read_table
+
+from conftest import write_image
+
+QUIET = EngineOptions(progress=False)
+
+
+def predict(model: Path, folder: Path, out: Path, **engine) -> pd.DataFrame:
+    predict_folder(PredictOptions(model, folder, out, engine=EngineOptions(progress=False, **engine)))
+    return read_table(out)
+
+
+def test_results_for_the_sample_test_images(tiny_model, sample_dir, tmp_path):
+    table = predict(tiny_model, sample_dir / "test", tmp_path / "results.csv", shard_size=300)
+    assert list(table.columns) == COLUMNS
+    assert len(table) == 1000 and table["path"].is_unique
+    assert sorted(table["id"]) == list(range(1, 1001))
+    assert (table["status"] == "ok").all() and (table["error"] == "").all()
+    assert table["p_dog"].between(0, 1).all()
+    assert (table["label"] == np.where(table["p_dog"] >= 0.5, "dog", "cat")).all()
+    assert np.allclose(table["confidence"], np.maximum(table["p_dog"], 1 - table["p_dog"]))
+    assert (table["width"] == 200).all() and (table["height"] == 200).all()
+    assert not (tmp_path / "results.csv.parts").exists()
+
+
+def test_every_kind_of_real_folder_content(tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    good = {
+        "a.jpg": {}, "b.png": {}, "c.bmp": {}, "d.gif": {}, "e.webp": {}, "f.tiff": {},
+    }  # fmt: skip
+    for name, save in good.items():
+        write_image(folder / name, 1, **save)
+    Image.new("L", (30, 30), 128).save(folder / "gray.png")
+    Image.new("CMYK", (30, 30), (0, 50, 50, 0)).save(folder / "cmyk.jpg")
+    Image.new("RGBA", (30, 30), (10, 20, 30, 0)).save(folder / "alpha.png")
+    Image.fromarray(np.full((30, 30), 40000, dtype=np.uint16)).save(folder / "deep16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(folder / "rotated.jpg", exif=exif)
+    Image.new("RGB", (5000, 3000), (10, 10, 200)).save(folder / "huge.jpg", quality=70)
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "notes.png").write_text("not an image at all")
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), (1, 2, 3)).save(buffer, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[:400])
+    (folder / "README.txt").write_text("ignored: not an image extension")
+
+    table = predict(tiny_model, folder, tmp_path / "results.csv").set_index("path")
+    assert len(table) == 15  # every image-named file has a row, README.txt none
+    errors = table[table["status"] == "error"]
+    assert dict(errors["error"]) == {
+        "zero.jpg": "empty file",
+        "notes.png": "not an image file",
+        "truncated.jpg": errors.loc["truncated.jpg", "error"],
+    }
+    assert errors.loc["truncated.jpg", "error"].startswith("unreadable image")
+    assert errors["p_dog"].isna().all() and (errors["label"] == "").all()
+    ok = table[table["status"] == "ok"]
+    assert ok["p_dog"].between(0, 1).all()
+    assert (ok.loc["rotated.jpg", "width"], ok.loc["rotated.jpg", "height"]) == (20, 40)
+    assert (ok.loc["huge.jpg", "width"], ok.loc["huge.jpg", "height"]) == (5000, 3000)
+
+
+def test_parquet_table_has_the_same_rows_as_csv(tiny_model, kaggle_train_folder, tmp_path):
+    csv_table = predict(tiny_model, kaggle_train_folder, tmp_path / "r.csv", shard_size=5)
+    parquet_table = predict(tiny_model, kaggle_train_folder, tmp_path / "r.parquet", shard_size=5)
+    pd.testing.assert_frame_equal(csv_table, parquet_table)
+
+
+def test_tta_averages_with_the_mirrored_image(tiny_model, kaggle_train_folder, tmp_path):
+    predictor = Predictor(tiny_model, tta=True)
+    plain = Predictor(tiny_model)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 32))) for p in sorted(kaggle_train_folder.iterdir())[:4]])
+    expected = (plain.predict(pixels) + plain.predict(pixels[:, :, ::-1])) / 2
+    assert np.allclose(predictor.predict(pixels), expected, atol=1e-6)
+
+
+def test_existing_output_is_not_overwritten_unless_asked(tiny_model, kaggle_train_folder, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    out.write_text("precious")
+    args = ["predict", str(tiny_model), str(kaggle_train_folder), "--out", str(out), "--no-progress"]
+    assert main(args) == 1
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "precious"
+    assert main(args + ["--overwrite"]) == 0
+    assert len(read_table(out)) == 24
+
+
+def test_bad_inputs_are_clear_errors(tiny_model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    run = ["predict", str(tiny_model)]
+    assert main(run + [str(tmp_path / "empty"), "--out", str(tmp_path / "r.csv")]) == 1
+    assert "no image files" in capsys.readouterr().err
+    assert main(run + [str(tmp_path / "missing"), "--out", str(tmp_path / "r.csv")]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert main(run + [str(tmp_path), "--out", str(tmp_path / "r.txt")]) == 1
+    assert ".csv or .parquet" in capsys.readouterr().err
+
+    not_ours = tmp_path / "other_model"
+    not_ours.mkdir()
+    (not_ours / "model.keras").write_bytes(b"PK\x03\x04 not really a keras file")
+    write_image(tmp_path / "imgs" / "a.jpg", 0)
+    assert main(["predict", str(not_ours), str(tmp_path / "imgs"), "--out", str(tmp_path / "r.csv")]) == 1
+    assert "not a catsdogs-batch model" in capsys.readouterr().err
+    (not_ours / "run.json").write_text((tiny_model / "run.json").read_text())
+    assert main(["predict", str(not_ours), str(tmp_path / "imgs"), "--out", str(tmp_path / "r.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load" in err and "Traceback" not in err
+
+
+def test_a_killed_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tiny_model, sample_dir, tmp_path):
+    reference = predict(tiny_model, sample_dir / "test", tmp_path / "reference.csv", shard_size=50)
+
+    out = tmp_path / "results.csv"
+    command = [sys.executable, "-m", "catsdogs_batch.cli", "predict", str(tiny_model), str(sample_dir / "test"),
+               "--out", str(out), "--shard-size", "50", "--batch-size", "16", "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = tmp_path / "results.csv.parts"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("shard-*.json"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(list(parts.glob("shard-*.json")))
+    assert not out.exists() and 2 <= done < 20, "the run was not killed part-way"
+
+    assert main(command[3:]) == 0  # the same command again
+    resumed = read_table(out)
+    pd.testing.assert_frame_equal(resumed, reference)
+    assert not parts.exists()
+
+
+def test_a_resume_with_other_settings_is_refused(tiny_model, kaggle_train_folder, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    parts = tmp_path / "r.csv.parts"
+    parts.mkdir()
+    (parts / "job.json").write_text(json.dumps({"folder": "elsewhere"}))
+    args = ["predict", str(tiny_model), str(kaggle_train_folder), "--out", str(out), "--no-progress"]
+    assert main(args) == 1
+    assert "other settings" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0 and len(read_table(out)) == 24
+
+
+def test_training_and_prediction_decode_the_same_way(tiny_model, tmp_path):
+    """The validation pipeline of training and the engine give the same probabilities."""
+    import keras
+
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import decode_images, make_datasets, read_split
+
+    run = json.loads((tiny_model / "run.json").read_text())
+    data = Path(run["config"]["data"])
+    _, val = read_split(tiny_model / "split.csv")
+    images, labels, _ = decode_images(data, val, 32, 2, "validation")
+    _, val_ds = make_datasets(TrainOptions(batch_size=4), (images, labels), (images, labels))
+    model = keras.saving.load_model(tiny_model / "model.keras")
+    training_side = model.predict(val_ds, verbose=0).reshape(-1)
+
+    folder = tmp_path / "val"
+    for item in val:
+        (folder / item.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data / item.path, folder / item.path)
+    table = predict(tiny_model, folder, tmp_path / "r.csv").set_index("path")
+    prediction_side = table.loc[[i.path for i in val], "p_dog"].to_numpy()
+    assert np.allclose(training_side, prediction_side, atol=1e-5)
+
+
+def test_the_newest_finished_run_is_the_default_model(tiny_model, tmp_path, monkeypatch):
+    from catsdogs_batch.model import latest_checkpoint
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model, models / "old")
+    shutil.copytree(tiny_model, models / "new")
+    unfinished = json.loads((tiny_model / "run.json").read_text()) | {"status": "interrupted"}
+    (models / "newest-but-interrupted").mkdir()
+    (models / "newest-but-interrupted" / "run.json").write_text(json.dumps(unfinished))
+    os.utime(models / "old" / "run.json", (1, 1))
+    assert latest_checkpoint(models) == models / "new"
+    with pytest.raises(UserError, match="no finished training run"):
+        latest_checkpoint(tmp_path / "nothing")

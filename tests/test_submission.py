@@ -1,0 +1,73 @@
+"""`catsdogs submission` on the sample's test images, in both competitions' formats."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+
+from catsdogs_batch.cli import main
+
+
+def submission_cli(model, test_dir, out, *extra: str) -> int:
+    return main(["submission", "--model", str(model), "--test-dir", str(test_dir), "--out", str(out),
+                 "--no-progress", *extra])  # fmt: skip
+
+
+def test_redux_submission_matches_the_sample_submission(tiny_model, sample_dir, tmp_path):
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, sample_dir / "test", out) == 0
+    text = (out / "submission.csv").read_text().splitlines()
+    assert text[0] == "id,label"
+    submission = pd.read_csv(out / "submission.csv")
+    assert list(submission["id"]) == list(range(1, 1001))  # numeric order, not 1, 10, 100
+    assert submission["label"].between(0.005, 0.995).all()
+    results = pd.read_csv(out / "results.csv").set_index("id")
+    expected = results.loc[submission["id"], "p_dog"].clip(0.005, 0.995).to_numpy()
+    assert (abs(submission["label"].to_numpy() - expected) < 1e-6).all()
+
+
+def test_dogs_vs_cats_2013_submission_is_one_for_dog(tiny_model, sample_dir, tmp_path):
+    test_dir = tmp_path / "dogs-vs-cats" / "test"
+    shutil.copytree(sample_dir / "test", test_dir)
+    sample = pd.read_csv(sample_dir / "sample_submission.csv")
+    sample.assign(label=0).to_csv(tmp_path / "dogs-vs-cats" / "sampleSubmission.csv", index=False)
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, test_dir, out, "--competition", "dogs-vs-cats") == 0
+    submission = pd.read_csv(out / "submission.csv")
+    results = pd.read_csv(out / "results.csv").set_index("id")
+    assert submission["label"].dtype == "int64" and set(submission["label"]) <= {0, 1}
+    assert (submission["label"] == (results.loc[submission["id"], "label"] == "dog").astype(int).to_numpy()).all()
+
+
+def test_a_submission_that_disagrees_with_the_sample_is_not_written(tiny_model, sample_dir, tmp_path, capsys):
+    test_dir = tmp_path / "comp" / "test"
+    shutil.copytree(sample_dir / "test", test_dir)
+    (test_dir / "17.jpg").unlink()
+    shutil.copy(sample_dir / "sample_submission.csv", tmp_path / "comp")
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, test_dir, out) == 1
+    err = capsys.readouterr().err
+    assert "999 rows" in err and "[17]" in err
+    assert not (out / "submission.csv").exists()
+
+
+def test_unreadable_test_images_are_reported_loudly(tiny_model, sample_dir, tmp_path, caplog):
+    test_dir = tmp_path / "comp" / "test"
+    shutil.copytree(sample_dir / "test", test_dir)
+    (test_dir / "5.jpg").write_bytes(b"")
+    shutil.copy(sample_dir / "sample_submission.csv", tmp_path / "comp")
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, test_dir, out) == 0
+    assert "1 test images could not be read" in caplog.text and "5.jpg: empty file" in caplog.text
+    submission = pd.read_csv(out / "submission.csv").set_index("id")
+    assert len(submission) == 1000 and submission.loc[5, "label"] == 0.5
+
+
+def test_a_finished_submission_is_not_overwritten(tiny_model, sample_dir, tmp_path, capsys):
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, sample_dir / "test", out) == 0
+    before = (out / "submission.csv").read_bytes()
+    assert submission_cli(tiny_model, sample_dir / "test", out) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "submission.csv").read_bytes() == before
