@@ -21,10 +21,13 @@ from .errors import UserError
 from .options import Augmentation
 
 MODEL_FILE = "model.keras"
+# What a folder may hold: a trained checkpoint, or an export of one (`catsdogs export`).
+MODEL_FILES = (MODEL_FILE, "model.onnx", "model.xml")
 RUN_FILE = "run.json"
 RUN_KIND = "catsdogs-batch model"
 PREPROCESSING = (
-    "catsdogs_batch.images.load_image: upright RGB, bilinear resize to image_size x image_size "
+    "catsdogs_batch.images.load_image: upright RGB, JPEG DCT scaling or box reduction to within "
+    "2x of the target, then bilinear resize to image_size x image_size "
     "(aspect ratio not kept); uint8 0-255 pixels in, rescaled to 0-1 inside the model"
 )
 
@@ -127,12 +130,17 @@ class Checkpoint:
     def image_size(self) -> int:
         return int(self.run["image_size"])
 
+    @property
+    def is_export(self) -> bool:
+        """True for an ONNX or OpenVINO export (run.json then has an `export` block)."""
+        return self.model_path.suffix in (".onnx", ".xml")
+
 
 def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Resolve a run folder or a model file of this project; refuse anything else clearly."""
     path = Path(path)
     if path.is_dir():
-        model_path = path / MODEL_FILE
+        model_path = next((path / f for f in MODEL_FILES if (path / f).exists()), path / MODEL_FILE)
     else:
         model_path = path
     if not model_path.exists():
@@ -166,6 +174,8 @@ def latest_checkpoint(models_dir: Path = Path("models")) -> Path:
 
 def load_keras_model(checkpoint: Checkpoint) -> keras.Model:
     """Load the Keras model of a checkpoint (no optimizer), with a clear error for a bad file."""
+    if checkpoint.is_export:
+        raise UserError(f"{checkpoint.model_path} is an export, not a Keras model: use the checkpoint it came from")
     try:
         model = keras.saving.load_model(checkpoint.model_path, compile=False)
     except Exception as e:  # Keras raises many types (ValueError, OSError, zipfile errors...)
