@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .options import Augmentation, EngineOptions, PredictOptions, SubmissionOptions, TrainOptions
+from .options import (
+    Augmentation,
+    EngineOptions,
+    EvaluateOptions,
+    ExportOptions,
+    LabelOptions,
+    Labelling,
+    PredictOptions,
+    SubmissionOptions,
+    TrainOptions,
+)
 
 COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")
 DEFAULT_COMPETITION = COMPETITIONS[0]
@@ -137,15 +147,39 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         help=f"files per resumable unit of work (default: {d.shard_size})",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--runtime", choices=("auto", "keras", "onnx", "openvino"), default=d.runtime,
+        help="what runs the model (default: auto, from the model file: model.keras -> keras, "
+        "model.onnx -> onnx, model.xml -> openvino; openvino also runs model.onnx)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--runtime-threads", type=int, metavar="N",
+        help="threads of the model, sharing the cores with the decoding --workers (default: every core)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=("local", "ray"), default=d.engine,
+        help=f"local: this process; ray: a Ray Data actor pool, one model per CPU (default: {d.engine})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ray-address", metavar="ADDRESS",
+        help="with --engine ray: 'auto' or ray://HOST:PORT joins that cluster "
+        "(default: $RAY_ADDRESS, else start Ray on this machine)",
+    )  # fmt: skip
 
 
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    if args.ray_address and args.engine != "ray":
+        raise UserError("--ray-address needs --engine ray")
     return EngineOptions(
         batch_size=args.batch_size,
         workers=args.workers,
         tta=args.tta,
         shard_size=args.shard_size,
         progress=not args.no_progress,
+        runtime=args.runtime,
+        runtime_threads=args.runtime_threads,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
 
 
@@ -219,6 +253,53 @@ def run_submission(args: argparse.Namespace) -> None:
     print(f"submission written: {path}; upload it with: catsdogs submit {path} -m MESSAGE")
 
 
+# --- export --------------------------------------------------------------------------------
+
+
+def parse_export(sub: argparse._SubParsersAction) -> None:
+    d = ExportOptions(model=Path())
+    p = sub.add_parser(
+        "export",
+        help="convert a model for fast CPU inference (ONNX Runtime, OpenVINO; fp32 or int8)",
+        description="Convert a checkpoint for ONNX Runtime or OpenVINO, optionally quantized to int8 "
+        "with a few hundred calibration images, into a folder with a copy of its run.json that every "
+        "command accepts as --model. The export is checked against the Keras model on the run's "
+        "validation images (or the labelled --calibration images when those are not here) and "
+        "refused if fewer than 99.5% of labels agree or its log loss is worse by more than 0.01.",
+    )
+    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model.keras")
+    p.add_argument("--format", choices=("onnx", "openvino"), default=d.format, help=f"default: {d.format}")
+    p.add_argument("--int8", action="store_true", help="quantize to int8 after training")
+    p.add_argument(
+        "--calibration", type=Path, metavar="DIR",
+        help="images to calibrate on (default: a seeded sample of the run's training images)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration-images", type=int, default=d.calibration_images, metavar="N",
+        help=f"how many calibration images (default: {d.calibration_images})",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, help="output folder (default: <run>/export/<format>[-int8])")
+    p.add_argument("--force", action="store_true", help="keep an export that fails the agreement check")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from .export import export_model
+
+    out, agreement = export_model(
+        ExportOptions(
+            model=args.model,
+            format=args.format,
+            int8=args.int8,
+            calibration=args.calibration,
+            calibration_images=args.calibration_images,
+            out=args.out,
+            force=args.force,
+        )
+    )
+    print(f"exported to {out}: {agreement.describe()}")
+
+
 # --- submit --------------------------------------------------------------------------------
 
 
@@ -241,6 +322,98 @@ def run_submit(args: argparse.Namespace) -> None:
     print(submit(args.file, args.message, args.competition))
 
 
+# --- label, evaluate ----------------------------------------------------------------------
+
+
+def parse_label(sub: argparse._SubParsersAction) -> None:
+    d = LabelOptions(Path(), Path())
+    p = sub.add_parser(
+        "label",
+        help="label a folder of photos as cat, dog or uncertain, and sort them",
+        description="Predict every image under FOLDER (recursively) and write the results table "
+        "(the same columns as `predict`); with --uncertain, images with LOW <= p_dog <= HIGH are "
+        "labelled uncertain. With --sort-into, each image is also placed at "
+        "DIR/{cat,dog,uncertain}/<its path relative to FOLDER>; no file is ever overwritten, "
+        "unreadable files stay where they are, and an interrupted run finishes when rerun.",
+    )
+    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model file")
+    p.add_argument("folder", type=Path, help="folder of images")
+    p.add_argument(
+        "--out", type=Path, metavar="TABLE",
+        help="results table, .csv or .parquet (default: submissions/labels-<folder name>.csv, "
+        "relative to the current directory)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", type=float, default=d.labelling.threshold,
+        help=f"dog when p_dog >= this, else cat (default: {d.labelling.threshold})",
+    )  # fmt: skip
+    p.add_argument(
+        "--uncertain", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        help="label images with LOW <= p_dog <= HIGH as uncertain",
+    )  # fmt: skip
+    p.add_argument("--sort-into", type=Path, metavar="DIR", help="place images into DIR/cat, DIR/dog, DIR/uncertain")
+    p.add_argument(
+        "--mode", choices=("copy", "link", "move"),
+        help=f"with --sort-into: copy, hard-link or move the files (default: {d.mode}); a move "
+        "removes each source only once its copy is in place",
+    )  # fmt: skip
+    _add_engine_options(p)
+    p.set_defaults(func=run_label)
+
+
+def run_label(args: argparse.Namespace) -> None:
+    from .label import label_folder
+
+    if args.mode and not args.sort_into:
+        raise UserError("--mode needs --sort-into DIR")
+    summary = label_folder(
+        LabelOptions(
+            model=args.model,
+            folder=args.folder,
+            out=args.out,
+            labelling=Labelling(args.threshold, tuple(args.uncertain) if args.uncertain else None),
+            sort_into=args.sort_into,
+            mode=args.mode or "copy",
+            overwrite=args.overwrite,
+            engine=_engine_options(args),
+        )
+    )
+    print(summary.describe())
+
+
+def parse_evaluate(sub: argparse._SubParsersAction) -> None:
+    d = EvaluateOptions(Path(), Path())
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics, pictures and an HTML report for a labelled folder",
+        description="Predict every image of a folder labelled like the training data (cat.N.jpg "
+        "/ dog.N.jpg, or cat/ and dog/ folders) and write into the output folder: results.csv "
+        "(with the true label beside the prediction), metrics.json (accuracy, log loss, ROC AUC, "
+        "precision and recall per class, confusion matrix, errors), confusion_matrix.png, "
+        "roc_curve.png, reliability.png, confidently_wrong.jpg and report.html.",
+    )
+    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model file")
+    p.add_argument("folder", type=Path, metavar="labelled_folder", help="folder of labelled images")
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="output folder (default: submissions/evaluate-<run>-<folder name>)"
+    )
+    p.add_argument(
+        "--worst", type=int, default=d.worst,
+        help=f"images on the contact sheet of the most confidently wrong (default: {d.worst})",
+    )  # fmt: skip
+    _add_engine_options(p)
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_folder
+
+    evaluation = evaluate_folder(
+        EvaluateOptions(args.model, args.folder, args.out, args.worst, args.overwrite, _engine_options(args))
+    )
+    print(evaluation.describe())
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -252,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for parse_command in (parse_download, parse_train, parse_predict, parse_submission, parse_submit):
+    for parse_command in (
+        parse_download, parse_train, parse_predict, parse_submission, parse_submit, parse_label, parse_evaluate,
+        parse_export,
+    ):  # fmt: skip
         parse_command(sub)
     return parser
 

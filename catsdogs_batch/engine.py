@@ -28,9 +28,9 @@ from .errors import UserError
 from .files import atomic_write_json
 from .images import DecodedImage, ImageError, decode_many, iter_image_files, load_image
 from .model import find_checkpoint
-from .options import PredictOptions
+from .options import Labelling, PredictOptions
 from .runtimes import load_runtime
-from .tables import Row, check_table_name, error_row, merge_shards, ok_row, write_shard
+from .tables import Row, check_labelling, check_table_name, error_row, label_for, merge_shards, ok_row, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,11 @@ class Predictor:
     """The model, loaded once: decoded images in, probabilities of dog out. The same class
     serves the local engine and the Ray engine's actors."""
 
-    def __init__(self, model: str | Path, tta: bool = False):
+    def __init__(self, model: str | Path, tta: bool = False, runtime: str = "auto", threads: int | None = None):
         self.checkpoint = find_checkpoint(model)
         self.image_size = self.checkpoint.image_size
         self.tta = tta
-        self.runtime = load_runtime(self.checkpoint)
+        self.runtime = load_runtime(self.checkpoint, runtime, threads)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (n, size, size, 3) -> (n,) p_dog; with TTA, averaged with the mirrored images."""
@@ -52,18 +52,23 @@ class Predictor:
             p = (p + self.runtime(np.ascontiguousarray(pixels[:, :, ::-1]))) / 2
         return p
 
-    def rows(self, relative_paths: list[str], decoded: list[DecodedImage | ImageError]) -> list[Row]:
-        """Rows in input order for one batch: predictions for the images, error rows for the rest."""
+    def rows(
+        self, relative_paths: list[str], decoded: list[DecodedImage | ImageError], labelling: Labelling = Labelling()
+    ) -> list[Row]:
+        """Rows in input order for one batch: predictions (labelled by `labelling`) for the
+        images, error rows for the rest."""
         images = [d for d in decoded if isinstance(d, DecodedImage)]
         probabilities = iter(self.predict(np.stack([d.pixels for d in images])) if images else [])
-        return [
-            ok_row(path, next(probabilities), d.width, d.height)
-            if isinstance(d, DecodedImage)
-            else error_row(path, str(d))
-            for path, d in zip(relative_paths, decoded)
-        ]
+        rows = []
+        for path, d in zip(relative_paths, decoded):
+            if isinstance(d, DecodedImage):
+                p = round(float(next(probabilities)), 6)  # the label agrees with the stored p_dog
+                rows.append(ok_row(path, p, d.width, d.height, label_for(p, labelling)))
+            else:
+                rows.append(error_row(path, str(d)))
+        return rows
 
-    def predict_files(self, root: Path, relative_paths: list[str]) -> list[Row]:
+    def predict_files(self, root: Path, relative_paths: list[str], labelling: Labelling = Labelling()) -> list[Row]:
         """Decode (in this thread) and predict one batch of files under `root`."""
         decoded: list[DecodedImage | ImageError] = []
         for path in relative_paths:
@@ -71,7 +76,7 @@ class Predictor:
                 decoded.append(load_image(root / path, self.image_size))
             except ImageError as e:
                 decoded.append(e)
-        return self.rows(relative_paths, decoded)
+        return self.rows(relative_paths, decoded, labelling)
 
 
 # --- shards and resume ---------------------------------------------------------------------
@@ -186,6 +191,9 @@ def job_description(options: PredictOptions, predictor_checkpoint_path: Path) ->
         "model_mtime": stat.st_mtime_ns,
         "tta": options.engine.tta,
         "shard_size": options.engine.shard_size,
+        "runtime": options.engine.runtime,
+        "threshold": options.labelling.threshold,
+        "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
     }
 
 
@@ -193,12 +201,19 @@ def predict_folder(options: PredictOptions, predictor: Predictor | None = None) 
     """Write the results table for every image under `options.folder` (resuming if a run with
     the same settings was interrupted) and return counts and speed."""
     check_table_name(options.out)
+    check_labelling(options.labelling)
     if options.out.exists() and not options.overwrite:
         raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
     if not options.folder.is_dir():
         raise UserError(f"{options.folder} is not a folder")
     engine = options.engine
-    predictor = predictor or Predictor(options.model, engine.tta)
+    if engine.engine == "ray":
+        from .ray_engine import predict_folder_ray  # Ray is an optional extra
+
+        if predictor is not None:
+            raise ValueError("the Ray engine loads its own predictor in every actor")
+        return predict_folder_ray(options)
+    predictor = predictor or Predictor(options.model, engine.tta, engine.runtime, engine.runtime_threads)
     parts = PartsFolder(options.out, job_description(options, predictor.checkpoint.model_path), options.overwrite)
 
     started = time.perf_counter()
@@ -225,7 +240,7 @@ def predict_folder(options: PredictOptions, predictor: Predictor | None = None) 
         decoded = decode_many(pending_paths(), predictor.image_size, engine.workers, window=4 * engine.batch_size)
         for chunk in _chunks(decoded, engine.batch_size):
             relative = [p.relative_to(options.folder).as_posix() for p, _ in chunk]
-            rows += predictor.rows(relative, [d for _, d in chunk])
+            rows += predictor.rows(relative, [d for _, d in chunk], options.labelling)
             processed += len(chunk)
             bar.update(len(chunk))
             while todo and len(rows) >= len(todo[0].paths):
@@ -234,25 +249,38 @@ def predict_folder(options: PredictOptions, predictor: Predictor | None = None) 
                 stats.append(parts.finish(shard, rows[:n], time.perf_counter() - shard_started))
                 rows = rows[n:]
                 shard_started = time.perf_counter()
-    if not all_shards:
+    summary = finish_table(options, parts, all_shards, stats, time.perf_counter() - started, processed)
+    log.info("%s", summary.describe())
+    return summary
+
+
+def finish_table(
+    options: PredictOptions,
+    parts: PartsFolder,
+    shard_files: list[Path],
+    stats: list[dict],
+    seconds: float,
+    processed: int,
+) -> Summary:
+    """Once every shard is done (by either engine): merge them into the table, remove the
+    parts folder, and count."""
+    if not shard_files:
         shutil.rmtree(parts.path)
         raise UserError(f"no image files in {options.folder}")
-    merge_shards(all_shards, options.out)
+    merge_shards(shard_files, options.out)
     shutil.rmtree(parts.path)
     labels: dict[str, int] = {}
     for s in stats:
         for label, n in s["labels"].items():
             labels[label] = labels.get(label, 0) + n
-    summary = Summary(
+    return Summary(
         options.out,
         rows=sum(s["rows"] for s in stats),
         errors=sum(s["errors"] for s in stats),
         labels=labels,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         processed=processed,
     )
-    log.info("%s", summary.describe())
-    return summary
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

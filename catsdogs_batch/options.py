@@ -61,6 +61,19 @@ class EngineOptions:
     tta: bool = False  # average with the horizontally flipped image
     shard_size: int = 1024  # files per resumable unit of work
     progress: bool = True
+    runtime: str = "auto"  # auto (from the model file), keras, onnx or openvino
+    runtime_threads: int | None = None  # threads of the model; None: every core (shared with the decoders)
+    engine: str = "local"  # local: this process; ray: a Ray Data actor pool (catsdogs_batch.ray_engine)
+    ray_address: str | None = None  # None: start Ray on this machine; "auto" or "ray://host:port": join a cluster
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """How p_dog becomes the `label` column: dog at or above `threshold`, else cat; and
+    `uncertain` for LOW <= p_dog <= HIGH when a band is given."""
+
+    threshold: float = 0.5
+    uncertain: tuple[float, float] | None = None  # (LOW, HIGH)
 
 
 @dataclass
@@ -72,6 +85,7 @@ class PredictOptions:
     out: Path  # the results table: .csv or .parquet
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
+    labelling: Labelling = field(default_factory=Labelling)
 
 
 @dataclass
@@ -86,3 +100,45 @@ class SubmissionOptions:
     sample_submission: Path | None = None  # default: found beside the test folder
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+@dataclass
+class LabelOptions:
+    """`catsdogs label`: label every image under a folder and optionally sort the files."""
+
+    model: Path
+    folder: Path
+    out: Path | None = None  # the results table; default: submissions/labels-<folder name>.csv
+    labelling: Labelling = field(default_factory=Labelling)
+    sort_into: Path | None = None  # place images into sort_into/{cat,dog,uncertain}/<relative path>
+    mode: str = "copy"  # copy, link (hard link) or move
+    overwrite: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+@dataclass
+class EvaluateOptions:
+    """`catsdogs evaluate`: metrics, pictures and report.html for a labelled folder."""
+
+    model: Path
+    folder: Path  # labelled like the training data: cat.N.jpg / dog.N.jpg or cat/ and dog/ folders
+    out: Path | None = None  # a folder; default: submissions/evaluate-<run name>-<folder name>
+    worst: int = 16  # images on the contact sheet of the most confidently wrong
+    overwrite: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+@dataclass
+class ExportOptions:
+    """`catsdogs export`: a checkpoint converted for ONNX Runtime or OpenVINO, checked against it."""
+
+    model: Path  # a run folder or its model.keras
+    format: str = "onnx"  # onnx or openvino
+    int8: bool = False  # post-training quantization with calibration images
+    calibration: Path | None = None  # images to calibrate on; default: a sample of the run's training images
+    calibration_images: int = 300  # how many (a seeded sample)
+    out: Path | None = None  # default: <run folder>/export/<format>[-int8]
+    force: bool = False  # keep an export that fails the agreement check
+    seed: int = 0
+    min_agreement: float = 0.995  # share of labels that must agree with the Keras model
+    max_log_loss_increase: float = 0.01

@@ -1,13 +1,54 @@
 """Runtimes: load a model once, then probabilities of "dog" for batches of decoded images.
 
 Every engine (local, Ray) and every command uses a runtime through this one small interface,
-so decoding, batching, tables and resume never depend on which library runs the model."""
+so decoding, batching, tables and resume never depend on which library runs the model:
+Keras (TensorFlow: training, GPUs) for `model.keras`, ONNX Runtime for `model.onnx` and
+OpenVINO for `model.xml` (and `.onnx`), the last two from `catsdogs export`.
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
+from typing import Protocol
+
 import numpy as np
 
-from .model import Checkpoint, load_keras_model
+from .errors import UserError
+from .model import Checkpoint
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("keras", "onnx", "openvino")
+RUNTIME_CHOICES = ("auto",) + RUNTIMES
+# The runtime that reads each model file, and every runtime that can.
+FILE_RUNTIMES = {".keras": ("keras",), ".onnx": ("onnx", "openvino"), ".xml": ("openvino",)}
+EXTRAS = {"onnxruntime": "onnx", "tf2onnx": "onnx", "openvino": "openvino", "nncf": "openvino"}
+
+
+class Runtime(Protocol):
+    name: str
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (n, size, size, 3) RGB -> float (n,) probabilities of dog."""
+
+
+def require(module: str, purpose: str = "this"):
+    """Import an optional backend, or fail with the one line that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        extra = EXTRAS[module.split(".")[0]]
+        raise UserError(
+            f"{purpose} needs {module.split('.')[0]}, which is not installed: pip install '.[{extra}]'"
+        ) from None
+
+
+def default_threads() -> int:
+    """Threads of the model by default: every core; the decoders share them (measured in
+    scripts/benchmark_runtimes.py: the split that gave the most images per second end to end)."""
+    return os.cpu_count() or 1
 
 
 class KerasRuntime:
@@ -15,18 +56,103 @@ class KerasRuntime:
 
     name = "keras"
 
-    def __init__(self, checkpoint: Checkpoint):
+    def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
         import tensorflow as tf
 
+        from .model import load_keras_model
+
+        if threads:
+            try:  # possible only before TensorFlow has run anything in this process
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:
+                log.debug("TensorFlow is initialized: keeping its thread settings")
         model = load_keras_model(checkpoint)
         self._predict = tf.function(
             lambda x: model(tf.cast(x, tf.float32), training=False), reduce_retracing=True
         )
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (n, size, size, 3) RGB -> float (n,) probabilities of dog."""
         return np.asarray(self._predict(pixels)).reshape(-1)
 
 
-def load_runtime(checkpoint: Checkpoint) -> KerasRuntime:
-    return KerasRuntime(checkpoint)
+class OnnxRuntime:
+    """An exported `model.onnx` (fp32 or int8, uint8 pixels in) run by ONNX Runtime on the CPU."""
+
+    name = "onnx"
+
+    def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
+        ort = require("onnxruntime", "the onnx runtime")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        # Idle model threads must not spin: the decoding threads need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(
+                str(checkpoint.model_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # ONNX Runtime raises its own exception types
+            raise UserError(f"cannot load {checkpoint.model_path}: {str(e).splitlines()[0]}") from None
+        self._input = self._session.get_inputs()[0].name
+        _check_input(checkpoint, self._session.get_inputs()[0].shape)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: np.ascontiguousarray(pixels, dtype=np.uint8)})[0].reshape(-1)
+
+
+class OpenVinoRuntime:
+    """An exported `model.xml` (or `model.onnx`) compiled by OpenVINO for the CPU. An fp32
+    model runs in fp32 (OpenVINO would pick bf16 on CPUs that have it); int8 runs as int8."""
+
+    name = "openvino"
+
+    def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
+        ov = require("openvino", "the openvino runtime")
+        core = ov.Core()
+        config = {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": threads or default_threads(),
+            "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, all its threads on it
+        }
+        try:
+            self._model = core.compile_model(str(checkpoint.model_path), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError with long messages
+            raise UserError(f"cannot load {checkpoint.model_path}: {str(e).splitlines()[0]}") from None
+        self._request = self._model.create_infer_request()
+        _check_input(checkpoint, [d.get_length() if d.is_static else None for d in self._model.inputs[0].get_partial_shape()])
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})
+        return np.asarray(result[0]).reshape(-1).copy()
+
+
+def _check_input(checkpoint: Checkpoint, shape: list) -> None:
+    size = checkpoint.image_size
+    if list(shape)[1:] != [size, size, 3]:
+        raise UserError(f"{checkpoint.model_path} takes {list(shape)}, not ({size}, {size}, 3) images as its run.json says")
+
+
+def choose_runtime(checkpoint: Checkpoint, runtime: str = "auto") -> str:
+    """The runtime's name: from the model file, or `runtime` if it can read that file."""
+    readers = FILE_RUNTIMES.get(checkpoint.model_path.suffix)
+    if readers is None:
+        raise UserError(f"{checkpoint.model_path}: no runtime reads {checkpoint.model_path.suffix} files")
+    if runtime == "auto":
+        return readers[0]
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
+    if runtime not in readers:
+        hint = (
+            f"; export it first: catsdogs export {checkpoint.folder} --format {runtime}"
+            if runtime != "keras" else "; pass the checkpoint it was exported from"
+        )
+        raise UserError(f"the {runtime} runtime cannot run {checkpoint.model_path.name}{hint}")
+    return runtime
+
+
+def load_runtime(checkpoint: Checkpoint, runtime: str = "auto", threads: int | None = None) -> Runtime:
+    """Load the checkpoint's model into the runtime chosen for it (see `choose_runtime`)."""
+    classes = {"keras": KerasRuntime, "onnx": OnnxRuntime, "openvino": OpenVinoRuntime}
+    name = choose_runtime(checkpoint, runtime)
+    log.debug("running %s with the %s runtime", checkpoint.model_path, name)
+    return classes[name](checkpoint, threads)

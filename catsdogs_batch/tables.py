@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pandas as pd
 
 from .errors import UserError
 from .files import atomic_path
+from .options import Labelling
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Row:
     id: int | None  # Kaggle id where the file name is a number (test/123.jpg)
     p_dog: float | None
     label: str  # cat / dog (or uncertain, for `catsdogs label`); empty for errors
-    confidence: float | None  # probability of the label given: max(p_dog, 1 - p_dog)
+    confidence: float | None  # probability of the label given (max(p_dog, 1 - p_dog) if uncertain)
     width: int | None
     height: int | None
     status: str  # ok / error
@@ -50,10 +51,27 @@ def kaggle_id(relative_path: str) -> int | None:
 
 def ok_row(relative_path: str, p_dog: float, width: int, height: int, label: str | None = None) -> Row:
     p = round(float(p_dog), 6)
+    label = label or ("dog" if p >= 0.5 else "cat")
+    confidence = {"dog": p, "cat": 1 - p}.get(label, max(p, 1 - p))
     return Row(
-        relative_path, kaggle_id(relative_path), p, label or ("dog" if p >= 0.5 else "cat"),
-        round(max(p, 1 - p), 6), width, height, "ok", "",
+        relative_path, kaggle_id(relative_path), p, label, round(confidence, 6), width, height, "ok", "",
     )  # fmt: skip
+
+
+def label_for(p_dog: float, labelling: Labelling) -> str:
+    """cat, dog or uncertain for one probability, by the threshold and the uncertain band."""
+    band = labelling.uncertain
+    if band is not None and band[0] <= p_dog <= band[1]:
+        return "uncertain"
+    return "dog" if p_dog >= labelling.threshold else "cat"
+
+
+def check_labelling(labelling: Labelling) -> None:
+    if not 0 <= labelling.threshold <= 1:
+        raise UserError(f"--threshold must be in [0, 1], not {labelling.threshold}")
+    band = labelling.uncertain
+    if band is not None and not 0 <= band[0] <= band[1] <= 1:
+        raise UserError(f"--uncertain LOW HIGH needs 0 <= LOW <= HIGH <= 1, not {band[0]} {band[1]}")
 
 
 def error_row(relative_path: str, error: str) -> Row:
@@ -74,6 +92,22 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path).astype(DTYPES)
     return pd.read_csv(path, dtype=DTYPES, keep_default_na=False, na_values={"p_dog": [""], "confidence": [""]})
+
+
+def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
+    """A results table in chunks of rows (column types as in read_table), so that memory stays
+    bounded for a table of any length."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas().astype(DTYPES)
+        return
+    yield from pd.read_csv(
+        path, dtype=DTYPES, keep_default_na=False, na_values={"p_dog": [""], "confidence": [""]},
+        chunksize=chunk_rows,
+    )  # fmt: skip
 
 
 def merge_shards(shards: list[Path], out: Path) -> None:

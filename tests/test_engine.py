@@ -132,20 +132,20 @@ def test_bad_inputs_are_clear_errors(tiny_model, tmp_path, capsys):
 
 
 def test_a_killed_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tiny_model, sample_dir, tmp_path):
-    reference = predict(tiny_model, sample_dir / "test", tmp_path / "reference.csv", shard_size=50)
+    reference = predict(tiny_model, sample_dir / "test", tmp_path / "reference.csv", shard_size=10)
 
     out = tmp_path / "results.csv"
     command = [sys.executable, "-m", "catsdogs_batch.cli", "predict", str(tiny_model), str(sample_dir / "test"),
-               "--out", str(out), "--shard-size", "50", "--batch-size", "16", "--no-progress"]  # fmt: skip
+               "--out", str(out), "--shard-size", "10", "--batch-size", "8", "--no-progress"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "results.csv.parts"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(parts.glob("shard-*.json"))) < 2:
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = len(list(parts.glob("shard-*.json")))
-    assert not out.exists() and 2 <= done < 20, "the run was not killed part-way"
+    assert not out.exists() and 2 <= done < 100, "the run was not killed part-way"
 
     assert main(command[3:]) == 0  # the same command again
     resumed = read_table(out)

@@ -1,0 +1,362 @@
+"""`catsdogs evaluate`: how well a model does on a folder labelled like the training data.
+
+Writes into one folder: `results.csv` (the engine's table with the true label beside the
+prediction), `metrics.json`, four pictures (confusion matrix, ROC curve, reliability diagram,
+contact sheet of the most confidently wrong images) and `report.html`, which shows them all on
+one page. Metrics are computed here with numpy; unreadable and unlabelled images are counted
+but left out of them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .engine import predict_folder
+from .errors import UserError
+from .files import atomic_path, atomic_write_json, atomic_write_text
+from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
+from .options import EvaluateOptions, PredictOptions
+from .tables import read_table
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-7  # log loss clips probabilities to [EPS, 1 - EPS]
+THRESHOLD = 0.5  # the engine's label: dog when p_dog >= 0.5
+BINS = 10  # of the reliability diagram
+LISTED_ERRORS = 100  # unreadable files listed by name in metrics.json
+RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
+PICTURES = {
+    "confusion_matrix": "confusion_matrix.png",
+    "roc_curve": "roc_curve.png",
+    "reliability": "reliability.png",
+    "confidently_wrong": "confidently_wrong.jpg",
+}
+
+
+def default_out(model: Path, folder: Path) -> Path:
+    run = model.name if model.is_dir() else model.parent.name
+    return Path("submissions") / f"evaluate-{run}-{folder.resolve().name}"
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of `x`, ties sharing the average of their ranks."""
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    group = np.repeat(np.arange(len(starts)), ends - starts)
+    ranks = np.empty(len(x))
+    ranks[order] = ((starts + 1 + ends) / 2)[group]
+    return ranks
+
+
+def roc_auc(true: np.ndarray, p_dog: np.ndarray) -> float | None:
+    """Area under the ROC curve by the Mann-Whitney U statistic: the chance that a random dog
+    scores above a random cat (ties count half). None with only one class."""
+    positives, negatives = int(true.sum()), int(len(true) - true.sum())
+    if not positives or not negatives:
+        return None
+    rank_sum = average_ranks(p_dog)[true == 1].sum()
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def roc_curve(true: np.ndarray, p_dog: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+    order = np.argsort(-p_dog, kind="mergesort")
+    ordered, hits = p_dog[order], true[order]
+    last_of_tie = np.r_[ordered[1:] != ordered[:-1], True]
+    tp, fp = np.cumsum(hits)[last_of_tie], np.cumsum(1 - hits)[last_of_tie]
+    return np.r_[0, fp / max(fp[-1], 1)], np.r_[0, tp / max(tp[-1], 1)]
+
+
+def reliability_bins(true: np.ndarray, p_dog: np.ndarray, bins: int = BINS) -> list[dict]:
+    """Equal-width bins of p_dog: how many images, their mean p_dog and the fraction that are dogs."""
+    index = np.minimum((p_dog * bins).astype(int), bins - 1)
+    table = []
+    for b in range(bins):
+        inside = index == b
+        n = int(inside.sum())
+        table.append({
+            "low": b / bins, "high": (b + 1) / bins, "count": n,
+            "mean_p_dog": float(p_dog[inside].mean()) if n else None,
+            "fraction_dog": float(true[inside].mean()) if n else None,
+        })  # fmt: skip
+    return table
+
+
+def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
+    """Accuracy, log loss, ROC AUC, precision/recall per class, confusion matrix and calibration
+    for true labels (0 cat, 1 dog) and predicted probabilities of dog."""
+    true, p_dog = np.asarray(true, dtype=int), np.asarray(p_dog, dtype=float)
+    if not len(true):
+        raise UserError("no readable labelled images to evaluate")
+    predicted = (p_dog >= THRESHOLD).astype(int)
+    confusion = np.zeros((2, 2), dtype=int)  # rows: true class, columns: predicted class
+    np.add.at(confusion, (true, predicted), 1)
+    clipped = np.clip(p_dog, EPS, 1 - EPS)
+    log_loss = -np.mean(true * np.log(clipped) + (1 - true) * np.log(1 - clipped))
+    per_class = {}
+    for c, name in enumerate(CLASS_NAMES):
+        hits, called, actual = confusion[c, c], confusion[:, c].sum(), confusion[c, :].sum()
+        per_class[name] = {
+            "precision": float(hits / called) if called else None,
+            "recall": float(hits / actual) if actual else None,
+            "support": int(actual),
+        }
+    bins = reliability_bins(true, p_dog)
+    ece = sum(b["count"] * abs(b["mean_p_dog"] - b["fraction_dog"]) for b in bins if b["count"]) / len(true)
+    return {
+        "images": len(true),
+        "accuracy": float((predicted == true).mean()),
+        "log_loss": float(log_loss),
+        "roc_auc": roc_auc(true, p_dog),
+        "per_class": per_class,
+        "confusion_matrix": {"rows": "true", "columns": "predicted", "labels": list(CLASS_NAMES),
+                             "counts": confusion.tolist()},  # fmt: skip
+        "expected_calibration_error": float(ece),
+        "reliability": bins,
+        "threshold": THRESHOLD,
+        "log_loss_eps": EPS,
+    }
+
+
+# --- pictures ------------------------------------------------------------------------------
+
+
+def _figure(width: float = 4.6, height: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def draw_confusion_matrix(counts: list[list[int]], path: Path) -> None:
+    figure = _figure()
+    ax = figure.add_subplot()
+    matrix = np.asarray(counts)
+    ax.imshow(matrix, cmap="Blues", vmin=0)
+    totals = matrix.sum(axis=1, keepdims=True)
+    for (i, j), n in np.ndenumerate(matrix):
+        share = n / totals[i, 0] if totals[i, 0] else 0
+        ax.text(j, i, f"{n}\n{share:.1%} of {CLASS_NAMES[i]}s", ha="center", va="center",
+                color="white" if n > matrix.max() / 2 else "black")  # fmt: skip
+    ax.set_xticks([0, 1], CLASS_NAMES)
+    ax.set_yticks([0, 1], CLASS_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
+    figure.savefig(path)
+
+
+def draw_roc_curve(true: np.ndarray, p_dog: np.ndarray, auc: float | None, path: Path) -> None:
+    figure = _figure()
+    ax = figure.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    if auc is None:
+        ax.text(0.5, 0.5, "needs images of both classes", ha="center")
+    else:
+        fpr, tpr = roc_curve(true, p_dog)
+        ax.plot(fpr, tpr, label=f"model (AUC {auc:.4f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (cats called dogs)",
+           ylabel="true positive rate (dogs found)", title="ROC curve")  # fmt: skip
+    ax.legend(loc="lower right")
+    figure.savefig(path)
+
+
+def draw_reliability(bins: list[dict], ece: float, path: Path) -> None:
+    figure = _figure(4.6, 5.0)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    used = [b for b in bins if b["count"]]
+    width = bins[0]["high"] - bins[0]["low"]
+    top.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    top.bar([b["low"] for b in used], [b["fraction_dog"] for b in used], width=width, align="edge",
+            alpha=0.6, edgecolor="black", label="fraction that are dogs")  # fmt: skip
+    top.plot([b["mean_p_dog"] for b in used], [b["fraction_dog"] for b in used], "o-", color="C1",
+             label="at the bins' mean p_dog")  # fmt: skip
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="fraction of dogs", title=f"Reliability (ECE {ece:.3f})")
+    top.legend(loc="upper left", fontsize="small")
+    bottom.bar([b["low"] for b in bins], [b["count"] for b in bins], width=width, align="edge", color="grey")
+    bottom.set(xlabel="predicted p_dog", ylabel="images")
+    figure.savefig(path)
+
+
+def draw_contact_sheet(folder: Path, wrong: pd.DataFrame, path: Path, thumb: int = 160, columns: int = 4) -> None:
+    """A grid of thumbnails of the `wrong` rows (path, true_label, p_dog), each captioned with
+    its file name, true label and probability of dog."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    caption, pad = 34, 6
+    rows = max(1, -(-len(wrong) // columns))
+    cell_w, cell_h = thumb + pad, thumb + caption + pad
+    sheet = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    if wrong.empty:
+        draw.text((pad, pad), "no wrong predictions", fill="black", font=font)
+    for n, row in enumerate(wrong.itertuples()):
+        x, y = pad + (n % columns) * cell_w, pad + (n // columns) * cell_h
+        try:
+            sheet.paste(Image.fromarray(load_image(folder / row.path, thumb).pixels), (x, y))
+        except ImageError as e:
+            draw.rectangle((x, y, x + thumb - 1, y + thumb - 1), fill="lightgrey")
+            draw.text((x + 4, y + 4), str(e), fill="black", font=font)
+        name = row.path if len(row.path) <= 26 else "..." + row.path[-23:]
+        draw.text((x, y + thumb + 2), name, fill="black", font=font)
+        draw.text((x, y + thumb + 17), f"true {row.true_label}, p_dog {row.p_dog:.3f}", fill="firebrick", font=font)
+    sheet.save(path, quality=90)
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def render_report(metrics: dict, wrong: pd.DataFrame) -> str:
+    """One HTML page with the numbers, the four pictures and the files left out."""
+    e = html.escape
+    counts = metrics["confusion_matrix"]["counts"]
+    per_class = "".join(
+        f"<tr><th>{name}</th><td>{_number(m['precision'])}</td><td>{_number(m['recall'])}</td>"
+        f"<td>{m['support']}</td></tr>"
+        for name, m in metrics["per_class"].items()
+    )
+    confusion = "".join(
+        f"<tr><th>true {name}</th>" + "".join(f"<td>{n}</td>" for n in counts[i]) + "</tr>"
+        for i, name in enumerate(CLASS_NAMES)
+    )
+    pictures = "".join(
+        f'<figure><img src="{e(file)}" alt="{e(name)}"><figcaption>{e(name.replace("_", " "))}'
+        "</figcaption></figure>"
+        for name, file in PICTURES.items()
+    )
+    wrong_rows = "".join(
+        f"<tr><td>{e(r.path)}</td><td>{e(r.true_label)}</td><td>{r.p_dog:.4f}</td></tr>" for r in wrong.itertuples()
+    )
+    unreadable = "".join(f"<li>{e(u['path'])}: {e(u['error'])}</li>" for u in metrics["unreadable"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Evaluation of {e(metrics["model"])}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
+figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
+figure img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Cats vs. dogs: evaluation</h1>
+<p>Model <code>{e(metrics["model"])}</code> on <code>{e(metrics["folder"])}</code>:
+{metrics["images"]} of {metrics["files"]} images evaluated ({metrics["errors"]} unreadable,
+{metrics["unlabelled"]} without a label). Per-image results: <a href="{RESULTS_FILE}">{RESULTS_FILE}</a>;
+all numbers: <a href="{METRICS_FILE}">{METRICS_FILE}</a>.</p>
+<table>
+<tr><th>accuracy</th><td>{_number(metrics["accuracy"])}</td></tr>
+<tr><th>log loss</th><td>{_number(metrics["log_loss"])}</td></tr>
+<tr><th>ROC AUC</th><td>{_number(metrics["roc_auc"])}</td></tr>
+<tr><th>expected calibration error</th><td>{_number(metrics["expected_calibration_error"])}</td></tr>
+</table>
+<h2>Per class</h2>
+<table><tr><th></th><th>precision</th><th>recall</th><th>images</th></tr>{per_class}</table>
+<h2>Confusion matrix</h2>
+<table><tr><th></th><th>predicted cat</th><th>predicted dog</th></tr>{confusion}</table>
+<h2>Pictures</h2>
+{pictures}
+<h2>Most confidently wrong</h2>
+<table><tr><th>image</th><th>true</th><th>p_dog</th></tr>{wrong_rows}</table>
+<h2>Unreadable files</h2>
+<ul>{unreadable or "<li>none</li>"}</ul>
+</body></html>
+"""
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    out: Path
+    metrics: dict
+
+    @property
+    def report(self) -> Path:
+        return self.out / REPORT_FILE
+
+    def describe(self) -> str:
+        m = self.metrics
+        return (
+            f"{m['images']} images: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f}, "
+            f"ROC AUC {_number(m['roc_auc'])}; {m['errors']} unreadable, {m['unlabelled']} unlabelled "
+            f"-> {self.report}"
+        )
+
+
+def _check_labelled(folder: Path) -> None:
+    """Refuse early (before loading the model) a folder with no labelled image at all."""
+    for path in iter_image_files(folder):
+        if label_from_path(path.relative_to(folder)) is not None:
+            return
+    raise UserError(
+        f"no labelled images in {folder}: name them like Kaggle's train/ (cat.1.jpg, dog.1.jpg) "
+        "or put them in cat/ and dog/ folders"
+    )
+
+
+def evaluate_folder(options: EvaluateOptions) -> Evaluation:
+    """Predict every image of a labelled folder and write the metrics, pictures and report."""
+    out = options.out or default_out(options.model, options.folder)
+    outputs = [out / name for name in (RESULTS_FILE, METRICS_FILE, REPORT_FILE, *PICTURES.values())]
+    existing = [p.name for p in outputs if p.exists()]
+    if existing and not options.overwrite:
+        raise UserError(f"{out} already holds {', '.join(existing)}: pass --overwrite to replace them")
+    _check_labelled(options.folder)
+    results_path = out / RESULTS_FILE
+    predict_folder(PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine))
+
+    results = read_table(results_path)
+    truth = [label_from_path(p) for p in results["path"]]
+    results.insert(
+        results.columns.get_loc("label") + 1, "true_label",
+        pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string"),
+    )  # fmt: skip
+    with atomic_path(results_path) as tmp:
+        results.to_csv(tmp, index=False)
+
+    ok = results["status"] == "ok"
+    errors = results[~ok]
+    used = results[ok & (results["true_label"] != "")]
+    true = (used["true_label"] == "dog").to_numpy(dtype=int)
+    p_dog = used["p_dog"].to_numpy(dtype=float)
+    metrics = {
+        "model": str(options.model),
+        "folder": str(options.folder),
+        "files": len(results),  # every image file; "images": those in the metrics
+        **binary_metrics(true, p_dog),
+        "errors": len(errors),
+        "unlabelled": int((ok & (results["true_label"] == "")).sum()),
+        "unreadable": [{"path": r.path, "error": r.error} for r in errors.head(LISTED_ERRORS).itertuples()],
+    }
+    atomic_write_json(out / METRICS_FILE, metrics)
+
+    wrong = used[used["label"] != used["true_label"]]
+    wrong = wrong.sort_values(["confidence", "path"], ascending=[False, True]).head(options.worst)
+    draw_confusion_matrix(metrics["confusion_matrix"]["counts"], out / PICTURES["confusion_matrix"])
+    draw_roc_curve(true, p_dog, metrics["roc_auc"], out / PICTURES["roc_curve"])
+    draw_reliability(metrics["reliability"], metrics["expected_calibration_error"], out / PICTURES["reliability"])
+    draw_contact_sheet(options.folder, wrong, out / PICTURES["confidently_wrong"])
+    atomic_write_text(out / REPORT_FILE, render_report(metrics, wrong))
+    return Evaluation(out, metrics)

@@ -1,0 +1,171 @@
+"""`catsdogs label` on generated photo folders: the uncertain band, sorting by copy, link and
+move, same names in different subfolders, files already in the target, unreadable files and an
+interrupted move that a rerun finishes."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catsdogs_batch import label as label_module
+from catsdogs_batch.cli import main
+from catsdogs_batch.errors import UserError
+from catsdogs_batch.label import Sorter, label_folder
+from catsdogs_batch.options import EngineOptions, LabelOptions, Labelling
+from catsdogs_batch.tables import COLUMNS, label_for, read_table
+
+from conftest import write_image
+
+QUIET = EngineOptions(progress=False, batch_size=4, shard_size=4)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """A camera dump: the same file names in several subfolders, and two unreadable files."""
+    folder = tmp_path / "photos"
+    for n, album in enumerate(["2023", "2024", "2024/holiday"]):
+        write_image(folder / album / "IMG_0001.jpg", 0, seed=n)
+        write_image(folder / album / "IMG_0002.jpg", 1, seed=10 + n)
+    write_image(folder / "cat.jpg", 0, seed=20)
+    write_image(folder / "dog.png", 1, seed=21)
+    (folder / "2024" / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    return folder
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_label_rule():
+    band = Labelling(threshold=0.5, uncertain=(0.3, 0.7))
+    assert [label_for(p, band) for p in (0.1, 0.3, 0.5, 0.7, 0.71)] == ["cat", "uncertain", "uncertain", "uncertain", "dog"]
+    strict = Labelling(threshold=0.9)
+    assert [label_for(p, strict) for p in (0.5, 0.89, 0.9)] == ["cat", "cat", "dog"]
+
+
+def test_labels_every_image_with_an_uncertain_band(tiny_model, photos, tmp_path):
+    plain = label_folder(LabelOptions(tiny_model, photos, tmp_path / "plain.csv", engine=QUIET))
+    assert plain.rows == 10 and sum(plain.labels.values()) == 8 and set(plain.labels) <= {"cat", "dog"}
+    assert sorted(plain.unreadable) == [("2024/empty.jpg", "empty file"), ("notes.jpg", "not an image file")]
+
+    p = read_table(tmp_path / "plain.csv")["p_dog"].dropna().sort_values().to_numpy()
+    low, high = float(p[2]), float(p[5])  # a band that holds 4 of the 8 images
+    band = Labelling(threshold=float(p[6]), uncertain=(low, high))
+    summary = label_folder(LabelOptions(tiny_model, photos, tmp_path / "band.parquet", band, engine=QUIET))
+    table = read_table(tmp_path / "band.parquet")
+    assert list(table.columns) == COLUMNS and len(table) == 10
+    ok = table[table["status"] == "ok"]
+    expected = np.where(
+        ok["p_dog"].between(low, high), "uncertain", np.where(ok["p_dog"] >= band.threshold, "dog", "cat")
+    )
+    assert (ok["label"] == expected).all()
+    assert summary.labels["uncertain"] == 4
+    confidence = np.select([ok["label"] == "dog", ok["label"] == "cat"], [ok["p_dog"], 1 - ok["p_dog"]],
+                           np.maximum(ok["p_dog"], 1 - ok["p_dog"]))  # fmt: skip
+    assert np.allclose(ok["confidence"], confidence)
+    assert "4 uncertain" in summary.describe() and "2 errors" in summary.describe()
+
+
+def test_sorting_by_copy_keeps_paths_and_never_overwrites(tiny_model, photos, tmp_path, capsys):
+    sorted_dir = tmp_path / "sorted"
+    for label in ("cat", "dog"):  # whatever 2023/IMG_0001.jpg is labelled, its place is taken
+        (sorted_dir / label / "2023").mkdir(parents=True)
+        (sorted_dir / label / "2023" / "IMG_0001.jpg").write_bytes(b"someone else's photo")
+    before = files_under(photos)
+    table = tmp_path / "labels.csv"
+    args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(sorted_dir), "--no-progress"]
+
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "7 placed" in printed and "1 left in place" in printed
+    assert "2023/IMG_0001.jpg: not sorted" in printed and "notes.jpg: not an image file" in printed
+    assert files_under(photos) == before  # a copy leaves the folder alone
+    rows = read_table(table).set_index("path")
+    placed = files_under(sorted_dir)
+    for label in ("cat", "dog"):
+        assert placed.pop(f"{label}/2023/IMG_0001.jpg") == b"someone else's photo"
+    assert placed == {f"{rows.loc[path, 'label']}/{path}": before[path] for path in rows.index
+                      if rows.loc[path, "status"] == "ok" and path != "2023/IMG_0001.jpg"}  # fmt: skip
+
+
+def test_link_mode_makes_hard_links(tiny_model, photos, tmp_path):
+    summary = label_folder(LabelOptions(tiny_model, photos, tmp_path / "l.csv", sort_into=tmp_path / "s", mode="link", engine=QUIET))
+    assert summary.sorting.placed == 8
+    table = read_table(tmp_path / "l.csv")
+    for row in table[table["status"] == "ok"].itertuples():
+        assert os.path.samefile(photos / row.path, tmp_path / "s" / row.label / row.path)
+
+
+def test_an_interrupted_move_finishes_on_rerun_with_every_image_exactly_once(tiny_model, photos, tmp_path, monkeypatch, capsys):
+    before = files_under(photos)
+    sorted_dir = tmp_path / "sorted"
+    table = tmp_path / "labels.csv"
+    args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(sorted_dir),
+            "--mode", "move", "--uncertain", "0.45", "0.55", "--no-progress"]  # fmt: skip
+
+    removed = []
+
+    def remove_then_stop(source: Path) -> None:  # Ctrl-C after the third image is in place
+        if len(removed) == 2:
+            raise KeyboardInterrupt
+        removed.append(source)
+        source.unlink()
+
+    monkeypatch.setattr(label_module, "_remove_source", remove_then_stop)
+    assert main(args) == 130
+    moved, left = files_under(sorted_dir), files_under(photos)
+    assert len(moved) == 3 and len(left) == 10 - 2  # one image is in both places
+    assert (tmp_path / "labels.csv.sorting.json").exists()
+    monkeypatch.undo()
+
+    assert main(args) == 0  # the same command again
+    printed = capsys.readouterr().out
+    assert "0 predicted" in printed and "5 placed, 3 already there" in printed
+    assert set(files_under(photos)) == {"2024/empty.jpg", "notes.jpg"}  # unreadable: left in place
+    rows = read_table(table).set_index("path")
+    ok = rows[rows["status"] == "ok"]
+    assert files_under(sorted_dir) == {f"{ok.loc[p, 'label']}/{p}": before[p] for p in ok.index}
+    assert not (tmp_path / "labels.csv.sorting.json").exists()
+    assert main(args) == 1  # finished: a new run must say --overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_move_across_file_systems_copies_before_removing(tmp_path, monkeypatch):
+    real_link = os.link
+
+    def link_within_a_folder_only(src, dst):  # as if target were another file system
+        if Path(src).parent != Path(dst).parent:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link_within_a_folder_only)
+    photo = write_image(tmp_path / "in" / "a" / "x.jpg", 1)
+    content = photo.read_bytes()
+    mover = Sorter(tmp_path / "in", tmp_path / "out", "move")
+    (tmp_path / "out" / "dog" / "a").mkdir(parents=True)
+    (tmp_path / "out" / "dog" / "a" / ".x.jpg.catsdogs-partial").write_bytes(b"half a file from a killed run")
+    mover.place("a/x.jpg", "dog")
+    assert not photo.exists() and files_under(tmp_path / "out") == {"dog/a/x.jpg": content}
+
+    write_image(tmp_path / "in" / "y.jpg", 0)
+    with pytest.raises(UserError, match="different file systems"):
+        Sorter(tmp_path / "in", tmp_path / "out", "link").place("y.jpg", "cat")
+
+
+def test_bad_options_are_refused_before_any_work(tiny_model, photos, tmp_path, capsys):
+    run = ["label", str(tiny_model), str(photos), "--out", str(tmp_path / "t.csv")]
+    for extra, message in [
+        (["--sort-into", str(photos / "sorted")], "overlaps"),
+        (["--sort-into", str(photos)], "overlaps"),
+        (["--mode", "move"], "--mode needs --sort-into"),
+        (["--uncertain", "0.7", "0.3"], "LOW <= HIGH"),
+        (["--threshold", "1.5"], "--threshold must be in [0, 1]"),
+    ]:
+        assert main(run + extra) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
