@@ -1,0 +1,167 @@
+"""The Ray Data engine against the local one, on a local Ray with 2 CPUs: the same table for the
+sample's test images and bad files, after a local run was interrupted, and after a worker died;
+the options on every predicting command, and the message when Ray is not installed."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from catsdogs_batch import ray_engine
+from catsdogs_batch.cli import build_parser, main
+from catsdogs_batch.engine import Predictor, predict_folder
+from catsdogs_batch.options import EngineOptions, PredictOptions
+from catsdogs_batch.ray_engine import PredictorActor, RaySummary
+from catsdogs_batch.tables import COLUMNS, read_table
+
+BAD_FILES = {"bad/zero.jpg": "empty file", "bad/notes.png": "not an image file", "truncated.jpg": "unreadable image"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray on this machine with 2 CPUs for the module; the engine uses it as it is."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=ray_engine.LOCAL_OBJECT_STORE_BYTES,
+             logging_level="ERROR", log_to_driver=False)  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def test_images_and_bad_files(sample_dir, tmp_path_factory) -> Path:
+    """The sample's 1,000 test images plus an empty file, a text file and a truncated JPEG."""
+    folder = tmp_path_factory.mktemp("mixed") / "test"
+    shutil.copytree(sample_dir / "test", folder)
+    (folder / "bad").mkdir()
+    (folder / "bad/zero.jpg").write_bytes(b"")
+    (folder / "bad/notes.png").write_text("not an image at all")
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), (1, 2, 3)).save(buffer, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[:400])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_table(tiny_model, test_images_and_bad_files, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("local") / "results.csv"
+    engine = EngineOptions(shard_size=300, progress=False)
+    predict_folder(PredictOptions(tiny_model, test_images_and_bad_files, out, engine=engine))
+    return read_table(out)
+
+
+def predict_on_ray(model: Path, folder: Path, out: Path) -> RaySummary:
+    engine = EngineOptions(engine="ray", shard_size=300, batch_size=64, progress=False)
+    return predict_folder(PredictOptions(model, folder, out, engine=engine))
+
+
+def assert_same_rows(ray_table: pd.DataFrame, local_table: pd.DataFrame) -> None:
+    exact = ["path", "id", "label", "width", "height", "status", "error"]
+    pd.testing.assert_frame_equal(ray_table[exact], local_table[exact])
+    probabilities = ["p_dog", "confidence"]
+    pd.testing.assert_frame_equal(ray_table[probabilities], local_table[probabilities], atol=1e-5, rtol=0)
+
+
+def test_the_ray_engine_writes_the_local_engines_table(
+    local_ray, tiny_model, test_images_and_bad_files, local_table, tmp_path
+):
+    summary = predict_on_ray(tiny_model, test_images_and_bad_files, tmp_path / "results.csv")
+
+    table = read_table(tmp_path / "results.csv")
+    assert list(table.columns) == COLUMNS
+    assert_same_rows(table, local_table)
+    assert (summary.rows, summary.errors, summary.processed) == (1003, 3, 1003)
+    errors = local_table[local_table["status"] == "error"].set_index("path")["error"]
+    assert {path: message[: len(BAD_FILES[path])] for path, message in errors.items()} == BAD_FILES
+    assert 0 < summary.startup_seconds < summary.seconds
+    assert not (tmp_path / "results.csv.parts").exists()
+    assert local_ray.is_initialized()  # a Ray the engine did not start is left running
+
+
+def test_a_run_interrupted_on_the_local_engine_is_finished_by_ray(
+    local_ray, tiny_model, test_images_and_bad_files, local_table, tmp_path
+):
+    class InterruptedAfterFiveBatches(Predictor):
+        batches = 0
+
+        def rows(self, *args, **kwargs):
+            self.batches += 1
+            if self.batches > 5:  # 320 images in: the first shard (300) is written
+                raise KeyboardInterrupt
+            return super().rows(*args, **kwargs)
+
+    out = tmp_path / "results.csv"
+    engine = EngineOptions(shard_size=300, progress=False)
+    local = PredictOptions(tiny_model, test_images_and_bad_files, out, engine=engine)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(local, InterruptedAfterFiveBatches(tiny_model))
+    assert len(list((tmp_path / "results.csv.parts").glob("shard-*.json"))) == 1
+
+    summary = predict_on_ray(tiny_model, test_images_and_bad_files, out)
+    assert (summary.rows, summary.processed) == (1003, 1003 - 300)
+    assert_same_rows(read_table(out), local_table)
+
+
+class DiesOnItsFirstBatch(PredictorActor):
+    """The first batch of the run kills its actor's process; the marker file makes it happen once."""
+
+    marker = ""
+
+    def __call__(self, batch):
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)
+        return super().__call__(batch)
+
+
+def test_a_worker_that_dies_is_retried_without_losing_or_doubling_rows(
+    local_ray, tiny_model, test_images_and_bad_files, local_table, tmp_path, monkeypatch
+):
+    from ray import cloudpickle
+
+    monkeypatch.setattr(DiesOnItsFirstBatch, "marker", str(tmp_path / "died"))
+    monkeypatch.setattr(ray_engine, "PredictorActor", DiesOnItsFirstBatch)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    try:
+        predict_on_ray(tiny_model, test_images_and_bad_files, tmp_path / "results.csv")
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+    assert (tmp_path / "died").exists()
+    assert_same_rows(read_table(tmp_path / "results.csv"), local_table)
+
+
+def test_without_ray_the_command_says_how_to_install_it(tiny_model, kaggle_train_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does when it is not installed
+    args = ["predict", str(tiny_model), str(kaggle_train_folder), "--out", str(tmp_path / "r.csv"), "--engine", "ray"]
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        "catsdogs predict: error: --engine ray needs Ray: pip install '.[ray]' (or pip install 'ray[data]')\n"
+    )
+    assert not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["predict", "models/run", "photos", "--out", "r.csv"],
+    ["submission"],
+    ["label", "models/run", "photos"],
+])  # fmt: skip
+def test_every_predicting_command_takes_the_engine_options(command):
+    from catsdogs_batch.cli import _engine_options
+
+    args = build_parser().parse_args(command + ["--engine", "ray", "--ray-address", "ray://head:10001"])
+    assert (_engine_options(args).engine, _engine_options(args).ray_address) == ("ray", "ray://head:10001")
+    assert _engine_options(build_parser().parse_args(command)).engine == "local"
+
+
+def test_a_ray_address_without_the_ray_engine_is_refused(tiny_model, kaggle_train_folder, tmp_path, capsys):
+    args = ["predict", str(tiny_model), str(kaggle_train_folder), "--out", str(tmp_path / "r.csv")]
+    assert main(args + ["--ray-address", "auto"]) == 1
+    assert "--ray-address needs --engine ray" in capsys.readouterr().err
