@@ -272,7 +272,9 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true", help="quantize to int8 after training")
     p.add_argument(
         "--calibration", type=Path, metavar="DIR",
-        help="images to calibrate on (default: a seeded sample of the run's training images)",
+        help="images to calibrate on (default: a seeded sample of the run's training images); "
+        "labelled ones (cat.N.jpg, cat/ and dog/) also check the export where the run's "
+        "validation images are not on this machine",
     )  # fmt: skip
     p.add_argument(
         "--calibration-images", type=int, default=d.calibration_images, metavar="N",

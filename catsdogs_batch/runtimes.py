@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -49,6 +50,17 @@ def default_threads() -> int:
     """Threads of the model by default: every core; the decoders share them (measured in
     scripts/benchmark_runtimes.py: the split that gave the most images per second end to end)."""
     return os.cpu_count() or 1
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX),
+    whose int8 arithmetic cannot saturate as the older AVX2/AVX-512 one can (Linux only)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 class KerasRuntime:
@@ -119,7 +131,13 @@ class OpenVinoRuntime:
         except Exception as e:  # OpenVINO raises RuntimeError with long messages
             raise UserError(f"cannot load {checkpoint.model_path}: {str(e).splitlines()[0]}") from None
         self._request = self._model.create_infer_request()
-        _check_input(checkpoint, [d.get_length() if d.is_static else None for d in self._model.inputs[0].get_partial_shape()])
+        if checkpoint.run.get("export", {}).get("needs_vnni") and not has_vnni():
+            log.warning(
+                "%s was quantized for CPUs with VNNI and may lose accuracy on this one: "
+                "export it again here (catsdogs export --format openvino --int8)", checkpoint.model_path,
+            )
+        shape = self._model.inputs[0].get_partial_shape()
+        _check_input(checkpoint, [d.get_length() if d.is_static else None for d in shape])
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         result = self._request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})
@@ -129,7 +147,9 @@ class OpenVinoRuntime:
 def _check_input(checkpoint: Checkpoint, shape: list) -> None:
     size = checkpoint.image_size
     if list(shape)[1:] != [size, size, 3]:
-        raise UserError(f"{checkpoint.model_path} takes {list(shape)}, not ({size}, {size}, 3) images as its run.json says")
+        raise UserError(
+            f"{checkpoint.model_path} takes {list(shape)}, not ({size}, {size}, 3) images as its run.json says"
+        )
 
 
 def choose_runtime(checkpoint: Checkpoint, runtime: str = "auto") -> str:
@@ -142,11 +162,14 @@ def choose_runtime(checkpoint: Checkpoint, runtime: str = "auto") -> str:
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
     if runtime not in readers:
-        hint = (
-            f"; export it first: catsdogs export {checkpoint.folder} --format {runtime}"
-            if runtime != "keras" else "; pass the checkpoint it was exported from"
-        )
-        raise UserError(f"the {runtime} runtime cannot run {checkpoint.model_path.name}{hint}")
+        exported = checkpoint.folder / "export" / runtime
+        if runtime == "keras":
+            hint = "pass the checkpoint it was exported from"
+        elif (exported / "run.json").exists():
+            hint = f"pass its export: {exported}"
+        else:
+            hint = f"export it first: catsdogs export {checkpoint.folder} --format {runtime}"
+        raise UserError(f"the {runtime} runtime cannot run {checkpoint.model_path.name}; {hint}")
     return runtime
 
 

@@ -1,0 +1,213 @@
+"""`catsdogs export` and the runtimes: ONNX Runtime and OpenVINO exports (fp32 and int8) of a
+small trained model give the Keras model's answers, a broken export is refused, and every
+command takes an export wherever it takes the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from catsdogs_batch.cli import main
+from catsdogs_batch.engine import Predictor
+from catsdogs_batch.errors import UserError
+from catsdogs_batch.export import compare, export_model
+from catsdogs_batch.images import load_image
+from catsdogs_batch.model import find_checkpoint
+from catsdogs_batch.options import ExportOptions
+from catsdogs_batch.tables import read_table
+
+from conftest import write_image
+
+FORMATS = [("onnx", False), ("onnx", True), ("openvino", False), ("openvino", True)]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A 32 px checkpoint trained until it is sure of its answers on 60 generated images, so
+    that its validation split (12 images) can tell a faithful export from a broken one."""
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import train
+
+    root = tmp_path_factory.mktemp("export")
+    for n in range(30):
+        write_image(root / "train" / f"cat.{n}.jpg", 0, seed=n)
+        write_image(root / "train" / f"dog.{n}.jpg", 1, seed=100 + n)
+    options = TrainOptions(
+        data=root / "train", out=root / "model", image_size=32, batch_size=8, epochs=4,
+        learning_rate=3e-3, dense_units=16, dropout=0.0,
+    )  # fmt: skip
+    return train(options)
+
+
+@pytest.fixture(scope="module")
+def exports(model):
+    """Each export made once for the module: exports[(format, int8)] -> its folder."""
+    made = {}
+
+    def get(format: str, int8: bool) -> Path:
+        if (format, int8) not in made:
+            made[format, int8], _ = export_model(ExportOptions(model, format, int8, calibration_images=40))
+        return made[format, int8]
+
+    return get
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    for n in range(6):
+        write_image(folder / f"{n}.jpg", n % 2, seed=500 + n)
+    return folder
+
+
+def pixels(folder: Path) -> np.ndarray:
+    return np.stack([load_image(p, 32).pixels for p in sorted(folder.iterdir())])
+
+
+@pytest.mark.parametrize("format, int8", FORMATS)
+def test_an_export_gives_the_keras_models_answers(model, exports, photos, format, int8):
+    folder = exports(format, int8)
+    model_file = {"onnx": "model.onnx", "openvino": "model.xml"}[format]
+    assert (folder / model_file).exists() and folder == model / "export" / (format + ("-int8" if int8 else ""))
+
+    run = json.loads((folder / "run.json").read_text())
+    assert run["image_size"] == 32 and run["model_file"] == model_file
+    export = run["export"]
+    assert (export["format"], export["int8"]) == (format, int8)
+    assert export["check"]["passed"] and export["check"]["label_agreement"] >= 0.995
+    assert export["check"]["images"] == 12 and "validation split" in export["check"]["images_from"]
+    assert (export["calibration"] or {}).get("images") == (40 if int8 else None)
+
+    keras_p = Predictor(model).predict(pixels(photos))
+    export_p = Predictor(folder).predict(pixels(photos))
+    assert Predictor(folder).runtime.name == format
+    assert np.allclose(export_p, keras_p, atol=0.03 if int8 else 1e-4)
+    assert ((export_p >= 0.5) == (keras_p >= 0.5)).all()
+
+
+def test_the_agreement_report():
+    labels = np.array([0, 0, 1, 1])
+    keras_p = np.array([0.1, 0.4, 0.6, 0.9])
+    report = compare(keras_p, np.array([0.1, 0.6, 0.6, 0.8]), labels)
+    assert report.label_agreement == 0.75 and report.max_difference == pytest.approx(0.2)
+    assert report.keras_accuracy == 1.0 and report.export_accuracy == 0.75
+    assert report.log_loss_increase > 0.01 and not report.passes(0.995, 0.01)
+    assert compare(keras_p, keras_p + 1e-4, labels).passes(0.995, 0.01)
+
+
+def test_a_broken_export_is_refused_unless_forced(model, monkeypatch):
+    """An export whose model says the opposite of the checkpoint never replaces a good one."""
+    import catsdogs_batch.export as export
+
+    real_convert = export.convert
+
+    def convert_flipped(keras_model, *args):
+        layer = keras_model.get_layer("p_dog")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([-kernel, -bias])  # p -> 1 - p
+        return real_convert(keras_model, *args)
+
+    monkeypatch.setattr(export, "convert", convert_flipped)
+    out = model / "export" / "broken"
+    with pytest.raises(UserError, match=r"export refused: label agreement 0\.00% on 12 images"):
+        export_model(ExportOptions(model, "onnx", out=out))
+    assert not out.exists() and not list(out.parent.glob(".broken*"))
+
+    export_model(ExportOptions(model, "onnx", out=out, force=True))
+    check = json.loads((out / "run.json").read_text())["export"]["check"]
+    assert (check["passed"], check["forced"], check["label_agreement"]) == (False, True, 0.0)
+
+
+def test_predict_and_submission_give_the_same_tables_with_an_export(model, exports, tmp_path):
+    test_dir = tmp_path / "test"
+    for n in range(1, 9):
+        write_image(test_dir / f"{n}.jpg", n % 2, seed=700 + n)
+    (tmp_path / "sample_submission.csv").write_text("id,label\n" + "".join(f"{n},0.5\n" for n in range(1, 9)))
+
+    models = {
+        "checkpoint": model,
+        "onnx-int8": exports("onnx", True),  # a folder
+        "openvino": exports("openvino", False) / "model.xml",  # or its model file
+    }
+    tables = {}
+    for name, path in models.items():
+        out = tmp_path / name
+        assert main(["predict", str(path), str(test_dir), "--out", str(out / "r.parquet"), "--no-progress"]) == 0
+        assert main(["submission", "--model", str(path), "--test-dir", str(test_dir), "--out", str(out)]) == 0
+        tables[name] = (read_table(out / "r.parquet"), pd.read_csv(out / "submission.csv"))
+
+    reference, reference_submission = tables.pop("checkpoint")
+    for table, submission in tables.values():
+        assert list(table.columns) == list(reference.columns)
+        assert (table["path"] == reference["path"]).all() and (table["label"] == reference["label"]).all()
+        assert np.allclose(table["p_dog"], reference["p_dog"], atol=0.03)
+        assert list(submission.columns) == ["id", "label"]
+        assert (submission["id"] == reference_submission["id"]).all()
+
+
+def test_a_runtime_can_be_named(model, exports, photos, tmp_path, capsys):
+    onnx = exports("onnx", False)
+    assert Predictor(onnx, runtime="openvino").runtime.name == "openvino"  # OpenVINO reads .onnx too
+    by_openvino = Predictor(onnx, runtime="openvino").predict(pixels(photos))
+    assert np.allclose(by_openvino, Predictor(onnx).predict(pixels(photos)), atol=1e-4)
+
+    args = ["predict", str(model), str(photos), "--out", str(tmp_path / "r.csv"), "--runtime", "onnx"]
+    assert main(args) == 1
+    assert f"the onnx runtime cannot run model.keras; pass its export: {onnx}" in capsys.readouterr().err
+    assert main(["export", str(onnx)]) == 1
+    assert "already an export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
+def test_a_missing_extra_names_its_install_command(
+    model, exports, photos, tmp_path, monkeypatch, capsys, module, extra
+):
+    folder = exports(extra, False)
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    assert main(["predict", str(folder), str(photos), "--out", str(tmp_path / "r.csv"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"pip install '.[{extra}]'" in err
+    assert main(["export", str(model), "--format", extra, "--out", str(tmp_path / "e")]) == 1
+    assert f"pip install '.[{extra}]'" in capsys.readouterr().err
+
+
+def test_a_model_away_from_its_training_images_is_calibrated_and_checked_on_others(model, tmp_path, capsys):
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(model, moved, ignore=shutil.ignore_patterns("export"))
+    run = json.loads((moved / "run.json").read_text())
+    run["config"]["data"] = str(tmp_path / "gone")
+    (moved / "run.json").write_text(json.dumps(run))
+    assert main(["export", str(moved), "--int8"]) == 1
+    assert "pass --calibration" in capsys.readouterr().err
+
+    labelled = tmp_path / "labelled"
+    for n in range(10):
+        write_image(labelled / "cat" / f"{n}.png", 0, seed=900 + n)
+        write_image(labelled / "dog" / f"{n}.png", 1, seed=950 + n)
+    assert main(["export", str(moved), "--int8", "--calibration", str(labelled)]) == 0
+    assert "exported to" in capsys.readouterr().out
+    export = json.loads((moved / "export" / "onnx-int8" / "run.json").read_text())["export"]
+    assert export["calibration"]["source"] == str(labelled) and export["calibration"]["images"] == 20
+    assert export["check"]["images"] == 20 and export["check"]["images_from"] == f"labelled images in {labelled}"
+
+
+def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    import catsdogs_batch.runtimes as runtimes
+
+    copy = tmp_path / "openvino-int8"
+    shutil.copytree(exports("openvino", True), copy)
+    run = json.loads((copy / "run.json").read_text())
+    run["export"]["needs_vnni"] = True  # as exported on a CPU with VNNI
+    (copy / "run.json").write_text(json.dumps(run))
+    monkeypatch.setattr(runtimes, "has_vnni", lambda: False)
+    Predictor(copy)
+    assert "quantized for CPUs with VNNI" in caplog.text
