@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from .errors import UserError
+from .files import sha256
 from .options import DownloadOptions
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _install(archive: Path, target: Path, competition: str, source: str) -> dict
 def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
     """Check everything first, then unpack train/, test/ and the csv into WORK."""
     log.info("Checking %s (%.1f MB)", archive, archive.stat().st_size / 1e6)
-    sha256 = _sha256(archive)
+    archive_sha256 = sha256(archive)
     with contextlib.ExitStack() as stack:
         outer = stack.enter_context(_open_zip(archive, archive.name))
         _check_zip(outer, archive.name)
@@ -154,7 +154,7 @@ def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
         "competition": competition,
         "source": source,
         "archive": archive.name,
-        "archive_sha256": sha256,
+        "archive_sha256": archive_sha256,
         "train_files": counts["train"],
         "test_files": counts["test"],
         "sample_submission": _basename(csv) if csv is not None else None,
@@ -288,13 +288,6 @@ def _basename(info: zipfile.ZipInfo) -> str:
     parts = _parts(info)
     return parts[-1] if parts and not info.is_dir() else ""
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- folders -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ into the export's run.json; an export that fails them is refused unless forced.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .files import atomic_write_json
+from .files import atomic_write_json, sha256
 from .model import RUN_FILE, Checkpoint, find_checkpoint, load_keras_model
 from .options import ExportOptions
 from .runtimes import has_vnni, load_runtime, require
@@ -247,13 +246,6 @@ def default_out(checkpoint: Checkpoint, format: str, int8: bool) -> Path:
     return checkpoint.folder / EXPORT_DIR / (format + ("-int8" if int8 else ""))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
     """Convert, check and keep (atomically) the export; returns its folder and its check."""
@@ -289,7 +281,7 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
             "format": options.format,
             "int8": options.int8,
             "source": str(checkpoint.model_path.resolve()),
-            "source_sha256": _sha256(checkpoint.model_path),
+            "source_sha256": sha256(checkpoint.model_path),
             **tools,
             "calibration": {"images": len(calibration), "source": calibration_source, "seed": options.seed}
             if calibration is not None else None,

@@ -7,6 +7,8 @@ In one process, same model, same folder, images per second of:
   (c) the model alone on decoded tensors already in memory (the ceiling),
   (d) this engine end to end, decoding and writing the results table.
 Targets: d/c >= 0.95 and d/b >= 1.15; d/a is the speed-up over the per-image script.
+With --runtimes, then Keras against its ONNX Runtime and OpenVINO exports, fp32 and int8
+(scripts/benchmark_runtimes.py: agreement, model-only and end-to-end speed, thread splits).
 With --memory, also the engine's peak memory (RSS) on 1,000 and on 100,000 files (links to
 the folder's images), each in a fresh process: it must stay flat (within 10%) and < 1.5 GB.
 
@@ -161,12 +163,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--naive-count", type=int, default=200, help="images for the slow loop (a)")
     parser.add_argument("--memory", action="store_true", help="also peak memory on 1,000 and 100,000 files")
+    parser.add_argument("--runtimes", action="store_true", help="also compare the ONNX Runtime / OpenVINO exports")
     parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
         return child_memory(args.folder, args.model)
     print(cpu_description())
     speed(args.folder, args.model, args.batch_size, args.workers, args.rounds, args.naive_count)
+    if args.runtimes:
+        from benchmark_runtimes import compare  # beside this script
+
+        compare(args.model, args.folder, args.rounds, args.batch_size)
     if args.memory:
         memory(args.folder, args.model, [1_000, 100_000])
 

@@ -149,16 +149,21 @@ def main() -> None:
     parser.add_argument("--no-threads", action="store_true", help="skip the threads-split runs")
     args = parser.parse_args()
     print(cpu_description())
+    compare(args.model, args.images, args.rounds, args.batch_size, args.model_images, not args.no_threads)
+
+
+def compare(model: Path, image_folder: Path, rounds: int, batch_size: int, model_images: int = 512, threads: bool = True) -> None:
+    """Agreement, model-only and end-to-end speed of Keras and every export of `model`."""
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     from catsdogs_batch.model import find_checkpoint
 
-    folders = make_exports(args.model)
+    folders = make_exports(model)
     agreement(folders)
-    images = decode_sample(args.images, find_checkpoint(args.model).image_size, args.model_images)
-    model_only(folders, images, args.rounds, args.batch_size)
+    images = decode_sample(image_folder, find_checkpoint(model).image_size, model_images)
+    model_only(folders, images, rounds, batch_size)
     cores = os.cpu_count() or 1
     default = {"": (None, cores)}
-    best = end_to_end(folders, args.images, args.rounds, args.batch_size, default)
+    best = end_to_end(folders, image_folder, rounds, batch_size, default)
     keras = best["keras"]
     int8 = max(best["onnx-int8"], best["openvino-int8"])
     fp32 = min(best["onnx"], best["openvino"])
@@ -167,14 +172,14 @@ def main() -> None:
         f"\ntargets, end to end: best int8 {int8 / keras:.2f}x keras (>= 3.5: {met[int8 >= 3.5 * keras]}); "
         f"slower fp32 export {fp32 / keras:.2f}x (>= 2: {met[fp32 >= 2 * keras]})"
     )
-    if not args.no_threads and cores > 1:
+    if threads and cores > 1:
         splits = {
             f"model {t} / decoders {w}": (t, w)
             for t in sorted({1, cores // 2, cores})
             for w in sorted({1, cores // 2, cores})
         }
         fastest = {k: v for k, v in folders.items() if k in ("keras", "onnx", "openvino-int8")}
-        end_to_end(fastest, args.images, args.rounds, args.batch_size, splits | {"": (None, cores)})
+        end_to_end(fastest, image_folder, rounds, batch_size, splits | {"": (None, cores)})
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
