@@ -257,7 +257,7 @@ def test_import_sample_archive_then_noop_then_force(tmp_path, capsys, caplog):
     assert (folder / "sample_submission.csv").is_file()
     manifest = json.loads((folder / MANIFEST).read_text())
     assert (manifest["train_files"], manifest["test_files"]) == (5000, 1000)
-    assert manifest["source"] == str(SAMPLE_ARCHIVE)
+    assert manifest["source"] == str(SAMPLE_ARCHIVE.resolve())
     assert SAMPLE_ARCHIVE.is_file()  # an imported archive is never deleted
 
     before = {p: p.stat().st_mtime_ns for p in (folder, folder / MANIFEST, folder / "train" / train[0])}

@@ -111,7 +111,12 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_resume_continues(kaggle_train_fold
     out = tmp_path / "run"
     command = [sys.executable, "-m", "catsdogs_batch.cli", "train", "--data", str(kaggle_train_folder),
                "--out", str(out), *FAST, "--epochs", "400", "--patience", "400"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIG_DFL: a shell that started the tests in the background leaves SIGINT ignored, and
+    # ignored signals stay ignored in children.
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     history = out / "history.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
