@@ -10,7 +10,6 @@ but left out of them.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path

@@ -27,7 +27,6 @@ from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
 
 
 def throughput(data: Path, image_size: int, batch_size: int, rounds: int) -> None:
-    import keras
     import tensorflow as tf
 
     from catsdogs_batch.model import compile_model, make_model

@@ -17,7 +17,6 @@ from catsdogs_batch.engine import Predictor
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.export import compare, export_model
 from catsdogs_batch.images import load_image
-from catsdogs_batch.model import find_checkpoint
 from catsdogs_batch.options import ExportOptions
 from catsdogs_batch.tables import read_table
 

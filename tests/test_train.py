@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import keras
 import pandas as pd
-import pytest
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.model import make_model
