@@ -374,7 +374,8 @@ def test_broken_archive_is_one_clear_error(case, tmp_path, capsys):
 
 
 def test_missing_archive_file(tmp_path, capsys):
-    code, _, err = run_cli(["download", "--archive", str(tmp_path / "nope.zip")], capsys)
+    args = ["download", "--archive", str(tmp_path / "nope.zip"), "--data-dir", str(tmp_path / "data")]
+    code, _, err = run_cli(args, capsys)
     assert_one_line_error(code, err, "archive not found", "nope.zip")
 
 
