@@ -1,16 +1,25 @@
 """The `catsdogs` command: one subcommand per user job. It only parses options and calls the
-library; expected problems become a one-line message and a non-zero exit, never a traceback."""
+library; expected problems become a one-line message and a non-zero exit, never a traceback.
+
+Exit statuses: 0 done, 1 an error (one line on stderr), 2 bad usage (argparse), 3 `label
+--sort-into` left readable images unsorted (listed), 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import UserError
+from .files import shown
 from .options import (
+    COMPETITIONS,
+    MIN_IMAGE_SIZE,
     Augmentation,
     EngineOptions,
     EvaluateOptions,
@@ -22,8 +31,41 @@ from .options import (
     TrainOptions,
 )
 
-COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")
 DEFAULT_COMPETITION = COMPETITIONS[0]
+EXIT_ERROR, EXIT_NOT_ALL_SORTED, EXIT_INTERRUPTED = 1, 3, 130
+
+
+def number(kind: type, low: float | None = None, high: float | None = None, *, open_high: bool = False) -> Callable:
+    """An argparse type: `kind` within [low, high] (or [low, high) with `open_high`), so that a
+    bad value stops the command before any work, with argparse's one-line usage error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if value != value or (low is not None and value < low) or (
+            high is not None and (value >= high if open_high else value > high)
+        ):
+            bounds = f"[{low}, {high}{')' if open_high else ']'}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bounds}")
+        return value
+
+    return parse
+
+
+POSITIVE = number(int, 1)
+FRACTION = number(float, 0, 1, open_high=True)
+NON_NEGATIVE = number(float, 0)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" where there is a default worth showing and the help does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def _add_competition(parser: argparse.ArgumentParser) -> None:
@@ -77,30 +119,32 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
         description="Train the regularized CNN on a folder of labelled images (Kaggle names "
         "cat.N.jpg/dog.N.jpg or class folders cat/ and dog/) and save the best checkpoint, "
         "run.json, split.csv, history.csv and curves.png into the run folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--data", type=Path, default=d.data, help="folder of labelled images")
     p.add_argument("--out", type=Path, help="run folder (default: models/cnn-<size>px-<time>)")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="model input, pixels")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--epochs", type=int, default=d.epochs, help="at most this many epochs")
-    p.add_argument("--val-split", type=float, default=d.val_split, help="fraction held out")
+    p.add_argument(
+        "--image-size", type=number(int, MIN_IMAGE_SIZE), default=d.image_size, help="model input, pixels"
+    )
+    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help="images per training step")
+    p.add_argument("--epochs", type=POSITIVE, default=d.epochs, help="at most this many epochs")
+    p.add_argument("--val-split", type=number(float, 0, 1, open_high=True), default=d.val_split, help="fraction held out")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the split and training")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adam's initial rate")
-    p.add_argument("--l2", type=float, default=d.l2, help="L2 weight on conv and dense kernels")
-    p.add_argument("--dense-units", type=int, default=d.dense_units)
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--bn-momentum", type=float, default=d.bn_momentum, help="BatchNormalization momentum")
-    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience")
-    p.add_argument("--lr-patience", type=int, default=d.lr_patience, help="epochs before halving the rate")
-    p.add_argument("--rotation", type=float, default=a.rotation, help="augmentation: degrees +-")
-    p.add_argument("--shift", type=float, default=a.shift, help="augmentation: fraction +-")
-    p.add_argument("--shear", type=float, default=a.shear, help="augmentation: degrees +-")
-    p.add_argument("--zoom", type=float, default=a.zoom, help="augmentation: fraction +-")
+    p.add_argument("--learning-rate", type=number(float, 1e-12), default=d.learning_rate, help="Adam's initial rate")
+    p.add_argument("--l2", type=NON_NEGATIVE, default=d.l2, help="L2 weight on conv and dense kernels")
+    p.add_argument("--dense-units", type=POSITIVE, default=d.dense_units, help="units of the hidden Dense layer")
+    p.add_argument("--dropout", type=FRACTION, default=d.dropout, help="dropout rate before the output")
+    p.add_argument("--bn-momentum", type=FRACTION, default=d.bn_momentum, help="BatchNormalization momentum")
+    p.add_argument("--patience", type=POSITIVE, default=d.patience, help="early-stopping patience")
+    p.add_argument("--lr-patience", type=POSITIVE, default=d.lr_patience, help="epochs before halving the rate")
+    p.add_argument("--rotation", type=number(float, 0, 180), default=a.rotation, help="augmentation: degrees +-")
+    p.add_argument("--shift", type=FRACTION, default=a.shift, help="augmentation: fraction +-")
+    p.add_argument("--shear", type=number(float, 0, 80), default=a.shear, help="augmentation: degrees +-")
+    p.add_argument("--zoom", type=FRACTION, default=a.zoom, help="augmentation: fraction +-")
     p.add_argument("--no-flip", action="store_true", help="augmentation: no horizontal flips")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
-    p.add_argument("--workers", type=int, default=d.workers, help="decoding threads")
+    p.add_argument("--workers", type=POSITIVE, default=d.workers, help="decoding threads")
     p.set_defaults(func=run_train)
 
 
@@ -139,11 +183,11 @@ def run_train(args: argparse.Namespace) -> None:
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     d = EngineOptions()
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default: {d.batch_size}")
-    parser.add_argument("--workers", type=int, default=d.workers, help=f"decoding threads (default: {d.workers})")
+    parser.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help=f"default: {d.batch_size}")
+    parser.add_argument("--workers", type=POSITIVE, default=d.workers, help=f"decoding threads (default: {d.workers})")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output")
     parser.add_argument(
-        "--shard-size", type=int, default=d.shard_size,
+        "--shard-size", type=POSITIVE, default=d.shard_size,
         help=f"files per resumable unit of work (default: {d.shard_size})",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -153,7 +197,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         "model.onnx -> onnx, model.xml -> openvino; openvino also runs model.onnx)",
     )  # fmt: skip
     parser.add_argument(
-        "--runtime-threads", type=int, metavar="N",
+        "--runtime-threads", type=POSITIVE, metavar="N",
         help="threads of the model, sharing the cores with the decoding --workers (default: every core)",
     )  # fmt: skip
     parser.add_argument(
@@ -210,7 +254,7 @@ def run_predict(args: argparse.Namespace) -> None:
     summary = predict_folder(
         PredictOptions(args.model, args.folder, args.out, args.overwrite, _engine_options(args))
     )
-    print(summary.describe())
+    say(summary.describe())
 
 
 def parse_submission(sub: argparse._SubParsersAction) -> None:
@@ -223,7 +267,10 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="run folder (default: the newest finished run in models/)")
     p.add_argument("--test-dir", type=Path, help="default: data/<competition>/test")
     _add_competition(p)
-    p.add_argument("--clip", type=float, default=0.005, help="redux: clip p_dog to [clip, 1-clip] (default: 0.005)")
+    p.add_argument(
+        "--clip", type=number(float, 0, 0.5, open_high=True), default=0.005,
+        help="redux: clip p_dog to [clip, 1-clip] (default: 0.005)",
+    )  # fmt: skip
     p.add_argument("--sample-submission", type=Path, help="default: found beside the test folder")
     p.add_argument("--out", type=Path, help="output folder (default: submissions/<run-name>)")
     _add_engine_options(p)
@@ -250,7 +297,7 @@ def run_submission(args: argparse.Namespace) -> None:
             engine=_engine_options(args),
         )
     )
-    print(f"submission written: {path}; upload it with: catsdogs submit {path} -m MESSAGE")
+    say(f"submission written: {shown(path)}; upload it with: catsdogs submit {shown(path)} -m MESSAGE")
 
 
 # --- export --------------------------------------------------------------------------------
@@ -277,10 +324,11 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
         "validation images are not on this machine",
     )  # fmt: skip
     p.add_argument(
-        "--calibration-images", type=int, default=d.calibration_images, metavar="N",
+        "--calibration-images", type=POSITIVE, default=d.calibration_images, metavar="N",
         help=f"how many calibration images (default: {d.calibration_images})",
     )  # fmt: skip
     p.add_argument("--out", type=Path, help="output folder (default: <run>/export/<format>[-int8])")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in the --out folder")
     p.add_argument("--force", action="store_true", help="keep an export that fails the agreement check")
     p.set_defaults(func=run_export)
 
@@ -296,10 +344,11 @@ def run_export(args: argparse.Namespace) -> None:
             calibration=args.calibration,
             calibration_images=args.calibration_images,
             out=args.out,
+            overwrite=args.overwrite,
             force=args.force,
         )
     )
-    print(f"exported to {out}: {agreement.describe()}")
+    say(f"exported to {shown(out)}: {agreement.describe()}")
 
 
 # --- submit --------------------------------------------------------------------------------
@@ -321,7 +370,7 @@ def parse_submit(sub: argparse._SubParsersAction) -> None:
 def run_submit(args: argparse.Namespace) -> None:
     from .kaggle_api import submit
 
-    print(submit(args.file, args.message, args.competition))
+    say(submit(args.file, args.message, args.competition))
 
 
 # --- label, evaluate ----------------------------------------------------------------------
@@ -346,11 +395,11 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
         "relative to the current directory)",
     )  # fmt: skip
     p.add_argument(
-        "--threshold", type=float, default=d.labelling.threshold,
+        "--threshold", type=number(float, 0, 1), default=d.labelling.threshold,
         help=f"dog when p_dog >= this, else cat (default: {d.labelling.threshold})",
     )  # fmt: skip
     p.add_argument(
-        "--uncertain", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        "--uncertain", type=number(float, 0, 1), nargs=2, metavar=("LOW", "HIGH"),
         help="label images with LOW <= p_dog <= HIGH as uncertain",
     )  # fmt: skip
     p.add_argument("--sort-into", type=Path, metavar="DIR", help="place images into DIR/cat, DIR/dog, DIR/uncertain")
@@ -363,7 +412,7 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_label)
 
 
-def run_label(args: argparse.Namespace) -> None:
+def run_label(args: argparse.Namespace) -> int:
     from .label import label_folder
 
     if args.mode and not args.sort_into:
@@ -380,7 +429,12 @@ def run_label(args: argparse.Namespace) -> None:
             engine=_engine_options(args),
         )
     )
-    print(summary.describe())
+    say(summary.describe())
+    unsorted = len(summary.sorting.problems) if summary.sorting else 0
+    if unsorted:
+        say(f"{unsorted} readable images were not sorted (listed above)", file=sys.stderr)
+        return EXIT_NOT_ALL_SORTED
+    return 0
 
 
 def parse_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -400,7 +454,7 @@ def parse_evaluate(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, metavar="DIR", help="output folder (default: submissions/evaluate-<run>-<folder name>)"
     )
     p.add_argument(
-        "--worst", type=int, default=d.worst,
+        "--worst", type=number(int, 0), default=d.worst,
         help=f"images on the contact sheet of the most confidently wrong (default: {d.worst})",
     )  # fmt: skip
     _add_engine_options(p)
@@ -413,7 +467,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     evaluation = evaluate_folder(
         EvaluateOptions(args.model, args.folder, args.out, args.worst, args.overwrite, _engine_options(args))
     )
-    print(evaluation.describe())
+    say(evaluation.describe())
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -435,22 +489,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-    )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def say(text: str, file=None) -> None:
+    """Print a report for people: each of its lines escaped (the reports escape the names they
+    hold, so a name with a line break in it stays on its line), so no name drives the terminal."""
+    print("\n".join(shown(line) for line in str(text).splitlines()), file=file or sys.stdout)
+
+
+def say_error(command: str, message: object) -> None:
+    """The one line of an error, escaped whole."""
+    print(shown(f"catsdogs {command}: error: {message}"), file=sys.stderr)
+
+
+class EscapedFormatter(logging.Formatter):
+    """Log messages are one line each: escaped whole, names included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what C libraries write straight to the stderr descriptor (TensorFlow's and oneDNN's
+    start-up log) to /dev/null for the command's duration, while Python's own messages, the
+    progress bar included, still reach the terminal."""
     try:
-        args.func(args)
-    except UserError as e:
-        print(f"catsdogs {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"catsdogs {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        sys.stderr.flush()
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # stderr replaced (a test, an IDE)
+        python_on_fd2 = False
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    python_stderr = sys.stderr
+    if python_on_fd2:
+        sys.stderr = open(saved, "w", buffering=1, closefd=False, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        if python_on_fd2:
+            sys.stderr.flush()
+            sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error argparse has printed
+        return int(e.code or 0)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with contextlib.nullcontext() if args.verbose else native_stderr_silenced():
+        handler = logging.StreamHandler()  # after the silencing: it writes to sys.stderr
+        handler.setFormatter(EscapedFormatter("%(message)s"))
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+        try:
+            return args.func(args) or 0
+        except UserError as e:
+            say_error(args.command, e)
+            return EXIT_ERROR
+        except OSError as e:  # a full disk, a read-only folder, ...: the system's words, one line
+            if args.verbose:
+                raise
+            where = f": {e.filename}" if e.filename else ""
+            say_error(args.command, f"{e.strerror or e}{where}")
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            say(f"catsdogs {args.command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

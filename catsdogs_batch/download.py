@@ -2,11 +2,13 @@
 DATA_DIR/<competition>/ as train/, test/, the sample submission csv and manifest.json.
 
 The archive is checked whole before anything is unpacked: every entry name (no absolute paths,
-no `..`, no links, in the outer zip and in the nested train/test zips) and every CRC. Unpacking
-happens in a hidden folder inside DATA_DIR that is renamed into place at the end; manifest.json
-is written last, so a folder without one is never complete. A downloaded archive is deleted
-once unpacked, kept when unpacking fails for another reason than the archive itself (a re-run
-then reuses it instead of downloading again), and deleted when it is found broken or unsafe.
+no `..`, no links, in the outer zip and in the nested train/test zips), every CRC, and that its
+files are the competition's (cat.N.jpg and dog.N.jpg in train, numbered images in test).
+Unpacking happens in a hidden folder inside DATA_DIR that is renamed into place at the end;
+manifest.json is written last, so a folder without one is never complete. A downloaded archive
+is deleted once unpacked, kept when unpacking fails for another reason than the archive itself
+(a re-run then reuses it instead of downloading again), and deleted when it is found broken or
+unsafe.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -28,7 +31,8 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from .errors import UserError
-from .files import sha256
+from .files import sha256, umask_mode
+from .images import is_image_file
 from .options import DownloadOptions
 
 log = logging.getLogger(__name__)
@@ -37,11 +41,14 @@ MANIFEST = "manifest.json"
 TRAIN_FOLDERS = ("train",)
 TEST_FOLDERS = ("test", "test1")  # the 2013 competition `dogs-vs-cats` calls it test1
 SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
+_TRAIN_NAME = re.compile(r"(cat|dog)\.\d+\.\w+", re.ASCII | re.IGNORECASE)  # train/cat.12.jpg
+_TEST_NAME = re.compile(r"\d+\.\w+", re.ASCII)  # test/12.jpg
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
 
 
 class ArchiveError(UserError):
-    """The archive itself is unusable: not a zip, corrupt, cut short, incomplete or unsafe."""
+    """The archive itself is unusable: not a zip, corrupt, cut short, incomplete, unsafe, or
+    not the competition's."""
 
 
 def download(options: DownloadOptions) -> Path:
@@ -52,6 +59,8 @@ def download(options: DownloadOptions) -> Path:
         return target
     _make_dir(options.data_dir)
     if options.archive is not None:
+        if options.archive.is_dir():
+            raise UserError(f"archive {options.archive} is a folder, not a zip archive")
         if not options.archive.is_file():
             raise UserError(f"archive not found: {options.archive}")
         _install(options.archive, target, options.competition, source=str(options.archive.resolve()))
@@ -79,6 +88,7 @@ def _install(archive: Path, target: Path, competition: str, source: str) -> dict
     _remove_leftovers(target)
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        os.chmod(work, umask_mode(0o777))  # mkdtemp makes it 0700; the data is meant for people
     except OSError as e:
         raise _os_error(e, target.parent) from None
     try:
@@ -136,6 +146,7 @@ def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
                 members = _part_members(outer, folders, nested=False)
             if not members:
                 raise ArchiveError(f"{label} holds no {part} files")
+            _check_names(part, members, label)
             parts[part] = (zf, members, label)
 
         needed = sum(i.file_size for _, members, _ in parts.values() for i, _ in members)
@@ -246,6 +257,26 @@ def _part_members(
     if skipped:
         log.debug("Leaving out %d entries outside %s/", skipped, "/".join(folders))
     return members
+
+
+def _check_names(
+    part: str, members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]], label: str
+) -> None:
+    """Refuse a zip that is not the competition's, before anything is unpacked: train needs
+    cat.N.jpg and dog.N.jpg images, test only numbered ones (other files, e.g. .DS_Store, pass)."""
+    images = [(info, rel[-1]) for info, rel in members if is_image_file(rel[-1])]
+    wrong = f"{label} is not the competition's data"
+    if part == "train":
+        kinds = {m[1].lower() for _, name in images if (m := _TRAIN_NAME.fullmatch(name))}
+        missing = " and ".join(f"{kind}.N.jpg" for kind in ("cat", "dog") if kind not in kinds)
+        if missing:
+            raise ArchiveError(f"{wrong}: no {missing} images in train")
+    elif not images:
+        raise ArchiveError(f"{wrong}: no numbered test images (1.jpg, 2.jpg, ...)")
+    else:
+        bad = next((info.filename for info, name in images if not _TEST_NAME.fullmatch(name)), None)
+        if bad is not None:
+            raise ArchiveError(f"{wrong}: test image {bad!r} is not named by a number (like 1.jpg)")
 
 
 def _extract(

@@ -4,8 +4,9 @@ per-image results table.
 Files are found as the walk goes and cut into shards of a fixed size in a stable order. Each
 shard's rows go to their own file in `<table>.parts/` with, once that file is complete, a small
 JSON marker; a rerun of the same command skips marked shards, so an interrupted run (Ctrl-C,
-kill -9) resumes with no duplicated and no missing rows. When every shard is done they are
-merged into the table (atomically) and the parts folder is removed.
+kill -9) resumes with no duplicated and no missing rows; `--overwrite` starts over instead. When
+every shard is done they are merged into the table (atomically) and the parts folder is removed.
+A lock file beside the table (`<table>.lock`) keeps a second run from writing the same table.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .files import atomic_write_json
+from .files import atomic_write_json, exclusive_lock, shown
 from .images import DecodedImage, ImageError, decode_many, iter_image_files, load_image
 from .model import find_checkpoint
 from .options import Labelling, PredictOptions
@@ -93,7 +94,21 @@ class Shard:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha1("\n".join(self.paths).encode()).hexdigest()
+        return hashlib.sha1("\n".join(self.paths).encode(errors="surrogateescape")).hexdigest()
+
+
+def files_fingerprint(folder: Path) -> str:
+    """What the folder's image files are: their names, sizes and modification times, hashed;
+    a different answer means a table of this folder is out of date."""
+    digest = hashlib.sha1()
+    for path in iter_image_files(folder):
+        try:
+            stat = path.stat()
+            state = f"{stat.st_size} {stat.st_mtime_ns}"
+        except OSError as e:
+            state = f"error {e.errno}"
+        digest.update(f"{path.relative_to(folder)}\0{state}\n".encode(errors="surrogateescape"))
+    return digest.hexdigest()
 
 
 def iter_shards(folder: Path, shard_size: int) -> Iterator[Shard]:
@@ -113,12 +128,20 @@ class PartsFolder:
     def __init__(self, table: Path, job: dict, overwrite: bool):
         self.path = table.with_name(table.name + ".parts")
         job_file = self.path / "job.json"
-        if job_file.exists():
-            previous = json.loads(job_file.read_text())
-            if previous == job:
-                log.info("resuming the interrupted run in %s", self.path)
-            elif overwrite:
+        if self.path.is_symlink() or self.path.exists():
+            if self.path.is_symlink() or not self.path.is_dir():
+                raise UserError(f"{self.path} is in the way of this run's work folder: move it away")
+            if job_file.exists():
+                previous = json.loads(job_file.read_text())
+            elif not any(self.path.iterdir()):
+                previous = None  # stopped before it recorded its job
+            else:
+                raise UserError(f"{self.path} is not a catsdogs work folder: move it away")
+            if overwrite:
+                log.info("--overwrite: starting over, discarding the interrupted run in %s", self.path)
                 shutil.rmtree(self.path)
+            elif previous in (job, None):
+                log.info("resuming the interrupted run in %s", self.path)
             else:
                 raise UserError(
                     f"{self.path} holds an interrupted run with other settings: rerun it with "
@@ -176,7 +199,7 @@ class Summary:
     def describe(self) -> str:
         counts = ", ".join(f"{n} {label}" for label, n in sorted(self.labels.items()))
         return (
-            f"{self.rows} images ({counts}; {self.errors} errors) -> {self.table}; "
+            f"{self.rows} images ({counts}; {self.errors} errors) -> {shown(self.table)}; "
             f"{self.processed} predicted in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s)"
         )
 
@@ -197,15 +220,36 @@ def job_description(options: PredictOptions, predictor_checkpoint_path: Path) ->
     }
 
 
-def predict_folder(options: PredictOptions, predictor: Predictor | None = None) -> Summary:
-    """Write the results table for every image under `options.folder` (resuming if a run with
-    the same settings was interrupted) and return counts and speed."""
+def check_engine_options(options: PredictOptions) -> None:
+    """Refuse bad settings before any work starts (the command line refuses them earlier)."""
     check_table_name(options.out)
     check_labelling(options.labelling)
-    if options.out.exists() and not options.overwrite:
-        raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
+    engine = options.engine
+    for name in ("batch_size", "workers", "shard_size"):
+        if getattr(engine, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(engine, name)}")
+    if engine.runtime_threads is not None and engine.runtime_threads < 1:
+        raise UserError(f"--runtime-threads must be at least 1, not {engine.runtime_threads}")
     if not options.folder.is_dir():
         raise UserError(f"{options.folder} is not a folder")
+
+
+def table_lock(table: Path):
+    """The lock that one run writing `table` holds (see `exclusive_lock`)."""
+    table.parent.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(table.with_name(table.name + ".lock"), str(table))
+
+
+def predict_folder(options: PredictOptions, predictor: Predictor | None = None, *, locked: bool = False) -> Summary:
+    """Write the results table for every image under `options.folder` (resuming if a run with
+    the same settings was interrupted) and return counts and speed. `locked`: the caller holds
+    the table's lock already."""
+    check_engine_options(options)
+    if not locked:
+        with table_lock(options.out):
+            return predict_folder(options, predictor, locked=True)
+    if options.out.exists() and not options.overwrite:
+        raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
     engine = options.engine
     if engine.engine == "ray":
         from .ray_engine import predict_folder_ray  # Ray is an optional extra
@@ -249,9 +293,7 @@ def predict_folder(options: PredictOptions, predictor: Predictor | None = None) 
                 stats.append(parts.finish(shard, rows[:n], time.perf_counter() - shard_started))
                 rows = rows[n:]
                 shard_started = time.perf_counter()
-    summary = finish_table(options, parts, all_shards, stats, time.perf_counter() - started, processed)
-    log.info("%s", summary.describe())
-    return summary
+    return finish_table(options, parts, all_shards, stats, time.perf_counter() - started, processed)
 
 
 def finish_table(

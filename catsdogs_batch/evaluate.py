@@ -19,7 +19,7 @@ import pandas as pd
 
 from .engine import predict_folder
 from .errors import UserError
-from .files import atomic_path, atomic_write_json, atomic_write_text
+from .files import TEXT, atomic_path, atomic_write_json, atomic_write_text, shown
 from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
 from .options import EvaluateOptions, PredictOptions
 from .tables import read_table
@@ -300,7 +300,7 @@ class Evaluation:
         return (
             f"{m['images']} images: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f}, "
             f"ROC AUC {_number(m['roc_auc'])}; {m['errors']} unreadable, {m['unlabelled']} unlabelled "
-            f"-> {self.report}"
+            f"-> {shown(self.report)}"
         )
 
 
@@ -318,6 +318,8 @@ def _check_labelled(folder: Path) -> None:
 def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     """Predict every image of a labelled folder and write the metrics, pictures and report."""
     out = options.out or default_out(options.model, options.folder)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: it names the folder the report goes into")
     outputs = [out / name for name in (RESULTS_FILE, METRICS_FILE, REPORT_FILE, *PICTURES.values())]
     existing = [p.name for p in outputs if p.exists()]
     if existing and not options.overwrite:
@@ -330,10 +332,10 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     truth = [label_from_path(p) for p in results["path"]]
     results.insert(
         results.columns.get_loc("label") + 1, "true_label",
-        pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string"),
+        pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string[python]"),
     )  # fmt: skip
     with atomic_path(results_path) as tmp:
-        results.to_csv(tmp, index=False)
+        results.to_csv(tmp, index=False, lineterminator="\n", **TEXT)
 
     ok = results["status"] == "ok"
     errors = results[~ok]

@@ -9,9 +9,11 @@ into the export's run.json; an export that fails them is refused unless forced.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -20,14 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .files import atomic_write_json, sha256
-from .model import RUN_FILE, Checkpoint, find_checkpoint, load_keras_model
+from .files import atomic_write_json, sha256, umask_mode
+from .model import MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, load_keras_model
 from .options import ExportOptions
 from .runtimes import has_vnni, load_runtime, require
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": "model.onnx", "openvino": "model.xml"}
+EXPORT_FILES = {RUN_FILE, "model.onnx", "model.xml", "model.bin"}  # all that an export folder holds
 EXPORT_DIR = "export"
 BATCH = 64
 
@@ -246,6 +249,55 @@ def default_out(checkpoint: Checkpoint, format: str, int8: bool) -> Path:
     return checkpoint.folder / EXPORT_DIR / (format + ("-int8" if int8 else ""))
 
 
+def check_out(out: Path, checkpoint: Checkpoint, overwrite: bool) -> None:
+    """Refuse an --out this export may not take: the source run or a folder holding it, a
+    link, or anything but an empty folder or (with --overwrite) an earlier export."""
+    source = checkpoint.folder.resolve()
+    if out.resolve() == source or out.resolve() in source.parents:
+        raise UserError(f"--out {out} holds the checkpoint being exported: choose another folder")
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder: choose another --out")
+    names = {p.name for p in out.iterdir()}
+    if not names:
+        return
+    if not _is_export(out, names):
+        listed = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise UserError(f"--out {out} is not an export of this tool (it holds {listed}): choose another folder")
+    if not overwrite:
+        raise UserError(f"{out} holds an earlier export: pass --overwrite to replace it")
+
+
+def _is_export(folder: Path, names: set[str]) -> bool:
+    """Only the files an export writes, and a run.json that says it is one."""
+    if not names <= EXPORT_FILES or not any(name in names for name in MODEL_FILES):
+        return False
+    try:
+        run = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(run, dict) and run.get("kind") == RUN_KIND and isinstance(run.get("export"), dict)
+
+
+def _replace(work: Path, out: Path) -> None:
+    """Put the finished export in place; an earlier one (checked by `check_out`) is moved
+    aside first and removed only once the new one is there."""
+    if not out.exists():
+        work.rename(out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        work.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    work.rename(out)
+    for name in EXPORT_FILES:
+        (old / out.name / name).unlink(missing_ok=True)
+    (old / out.name).rmdir()
+    old.rmdir()
+
 
 def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
     """Convert, check and keep (atomically) the export; returns its folder and its check."""
@@ -258,8 +310,7 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
     for module in needed[options.format]:  # fail on a missing extra before minutes of decoding
         require(module, f"an {options.format} export")
     out = options.out or default_out(checkpoint, options.format, options.int8)
-    if out.exists() and any(out.iterdir()) and not (out / RUN_FILE).exists():
-        raise UserError(f"{out} is a folder with other files in it: choose another --out")
+    check_out(out, checkpoint, options.overwrite)
     workers = os.cpu_count() or 1
 
     images, labels, check_source = check_images(checkpoint, options.calibration, workers)
@@ -270,9 +321,9 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
     model = load_keras_model(checkpoint)
     keras_p = predict_all(load_runtime(checkpoint, "keras"), images)
 
-    work = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    os.chmod(work, umask_mode(0o777))
     try:
         log.info("converting %s to %s%s", checkpoint.model_path, options.format, " int8" if options.int8 else "")
         started = time.perf_counter()
@@ -310,9 +361,8 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
             )
         if not passed:
             log.warning("kept despite failing the check (--force): %s", agreement.describe())
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        check_out(out, checkpoint, options.overwrite)  # again: minutes have passed
+        _replace(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("%s -> %s", agreement.describe(), out)

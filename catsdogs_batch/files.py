@@ -1,8 +1,11 @@
-"""Writing files so that a reader never sees half of one: write beside, then rename."""
+"""Files the tool writes: never half of one (write beside, then rename), with the permissions
+the umask gives, one writer at a time (a lock file), and names shown escaped."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -10,6 +13,18 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import UserError
+
+# CSV files hold file names byte for byte, like the file system: UTF-8, except names that are not.
+TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` as the umask leaves it, the permissions `open()` would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 @contextlib.contextmanager
@@ -22,6 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600 files; these are meant for people
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -43,3 +59,41 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold `path` (a lock file, removed afterwards) for the block, or stop at once with a
+    one-line error naming `what` when another run holds it. The kernel drops the lock of a
+    process that dies, so a kill -9 never leaves a stale one."""
+    path = Path(path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, umask_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError(
+                    f"another catsdogs run is writing {what} (it holds {path}): "
+                    "wait for it to finish"
+                ) from None
+            raise
+        try:  # the holder before us may have removed the file after we opened it: lock anew
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held, so no one locks a removed file
+        os.close(fd)
+
+
+def shown(text: object) -> str:
+    """`text` safe to print: bytes that are not UTF-8 as \\xNN, control and other
+    invisible characters (a terminal's escape sequences, right-to-left marks) as escapes."""
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

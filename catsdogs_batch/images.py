@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -23,6 +25,8 @@ CLASS_NAMES = ("cat", "dog")  # index = label: 0 = cat, 1 = dog
 _FOLDER_LABELS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _EXIF_ORIENTATION = 0x0112
 _KAGGLE_NAME = re.compile(r"^(cat|dog)\.", re.IGNORECASE)
+# Image.reduce rejects these modes (and would average palette indices in "PA"): convert first.
+_UNREDUCIBLE_MODES = frozenset({"1", "P", "PA", "I;16", "I;16B", "I;16L", "I;16N"})
 
 # Photos far larger than the model input are decoded at a reduced scale; a decompression bomb
 # (more pixels than any camera makes) is an error row rather than a memory blow-up.
@@ -47,10 +51,11 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
 
     Handles JPEG/PNG/BMP/GIF/WebP/TIFF, grayscale, palette, CMYK, alpha and 16-bit images and
     EXIF rotation; JPEGs far larger than `size` are decoded at a reduced scale (DCT scaling).
-    Raises ImageError with a one-line reason for anything unreadable.
+    Raises ImageError with a one-line reason for anything unreadable; never blocks on a FIFO or
+    device named like an image.
     """
     try:
-        with Image.open(path) as img:
+        with _open_regular_file(path) as file, Image.open(file) as img:
             img.seek(0)  # first frame of an animated GIF/WebP/TIFF
             width, height = img.size
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
@@ -59,6 +64,8 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
             img.load()
             factor = min(img.size) // (2 * size)
             if factor >= 2:  # other formats: a fast box reduction to within 2x of the target
+                if img.mode in _UNREDUCIBLE_MODES:
+                    img = _to_rgb(img)
                 img = img.reduce(factor)
             if orientation != 1:
                 img = ImageOps.exif_transpose(img)
@@ -70,15 +77,61 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
         return DecodedImage(pixels, width, height)
     except FileNotFoundError:
         raise ImageError("file not found") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
     except Image.UnidentifiedImageError:
-        reason = "empty file" if Path(path).stat().st_size == 0 else "not an image file"
-        raise ImageError(reason) from None
+        raise ImageError("not an image file") from None
     except Image.DecompressionBombWarning as e:
         raise ImageError(f"too many pixels ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise ImageError(f"unreadable image: {e}".splitlines()[0]) from None
+
+
+def _open_regular_file(path: str | os.PathLike) -> BinaryIO:
+    """Open `path` for reading without ever blocking: a FIFO, socket, device or folder named like
+    an image is an ImageError (Pillow would wait forever on a FIFO), and so is an empty file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO opens at once
+    except OSError:
+        # A folder without read permission or a socket cannot even be opened: say what it is.
+        reason = _not_a_file_reason(path)
+        if reason is None:
+            raise
+        raise ImageError(reason) from None
+    try:
+        info = os.fstat(fd)
+        reason = _not_a_file_reason(path, info.st_mode)
+        if reason is not None:
+            raise ImageError(reason)
+        if info.st_size == 0:
+            raise ImageError("empty file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _not_a_file_reason(path: str | os.PathLike, mode: int | None = None) -> str | None:
+    """Why `path`, of st_mode `mode` (os.stat's when None), cannot be an image file; None for a
+    regular file, or when it cannot be stat'ed either."""
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        try:
+            with os.scandir(path):
+                return "is a folder"
+        except OSError as e:
+            return f"cannot list this folder: {e.strerror}"
+    if stat.S_ISFIFO(mode):
+        return "not a regular file (a FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "not a regular file (a socket)"
+    return "not a regular file (a device)"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -119,25 +172,46 @@ def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield image files under `folder` recursively, in a stable order, without listing it all first.
 
     Each directory is read and sorted on its own, so memory grows with the largest directory,
-    not with the tree. Hidden files and folders are skipped.
+    not with the tree. Hidden files and folders are skipped. Links are followed, but each real
+    folder is walked once (the first path to it wins), so link loops end. A subfolder that cannot
+    be listed is yielded itself, so that load_image reports it as an error row.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
+    visited: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every folder walked
     stack = [folder]
     while stack:
         directory = stack.pop()
-        with os.scandir(directory) as entries:
-            entries = sorted(entries, key=lambda e: e.name)
+        try:
+            info = os.stat(directory)
+            if (info.st_dev, info.st_ino) in visited:
+                continue
+            visited.add((info.st_dev, info.st_ino))
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as e:
+            if directory == folder:
+                raise UserError(f"cannot list {folder}: {e.strerror}") from None
+            yield directory
+            continue
         subdirs = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            if _is_dir(entry):
                 subdirs.append(Path(entry.path))
             elif is_image_file(entry.name):
                 yield Path(entry.path)
         stack.extend(reversed(subdirs))
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether `entry` is a folder or a link to one; False for a broken or looping link."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def decode_many(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import logging
 import os
 import re
@@ -137,6 +138,8 @@ def _authenticated_api() -> KaggleApi:
     api = _import_kaggle()()
     # The client's verbose mode (env VERBOSE) prints request headers, i.e. the Authorization.
     api.args = [a for a in api.args if a not in ("--verbose", "-v")]
+    config_file = Path(api.config)
+    config = _read_kaggle_json(config_file)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
@@ -151,6 +154,12 @@ def _authenticated_api() -> KaggleApi:
                 f"Kaggle does not accept the API token in {where} (expired or revoked?): "
                 f"create a new one at {TOKEN_URL}"
             ) from None
+        missing = [f'"{name}"' for name in ("username", "key") if name not in (config or {})]
+        if config is not None and missing:  # e.g. a kaggle.json that holds settings only
+            raise UserError(
+                f"{_home_relative(config_file)} has no {' and no '.join(missing)}: download a new "
+                f"kaggle.json from {TOKEN_URL}, or set KAGGLE_USERNAME and KAGGLE_KEY"
+            ) from None
         raise UserError(_no_credentials_message(api)) from None
     except Exception as e:  # noqa: BLE001 - e.g. the network call that checks an API token
         raise _translate(e, api, competition=None) from None
@@ -158,6 +167,28 @@ def _authenticated_api() -> KaggleApi:
         if line.strip():
             log.warning("kaggle: %s", _redact(line, api))
     return api
+
+
+def _read_kaggle_json(path: Path) -> dict | None:
+    """The settings in kaggle.json, or None where there is none. A file the client would skip
+    silently (or trip over) is an error that names it and says what is wrong, never its content."""
+    where = _home_relative(path)
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise UserError(f"cannot read {where}: {e.strerror}") from None
+    fix = f"download a new kaggle.json from {TOKEN_URL}"
+    try:
+        config = json.loads(content)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where} is not valid JSON ({e}): {fix}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where} is not valid JSON (not UTF-8 text): {fix}") from None
+    if not isinstance(config, dict):
+        raise UserError(f'{where} is not a JSON object like {{"username": ..., "key": ...}}: {fix}')
+    return config
 
 
 def _no_credentials_message(api: KaggleApi) -> str:

@@ -3,9 +3,15 @@ the files into `DIR/cat`, `DIR/dog` and `DIR/uncertain`.
 
 Sorting keeps each file's path relative to the folder (so same-named files from different
 subfolders never collide), never overwrites a file, and is safe to interrupt: a job file beside
-the table (`<table>.sorting.json`) says what is being done, and every step can be repeated, so
-rerunning the same command finishes the job with each image exactly once. A move removes the
-source only once the file is in place (a hard link on the same file system, else a flushed copy).
+the table (`<table>.sorting.json`) says what is being sorted, and every step can be repeated, so
+rerunning the same command finishes the job with each image exactly once.
+
+Links: images reached through a symbolic link (a linked file, or a file in a linked folder) are
+predicted and copied or hard-linked like any other, but a move leaves them where they are, with
+the reason in the summary: a move only ever removes files that are inside the folder. Inside
+DIR no link is followed: a link where a folder should be leaves that image unsorted. A move
+removes a source only once its placed file is proven to be a regular file in another folder
+with the same content (a hard link on the same file system, else a flushed copy).
 """
 
 from __future__ import annotations
@@ -16,15 +22,16 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from .engine import predict_folder
+from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
-from .files import atomic_write_json
+from .files import atomic_write_json, shown
 from .options import LabelOptions, PredictOptions
-from .tables import check_labelling, check_table_name, iter_table
+from .tables import iter_table
 
 log = logging.getLogger(__name__)
 
@@ -49,43 +56,113 @@ class SortCounts:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why it stayed)
 
 
+class NotSorted(Exception):
+    """This image stays where it is; the message says why."""
+
+
 class Sorter:
     """Places files from `folder` at `target/<label>/<relative path>` by copy, hard link or move."""
 
     def __init__(self, folder: Path, target: Path, mode: str):
         self.folder, self.target, self.mode = folder, target, mode
+        target.mkdir(parents=True, exist_ok=True)
+        self._real_folder = Path(os.path.realpath(folder))
+        self._real_target = Path(os.path.realpath(target))  # the user's own link to DIR is followed
         self.counts = SortCounts()
 
     def place(self, relative: str, label: str) -> None:
-        source, target = self.folder / relative, self.target / label / relative
+        source = self.folder / relative
         try:
+            target = self._target_folder(label, relative) / PurePosixPath(relative).name
+            if self.mode == "move" and os.path.lexists(source):
+                self._check_movable(source, relative)
             if os.path.lexists(target):
-                self._already_there(relative, source, target)
-            elif not source.exists():
-                self.counts.problems.append((relative, "missing: neither in the folder nor sorted"))
+                self._already_there(source, target)
+            elif not os.path.lexists(source):
+                raise NotSorted("missing: neither in the folder nor sorted")
             else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                {"copy": _copy_new, "link": _link_new, "move": _move_new}[self.mode](source, target)
+                try:
+                    {"copy": _copy_new, "link": _link_new, "move": self._move_new}[self.mode](source, target)
+                except FileExistsError:  # appeared meanwhile: decide again, never overwrite
+                    self._already_there(source, target)
+                    return
                 self.counts.placed += 1
-        except FileExistsError:  # appeared meanwhile: decide again, never overwrite
-            self._already_there(relative, source, target)
+        except NotSorted as e:
+            self.counts.problems.append((relative, str(e)))
         except OSError as e:
             self.counts.problems.append((relative, f"not sorted: {e.strerror or e}"))
 
-    def _already_there(self, relative: str, source: Path, target: Path) -> None:
+    def _target_folder(self, label: str, relative: str) -> Path:
+        """`target/<label>/<folders of relative>`, made where missing; never through a link."""
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or "." in parts:
+            raise NotSorted("not sorted: not a path inside the folder")
+        folder = self._real_target
+        for name in (label, *parts[:-1]):
+            folder = folder / name
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                mode = os.lstat(folder).st_mode
+                if stat.S_ISLNK(mode):
+                    raise NotSorted(f"not sorted: {folder} is a link (links in the sorted folder are not followed)") from None
+                if not stat.S_ISDIR(mode):
+                    raise NotSorted(f"not sorted: {folder} is in the way (not a folder)") from None
+        return folder
+
+    def _check_movable(self, source: Path, relative: str) -> None:
+        """A move only takes regular files that are inside the folder, reached without a link."""
+        mode = os.lstat(source).st_mode
+        if stat.S_ISLNK(mode):
+            raise NotSorted("a link: left in place (a move never takes what a link points to)")
+        if not stat.S_ISREG(mode):
+            raise NotSorted("not a regular file: left in place")
+        if Path(os.path.realpath(source)) != self._real_folder / relative:
+            raise NotSorted("inside a linked folder: left in place (a move never takes what a link points to)")
+
+    def _already_there(self, source: Path, target: Path) -> None:
         """The target exists: the work of an earlier run (finish it) or another file (keep it)."""
-        if not source.exists():  # moved by an earlier run
+        if not os.path.lexists(source):  # placed (and, for a move, removed) by an earlier run
             self.counts.already += 1
-        elif _same_file_or_content(source, target):
-            if self.mode == "move":
-                _remove_source(source)  # the earlier run stopped between placing and removing
-            self.counts.already += 1
-        else:
-            self.counts.problems.append((relative, f"not sorted: {target} exists with other content"))
+            return
+        if os.path.islink(target):
+            raise NotSorted(f"not sorted: {target} is a link")
+        if not (os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False)):
+            raise NotSorted(f"not sorted: {target} exists with other content")
+        if self.mode == "move":
+            _remove_source(source, target)  # the earlier run stopped between placing and removing
+        self.counts.already += 1
+
+    def _move_new(self, source: Path, target: Path) -> None:
+        """Put the file in place (a hard link, or a flushed copy across file systems), and only
+        then remove the source."""
+        try:
+            os.link(source, target)
+        except OSError as e:
+            if e.errno != errno.EXDEV and e.errno not in _NO_HARD_LINKS:
+                raise
+            _copy_new(source, target)
+        _remove_source(source, target)
 
 
-def _same_file_or_content(a: Path, b: Path) -> bool:
-    return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+def _remove_source(source: Path, target: Path) -> None:
+    """Remove a moved file's source, only once `target` is proven to be its copy: a regular
+    file, in another folder than the source (not the same file reached another way), and the
+    same file (a hard link) or the same bytes."""
+    placed = os.lstat(target)
+    if not stat.S_ISREG(placed.st_mode):
+        raise NotSorted(f"not sorted: {target} is not a regular file; the source stays")
+    source_folder, target_folder = os.stat(source.parent), os.stat(target.parent)
+    if (source_folder.st_dev, source_folder.st_ino) == (target_folder.st_dev, target_folder.st_ino):
+        raise NotSorted(f"not sorted: {target} is the source itself, reached another way; the source stays")
+    original = os.lstat(source)
+    if (original.st_dev, original.st_ino) == (placed.st_dev, placed.st_ino):
+        same = placed.st_nlink >= 2
+    else:
+        same = filecmp.cmp(source, target, shallow=False)
+    if not same:
+        raise NotSorted(f"not sorted: {target} differs from the source; the source stays")
+    source.unlink()
 
 
 def _link_new(source: Path, target: Path) -> None:
@@ -107,6 +184,7 @@ def _copy_new(source: Path, target: Path) -> None:
     overwriting: the target is either complete or absent."""
     partial = target.with_name(f".{target.name}.catsdogs-partial")  # a rerun reuses the name
     try:
+        partial.unlink(missing_ok=True)  # a leftover, or a link planted there: never written through
         shutil.copy2(source, partial)
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())
@@ -122,22 +200,6 @@ def _copy_new(source: Path, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _move_new(source: Path, target: Path) -> None:
-    """Put the file in place (a hard link, or a flushed copy across file systems), and only
-    then remove the source."""
-    try:
-        os.link(source, target)
-    except OSError as e:
-        if e.errno != errno.EXDEV and e.errno not in _NO_HARD_LINKS:
-            raise
-        _copy_new(source, target)
-    _remove_source(source)
-
-
-def _remove_source(source: Path) -> None:
-    source.unlink()
-
-
 def check_sort_target(folder: Path, target: Path) -> None:
     """Refuse a target whose label folders overlap the labelled folder (a move could eat it)."""
     folder = folder.resolve()
@@ -147,22 +209,20 @@ def check_sort_target(folder: Path, target: Path) -> None:
             raise UserError(f"--sort-into {target} overlaps {folder}: choose a folder outside it")
 
 
-def _start_sorting_job(job_file: Path, job: dict, table: Path, overwrite: bool) -> bool:
-    """Record what is being sorted; True when this continues an interrupted job with the same
-    settings whose table is already complete (so only the sorting is left)."""
-    if job_file.exists():
-        previous = json.loads(job_file.read_text())
-        if previous == job and not overwrite:
-            log.info("continuing the interrupted sorting recorded in %s", job_file)
-            return table.exists()
-        if not overwrite:
-            raise UserError(
-                f"{job_file} records an unfinished sorting with other settings: rerun it with "
-                "the same ones to finish it, or pass --overwrite to start over"
-            )
-    elif table.exists() and not overwrite:
-        raise UserError(f"{table} already exists: pass --overwrite to replace it")
-    atomic_write_json(job_file, job)
+def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bool:
+    """True when an interrupted sorting with the same settings and a complete table is to be
+    finished (so only the sorting is left); False when this run predicts first."""
+    if not job_file.exists():
+        return False
+    if json.loads(job_file.read_text()) == job and not overwrite and table.exists():
+        log.info("continuing the interrupted sorting recorded in %s", job_file)
+        return True
+    if not overwrite:
+        raise UserError(
+            f"{job_file} records an unfinished sorting with other settings: rerun it with "
+            "the same ones to finish it, or pass --overwrite to start over"
+        )
+    job_file.unlink()
     return False
 
 
@@ -187,16 +247,16 @@ class LabelSummary:
         return self.processed / self.predict_seconds if self.predict_seconds else 0.0
 
     def describe(self) -> str:
-        shown = [label for label in LABELS if label in self.labels or label != "uncertain"]
-        counts = ", ".join(f"{self.labels.get(label, 0)} {label}" for label in shown)
+        present = [label for label in LABELS if label in self.labels or label != "uncertain"]
+        counts = ", ".join(f"{self.labels.get(label, 0)} {label}" for label in present)
         lines = [
-            f"{self.rows} images: {counts}; {len(self.unreadable)} errors -> {self.table}",
+            f"{self.rows} images: {counts}; {len(self.unreadable)} errors -> {shown(self.table)}",
             f"{self.processed} predicted at {self.images_per_second:.1f} img/s; {self.seconds:.1f} s in all",
         ]
         if self.sorting is not None:
             s = self.sorting
             lines.append(
-                f"sorted into {self.sorted_into} ({self.mode}): {s.placed} placed, "
+                f"sorted into {shown(self.sorted_into)} ({self.mode}): {s.placed} placed, "
                 f"{s.already} already there, {len(s.problems)} left in place"
             )
             lines += _listed("left in place", s.problems)
@@ -207,7 +267,7 @@ class LabelSummary:
 def _listed(title: str, items: list[tuple[str, str]]) -> list[str]:
     if not items:
         return []
-    lines = [f"{title}:"] + [f"  {path}: {why}" for path, why in items[:SHOWN]]
+    lines = [f"{title}:"] + [f"  {shown(path)}: {shown(why)}" for path, why in items[:SHOWN]]
     if len(items) > SHOWN:
         lines.append(f"  ... and {len(items) - SHOWN} more")
     return lines
@@ -218,47 +278,53 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     sort the files by label; an interrupted run finishes when rerun with the same options."""
     started = time.perf_counter()
     out = options.out or default_table(options.folder)
-    check_table_name(out)
-    check_labelling(options.labelling)
+    predict = PredictOptions(options.model, options.folder, out, options.overwrite, options.engine, options.labelling)
+    check_engine_options(predict)
     if options.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, not {options.mode}")
-    if not options.folder.is_dir():
-        raise UserError(f"{options.folder} is not a folder")
-    only_sorting_left = False
-    job_file = out.with_name(out.name + ".sorting.json")
     if options.sort_into is not None:
         check_sort_target(options.folder, options.sort_into)
-        job = {
-            "folder": str(options.folder.resolve()),
-            "model": str(Path(options.model).resolve()),
-            "sort_into": str(options.sort_into.resolve()),
-            "mode": options.mode,
-            "threshold": options.labelling.threshold,
-            "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
-        }
-        only_sorting_left = _start_sorting_job(job_file, job, out, options.overwrite)
+    with table_lock(out):
+        return _label_locked(options, predict, started)
 
+
+def _label_locked(options: LabelOptions, predict: PredictOptions, started: float) -> LabelSummary:
+    out = predict.out
+    job_file = out.with_name(out.name + ".sorting.json")
+    job = {
+        "folder": str(options.folder.resolve()),
+        "model": str(Path(options.model).resolve()),
+        "sort_into": str(options.sort_into.resolve()) if options.sort_into else None,
+        "mode": options.mode,
+        "threshold": options.labelling.threshold,
+        "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
+    }
+    only_sorting_left = options.sort_into is not None and _sorting_left(job_file, job, out, options.overwrite)
     processed = 0
     if not only_sorting_left:
-        predicted = predict_folder(
-            PredictOptions(options.model, options.folder, out, options.overwrite, options.engine, options.labelling)
-        )
-        processed = predicted.processed
+        processed = predict_folder(predict, locked=True).processed
     predict_seconds = time.perf_counter() - started
 
     sorter = Sorter(options.folder, options.sort_into, options.mode) if options.sort_into else None
+    if sorter:
+        atomic_write_json(job_file, job)  # from here on, a rerun finishes this sorting
     labels: dict[str, int] = {}
     unreadable: list[tuple[str, str]] = []
     rows = 0
-    for chunk in iter_table(out):
-        for path, label, status, error in zip(chunk["path"], chunk["label"], chunk["status"], chunk["error"]):
-            rows += 1
-            if status != "ok":
-                unreadable.append((path, error))
-                continue
-            labels[label] = labels.get(label, 0) + 1
-            if sorter:
-                sorter.place(path, label)
+    try:
+        for chunk in iter_table(out):
+            for path, label, status, error in zip(chunk["path"], chunk["label"], chunk["status"], chunk["error"]):
+                rows += 1
+                if status != "ok":
+                    unreadable.append((path, error))
+                    continue
+                labels[label] = labels.get(label, 0) + 1
+                if sorter:
+                    sorter.place(path, label)
+    except UserError:
+        if sorter and not (sorter.counts.placed or sorter.counts.already):
+            job_file.unlink(missing_ok=True)  # refused before anything was placed: nothing to finish
+        raise
     if sorter:
         job_file.unlink(missing_ok=True)  # done: a rerun is a new job
     return LabelSummary(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,12 @@ def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise UserError(f"{run_path} is not valid JSON") from None
     if not isinstance(run, dict) or run.get("kind") != RUN_KIND or "image_size" not in run:
         raise UserError(f"{run_path} does not describe a catsdogs-batch model")
+    size = run["image_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UserError(f"{run_path}: image_size must be a positive whole number of pixels, not {size!r}")
+    weights = model_path.with_suffix(".bin")
+    if model_path.suffix == ".xml" and not weights.is_file():
+        raise UserError(f"{model_path} is an OpenVINO model without its weights: {weights.name} is missing beside it")
     return Checkpoint(model_path, run)
 
 
@@ -176,6 +183,8 @@ def load_keras_model(checkpoint: Checkpoint) -> keras.Model:
     """Load the Keras model of a checkpoint (no optimizer), with a clear error for a bad file."""
     if checkpoint.is_export:
         raise UserError(f"{checkpoint.model_path} is an export, not a Keras model: use the checkpoint it came from")
+    if not zipfile.is_zipfile(checkpoint.model_path):
+        raise UserError(f"cannot load {checkpoint.model_path}: not a Keras model file (a .keras file is a zip archive)")
     try:
         model = keras.saving.load_model(checkpoint.model_path, compile=False)
     except Exception as e:  # Keras raises many types (ValueError, OSError, zipfile errors...)

@@ -8,10 +8,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")  # the first is the default
+MIN_IMAGE_SIZE = 16  # pixels: the CNN halves the image three times
+
 
 @dataclass
 class DownloadOptions:
-    competition: str = "dogs-vs-cats-redux-kernels-edition"
+    competition: str = COMPETITIONS[0]
     data_dir: Path = Path("data")
     archive: Path | None = None  # import this zip instead of downloading
     force: bool = False  # unpack (and download) again even if the data is there
@@ -95,7 +98,7 @@ class SubmissionOptions:
     model: Path
     test_dir: Path
     out: Path  # a folder, e.g. submissions/<run-name>
-    competition: str = "dogs-vs-cats-redux-kernels-edition"
+    competition: str = COMPETITIONS[0]
     clip: float = 0.005  # redux only: probabilities clipped to [clip, 1 - clip] (log loss)
     sample_submission: Path | None = None  # default: found beside the test folder
     overwrite: bool = False
@@ -138,6 +141,7 @@ class ExportOptions:
     calibration: Path | None = None  # images to calibrate on; default: a sample of the run's training images
     calibration_images: int = 300  # how many (a seeded sample)
     out: Path | None = None  # default: <run folder>/export/<format>[-int8]
+    overwrite: bool = False  # replace an earlier export in `out` (nothing else is ever replaced)
     force: bool = False  # keep an export that fails the agreement check
     seed: int = 0
     min_agreement: float = 0.995  # share of labels that must agree with the Keras model

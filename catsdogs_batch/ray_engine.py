@@ -128,9 +128,7 @@ def predict_folder_ray(options: PredictOptions) -> Summary:
                 bar.update(n)
                 stats += shard_stats
     summary = finish_table(options, parts, shard_files, stats, time.perf_counter() - started, processed)
-    summary = RaySummary(**vars(summary), startup_seconds=startup_seconds, startup_rows=startup_rows)
-    log.info("%s", summary.describe())
-    return summary
+    return RaySummary(**vars(summary), startup_seconds=startup_seconds, startup_rows=startup_rows)
 
 
 def stream_shards(

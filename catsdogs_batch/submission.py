@@ -3,54 +3,98 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from .engine import predict_folder
+from .engine import check_engine_options, files_fingerprint, job_description, predict_folder, table_lock
 from .errors import UserError
-from .files import atomic_path
-from .options import PredictOptions, SubmissionOptions
+from .files import atomic_path, atomic_write_json
+from .model import find_checkpoint
+from .options import COMPETITIONS, PredictOptions, SubmissionOptions
 from .tables import read_table
 
 log = logging.getLogger(__name__)
 
 SUBMISSION_FILE = "submission.csv"
 RESULTS_FILE = "results.csv"
+RESULTS_JOB_FILE = "results.job.json"  # what results.csv was computed from: reused only for the same
 SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
 UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opinion
 
 
 def make_submission(options: SubmissionOptions) -> Path:
-    """Predict every test image, then write submission.csv; returns its path."""
+    """Predict every test image, then write submission.csv; returns its path. A results.csv
+    left by an earlier run is reused only if it was computed with the same model, settings and
+    test files."""
     out = options.out
     submission_path, results_path = out / SUBMISSION_FILE, out / RESULTS_FILE
+    predict = PredictOptions(options.model, options.test_dir, results_path, options.overwrite, options.engine)
+    check_options(options)
+    check_engine_options(predict)
     if submission_path.exists() and not options.overwrite:
         raise UserError(f"{submission_path} already exists: pass --overwrite to replace it")
-    if results_path.exists() and not options.overwrite:
-        log.info("reusing the finished %s (pass --overwrite to predict again)", results_path)
-    else:
-        predict_folder(
-            PredictOptions(options.model, options.test_dir, results_path, options.overwrite, options.engine)
-        )
-    submission = submission_frame(read_table(results_path), options.competition, options.clip)
+    with table_lock(results_path):
+        job = {
+            **job_description(predict, find_checkpoint(options.model).model_path),
+            "files": files_fingerprint(options.test_dir),
+        }
+        if results_path.exists() and not options.overwrite:
+            _check_reusable(out / RESULTS_JOB_FILE, job, results_path)
+            log.info("reusing %s, computed with the same model, settings and test files", results_path)
+        else:
+            (out / RESULTS_JOB_FILE).unlink(missing_ok=True)  # until the new table is whole
+            predict_folder(predict, locked=True)
+            atomic_write_json(out / RESULTS_JOB_FILE, job)
+        submission = submission_frame(read_table(results_path), options.competition, options.clip)
     sample = options.sample_submission or find_sample_submission(options.test_dir)
     if sample is None:
         log.warning("no sample submission beside %s: ids not checked against it", options.test_dir)
     else:
         check_against_sample(submission, sample)
     with atomic_path(submission_path) as tmp:
-        submission.to_csv(tmp, index=False, float_format="%.6f")
+        submission.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     log.info("wrote %s (%d rows) for %s", submission_path, len(submission), options.competition)
     return submission_path
+
+
+def check_options(options: SubmissionOptions) -> None:
+    """Refuse bad settings before anything is predicted."""
+    if options.competition not in COMPETITIONS:
+        raise UserError(f"unknown competition {options.competition!r}: choose one of {', '.join(COMPETITIONS)}")
+    if not 0 <= options.clip < 0.5:
+        raise UserError(f"--clip must be in [0, 0.5), not {options.clip}")
+    if not options.test_dir.is_dir():
+        raise UserError(f"{options.test_dir} is not a folder")
+    if options.sample_submission is not None and not options.sample_submission.is_file():
+        raise UserError(f"--sample-submission {options.sample_submission} is not a file")
+    if options.out.exists() and not options.out.is_dir():
+        raise UserError(f"--out {options.out} is a file: it names the output folder")
+
+
+def _check_reusable(job_file: Path, job: dict, results: Path) -> None:
+    """Refuse a results.csv computed from anything else than `job` describes."""
+    try:
+        previous = json.loads(job_file.read_text())
+    except (OSError, ValueError):
+        previous = None
+    if previous == job:
+        return
+    if previous is None:
+        why = f"nothing records what it was computed with ({job_file.name} is missing)"
+    else:
+        changed = [key for key in job if previous.get(key) != job[key]]
+        why = "it was computed with another " + ", ".join(
+            "set of test files" if key == "files" else key.replace("_", " ") for key in changed
+        )
+    raise UserError(f"{results} exists but {why}: pass --overwrite to predict again, or another --out")
 
 
 def submission_frame(results: pd.DataFrame, competition: str, clip: float) -> pd.DataFrame:
     """`id,label` in numeric id order: the clipped probability of dog (redux, scored by log
     loss) or 1 for dog / 0 for cat (the 2013 competition, scored by accuracy)."""
-    if not 0 <= clip < 0.5:
-        raise UserError(f"--clip must be in [0, 0.5), not {clip}")
     unnamed = results.loc[results["id"].isna(), "path"]
     if len(unnamed):
         raise UserError(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .files import atomic_path
+from .files import TEXT, atomic_path
 from .options import Labelling
 
 
@@ -31,22 +31,34 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+# Strings are Python strings, not Arrow ones: a file name that is not UTF-8 keeps its bytes
+# (as surrogates), so that the table leads back to the file.
 DTYPES = {
-    "path": "string",
+    "path": "string[python]",
     "id": "Int64",
     "p_dog": "float64",
-    "label": "string",
+    "label": "string[python]",
     "confidence": "float64",
     "width": "Int64",
     "height": "Int64",
-    "status": "string",
-    "error": "string",
+    "status": "string[python]",
+    "error": "string[python]",
 }
+_READ_CSV = {
+    "dtype": DTYPES, "keep_default_na": False, "na_values": {"p_dog": [""], "confidence": [""]},
+    "encoding": "utf-8", "encoding_errors": "surrogateescape",
+}  # fmt: skip
+_INT64_MAX = 2**63 - 1
 
 
 def kaggle_id(relative_path: str) -> int | None:
+    """The number a Kaggle test file is named by (`123.jpg` -> 123); None for other names,
+    including digits other than 0-9 and numbers too long for the table's 64-bit column."""
     stem = Path(relative_path).stem
-    return int(stem) if stem.isdigit() else None
+    if not (stem.isascii() and stem.isdigit()):
+        return None
+    number = int(stem)
+    return number if number <= _INT64_MAX else None
 
 
 def ok_row(relative_path: str, p_dog: float, width: int, height: int, label: str | None = None) -> Row:
@@ -80,8 +92,8 @@ def error_row(relative_path: str, error: str) -> Row:
 
 def write_shard(path: Path, rows: Iterable[Row]) -> None:
     """One shard's rows as CSV, atomically: a shard file is either complete or absent."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(["" if v is None else v for v in astuple(row)] for row in rows)
 
@@ -91,7 +103,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if path.suffix == ".parquet":
         return pd.read_parquet(path).astype(DTYPES)
-    return pd.read_csv(path, dtype=DTYPES, keep_default_na=False, na_values={"p_dog": [""], "confidence": [""]})
+    return pd.read_csv(path, **_READ_CSV)
 
 
 def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
@@ -104,10 +116,7 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[p
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas().astype(DTYPES)
         return
-    yield from pd.read_csv(
-        path, dtype=DTYPES, keep_default_na=False, na_values={"p_dog": [""], "confidence": [""]},
-        chunksize=chunk_rows,
-    )  # fmt: skip
+    yield from pd.read_csv(path, chunksize=chunk_rows, **_READ_CSV)
 
 
 def merge_shards(shards: list[Path], out: Path) -> None:
@@ -120,8 +129,7 @@ def merge_shards(shards: list[Path], out: Path) -> None:
 
             writer = None
             for shard in shards:
-                frame = read_table(shard)
-                table = pa.Table.from_pandas(frame, preserve_index=False)
+                table = pa.Table.from_pandas(_utf8(read_table(shard)), preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
             if writer is None:
@@ -129,14 +137,27 @@ def merge_shards(shards: list[Path], out: Path) -> None:
             else:
                 writer.close()
         else:
-            with open(tmp, "w", newline="") as f:
+            with open(tmp, "w", newline="", **TEXT) as f:
                 f.write(",".join(COLUMNS) + "\n")
                 for shard in shards:
-                    with open(shard, newline="") as s:
+                    with open(shard, newline="", **TEXT) as s:
                         next(s)  # header
                         shutil.copyfileobj(s, f)
+
+
+def _utf8(frame: pd.DataFrame) -> pd.DataFrame:
+    """Parquet strings must be UTF-8: bytes of a name that are not are written as \\xNN."""
+    for column, dtype in DTYPES.items():
+        if dtype.startswith("string"):
+            frame[column] = frame[column].map(
+                lambda v: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+                na_action="ignore",
+            )
+    return frame
 
 
 def check_table_name(path: Path) -> None:
     if path.suffix not in (".csv", ".parquet"):
         raise UserError(f"{path}: the results table must end in .csv or .parquet")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: --out names the results table, a file")

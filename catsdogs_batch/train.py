@@ -20,9 +20,9 @@ import tensorflow as tf
 
 from . import __version__
 from .errors import UserError
-from .files import atomic_path, atomic_write_json
+from .files import TEXT, atomic_path, atomic_write_json
 from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
-from .options import Augmentation, TrainOptions
+from .options import MIN_IMAGE_SIZE, Augmentation, TrainOptions
 from .model import (
     MODEL_FILE,
     PREPROCESSING,
@@ -94,8 +94,8 @@ def stratified_split(
 
 
 def write_split(path: Path, train: list[LabelledImage], val: list[LabelledImage]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["path", "label", "subset"])
         for subset, items in (("train", train), ("val", val)):
             writer.writerows((i.path, CLASS_NAMES[i.label], subset) for i in items)
@@ -103,7 +103,7 @@ def write_split(path: Path, train: list[LabelledImage], val: list[LabelledImage]
 
 def read_split(path: Path) -> tuple[list[LabelledImage], list[LabelledImage]]:
     parts: dict[str, list[LabelledImage]] = {"train": [], "val": []}
-    with open(path, newline="") as f:
+    with open(path, newline="", **TEXT) as f:
         for row in csv.DictReader(f):
             parts[row["subset"]].append(LabelledImage(row["path"], CLASS_NAMES.index(row["label"])))
     return parts["train"], parts["val"]
@@ -194,6 +194,11 @@ def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
 def train(options: TrainOptions) -> Path:
     """Train the CNN and return the run folder. Ctrl-C keeps the best checkpoint and writes
     everything else; `options.resume` continues such a run from its last finished epoch."""
+    if options.epochs < 1 or options.batch_size < 1 or options.image_size < MIN_IMAGE_SIZE:
+        raise UserError(
+            f"needs --epochs and --batch-size of at least 1 and --image-size of at least {MIN_IMAGE_SIZE}, "
+            f"not {options.epochs}, {options.batch_size} and {options.image_size}"
+        )
     if options.out is None:
         options = dataclasses.replace(options, out=Path("models") / default_run_name(options))
     out = options.out

@@ -6,6 +6,25 @@
 # Safe to rerun: finished stages are skipped, an interrupted training run is resumed.
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh" ""
+
+# Paths given as --archive and --data-dir are relative to where the caller stands, not to $ROOT:
+# make them absolute before moving there.
+absolute() { if [[ -z "$1" || "$1" == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
+args=()
+path_next=false
+for arg in "$@"; do
+    if $path_next; then
+        arg="$(absolute "$arg")"
+        path_next=false
+    else
+        case "$arg" in
+            --archive | --data-dir) path_next=true ;;
+            --archive=* | --data-dir=*) arg="${arg%%=*}=$(absolute "${arg#*=}")" ;;
+        esac
+    fi
+    args+=("$arg")
+done
+set -- ${args[@]+"${args[@]}"}
 cd "$ROOT"
 catsdogs="$VENV/bin/catsdogs"
 

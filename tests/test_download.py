@@ -7,9 +7,13 @@ import base64
 import io
 import json
 import logging
+import os
 import random
+import shutil
 import socket
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from catsdogs_batch.errors import UserError
 from catsdogs_batch.kaggle_api import download_competition_archive, submit
 
 REDUX = "dogs-vs-cats-redux-kernels-edition"
+REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
 SAMPLE_ARCHIVE = SHARED_DATA / "dogs-vs-cats-redux-kernels-edition-mini.zip"
 
@@ -89,6 +94,15 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert last.startswith("catsdogs ") and ": error: " in last
     for fragment in fragments:
         assert fragment in last
+
+
+def assert_download_error(code: int, err: str, *fragments: str) -> None:
+    """Exit code 1 and stderr one line, `catsdogs download: error: ...`, holding FRAGMENTS."""
+    assert code == 1
+    [line] = err.strip().splitlines()
+    assert line.startswith("catsdogs download: error: ")
+    for fragment in fragments:
+        assert fragment in line
 
 
 def assert_no_secret(stub: KaggleStub, *texts: str) -> None:
@@ -239,6 +253,27 @@ def test_rejected_api_token(kaggle_stub, tmp_path, capsys, monkeypatch):
     assert "tok-revoked-0123456789" not in out + err
 
 
+MALFORMED_KAGGLE_JSON = {  # content -> what the error says about it
+    "not JSON": ('{"username": "someone", "key": "key-in-a-broken-file', "is not valid JSON"),
+    "empty": ("", "is not valid JSON"),
+    "a list": ('[{"username": "someone", "key": "key-in-a-list"}]', "is not a JSON object"),
+    "no key": ('{"username": "someone"}', 'has no "key"'),
+    "neither": ('{"competition": "dogs-vs-cats"}', 'has no "username" and no "key"'),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_KAGGLE_JSON))
+def test_malformed_kaggle_json_is_named_and_explained(case, kaggle_home, tmp_path, capsys, caplog):
+    content, message = MALFORMED_KAGGLE_JSON[case]
+    (kaggle_home / ".kaggle" / "kaggle.json").write_text(content)
+
+    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_download_error(code, err, "~/.kaggle/kaggle.json", message)
+    assert "no Kaggle credentials" not in err
+    assert "key-in-a-" not in out + err + caplog.text
+
+
 # --- importing archives ------------------------------------------------------------------------
 
 
@@ -379,6 +414,67 @@ def test_missing_archive_file(tmp_path, capsys):
     assert_one_line_error(code, err, "archive not found", "nope.zip")
 
 
+def test_archive_that_is_a_folder(tmp_path, capsys):
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    args = ["download", "--archive", str(folder), "--data-dir", str(tmp_path / "data")]
+
+    code, _, err = run_cli(args, capsys)
+
+    assert_download_error(code, err, str(folder), "is a folder, not a zip archive")
+    assert_nothing_unpacked(tmp_path / "data")
+
+
+def train_and_test(train: dict[str, bytes], test: dict[str, bytes]) -> bytes:
+    return make_zip({"train.zip": make_zip(train), "test.zip": make_zip(test)})
+
+
+NOT_THE_COMPETITION = {  # a sound zip with train and test parts, but other files in them
+    "train has no cat/dog names": (
+        train_and_test({"train/img1.jpg": jpeg(0)}, {"test/1.jpg": jpeg(1)}),
+        "no cat.N.jpg and dog.N.jpg images",
+    ),
+    "train has cats only": (
+        train_and_test({"train/cat.1.jpg": jpeg(0)}, {"test/1.jpg": jpeg(1)}),
+        "no dog.N.jpg images",
+    ),
+    "test images are not numbered": (
+        competition_zip(extra_test={"test/holiday.jpg": jpeg(9)}),
+        "'test/holiday.jpg' is not named by a number",
+    ),
+    "test holds no images": (
+        make_zip({"train/cat.1.jpg": jpeg(0), "train/dog.1.jpg": jpeg(1), "test/notes.txt": b"x"}),
+        "no numbered test images",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_THE_COMPETITION))
+def test_zip_that_is_not_the_competitions_is_refused(case, tmp_path, capsys):
+    content, message = NOT_THE_COMPETITION[case]
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(content)
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(data)], capsys)
+
+    assert_download_error(code, err, "photos.zip", message)
+    assert_nothing_unpacked(data)  # no folder with a manifest that a later run takes as ready
+    code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(data)], capsys)
+    assert_download_error(code, err, message)
+
+
+def test_files_beside_the_test_images_are_tolerated(tmp_path, capsys):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip(extra_test={"test/.DS_Store": b"", "test/Thumbs.db": b""}))
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(data)], capsys)
+
+    assert code == 0, err
+    assert {"1.jpg", "2.jpg", "3.jpg", "4.jpg"} <= set(files_in(data / REDUX / "test"))
+
+
 def test_failed_force_keeps_the_complete_folder(tmp_path):
     good = tmp_path / "good.zip"
     good.write_bytes(competition_zip())
@@ -404,6 +500,49 @@ def test_folder_without_manifest_is_not_complete(tmp_path):
     folder = download(DownloadOptions(data_dir=tmp_path / "data", archive=archive))
 
     assert (folder / MANIFEST).is_file() and len(files_in(folder / "train")) == 6
+
+
+# --- scripts/quickstart.sh ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Path:
+    """A copy of scripts/quickstart.sh in a repository root of its own, whose .venv is this
+    Python: the script installs nothing, and a path it resolves against its root stays in tmp."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    for name in ("quickstart.sh", "_venv.sh"):
+        shutil.copy(REPO / "scripts" / name, root / "scripts" / name)
+    bin_dir = root / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    catsdogs = bin_dir / "catsdogs"
+    catsdogs.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m catsdogs_batch.cli "$@"\n')
+    catsdogs.chmod(0o755)
+    (root / ".venv" / ".catsdogs-installed-").touch()  # with no setup.cfg, never out of date
+    return root / "scripts" / "quickstart.sh"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--archive", "relative/missing.zip", "--data-dir=relative/data"],
+        ["--archive=relative/missing.zip", "--data-dir", "relative/data"],
+    ],
+)
+def test_quickstart_resolves_relative_paths_from_where_it_is_run(args, quickstart, tmp_path):
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    result = subprocess.run(
+        ["bash", str(quickstart), *args], cwd=caller, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    missing = caller / "relative" / "missing.zip"
+    assert_download_error(result.returncode, result.stderr, f"archive not found: {missing}")
+    assert (caller / "relative" / "data").is_dir()  # --data-dir too, not below the repository
+    assert not (quickstart.parents[1] / "relative").exists()
 
 
 # --- submitting ----------------------------------------------------------------------------
@@ -470,3 +609,17 @@ def test_submit_missing_file(kaggle_stub, tmp_path, capsys):
     code, _, err = run_cli(["submit", str(tmp_path / "none.csv"), "-m", "x"], capsys)
     assert_one_line_error(code, err, "submission file not found")
     assert kaggle_stub.calls == []
+
+
+def test_unpacked_data_follows_the_umask(tmp_path, capsys):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    old = os.umask(0o022)
+    try:
+        code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(tmp_path / "data")], capsys)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    folder = tmp_path / "data" / REDUX
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # readable by the team, as mkdir would make it
+    assert stat.S_IMODE((folder / "manifest.json").stat().st_mode) == 0o644

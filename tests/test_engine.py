@@ -201,3 +201,91 @@ def test_the_newest_finished_run_is_the_default_model(tiny_model, tmp_path, monk
     assert latest_checkpoint(models) == models / "new"
     with pytest.raises(UserError, match="no finished training run"):
         latest_checkpoint(tmp_path / "nothing")
+
+
+# --- trust: stale answers, odd real-world names, two runs at once --------------------------
+
+
+def interrupt_after_first_shard(monkeypatch) -> None:
+    """Ctrl-C once the first shard is written, as a user would."""
+    from catsdogs_batch.engine import PartsFolder
+
+    real_finish = PartsFolder.finish
+
+    def finish_then_stop(self, shard, rows, seconds):
+        stats = real_finish(self, shard, rows, seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PartsFolder, "finish", finish_then_stop)
+
+
+def test_overwrite_after_an_interrupted_run_starts_over(tiny_model, tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    write_image(folder / "a.png", 0, seed=1)
+    write_image(folder / "b.png", 1, seed=2)
+    out = tmp_path / "r.csv"
+    args = ["predict", str(tiny_model), str(folder), "--out", str(out), "--shard-size", "1", "--no-progress"]
+    interrupt_after_first_shard(monkeypatch)
+    assert main(args) == 130
+    monkeypatch.undo()
+    old = read_table(out.with_name("r.csv.parts") / "shard-000000.csv")["p_dog"][0]
+
+    Image.new("RGB", (48, 48), (255, 255, 255)).save(folder / "a.png")  # a.png is another photo now
+    assert main(args + ["--overwrite"]) == 0
+    fresh = predict(tiny_model, folder, tmp_path / "fresh.csv")
+    table = read_table(out)
+    assert table["p_dog"].tolist() == fresh["p_dog"].tolist() and table["p_dog"][0] != old
+
+
+def test_names_real_folders_hold_become_rows(tiny_model, tmp_path, capsys):
+    """A name that is not UTF-8, digits other than 0-9, a number too long for 64 bits, and a
+    FIFO named like a photo: every one a row, the run finishes, the table leads back to the file."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9-latin1.jpg"  # a name from an old Windows share
+    write_image(Path(os.fsdecode(raw)), 0)
+    write_image(folder / "²³.jpg", 1)
+    write_image(folder / ("9" * 30 + ".jpg"), 1)
+    write_image(folder / "12.jpg", 0)
+    os.mkfifo(folder / "pipe.jpg")
+    for out in (tmp_path / "odd.csv", tmp_path / "odd.parquet"):
+        command = [sys.executable, "-m", "catsdogs_batch.cli", "predict", str(tiny_model), str(folder),
+                   "--out", str(out), "--no-progress"]  # fmt: skip
+        finished = subprocess.run(command, capture_output=True, timeout=120)  # a FIFO must not hang it
+        assert finished.returncode == 0, finished.stderr.decode(errors="replace")
+        table = read_table(out).set_index("path")
+        assert len(table) == 5
+        assert table.loc["pipe.jpg", "status"] == "error" and "FIFO" in table.loc["pipe.jpg", "error"]
+        assert table.loc["12.jpg", "id"] == 12
+        assert pd.isna(table.loc["²³.jpg", "id"]) and pd.isna(table.loc["9" * 30 + ".jpg", "id"])
+        latin1 = [p for p in table.index if p.startswith("caf")][0]
+        assert table.loc[latin1, "status"] == "ok"
+        if out.suffix == ".csv":  # byte for byte: the row leads back to the file
+            assert os.path.exists(folder / latin1)
+        else:  # Parquet text is UTF-8: the byte is written \xe9
+            assert latin1 == "caf\\xe9-latin1.jpg"
+
+
+def test_a_link_loop_visits_each_folder_once(tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    write_image(folder / "album" / "cat.1.jpg", 0)
+    os.symlink("..", folder / "album" / "up")  # album/up/album/up/... forever
+    os.symlink(folder / "album", folder / "same-album")
+    table = predict(tiny_model, folder, tmp_path / "r.csv")
+    assert table["path"].tolist() == ["album/cat.1.jpg"]
+
+
+def test_a_second_run_on_the_same_table_is_refused_and_the_first_finishes(tiny_model, sample_dir, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    command = [sys.executable, "-m", "catsdogs_batch.cli", "predict", str(tiny_model), str(sample_dir / "test"),
+               "--out", str(out), "--shard-size", "50", "--batch-size", "8", "--no-progress"]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.with_name("results.csv.parts").glob("shard-*.json")):
+        time.sleep(0.01)
+    assert main(command[3:]) == 1
+    err = capsys.readouterr().err
+    assert "another catsdogs run is writing" in err and len(err.strip().splitlines()) == 1
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    assert len(read_table(out)) == 1000 and not out.with_name("results.csv.parts").exists()
+    assert not out.with_name("results.csv.lock").exists()

@@ -5,6 +5,7 @@ command takes an export wherever it takes the checkpoint."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -210,3 +211,28 @@ def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path
     monkeypatch.setattr(runtimes, "has_vnni", lambda: False)
     Predictor(copy)
     assert "quantized for CPUs with VNNI" in caplog.text
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(model, exports, tmp_path, capsys):
+    other_run = tmp_path / "other-run"
+    shutil.copytree(model, other_run, ignore=shutil.ignore_patterns("export"))
+    precious = files_in(other_run) | {"notes.txt": b"mine"}
+    (other_run / "notes.txt").write_bytes(b"mine")
+    own = files_in(model)
+    for out in (other_run, model, model.parent):
+        assert main(["export", str(model), "--out", str(out), "--overwrite"]) == 1
+        assert "--out" in capsys.readouterr().err
+    assert files_in(other_run) == precious and files_in(model) == own
+
+    earlier = exports("onnx", False)  # <run>/export/onnx
+    assert main(["export", str(model)]) == 1
+    assert "holds an earlier export: pass --overwrite" in capsys.readouterr().err
+    before = (earlier / "run.json").read_text()
+    assert main(["export", str(model), "--overwrite"]) == 0
+    assert sorted(p.name for p in earlier.iterdir()) == ["model.onnx", "run.json"]
+    assert (earlier / "run.json").read_text() != before  # a new export, not the old one
+    assert not [p for p in earlier.parent.iterdir() if p.name.startswith(".")]
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import socket
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.images import ImageError, iter_image_files, label_from_path, load_image
+from catsdogs_batch.images import (
+    ImageError,
+    decode_many,
+    iter_image_files,
+    label_from_path,
+    load_image,
+)
 
 from conftest import write_image
 
@@ -121,3 +132,157 @@ def test_image_files_are_found_recursively_in_a_stable_order(tmp_path):
 def test_finding_images_in_a_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a folder"):
         list(iter_image_files(tmp_path / "nope"))
+
+
+def test_linked_files_and_folders_are_followed_but_each_folder_is_walked_once(tmp_path):
+    root = tmp_path / "photos"
+    for rel in ["a/1.jpg", "b/2.jpg"]:
+        write_image(root / rel, 0)
+    write_image(tmp_path / "elsewhere" / "3.jpg", 1)
+    (root / "a" / "loop").symlink_to("..")  # back up to photos/
+    (root / "b" / "to_a").symlink_to("../a")  # a folder already walked
+    (root / "c").symlink_to("b")  # a second name for b/
+    (root / "more").symlink_to(tmp_path / "elsewhere")  # a folder outside the tree
+    (root / "linked.jpg").symlink_to("a/1.jpg")
+    found = [p.relative_to(root).as_posix() for p in iter_image_files(root)]
+    assert found == ["linked.jpg", "a/1.jpg", "b/2.jpg", "more/3.jpg"]
+
+
+def test_broken_and_looping_links_do_not_stop_the_walk(tmp_path):
+    write_image(tmp_path / "real.jpg", 0)
+    (tmp_path / "self.jpg").symlink_to("self.jpg")
+    (tmp_path / "gone.jpg").symlink_to("missing.jpg")
+    (tmp_path / "gone").symlink_to("missing")
+    (tmp_path / "d").symlink_to("e")
+    (tmp_path / "e").symlink_to("d")
+    rows = {p.name: result for p, result in decode_many(iter_image_files(tmp_path), 16, workers=1)}
+    assert list(rows) == ["gone.jpg", "real.jpg", "self.jpg"]
+    assert str(rows["gone.jpg"]) == "file not found"
+    assert "symbolic links" in str(rows["self.jpg"])
+    assert rows["real.jpg"].pixels.shape == (16, 16, 3)
+
+
+def _refuse_to_list(monkeypatch, blocked: Path) -> None:
+    """Make os.scandir fail on `blocked` as it does on a chmod 000 folder for a normal user."""
+    scandir = os.scandir
+
+    def fake_scandir(path):
+        if os.fspath(path) == os.fspath(blocked):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", fake_scandir)
+
+
+def test_a_subfolder_that_cannot_be_listed_becomes_an_error_row(tmp_path, monkeypatch):
+    write_image(tmp_path / "a.jpg", 0)
+    write_image(tmp_path / "locked" / "b.jpg", 0)
+    write_image(tmp_path / "z" / "c.jpg", 1)
+    _refuse_to_list(monkeypatch, tmp_path / "locked")
+    decoded = decode_many(iter_image_files(tmp_path), 16, workers=1)
+    rows = {path.relative_to(tmp_path).as_posix(): result for path, result in decoded}
+    assert list(rows) == ["a.jpg", "locked", "z/c.jpg"]
+    assert str(rows["locked"]) == "cannot list this folder: Permission denied"
+
+
+def test_a_folder_without_read_permission_becomes_an_error_row(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can list any folder")
+    write_image(tmp_path / "locked" / "b.jpg", 0)
+    (tmp_path / "locked").chmod(0)
+    try:
+        assert list(iter_image_files(tmp_path)) == [tmp_path / "locked"]
+        with pytest.raises(ImageError, match="^cannot list this folder: Permission denied$"):
+            load_image(tmp_path / "locked", 16)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+
+
+def test_a_top_folder_that_cannot_be_listed_is_a_user_error(tmp_path, monkeypatch):
+    _refuse_to_list(monkeypatch, tmp_path)
+    with pytest.raises(UserError, match="cannot list .*: Permission denied"):
+        list(iter_image_files(tmp_path))
+
+
+def _load_or_fail_if_blocked(path: Path) -> None:
+    """load_image(path) in a thread, so a call that blocks fails the test instead of hanging it."""
+    errors: list[Exception] = []
+
+    def load() -> None:
+        try:
+            load_image(path, 16)
+        except Exception as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    if thread.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # a writer releases the blocked reader
+        pytest.fail(f"load_image blocked on {path.name}")
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", "not a regular file (a FIFO)"),
+        ("socket", "not a regular file (a socket)"),
+        ("device", "not a regular file (a device)"),
+        ("folder", "is a folder"),
+    ],
+)
+def test_special_files_named_like_images_are_errors_not_hangs(tmp_path, kind, message):
+    path = tmp_path / "x.jpg"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()
+    elif kind == "device":
+        path.symlink_to("/dev/null")
+    else:
+        path.mkdir()
+    with pytest.raises(ImageError) as raised:
+        _load_or_fail_if_blocked(path)
+    assert str(raised.value) == message
+
+
+def test_a_file_without_read_permission_is_permission_denied(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can read any file")
+    path = write_image(tmp_path / "private.jpg", 0)
+    path.chmod(0)
+    with pytest.raises(ImageError, match="^permission denied$"):
+        load_image(path, 16)
+
+
+def test_large_1_bit_png_is_reduced_correctly(tmp_path):
+    pixels = np.zeros((256, 256), dtype=bool)
+    pixels[:, :128] = True  # white left half
+    path = tmp_path / "bw.png"
+    Image.fromarray(pixels).save(path)
+    assert Image.open(path).mode == "1"
+    image = load_image(path, 32)
+    assert image.pixels[:, :15].min() >= 250 and image.pixels[:, 17:].max() <= 5
+
+
+def test_large_16_bit_grayscale_png_is_reduced_correctly(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((256, 256), 32768, dtype=np.uint16)).save(path)  # half of 65535
+    assert Image.open(path).mode == "I;16"
+    assert np.all(np.abs(load_image(path, 32).pixels.astype(int) - 128) <= 1)
+
+
+def test_large_palette_gif_is_reduced_correctly(tmp_path):
+    img = Image.new("P", (256, 256), 0)
+    img.putpalette([255, 0, 0, 0, 0, 255])  # 0 = red, 1 = blue
+    img.paste(1, (128, 0, 256, 256))
+    path = tmp_path / "two.gif"
+    img.save(path)
+    assert Image.open(path).mode == "P"
+    pixels = load_image(path, 32).pixels.astype(int)
+    assert np.abs(pixels[:, :15] - (255, 0, 0)).max() <= 5
+    assert np.abs(pixels[:, 17:] - (0, 0, 255)).max() <= 5

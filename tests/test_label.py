@@ -80,8 +80,9 @@ def test_sorting_by_copy_keeps_paths_and_never_overwrites(tiny_model, photos, tm
     table = tmp_path / "labels.csv"
     args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(sorted_dir), "--no-progress"]
 
-    assert main(args) == 0
-    printed = capsys.readouterr().out
+    assert main(args) == 3  # a readable image was not placed
+    printed, errors = capsys.readouterr()
+    assert "1 readable images were not sorted" in errors
     assert "7 placed" in printed and "1 left in place" in printed
     assert "2023/IMG_0001.jpg: not sorted" in printed and "notes.jpg: not an image file" in printed
     assert files_under(photos) == before  # a copy leaves the folder alone
@@ -110,7 +111,7 @@ def test_an_interrupted_move_finishes_on_rerun_with_every_image_exactly_once(tin
 
     removed = []
 
-    def remove_then_stop(source: Path) -> None:  # Ctrl-C after the third image is in place
+    def remove_then_stop(source: Path, target: Path) -> None:  # Ctrl-C after the third image is in place
         if len(removed) == 2:
             raise KeyboardInterrupt
         removed.append(source)
@@ -164,8 +165,68 @@ def test_bad_options_are_refused_before_any_work(tiny_model, photos, tmp_path, c
         (["--sort-into", str(photos)], "overlaps"),
         (["--mode", "move"], "--mode needs --sort-into"),
         (["--uncertain", "0.7", "0.3"], "LOW <= HIGH"),
-        (["--threshold", "1.5"], "--threshold must be in [0, 1]"),
     ]:
         assert main(run + extra) == 1
         assert message in capsys.readouterr().err
+    assert main(run + ["--threshold", "1.5"]) == 2  # a usage error, from the parser
+    assert "--threshold: 1.5 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+
+
+# --- trust: a move never loses a photo, and never reaches outside the folder ---------------
+
+
+def test_a_move_into_a_folder_that_links_back_keeps_every_photo(tiny_model, photos, tmp_path, capsys):
+    """DIR/cat/2024 and DIR/dog/2024 are links to SOURCE/2024: "placing" a photo there would
+    find the photo itself, and removing the source would delete the only copy."""
+    before = files_under(photos)
+    sorted_dir = tmp_path / "sorted"
+    for label in ("cat", "dog"):
+        (sorted_dir / label).mkdir(parents=True)
+        os.symlink(photos / "2024", sorted_dir / label / "2024")
+    args = ["label", str(tiny_model), str(photos), "--out", str(tmp_path / "t.csv"),
+            "--sort-into", str(sorted_dir), "--mode", "move", "--no-progress"]  # fmt: skip
+    assert main(args) == 3
+    printed = capsys.readouterr().out
+    assert "2024/IMG_0001.jpg: not sorted:" in printed and "is a link" in printed
+    left = files_under(photos)
+    assert {p: before[p] for p in before if p.startswith("2024/")} == {p: left[p] for p in left if p.startswith("2024/")}
+    assert all(files_under(sorted_dir / label / "2024") == {
+        p.removeprefix("2024/"): b for p, b in before.items() if p.startswith("2024/")
+    } for label in ("cat", "dog"))  # untouched through the links  # fmt: skip
+
+
+def test_a_move_leaves_what_links_point_to_where_it_is(tiny_model, tmp_path, capsys):
+    """A linked folder and a linked file inside SOURCE point elsewhere: they are predicted and
+    listed, a copy copies them, but a move leaves them (and their targets) alone."""
+    elsewhere = tmp_path / "elsewhere"
+    write_image(elsewhere / "album" / "a.jpg", 0, seed=1)
+    write_image(elsewhere / "single.jpg", 1, seed=2)
+    source = tmp_path / "inbox"
+    write_image(source / "own.jpg", 1, seed=3)
+    os.symlink(elsewhere / "album", source / "album")
+    os.symlink(elsewhere / "single.jpg", source / "single.jpg")
+    outside = files_under(elsewhere)
+
+    copied = label_folder(LabelOptions(tiny_model, source, tmp_path / "c.csv", sort_into=tmp_path / "copies", engine=QUIET))
+    assert copied.rows == 3 and copied.sorting.placed == 3
+    assert sorted(files_under(tmp_path / "copies").values()) == sorted([*outside.values(), (source / "own.jpg").read_bytes()])
+
+    args = ["label", str(tiny_model), str(source), "--out", str(tmp_path / "m.csv"),
+            "--sort-into", str(tmp_path / "moved"), "--mode", "move", "--no-progress"]  # fmt: skip
+    assert main(args) == 3
+    printed, errors = capsys.readouterr()
+    assert "album/a.jpg: inside a linked folder: left in place" in printed
+    assert "single.jpg: a link: left in place" in printed and "2 readable images were not sorted" in errors
+    assert files_under(elsewhere) == outside and (source / "album").is_symlink() and (source / "single.jpg").is_symlink()
+    moved = [p for p in (tmp_path / "moved").rglob("*") if not p.is_dir()]
+    assert [p.name for p in moved] == ["own.jpg"] and not moved[0].is_symlink()
+    assert not (source / "own.jpg").exists()
+
+
+def test_a_refused_label_run_leaves_no_job_behind(photos, tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    args = ["label", str(tmp_path / "no-model"), str(photos), "--out", str(table), "--sort-into", str(tmp_path / "s")]
+    assert main(args) == 1
+    assert "no model" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

@@ -71,3 +71,49 @@ def test_a_finished_submission_is_not_overwritten(tiny_model, sample_dir, tmp_pa
     assert submission_cli(tiny_model, sample_dir / "test", out) == 1
     assert "already exists" in capsys.readouterr().err
     assert (out / "submission.csv").read_bytes() == before
+
+
+def test_results_are_reused_only_when_computed_the_same_way(tiny_model, sample_dir, tmp_path, capsys, caplog):
+    """A 100-image subset first (refused by the sample check, results.csv kept), then the full
+    folder at the same place, then --tta: neither may be answered from the subset's table."""
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    for n in range(1, 101):
+        shutil.copy(sample_dir / "test" / f"{n}.jpg", test_dir)
+    sample = ["--sample-submission", str(sample_dir / "sample_submission.csv")]
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, test_dir, out, *sample) == 1
+    assert "100 rows but sample_submission.csv has 1000" in capsys.readouterr().err
+    assert (out / "results.csv").exists() and not (out / "submission.csv").exists()
+
+    shutil.copytree(sample_dir / "test", test_dir, dirs_exist_ok=True)  # now the whole test set
+    assert submission_cli(tiny_model, test_dir, out, *sample) == 1
+    assert "computed with another set of test files: pass --overwrite" in capsys.readouterr().err
+    assert submission_cli(tiny_model, test_dir, out, *sample, "--overwrite") == 0
+    plain = pd.read_csv(out / "submission.csv")
+    assert len(plain) == 1000
+
+    (out / "submission.csv").unlink()
+    assert submission_cli(tiny_model, test_dir, out, *sample, "--tta") == 1
+    assert "computed with another tta" in capsys.readouterr().err
+    with caplog.at_level("INFO"):
+        assert submission_cli(tiny_model, test_dir, out, *sample) == 0  # the same settings: reused
+    assert "reusing" in caplog.text
+    pd.testing.assert_frame_equal(pd.read_csv(out / "submission.csv"), plain)
+
+
+def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, sample_dir, tmp_path, capsys):
+    from catsdogs_batch.errors import UserError
+    from catsdogs_batch.options import SubmissionOptions
+    from catsdogs_batch.submission import make_submission
+
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, sample_dir / "test", out, "--clip", "0.7") == 2
+    assert "--clip: 0.7 is out of range" in capsys.readouterr().err
+    try:
+        make_submission(SubmissionOptions(tiny_model, sample_dir / "test", out, clip=0.7))
+    except UserError as e:
+        assert "--clip must be in [0, 0.5)" in str(e)
+    else:
+        raise AssertionError("a clip of 0.7 was accepted")
+    assert not out.exists()

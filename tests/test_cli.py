@@ -1,0 +1,137 @@
+"""The command line as a user meets it: one-line errors for every bad input (never a
+traceback, never TensorFlow's start-up log), names printed escaped, exit statuses."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catsdogs_batch.cli import main
+
+from conftest import write_image
+
+
+def one_error_line(capsys) -> str:
+    """stderr of the last command: exactly one line, which it returns."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    write_image(tmp_path / "photos" / "cat.1.jpg", 0)
+    write_image(tmp_path / "photos" / "dog.1.jpg", 1)
+    return tmp_path / "photos"
+
+
+def test_bad_numbers_are_refused_by_the_parser(tiny_model, photos, tmp_path, capsys):
+    predict = ["predict", str(tiny_model), str(photos), "--out", str(tmp_path / "r.csv")]
+    for option, value in [("--batch-size", "0"), ("--shard-size", "-5"), ("--workers", "0"),
+                          ("--runtime-threads", "-1"), ("--batch-size", "many")]:  # fmt: skip
+        assert main(predict + [option, value]) == 2
+        err = capsys.readouterr().err
+        assert f"argument {option}:" in err and "Traceback" not in err
+    for option, value in [("--epochs", "0"), ("--image-size", "4"), ("--val-split", "1.5"), ("--dropout", "-0.1")]:
+        assert main(["train", "--out", str(tmp_path / "run"), option, value]) == 2
+        assert f"argument {option}:" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "run").exists()
+
+
+def test_outputs_that_cannot_be_written_are_one_line(tiny_model, photos, tmp_path, capsys, monkeypatch):
+    predict = ["predict", str(tiny_model), str(photos), "--no-progress", "--out"]
+    (tmp_path / "folder.csv").mkdir()
+    assert main(predict + [str(tmp_path / "folder.csv")]) == 1
+    assert "is a folder" in one_error_line(capsys)
+
+    assert main(predict + ["/sys/catsdogs-results.csv"]) == 1  # a file system no one may write
+    assert "Permission denied" in one_error_line(capsys) or "Read-only" in capsys.readouterr().err
+
+    import catsdogs_batch.engine as engine
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r.csv.parts"))
+
+    monkeypatch.setattr(engine.PartsFolder, "finish", disk_full)
+    assert main(predict + [str(tmp_path / "r.csv")]) == 1
+    assert "No space left on device" in one_error_line(capsys)
+    monkeypatch.undo()
+
+    (tmp_path / "a-file").write_text("mine")
+    assert main(["evaluate", str(tiny_model), str(photos), "--out", str(tmp_path / "a-file")]) == 1
+    assert "is a file" in one_error_line(capsys) and (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_broken_models_are_one_line(tiny_model, photos, tmp_path, capsys):
+    def model_folder(name: str, run: dict, files: dict[str, bytes]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps(run))
+        for file, content in files.items():
+            (folder / file).write_bytes(content)
+        return folder
+
+    run = json.loads((tiny_model / "run.json").read_text())
+    cases = [
+        (model_folder("random", run, {"model.keras": os.urandom(4096)}), "not a Keras model file"),
+        (model_folder("size", run | {"image_size": "big"}, {"model.keras": b""}), "image_size must be"),
+        (model_folder("openvino", run | {"export": {}}, {"model.xml": b"<net/>"}), "model.bin is missing"),
+    ]
+    for folder, message in cases:
+        assert main(["predict", str(folder), str(photos), "--out", str(tmp_path / "r.csv")]) == 1
+        assert message in one_error_line(capsys)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "catsdogs_batch.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, errors="surrogateescape")  # fmt: skip
+
+
+def test_no_tensorflow_log_and_one_summary(tiny_model, photos, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text((tiny_model / "run.json").read_text())
+    (broken / "model.keras").write_bytes(os.urandom(4096))
+    failed = run_cli("predict", str(broken), str(photos), "--out", str(tmp_path / "r.csv"))
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [f"catsdogs predict: error: cannot load {broken / 'model.keras'}: "
+                                          "not a Keras model file (a .keras file is a zip archive)"]  # fmt: skip
+
+    done = run_cli("predict", str(tiny_model), str(photos), "--out", str(tmp_path / "r.csv"), "--no-progress")
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.count("2 images (") == 1
+    assert b"\r" not in (tmp_path / "r.csv").read_bytes()  # one line ending for header and rows
+
+
+def test_file_names_are_printed_escaped(tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    write_image(folder / "cat.1.jpg", 0)
+    (folder / "\x1b[2J\x1b]0;owned\x07.jpg").write_text("not an image")  # clears the screen, sets the title
+    (folder / "line\nbreak.jpg").write_text("not an image")
+    done = run_cli("label", str(tiny_model), str(folder), "--out", str(tmp_path / "t.csv"), "--no-progress")
+    assert done.returncode == 0
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "\\x1b[2J\\x1b]0;owned\\x07.jpg: not an image file" in done.stdout
+    assert "line\\nbreak.jpg: not an image file" in done.stdout
+
+
+def test_label_exit_status_says_when_photos_were_left_unsorted(tiny_model, photos, tmp_path, capsys):
+    sort = ["label", str(tiny_model), str(photos), "--sort-into", str(tmp_path / "s"), "--no-progress", "--out"]
+    assert main(sort + [str(tmp_path / "a.csv")]) == 0
+    capsys.readouterr()
+    assert main(sort + [str(tmp_path / "b.csv")]) == 0  # the same copies: already there
+    for placed in (tmp_path / "s").glob("*/*.jpg"):
+        placed.write_bytes(b"another photo")
+    assert main(sort + [str(tmp_path / "c.csv")]) == 3
+    assert "2 readable images were not sorted" in capsys.readouterr().err
+
+
+def test_help_shows_each_default_once():
+    done = run_cli("train", "--help")
+    assert "(default: None)" not in done.stdout and done.stdout.count("(default:") >= 15

@@ -1,0 +1,61 @@
+"""What the tool writes: permissions the umask gives, and one writer per table."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from catsdogs_batch.cli import main
+from catsdogs_batch.errors import UserError
+from catsdogs_batch.files import exclusive_lock
+
+from conftest import write_image
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for the test; the old one comes back afterwards."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_results_follow_the_umask(tiny_model, tmp_path, umask, mask, mode):
+    write_image(tmp_path / "photos" / "cat.1.jpg", 0)
+    umask(mask)
+    out = tmp_path / "shared" / "r.csv"
+    assert main(["predict", str(tiny_model), str(tmp_path / "photos"), "--out", str(out), "--no-progress"]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == mode
+
+
+def test_a_lock_is_held_by_one_run_and_dies_with_it(tmp_path):
+    lock = tmp_path / "t.csv.lock"
+    with exclusive_lock(lock, "t.csv"):
+        with pytest.raises(UserError, match="another catsdogs run is writing t.csv"):
+            with exclusive_lock(lock, "t.csv"):
+                pass
+    assert not lock.exists()
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from catsdogs_batch.files import exclusive_lock
+        with exclusive_lock({str(lock)!r}, "t.csv"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(UserError):
+        with exclusive_lock(lock, "t.csv"):
+            pass
+    holder.kill()  # kill -9: the lock file stays, but no one holds it
+    holder.wait()
+    assert lock.exists()
+    with exclusive_lock(lock, "t.csv"):
+        pass
