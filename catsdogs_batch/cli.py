@@ -59,6 +59,15 @@ FRACTION = number(float, 0, 1, open_high=True)
 NON_NEGATIVE = number(float, 0)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with what it prints escaped: a usage error quotes the user's words."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        if message:
+            lines = "\n".join(shown(line) for line in message.splitlines())
+            super()._print_message(lines + ("\n" if message.endswith("\n") else ""), file)
+
+
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: X)" where there is a default worth showing and the help does not say it."""
 
@@ -474,7 +483,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="catsdogs",
         description="Kaggle Dogs vs. Cats: download the data, train the CNN, predict in batches, "
         "write submissions and bulk-label photo folders.",

@@ -132,7 +132,10 @@ class PartsFolder:
             if self.path.is_symlink() or not self.path.is_dir():
                 raise UserError(f"{self.path} is in the way of this run's work folder: move it away")
             if job_file.exists():
-                previous = json.loads(job_file.read_text())
+                try:
+                    previous = json.loads(job_file.read_text())
+                except (ValueError, UnicodeError):
+                    previous = {"damaged": str(job_file)}  # never equal to a job: --overwrite starts over
             elif not any(self.path.iterdir()):
                 previous = None  # stopped before it recorded its job
             else:

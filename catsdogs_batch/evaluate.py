@@ -19,7 +19,7 @@ import pandas as pd
 
 from .engine import predict_folder
 from .errors import UserError
-from .files import TEXT, atomic_path, atomic_write_json, atomic_write_text, shown
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, atomic_write_text, shown
 from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
 from .options import EvaluateOptions, PredictOptions
 from .tables import read_table
@@ -335,7 +335,10 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
         pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string[python]"),
     )  # fmt: skip
     with atomic_path(results_path) as tmp:
-        results.to_csv(tmp, index=False, lineterminator="\n", **TEXT)
+        with open(tmp, "w", newline="", **TEXT) as f:
+            writer = CsvWriter(f)
+            writer.writerow(results.columns)
+            writer.writerows(results.astype(object).where(results.notna(), None).itertuples(index=False))
 
     ok = results["status"] == "ok"
     errors = results[~ok]

@@ -4,6 +4,7 @@ the umask gives, one writer at a time (a lock file), and names shown escaped."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
@@ -18,6 +19,24 @@ from .errors import UserError
 
 # CSV files hold file names byte for byte, like the file system: UTF-8, except names that are not.
 TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+class CsvWriter:
+    """csv.writer with "\n" line ends that also quotes the fields holding a carriage return
+    (csv quotes only the characters of its own line end, and a lone "\r" splits a row when read)."""
+
+    def __init__(self, file: Any):
+        self._plain = csv.writer(file, lineterminator="\n")
+        self._quoted = csv.writer(file, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row: Any) -> None:
+        row = list(row)
+        quote = any(isinstance(value, str) and "\r" in value for value in row)
+        (self._quoted if quote else self._plain).writerow(row)
+
+    def writerows(self, rows: Any) -> None:
+        for row in rows:
+            self.writerow(row)
 
 
 def umask_mode(mode: int = 0o666) -> int:

@@ -172,13 +172,15 @@ def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield image files under `folder` recursively, in a stable order, without listing it all first.
 
     Each directory is read and sorted on its own, so memory grows with the largest directory,
-    not with the tree. Hidden files and folders are skipped. Links are followed, but each real
-    folder is walked once (the first path to it wins), so link loops end. A subfolder that cannot
-    be listed is yielded itself, so that load_image reports it as an error row.
+    not with the tree. Hidden files and folders are skipped. Links to files and folders outside
+    `folder` are followed, each real folder walked once (so link loops end); links to what is
+    inside it are skipped, since that is listed under its own path. A subfolder that cannot be
+    listed is yielded itself, so that load_image reports it as an error row.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
+    inside = os.path.join(os.path.realpath(folder), "")
     visited: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every folder walked
     stack = [folder]
     while stack:
@@ -197,13 +199,21 @@ def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
             continue
         subdirs = []
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or _links_inside(entry, inside):
                 continue
             if _is_dir(entry):
                 subdirs.append(Path(entry.path))
             elif is_image_file(entry.name):
                 yield Path(entry.path)
         stack.extend(reversed(subdirs))
+
+
+def _links_inside(entry: os.DirEntry, inside: str) -> bool:
+    """Whether `entry` is a link to something that exists under the folder `inside` (which ends
+    with a separator); a broken link is not, and becomes an error row."""
+    if not entry.is_symlink() or not os.path.exists(entry.path):
+        return False
+    return os.path.join(os.path.realpath(entry.path), "").startswith(inside)
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

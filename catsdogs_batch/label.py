@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
-from .files import atomic_write_json, shown
+from .files import atomic_write_json, shown, umask_mode
 from .options import LabelOptions, PredictOptions
 from .tables import iter_table
 
@@ -73,9 +73,10 @@ class Sorter:
     def place(self, relative: str, label: str) -> None:
         source = self.folder / relative
         try:
-            target = self._target_folder(label, relative) / PurePosixPath(relative).name
+            _check_row(relative, label)
             if self.mode == "move" and os.path.lexists(source):
                 self._check_movable(source, relative)
+            target = self._target_folder(label, relative) / PurePosixPath(relative).name
             if os.path.lexists(target):
                 self._already_there(source, target)
             elif not os.path.lexists(source):
@@ -95,8 +96,6 @@ class Sorter:
     def _target_folder(self, label: str, relative: str) -> Path:
         """`target/<label>/<folders of relative>`, made where missing; never through a link."""
         parts = PurePosixPath(relative).parts
-        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or "." in parts:
-            raise NotSorted("not sorted: not a path inside the folder")
         folder = self._real_target
         for name in (label, *parts[:-1]):
             folder = folder / name
@@ -131,6 +130,7 @@ class Sorter:
             raise NotSorted(f"not sorted: {target} exists with other content")
         if self.mode == "move":
             _remove_source(source, target)  # the earlier run stopped between placing and removing
+        _partial(target).unlink(missing_ok=True)  # a killed copy's leftover, if any
         self.counts.already += 1
 
     def _move_new(self, source: Path, target: Path) -> None:
@@ -179,15 +179,34 @@ def _link_new(source: Path, target: Path) -> None:
         raise
 
 
+def _check_row(relative: str, label: str) -> None:
+    """Only what the walk gives (a relative path without hidden or special parts) and the labels
+    this tool writes are sorted: a table edited by hand cannot point anywhere else."""
+    parts = PurePosixPath(relative).parts
+    if label not in LABELS:
+        raise NotSorted(f"not sorted: the table says {label!r}, not one of {', '.join(LABELS)}")
+    if not parts or PurePosixPath(relative).is_absolute() or any(p.startswith(".") for p in parts):
+        raise NotSorted("not sorted: not a path the folder's walk gives")
+
+
+def _partial(target: Path) -> Path:
+    """The name this tool copies to before a file is put in place (a leftover of a killed run
+    is replaced, never written through)."""
+    return target.with_name(f".{target.name}.catsdogs-partial")
+
+
 def _copy_new(source: Path, target: Path) -> None:
     """Copy to a hidden file beside the target, flush it to disk, then put it in place without
     overwriting: the target is either complete or absent."""
-    partial = target.with_name(f".{target.name}.catsdogs-partial")  # a rerun reuses the name
+    partial = _partial(target)
     try:
-        partial.unlink(missing_ok=True)  # a leftover, or a link planted there: never written through
-        shutil.copy2(source, partial)
-        with open(partial, "rb+") as f:
-            os.fsync(f.fileno())
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, umask_mode())
+        with open(source, "rb") as original, os.fdopen(fd, "wb") as copy:
+            shutil.copyfileobj(original, copy, 1 << 20)
+            copy.flush()
+            os.fsync(copy.fileno())
+        shutil.copystat(source, partial)
         try:
             os.link(partial, target)
         except OSError as e:
@@ -209,18 +228,37 @@ def check_sort_target(folder: Path, target: Path) -> None:
             raise UserError(f"--sort-into {target} overlaps {folder}: choose a folder outside it")
 
 
+def check_sort_into(target: Path) -> None:
+    """Refuse, before minutes of predicting, a --sort-into that cannot become a folder."""
+    if target.is_symlink() and not target.exists():
+        raise UserError(f"--sort-into {target} is a link to nothing")
+    existing = next(p for p in (target, *target.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--sort-into {target}: {existing} is not a folder")
+    if existing != target and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--sort-into {target}: cannot create folders in {existing}")
+
+
 def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bool:
     """True when an interrupted sorting with the same settings and a complete table is to be
     finished (so only the sorting is left); False when this run predicts first."""
     if not job_file.exists():
         return False
-    if json.loads(job_file.read_text()) == job and not overwrite and table.exists():
+    try:
+        previous = json.loads(job_file.read_text())
+    except (ValueError, UnicodeError):
+        previous = None  # damaged: it cannot be continued
+    if previous == job and not overwrite and table.exists():
         log.info("continuing the interrupted sorting recorded in %s", job_file)
         return True
+    if previous == job and not table.exists():  # its table is gone: predict again, then sort
+        job_file.unlink()
+        return False
     if not overwrite:
+        what = "is damaged" if previous is None else "records an unfinished sorting with other settings"
         raise UserError(
-            f"{job_file} records an unfinished sorting with other settings: rerun it with "
-            "the same ones to finish it, or pass --overwrite to start over"
+            f"{job_file} {what}: rerun with the settings of the interrupted run to finish it, "
+            "or pass --overwrite to start over"
         )
     job_file.unlink()
     return False
@@ -284,6 +322,7 @@ def label_folder(options: LabelOptions) -> LabelSummary:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, not {options.mode}")
     if options.sort_into is not None:
         check_sort_target(options.folder, options.sort_into)
+        check_sort_into(options.sort_into)
     with table_lock(out):
         return _label_locked(options, predict, started)
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .engine import check_engine_options, files_fingerprint, job_description, predict_folder, table_lock
 from .errors import UserError
-from .files import atomic_path, atomic_write_json
+from .files import atomic_path, atomic_write_json, sha256
 from .model import find_checkpoint
 from .options import COMPETITIONS, PredictOptions, SubmissionOptions
 from .tables import read_table
@@ -36,6 +36,8 @@ def make_submission(options: SubmissionOptions) -> Path:
     check_engine_options(predict)
     if submission_path.exists() and not options.overwrite:
         raise UserError(f"{submission_path} already exists: pass --overwrite to replace it")
+    sample_path = options.sample_submission or find_sample_submission(options.test_dir)
+    sample = read_sample_submission(sample_path) if sample_path else None  # a bad one: refused before predicting
     with table_lock(results_path):
         job = {
             **job_description(predict, find_checkpoint(options.model).model_path),
@@ -47,13 +49,12 @@ def make_submission(options: SubmissionOptions) -> Path:
         else:
             (out / RESULTS_JOB_FILE).unlink(missing_ok=True)  # until the new table is whole
             predict_folder(predict, locked=True)
-            atomic_write_json(out / RESULTS_JOB_FILE, job)
+            atomic_write_json(out / RESULTS_JOB_FILE, job | {"results_sha256": sha256(results_path)})
         submission = submission_frame(read_table(results_path), options.competition, options.clip)
-    sample = options.sample_submission or find_sample_submission(options.test_dir)
     if sample is None:
         log.warning("no sample submission beside %s: ids not checked against it", options.test_dir)
     else:
-        check_against_sample(submission, sample)
+        check_against_sample(submission, sample, sample_path)
     with atomic_path(submission_path) as tmp:
         submission.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     log.info("wrote %s (%d rows) for %s", submission_path, len(submission), options.competition)
@@ -75,14 +76,16 @@ def check_options(options: SubmissionOptions) -> None:
 
 
 def _check_reusable(job_file: Path, job: dict, results: Path) -> None:
-    """Refuse a results.csv computed from anything else than `job` describes."""
+    """Refuse a results.csv computed from anything else than `job` describes, or changed since."""
     try:
         previous = json.loads(job_file.read_text())
     except (OSError, ValueError):
         previous = None
-    if previous == job:
+    if isinstance(previous, dict) and previous.pop("results_sha256", None) != sha256(results):
+        why = "it changed since it was computed"
+    elif previous == job:
         return
-    if previous is None:
+    elif previous is None:
         why = f"nothing records what it was computed with ({job_file.name} is missing)"
     else:
         changed = [key for key in job if previous.get(key) != job[key]]
@@ -124,9 +127,19 @@ def find_sample_submission(test_dir: Path) -> Path | None:
     return None
 
 
-def check_against_sample(submission: pd.DataFrame, sample_path: Path) -> None:
+def read_sample_submission(path: Path) -> pd.DataFrame:
+    """The competition's sample submission (id,label), or a one-line error for a broken one."""
+    try:
+        sample = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeError) as e:  # pandas' parse errors are ValueErrors
+        raise UserError(f"cannot read the sample submission {path}: {str(e).splitlines()[0]}") from None
+    if "id" not in sample.columns or not pd.api.types.is_integer_dtype(sample["id"]):
+        raise UserError(f"{path} is not a sample submission: it has no column of integer ids")
+    return sample
+
+
+def check_against_sample(submission: pd.DataFrame, sample: pd.DataFrame, sample_path: Path) -> None:
     """Same columns, same ids, same count as the competition's sample submission."""
-    sample = pd.read_csv(sample_path)
     if list(sample.columns) != list(submission.columns):
         raise UserError(f"{sample_path} has columns {list(sample.columns)}, not {list(submission.columns)}")
     expected, got = set(sample["id"]), set(submission["id"])

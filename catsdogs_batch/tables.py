@@ -3,7 +3,7 @@ final table merged from them (CSV, or Parquet when the name ends in .parquet).""
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .files import TEXT, atomic_path
+from .files import TEXT, CsvWriter, atomic_path
 from .options import Labelling
 
 
@@ -48,17 +48,17 @@ _READ_CSV = {
     "dtype": DTYPES, "keep_default_na": False, "na_values": {"p_dog": [""], "confidence": [""]},
     "encoding": "utf-8", "encoding_errors": "surrogateescape",
 }  # fmt: skip
-_INT64_MAX = 2**63 - 1
+_LARGEST_ID = 2**53  # ids above it would not survive a float column (an id missing in a row makes one)
 
 
 def kaggle_id(relative_path: str) -> int | None:
     """The number a Kaggle test file is named by (`123.jpg` -> 123); None for other names,
-    including digits other than 0-9 and numbers too long for the table's 64-bit column."""
+    including digits other than 0-9 and numbers too large for the table to keep exactly."""
     stem = Path(relative_path).stem
-    if not (stem.isascii() and stem.isdigit()):
+    if not (stem.isascii() and stem.isdigit()) or len(stem) > 16:
         return None
     number = int(stem)
-    return number if number <= _INT64_MAX else None
+    return number if number <= _LARGEST_ID else None
 
 
 def ok_row(relative_path: str, p_dog: float, width: int, height: int, label: str | None = None) -> Row:
@@ -93,30 +93,51 @@ def error_row(relative_path: str, error: str) -> Row:
 def write_shard(path: Path, rows: Iterable[Row]) -> None:
     """One shard's rows as CSV, atomically: a shard file is either complete or absent."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
-        writer = csv.writer(f, lineterminator="\n")
+        writer = CsvWriter(f)
         writer.writerow(COLUMNS)
         writer.writerows(["" if v is None else v for v in astuple(row)] for row in rows)
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A results table (CSV or Parquet) with the column types above."""
+    """A results table (CSV or Parquet) with the column types above; one that is not such a
+    table is a one-line error."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path).astype(DTYPES)
-    return pd.read_csv(path, **_READ_CSV)
+    with _as_table(path):
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+            return _checked(path, frame).astype(DTYPES)
+        return _checked(path, pd.read_csv(path, **_READ_CSV))
 
 
 def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
     """A results table in chunks of rows (column types as in read_table), so that memory stays
     bounded for a table of any length."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    with _as_table(path):
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas().astype(DTYPES)
-        return
-    yield from pd.read_csv(path, chunksize=chunk_rows, **_READ_CSV)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield _checked(path, batch.to_pandas()).astype(DTYPES)
+            return
+        for chunk in pd.read_csv(path, chunksize=chunk_rows, **_READ_CSV):
+            yield _checked(path, chunk)
+
+
+@contextlib.contextmanager
+def _as_table(path: Path) -> Iterator[None]:
+    """Reading errors of a file that is not a results table (edited, truncated, another file)
+    become one line."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, UnicodeError) as e:  # pandas' and Arrow's parse errors
+        raise UserError(f"{path} is not a results table of catsdogs: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _checked(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    if list(frame.columns) != COLUMNS:
+        raise UserError(f"{path} is not a results table of catsdogs: its columns are {list(frame.columns)}")
+    return frame
 
 
 def merge_shards(shards: list[Path], out: Path) -> None:

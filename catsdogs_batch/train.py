@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from . import __version__
 from .errors import UserError
-from .files import TEXT, atomic_path, atomic_write_json
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json
 from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
 from .options import MIN_IMAGE_SIZE, Augmentation, TrainOptions
 from .model import (
@@ -95,7 +95,7 @@ def stratified_split(
 
 def write_split(path: Path, train: list[LabelledImage], val: list[LabelledImage]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
-        writer = csv.writer(f, lineterminator="\n")
+        writer = CsvWriter(f)
         writer.writerow(["path", "label", "subset"])
         for subset, items in (("train", train), ("val", val)):
             writer.writerows((i.path, CLASS_NAMES[i.label], subset) for i in items)
@@ -215,6 +215,9 @@ def train(options: TrainOptions) -> Path:
     else:
         if run_path.exists() or (out / MODEL_FILE).exists():
             raise UserError(f"{out} already holds a run: use --resume to continue it, or another --out")
+        # An empty folder, or one a run left before it started training (its split is redone).
+        if out.is_symlink() or (out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - {SPLIT_FILE})):
+            raise UserError(f"--out {out} is not an empty folder: a run gets a new one (its files would be replaced)")
         if not options.data.is_dir():
             raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
         train_items, val_items = stratified_split(

@@ -135,3 +135,9 @@ def test_label_exit_status_says_when_photos_were_left_unsorted(tiny_model, photo
 def test_help_shows_each_default_once():
     done = run_cli("train", "--help")
     assert "(default: None)" not in done.stdout and done.stdout.count("(default:") >= 15
+
+
+def test_usage_errors_are_printed_escaped(capsys):
+    assert main(["predict", "m", "f", "--out", "x.csv", "\x1b[31mred"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[31mred" in err

@@ -289,3 +289,25 @@ def test_a_second_run_on_the_same_table_is_refused_and_the_first_finishes(tiny_m
     assert first.wait(timeout=300) == 0, first.stderr.read().decode()
     assert len(read_table(out)) == 1000 and not out.with_name("results.csv.parts").exists()
     assert not out.with_name("results.csv.lock").exists()
+
+
+def test_carriage_returns_and_huge_numbers_in_names_keep_their_rows(tiny_model, tmp_path):
+    folder = tmp_path / "odd"
+    write_image(folder / "a\rcat.jpg", 0)
+    write_image(folder / "9223372036854775807.jpg", 1)  # 2**63 - 1
+    write_image(folder / "12345678901234567.jpg", 1)  # above 2**53: a float would round it
+    write_image(folder / "x.jpg", 0)
+    for out in (tmp_path / "t.csv", tmp_path / "t.parquet"):
+        table = predict(tiny_model, folder, out)
+        assert sorted(table["path"]) == sorted(["a\rcat.jpg", "9223372036854775807.jpg", "12345678901234567.jpg", "x.jpg"])
+        assert (table["status"] == "ok").all() and table["id"].isna().all()
+
+
+def test_a_table_that_is_not_ours_is_one_line(tiny_model, kaggle_train_folder, tmp_path, capsys):
+    from catsdogs_batch.tables import read_table as read
+
+    for name, content in [("empty.csv", b""), ("columns.csv", b"a,b\n1,2\n"), ("ids.csv", b"path,id,p_dog,label,confidence,"
+                          b"width,height,status,error\nx.jpg,abc,0.5,dog,0.5,1,1,ok,\n"), ("junk.parquet", b"PAR1 junk")]:  # fmt: skip
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError, match="is not a results table of catsdogs"):
+            read(tmp_path / name)

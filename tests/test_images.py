@@ -134,7 +134,7 @@ def test_finding_images_in_a_missing_folder_is_a_user_error(tmp_path):
         list(iter_image_files(tmp_path / "nope"))
 
 
-def test_linked_files_and_folders_are_followed_but_each_folder_is_walked_once(tmp_path):
+def test_links_out_are_followed_links_in_are_skipped_and_each_folder_is_walked_once(tmp_path):
     root = tmp_path / "photos"
     for rel in ["a/1.jpg", "b/2.jpg"]:
         write_image(root / rel, 0)
@@ -143,9 +143,11 @@ def test_linked_files_and_folders_are_followed_but_each_folder_is_walked_once(tm
     (root / "b" / "to_a").symlink_to("../a")  # a folder already walked
     (root / "c").symlink_to("b")  # a second name for b/
     (root / "more").symlink_to(tmp_path / "elsewhere")  # a folder outside the tree
-    (root / "linked.jpg").symlink_to("a/1.jpg")
+    (root / "linked.jpg").symlink_to("a/1.jpg")  # listed as a/1.jpg
+    (root / "0-first").symlink_to("b")  # sorts before b/, which must still be listed as b/
+    (tmp_path / "elsewhere" / "again").symlink_to(root / "a")  # back in through the outside folder
     found = [p.relative_to(root).as_posix() for p in iter_image_files(root)]
-    assert found == ["linked.jpg", "a/1.jpg", "b/2.jpg", "more/3.jpg"]
+    assert found == ["a/1.jpg", "b/2.jpg", "more/3.jpg"]
 
 
 def test_broken_and_looping_links_do_not_stop_the_walk(tmp_path):

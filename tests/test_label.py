@@ -5,6 +5,7 @@ interrupted move that a rerun finishes."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -230,3 +231,75 @@ def test_a_refused_label_run_leaves_no_job_behind(photos, tmp_path, capsys):
     assert main(args) == 1
     assert "no model" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+def test_a_hand_edited_table_cannot_send_files_anywhere(tiny_model, tmp_path, monkeypatch, capsys):
+    """An interrupted move is continued from its table; rows edited to name other labels, hidden
+    names or paths out of the folder are refused one by one, and no photo is lost."""
+    source = tmp_path / "src"
+    for n in range(3):
+        write_image(source / f"cat.{n}.jpg", 0, seed=n)
+    write_image(source / ".cat.0.jpg.catsdogs-partial", 1, seed=9, format="JPEG")  # hidden: the walk skips it
+    sorted_dir, table = tmp_path / "D", tmp_path / "T.csv"
+    (tmp_path / "elsewhere").mkdir()
+    args = ["label", str(tiny_model), str(source), "--out", str(table), "--sort-into", str(sorted_dir),
+            "--mode", "move", "--no-progress"]  # fmt: skip
+
+    def stop(source: Path, target: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(label_module, "_remove_source", stop)
+    assert main(args) == 130  # the first photo is in place, its source not yet removed
+    monkeypatch.undo()
+    os.symlink(tmp_path / "elsewhere", sorted_dir / "x")
+    header = ",".join(COLUMNS)
+    table.write_text(header + "\n" + "".join(f"{path},,0.9,{label},0.9,48,48,ok,\n" for path, label in [
+        (".cat.0.jpg.catsdogs-partial", "dog"), ("cat.0.jpg", "dog"), ("cat.1.jpg", str(tmp_path / "elsewhere")),
+        ("cat.2.jpg", "../outside"), ("cat.2.jpg", "x/y"), ("../../etc/passwd", "dog"),
+    ]))  # fmt: skip
+    before = files_under(source)
+    assert main(args) == 3
+    printed = capsys.readouterr().out
+    assert printed.count("not one of cat, dog, uncertain") == 3 and "not a path the folder's walk gives" in printed
+    assert files_under(tmp_path / "elsewhere") == {} and not (tmp_path / "outside").exists()
+    after = files_under(source) | {p.split("/", 1)[1]: b for p, b in files_under(sorted_dir).items()}
+    assert after == before  # every photo is somewhere, once
+
+
+def test_a_bad_sort_target_is_refused_before_predicting(tiny_model, photos, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("mine")
+    args = ["label", str(tiny_model), str(photos), "--out", str(tmp_path / "t.csv"), "--sort-into"]
+    for target in (tmp_path / "a-file", tmp_path / "a-file" / "sorted"):
+        assert main(args + [str(target)]) == 1
+        assert "a-file is not a folder" in capsys.readouterr().err and not (tmp_path / "t.csv").exists()
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    assert main(args + [str(tmp_path / "dangling")]) == 1
+    assert "a link to nothing" in capsys.readouterr().err and not (tmp_path / "t.csv").exists()
+
+
+def test_a_copy_killed_after_placing_leaves_no_hidden_duplicate(tiny_model, photos, tmp_path, capsys):
+    sorted_dir, table = tmp_path / "s", tmp_path / "t.csv"
+    args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(sorted_dir), "--no-progress"]
+    assert main(args) == 0
+    placed = next(sorted_dir.glob("*/cat.jpg"))
+    os.link(placed, placed.with_name(".cat.jpg.catsdogs-partial"))  # killed between link and unlink
+    (table.with_name("t.csv.sorting.json")).write_text(json.dumps({
+        "folder": str(photos.resolve()), "model": str(tiny_model.resolve()), "sort_into": str(sorted_dir.resolve()),
+        "mode": "copy", "threshold": 0.5, "uncertain": None,
+    }))  # fmt: skip
+    assert main(args) == 0
+    assert "0 placed, 8 already there" in capsys.readouterr().out
+    assert not list(sorted_dir.rglob(".*"))
+
+
+def test_damaged_job_files_are_one_line_and_overwrite_recovers(tiny_model, photos, tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(tmp_path / "s"), "--no-progress"]
+    table.with_name("t.csv.sorting.json").write_text("garbage")
+    assert main(args) == 1
+    assert "is damaged" in capsys.readouterr().err
+    parts = table.with_name("t.csv.parts")
+    parts.mkdir()
+    (parts / "job.json").write_text("{")
+    assert main(args + ["--overwrite"]) == 0
+    assert len(read_table(table)) == 10 and not parts.exists()

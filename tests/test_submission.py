@@ -117,3 +117,24 @@ def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, sample_d
     else:
         raise AssertionError("a clip of 0.7 was accepted")
     assert not out.exists()
+
+
+def test_a_broken_sample_submission_is_refused_before_predicting(tiny_model, sample_dir, tmp_path, capsys):
+    for content in (b"", b"id,label\n\"1,0.5\n", b"\xff\xfe\x00garbage"):
+        (tmp_path / "sample.csv").write_bytes(content)
+        out = tmp_path / "sub"
+        assert submission_cli(tiny_model, sample_dir / "test", out, "--sample-submission", str(tmp_path / "sample.csv")) == 1
+        err = capsys.readouterr().err
+        assert "sample submission" in err and len(err.strip().splitlines()) == 1
+        assert not (out / "results.csv").exists()
+
+
+def test_a_results_table_replaced_by_hand_is_not_submitted(tiny_model, sample_dir, tmp_path, capsys):
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, sample_dir / "test", out) == 0
+    (out / "submission.csv").unlink()
+    results = pd.read_csv(out / "results.csv")
+    results["p_dog"] = 0.5  # someone else's predictions in its place
+    results.to_csv(out / "results.csv", index=False)
+    assert submission_cli(tiny_model, sample_dir / "test", out) == 1
+    assert "changed since it was computed" in capsys.readouterr().err

@@ -105,6 +105,18 @@ def test_an_existing_run_is_never_overwritten(kaggle_train_folder, tmp_path, cap
     assert (out / "model.keras").read_bytes() == model_bytes
 
 
+def test_a_folder_with_other_files_is_never_a_new_run(kaggle_train_folder, tmp_path, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "split.csv").write_text("my own split")
+    (notes / "history.csv").write_text("my own history")
+    for out in (notes, kaggle_train_folder):  # a folder of mine, or the training images themselves
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 1
+        assert "is not an empty folder" in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_ctrl_c_keeps_the_best_checkpoint_and_resume_continues(kaggle_train_folder, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "catsdogs_batch.cli", "train", "--data", str(kaggle_train_folder),
