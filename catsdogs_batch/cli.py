@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .errors import UserError
 from .files import shown
 from .options import (
     COMPETITIONS,
+    ENGINES,
     MIN_IMAGE_SIZE,
     Augmentation,
     EngineOptions,
@@ -210,7 +212,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         help="threads of the model, sharing the cores with the decoding --workers (default: every core)",
     )  # fmt: skip
     parser.add_argument(
-        "--engine", choices=("local", "ray"), default=d.engine,
+        "--engine", choices=tuple(ENGINES), default=d.engine,
         help=f"local: this process; ray: a Ray Data actor pool, one model per CPU (default: {d.engine})",
     )  # fmt: skip
     parser.add_argument(
@@ -237,7 +239,7 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
 
 
 def _model_path(args: argparse.Namespace) -> Path:
-    from .model import latest_checkpoint
+    from .checkpoint import latest_checkpoint
 
     return args.model if args.model is not None else latest_checkpoint()
 
@@ -550,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # Pillow warns about photos of 90 to 180 megapixels (and refuses larger ones): they are
+        # decoded all the same, so the warning only gets in the way here.
+        warnings.filterwarnings("ignore", message="Image size .* exceeds limit")
     with contextlib.nullcontext() if args.verbose else native_stderr_silenced():
         handler = logging.StreamHandler()  # after the silencing: it writes to sys.stderr
         handler.setFormatter(EscapedFormatter("%(message)s"))

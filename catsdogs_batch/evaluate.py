@@ -3,7 +3,7 @@
 Writes into one folder: `results.csv` (the engine's table with the true label beside the
 prediction), `metrics.json`, four pictures (confusion matrix, ROC curve, reliability diagram,
 contact sheet of the most confidently wrong images) and `report.html`, which shows them all on
-one page. Metrics are computed here with numpy; unreadable and unlabelled images are counted
+one page. Metrics come from `metrics.py`; unreadable and unlabelled images are counted
 but left out of them.
 """
 
@@ -21,14 +21,23 @@ from .engine import predict_folder
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, atomic_write_text, shown
 from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
+from .metrics import (
+    EPS,
+    THRESHOLD,
+    accuracy,
+    confusion_matrix,
+    expected_calibration_error,
+    log_loss,
+    per_class,
+    reliability_bins,
+    roc_auc,
+    roc_curve,
+)
 from .options import EvaluateOptions, PredictOptions
 from .tables import read_table
 
 log = logging.getLogger(__name__)
 
-EPS = 1e-7  # log loss clips probabilities to [EPS, 1 - EPS]
-THRESHOLD = 0.5  # the engine's label: dog when p_dog >= 0.5
-BINS = 10  # of the reliability diagram
 LISTED_ERRORS = 100  # unreadable files listed by name in metrics.json
 RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
 PICTURES = {
@@ -47,83 +56,22 @@ def default_out(model: Path, folder: Path) -> Path:
 # --- metrics -------------------------------------------------------------------------------
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of `x`, ties sharing the average of their ranks."""
-    order = np.argsort(x, kind="mergesort")
-    ordered = x[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(x)]
-    group = np.repeat(np.arange(len(starts)), ends - starts)
-    ranks = np.empty(len(x))
-    ranks[order] = ((starts + 1 + ends) / 2)[group]
-    return ranks
-
-
-def roc_auc(true: np.ndarray, p_dog: np.ndarray) -> float | None:
-    """Area under the ROC curve by the Mann-Whitney U statistic: the chance that a random dog
-    scores above a random cat (ties count half). None with only one class."""
-    positives, negatives = int(true.sum()), int(len(true) - true.sum())
-    if not positives or not negatives:
-        return None
-    rank_sum = average_ranks(p_dog)[true == 1].sum()
-    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def roc_curve(true: np.ndarray, p_dog: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
-    order = np.argsort(-p_dog, kind="mergesort")
-    ordered, hits = p_dog[order], true[order]
-    last_of_tie = np.r_[ordered[1:] != ordered[:-1], True]
-    tp, fp = np.cumsum(hits)[last_of_tie], np.cumsum(1 - hits)[last_of_tie]
-    return np.r_[0, fp / max(fp[-1], 1)], np.r_[0, tp / max(tp[-1], 1)]
-
-
-def reliability_bins(true: np.ndarray, p_dog: np.ndarray, bins: int = BINS) -> list[dict]:
-    """Equal-width bins of p_dog: how many images, their mean p_dog and the fraction that are dogs."""
-    index = np.minimum((p_dog * bins).astype(int), bins - 1)
-    table = []
-    for b in range(bins):
-        inside = index == b
-        n = int(inside.sum())
-        table.append({
-            "low": b / bins, "high": (b + 1) / bins, "count": n,
-            "mean_p_dog": float(p_dog[inside].mean()) if n else None,
-            "fraction_dog": float(true[inside].mean()) if n else None,
-        })  # fmt: skip
-    return table
-
-
 def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
     """Accuracy, log loss, ROC AUC, precision/recall per class, confusion matrix and calibration
     for true labels (0 cat, 1 dog) and predicted probabilities of dog."""
     true, p_dog = np.asarray(true, dtype=int), np.asarray(p_dog, dtype=float)
     if not len(true):
         raise UserError("no readable labelled images to evaluate")
-    predicted = (p_dog >= THRESHOLD).astype(int)
-    confusion = np.zeros((2, 2), dtype=int)  # rows: true class, columns: predicted class
-    np.add.at(confusion, (true, predicted), 1)
-    clipped = np.clip(p_dog, EPS, 1 - EPS)
-    log_loss = -np.mean(true * np.log(clipped) + (1 - true) * np.log(1 - clipped))
-    per_class = {}
-    for c, name in enumerate(CLASS_NAMES):
-        hits, called, actual = confusion[c, c], confusion[:, c].sum(), confusion[c, :].sum()
-        per_class[name] = {
-            "precision": float(hits / called) if called else None,
-            "recall": float(hits / actual) if actual else None,
-            "support": int(actual),
-        }
-    bins = reliability_bins(true, p_dog)
-    ece = sum(b["count"] * abs(b["mean_p_dog"] - b["fraction_dog"]) for b in bins if b["count"]) / len(true)
     return {
         "images": len(true),
-        "accuracy": float((predicted == true).mean()),
-        "log_loss": float(log_loss),
+        "accuracy": accuracy(true, p_dog),
+        "log_loss": log_loss(true, p_dog),
         "roc_auc": roc_auc(true, p_dog),
-        "per_class": per_class,
+        "per_class": per_class(true, p_dog),
         "confusion_matrix": {"rows": "true", "columns": "predicted", "labels": list(CLASS_NAMES),
-                             "counts": confusion.tolist()},  # fmt: skip
-        "expected_calibration_error": float(ece),
-        "reliability": bins,
+                             "counts": confusion_matrix(true, p_dog)},  # fmt: skip
+        "expected_calibration_error": expected_calibration_error(true, p_dog),
+        "reliability": reliability_bins(true, p_dog),
         "threshold": THRESHOLD,
         "log_loss_eps": EPS,
     }

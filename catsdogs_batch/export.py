@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint
 from .errors import UserError
 from .files import atomic_write_json, sha256, umask_mode
-from .model import MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, load_keras_model
+from .metrics import accuracy, log_loss
+from .model import load_keras_model
 from .options import ExportOptions
 from .runtimes import has_vnni, load_runtime, require
 
@@ -66,11 +68,6 @@ class Agreement:
         )
 
 
-def log_loss(p_dog: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
-    p = np.clip(p_dog.astype(np.float64), eps, 1 - eps)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-
-
 def compare(keras_p: np.ndarray, export_p: np.ndarray, labels: np.ndarray) -> Agreement:
     """The agreement report of two sets of probabilities for the same labelled images (1 = dog)."""
     keras_p, export_p, labels = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (keras_p, export_p, labels))
@@ -78,10 +75,10 @@ def compare(keras_p: np.ndarray, export_p: np.ndarray, labels: np.ndarray) -> Ag
         images=len(labels),
         label_agreement=float(np.mean((keras_p >= 0.5) == (export_p >= 0.5))),
         max_difference=float(np.max(np.abs(keras_p - export_p))),
-        keras_accuracy=float(np.mean((keras_p >= 0.5) == labels)),
-        export_accuracy=float(np.mean((export_p >= 0.5) == labels)),
-        keras_log_loss=log_loss(keras_p, labels),
-        export_log_loss=log_loss(export_p, labels),
+        keras_accuracy=accuracy(labels, keras_p),
+        export_accuracy=accuracy(labels, export_p),
+        keras_log_loss=log_loss(labels, keras_p),
+        export_log_loss=log_loss(labels, export_p),
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,11 +27,6 @@ _KAGGLE_NAME = re.compile(r"^(cat|dog)\.", re.IGNORECASE)
 # Image.reduce rejects these modes (and would average palette indices in "PA"): convert first.
 _UNREDUCIBLE_MODES = frozenset({"1", "P", "PA", "I;16", "I;16B", "I;16L", "I;16N"})
 
-# Photos far larger than the model input are decoded at a reduced scale; a decompression bomb
-# (more pixels than any camera makes) is an error row rather than a memory blow-up.
-Image.MAX_IMAGE_PIXELS = 200_000_000
-warnings.simplefilter("error", Image.DecompressionBombWarning)
-cv2.setNumThreads(1)  # images are decoded in parallel already, one per thread
 
 
 class ImageError(Exception):
@@ -52,7 +46,8 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
     Handles JPEG/PNG/BMP/GIF/WebP/TIFF, grayscale, palette, CMYK, alpha and 16-bit images and
     EXIF rotation; JPEGs far larger than `size` are decoded at a reduced scale (DCT scaling).
     Raises ImageError with a one-line reason for anything unreadable; never blocks on a FIFO or
-    device named like an image.
+    device named like an image. A decompression bomb (more pixels than twice Pillow's
+    `Image.MAX_IMAGE_PIXELS`) is an error, not a memory blow-up.
     """
     try:
         with _open_regular_file(path) as file, Image.open(file) as img:
@@ -81,9 +76,9 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
         raise ImageError("permission denied") from None
     except Image.UnidentifiedImageError:
         raise ImageError("not an image file") from None
-    except Image.DecompressionBombWarning as e:
-        raise ImageError(f"too many pixels ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"too many pixels ({e})".splitlines()[0]) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"unreadable image: {e}".splitlines()[0]) from None
 
 
@@ -241,13 +236,18 @@ def decode_many(
         for path in paths:
             yield path, load(path)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque[tuple[Path, Future]] = deque()
-        for path in paths:
-            pending.append((path, pool.submit(load, path)))
-            if len(pending) >= window:
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # the images are decoded in parallel already, one per thread
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            pending: deque[tuple[Path, Future]] = deque()
+            for path in paths:
+                pending.append((path, pool.submit(load, path)))
+                if len(pending) >= window:
+                    path, future = pending.popleft()
+                    yield path, future.result()
+            while pending:
                 path, future = pending.popleft()
                 yield path, future.result()
-        while pending:
-            path, future = pending.popleft()
-            yield path, future.result()
+    finally:
+        cv2.setNumThreads(opencv_threads)

@@ -1,36 +1,17 @@
-"""The regularized CNN, its augmentation layer, and the checkpoint format every stage reads.
-
-A checkpoint is a folder `models/<run-name>/` holding `model.keras` and `run.json`; `run.json`
-says what the model expects (image size, preprocessing, class mapping) so that prediction never
-has to guess.
-"""
+"""The regularized CNN, its augmentation layer, and loading a checkpoint's Keras model: the one
+module of the package (with training and export) that imports Keras."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import zipfile
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import keras
 from keras import layers, ops
 
+from .checkpoint import RUN_FILE, Checkpoint
 from .errors import UserError
 from .options import Augmentation
-
-MODEL_FILE = "model.keras"
-# What a folder may hold: a trained checkpoint, or an export of one (`catsdogs export`).
-MODEL_FILES = (MODEL_FILE, "model.onnx", "model.xml")
-RUN_FILE = "run.json"
-RUN_KIND = "catsdogs-batch model"
-PREPROCESSING = (
-    "catsdogs_batch.images.load_image: upright RGB, JPEG DCT scaling or box reduction to within "
-    "2x of the target, then bilinear resize to image_size x image_size "
-    "(aspect ratio not kept); uint8 0-255 pixels in, rescaled to 0-1 inside the model"
-)
 
 
 def make_model(
@@ -111,72 +92,6 @@ class RandomAffine(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-
-# --- checkpoints ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A trained model on disk: where it is and what its run.json says."""
-
-    model_path: Path
-    run: dict[str, Any]
-
-    @property
-    def folder(self) -> Path:
-        return self.model_path.parent
-
-    @property
-    def image_size(self) -> int:
-        return int(self.run["image_size"])
-
-    @property
-    def is_export(self) -> bool:
-        """True for an ONNX or OpenVINO export (run.json then has an `export` block)."""
-        return self.model_path.suffix in (".onnx", ".xml")
-
-
-def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Resolve a run folder or a model file of this project; refuse anything else clearly."""
-    path = Path(path)
-    if path.is_dir():
-        model_path = next((path / f for f in MODEL_FILES if (path / f).exists()), path / MODEL_FILE)
-    else:
-        model_path = path
-    if not model_path.exists():
-        raise UserError(f"no model at {path} (expected a run folder with {MODEL_FILE} and {RUN_FILE})")
-    run_path = model_path.parent / RUN_FILE
-    try:
-        run = json.loads(run_path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{model_path} is not a catsdogs-batch model: no {RUN_FILE} beside it") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{run_path} is not valid JSON") from None
-    if not isinstance(run, dict) or run.get("kind") != RUN_KIND or "image_size" not in run:
-        raise UserError(f"{run_path} does not describe a catsdogs-batch model")
-    size = run["image_size"]
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UserError(f"{run_path}: image_size must be a positive whole number of pixels, not {size!r}")
-    weights = model_path.with_suffix(".bin")
-    if model_path.suffix == ".xml" and not weights.is_file():
-        raise UserError(f"{model_path} is an OpenVINO model without its weights: {weights.name} is missing beside it")
-    return Checkpoint(model_path, run)
-
-
-def latest_checkpoint(models_dir: Path = Path("models")) -> Path:
-    """The most recently finished run under `models_dir`: the default model of every command."""
-    finished = []
-    for run_path in models_dir.glob(f"*/{RUN_FILE}"):
-        try:
-            run = json.loads(run_path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if run.get("kind") == RUN_KIND and run.get("status") == "finished":
-            finished.append(run_path)
-    if not finished:
-        raise UserError(f"no finished training run in {models_dir}/: run `catsdogs train` or pass --model")
-    return max(finished, key=lambda p: p.stat().st_mtime).parent
 
 
 def load_keras_model(checkpoint: Checkpoint) -> keras.Model:

@@ -55,6 +55,11 @@ class TrainOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
+# The engines that distribute the work, by name: the module that implements each (imported only
+# when chosen; see catsdogs_batch/engine.py for what such a module provides).
+ENGINES = {"local": "catsdogs_batch.local_engine", "ray": "catsdogs_batch.ray_engine"}
+
+
 @dataclass
 class EngineOptions:
     """How images are pushed through the model; shared by predict, submission and label."""

@@ -1,16 +1,16 @@
-"""The Ray Data engine: the local engine's shards, predictor and results table, with the
-images spread over a pool of Ray actors (on a cluster, or on a Ray started on this machine).
+"""The Ray Data engine: the images spread over a pool of Ray actors (on a cluster, or on a Ray
+started on this machine), each with one `Predictor` loaded once.
 
-The driver walks the folder and cuts it into the same shards as the local engine
-(`iter_shards`). The pending shards' files become a Ray dataset of (shard, position, path) in
-blocks of one batch; `map_batches` runs `PredictorActor` (one `Predictor` per actor, loaded
-once). Rows come back in any order: the driver files each under its shard and position, and
-writes a shard (file and done marker, via `PartsFolder`) as soon as all its rows are in, so an
-interrupted run resumes, with either engine, exactly as a local one. A batch whose actor died
-is rerun by Ray on a restarted actor; rows are keyed by position, so none is lost or doubled.
+The driver's pending shards are taken a window at a time (so a folder of any size streams with
+bounded memory); each window's files become a Ray dataset of (shard, position, path) in blocks
+of one batch, and `map_batches` runs `PredictorActor` on them. Rows come back in any order: they
+are filed under their shard and position, and a shard is handed back as soon as all its rows are
+in, so an interrupted run resumes, with either engine, exactly as a local one. A batch whose
+actor died is rerun by Ray on a restarted actor; rows are keyed by position, so none is lost or
+doubled. Names travel as bytes, so file names that are not UTF-8 survive the trip.
 
 Workers read images and the model by path: on a cluster, the folder and the model must be at
-the same path on every node (a shared filesystem). The results table is written by the driver.
+the same path on every node (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -20,23 +20,26 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
-from .engine import PartsFolder, Predictor, Progress, Shard, Summary, finish_table, iter_shards, job_description
+from .checkpoint import find_checkpoint
 from .errors import UserError
 from .options import PredictOptions
+from .predictor import Predictor
+from .runtimes import choose_runtime
+from .shards import FinishedShard, Shard
 from .tables import COLUMNS, DTYPES, Row
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "--engine ray needs Ray: pip install '.[ray]' (or pip install 'ray[data]')"
-LOCAL_OBJECT_STORE_BYTES = 500 * 1024**2  # only paths and rows travel through it
+WINDOW_FILES = 100_000  # files per Ray dataset: the actor pool starts once per window
+_NUMBERS = {"id": pa.int64(), "p_dog": pa.float64(), "confidence": pa.float64(), "width": pa.int64(), "height": pa.int64()}
 
 
 def import_ray():
@@ -47,6 +50,33 @@ def import_ray():
     except ImportError:
         raise UserError(INSTALL_HINT) from None
     return ray
+
+
+def distributor(
+    options: PredictOptions, predictor: Predictor | None = None
+) -> Callable[[Iterator[Shard]], Iterator[int | FinishedShard]]:
+    """Check the model here (a model that cannot be used is one line, not an actor's
+    traceback) without loading it: the actors load it."""
+    if predictor is not None:
+        raise ValueError("the Ray engine loads its own predictor in every actor")
+    import_ray()
+    choose_runtime(find_checkpoint(options.model), options.engine.runtime)
+    # Actors run in other folders (and machines): they get absolute paths.
+    options = replace(options, model=Path(options.model).resolve(), folder=options.folder.resolve())
+    return lambda shards: distribute(options, shards)
+
+
+def distribute(options: PredictOptions, shards: Iterator[Shard]) -> Iterator[int | FinishedShard]:
+    """Predict the shards window by window on one Ray (started or joined once)."""
+    per_window = max(1, WINDOW_FILES // options.engine.shard_size)
+    window = list(itertools.islice(shards, per_window))
+    if not window:
+        return  # every shard was done already: no Ray to start
+    ray = import_ray()
+    with ray_cluster(options.engine.ray_address), _ray_data_quiet(ray):
+        while window:
+            yield from distribute_window(ray, options, {shard.index: shard for shard in window})
+            window = list(itertools.islice(shards, per_window))
 
 
 class PredictorActor:
@@ -60,7 +90,7 @@ class PredictorActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """{shard, position, path} -> the same keys, the batch's seconds and the Row columns."""
         started = time.perf_counter()
-        paths = [str(p) for p in batch["path"]]
+        paths = [bytes(p).decode("utf-8", "surrogateescape") for p in batch["path"]]
         rows = self.predictor.predict_files(self.options.folder, paths, self.options.labelling)
         table = rows_to_arrow(rows)
         seconds = (time.perf_counter() - started) / len(rows)
@@ -75,88 +105,47 @@ def actor_threads(options: PredictOptions) -> int:
 
 
 def rows_to_arrow(rows: list[Row]) -> pa.Table:
-    """Rows as an Arrow table with the results table's column types (None -> null)."""
-    frame = pd.DataFrame([r.__dict__ for r in rows], columns=COLUMNS).astype(DTYPES)
-    return pa.Table.from_pandas(frame, preserve_index=False)
-
-
-@dataclass
-class RaySummary(Summary):
-    startup_seconds: float = 0.0  # Ray start (or connection) and the actors' model loading, to the first rows
-    startup_rows: int = 0  # rows that arrived with the first results
-
-    @property
-    def images_per_second_after_startup(self) -> float:
-        seconds = self.seconds - self.startup_seconds
-        return (self.processed - self.startup_rows) / seconds if seconds > 0 else 0.0
-
-    def describe(self) -> str:
-        ray = f"Ray: {self.startup_seconds:.1f} s start-up"
-        if self.processed > self.startup_rows:
-            ray += f", then {self.images_per_second_after_startup:.1f} img/s"
-        return f"{super().describe()}; {ray}"
-
-
-def predict_folder_ray(options: PredictOptions) -> Summary:
-    """`predict_folder` on a Ray actor pool: same shards, same resume, same table."""
-    import_ray()
-    started = time.perf_counter()
-    # Actors run in other folders (and machines): they get absolute paths.
-    options = replace(options, model=Path(options.model).resolve(), folder=options.folder.resolve())
-    # Loaded once here too, so that a model that cannot be loaded is a one-line error before
-    # any actor starts (an actor's failure arrives as a Ray traceback).
-    checkpoint = Predictor(options.model, options.engine.tta, options.engine.runtime).checkpoint
-    parts = PartsFolder(options.out, job_description(options, checkpoint.model_path), options.overwrite)
-    shard_files: list[Path] = []
-    stats: list[dict] = []
-    pending: dict[int, Shard] = {}
-    for shard in iter_shards(options.folder, options.engine.shard_size):
-        shard_files.append(parts.rows_file(shard))
-        done = parts.done(shard)
-        if done:
-            stats.append(done)
+    """Rows as an Arrow table: numbers typed (None -> null), text as UTF-8 bytes that keep
+    whatever a name holds (see `row_from_arrow`)."""
+    columns = {}
+    for name in COLUMNS:
+        values = [getattr(row, name) for row in rows]
+        if name in _NUMBERS:
+            columns[name] = pa.array(values, _NUMBERS[name])
         else:
-            pending[shard.index] = shard
-    processed, startup_seconds, startup_rows = 0, 0.0, 0
-    if pending:
-        with ray_cluster(options.engine.ray_address), Progress(options) as bar:
-            bar.update(sum(s["rows"] for s in stats))
-            for n, shard_stats in stream_shards(options, pending, parts):
-                if not processed:
-                    startup_seconds, startup_rows = time.perf_counter() - started, n
-                processed += n
-                bar.update(n)
-                stats += shard_stats
-    summary = finish_table(options, parts, shard_files, stats, time.perf_counter() - started, processed)
-    return RaySummary(**vars(summary), startup_seconds=startup_seconds, startup_rows=startup_rows)
+            columns[name] = pa.array([v.encode("utf-8", "surrogateescape") for v in values], pa.binary())
+    return pa.table(columns)
 
 
-def stream_shards(
-    options: PredictOptions, pending: dict[int, Shard], parts: PartsFolder
-) -> Iterator[tuple[int, list[dict]]]:
-    """Run the pending shards through the actor pool; yield (rows received, stats of the shards
-    just written) as results arrive."""
-    ray = import_ray()
+def row_from_arrow(record: dict) -> Row:
+    return Row(**{
+        name: record[name].decode("utf-8", "surrogateescape") if DTYPES[name].startswith("string") else record[name]
+        for name in COLUMNS
+    })  # fmt: skip
+
+
+def distribute_window(ray, options: PredictOptions, pending: dict[int, Shard]) -> Iterator[int | FinishedShard]:
+    """Run one window of shards through an actor pool; yield rows received and shards completed
+    as results arrive."""
     received: dict[int, dict[int, Row]] = {index: {} for index in pending}
     seconds = dict.fromkeys(pending, 0.0)
-    with _ray_data_quiet(ray):  # before the dataset is made: it keeps the settings of then
-        dataset = predictions(ray, options, pending)
-        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            new, finished = 0, []
-            for record in table.to_pylist():
-                shard, position = record.pop("shard"), record.pop("position")
-                seconds_per_row = record.pop("seconds")
-                rows = received.get(shard)
-                if rows is None or position in rows:
-                    continue  # a retried batch's copy of rows already in (or already written)
-                rows[position] = Row(**record)
-                seconds[shard] += seconds_per_row
-                new += 1
-                if len(rows) == len(pending[shard].paths):
-                    ordered = [rows[p] for p in range(len(rows))]
-                    finished.append(parts.finish(pending[shard], ordered, seconds[shard]))
-                    del received[shard]
-            yield new, finished
+    for table in predictions(ray, options, pending).iter_batches(batch_size=None, batch_format="pyarrow"):
+        new = 0
+        finished = []
+        for record in table.to_pylist():
+            shard, position = record.pop("shard"), record.pop("position")
+            seconds_per_row = record.pop("seconds")
+            rows = received.get(shard)
+            if rows is None or position in rows:
+                continue  # a retried batch's copy of rows already in (or already handed back)
+            rows[position] = row_from_arrow(record)
+            seconds[shard] += seconds_per_row
+            new += 1
+            if len(rows) == len(pending[shard].paths):
+                finished.append(FinishedShard(pending[shard], [rows[p] for p in range(len(rows))], seconds[shard]))
+                del received[shard]
+        yield new
+        yield from finished
     if received:
         raise RuntimeError(f"Ray returned no rows for some files of shards {sorted(received)}")
 
@@ -180,12 +169,13 @@ def predictions(ray, options: PredictOptions, pending: dict[int, Shard]):
 
 
 def file_blocks(pending: dict[int, Shard], batch_size: int) -> list[pa.Table]:
-    """The pending shards' files as Arrow blocks of one batch each: shard, position, path."""
+    """The pending shards' files as Arrow blocks of one batch each: shard, position, path (bytes)."""
     files = ((s.index, position, path) for s in pending.values() for position, path in enumerate(s.paths))
     blocks = []
     while chunk := list(itertools.islice(files, batch_size)):
         shard, position, path = (list(column) for column in zip(*chunk))
-        blocks.append(pa.table({"shard": shard, "position": position, "path": path}))
+        encoded = [p.encode("utf-8", "surrogateescape") for p in path]
+        blocks.append(pa.table({"shard": shard, "position": position, "path": pa.array(encoded, pa.binary())}))
     return blocks
 
 
@@ -202,10 +192,9 @@ def ray_cluster(address: str | None) -> Iterator[None]:
     verbose = log.isEnabledFor(logging.DEBUG)
     quiet = {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}
     try:
-        if address is None:
-            ray.init(
-                num_cpus=os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False, **quiet
-            )
+        if address is None:  # "local": a new Ray, even where `ray start` left one to join
+            # Ray sizes its object store itself (RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION).
+            ray.init("local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
         else:
             # Ship this package's code to the workers; its dependencies must be installed there.
             ray.init(address, runtime_env={"py_modules": [str(Path(__file__).parent)]}, **quiet)

@@ -16,8 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .checkpoint import Checkpoint
 from .errors import UserError
-from .model import Checkpoint
 
 log = logging.getLogger(__name__)
 

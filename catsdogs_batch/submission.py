@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .engine import check_engine_options, files_fingerprint, job_description, predict_folder, table_lock
+from .checkpoint import find_checkpoint
+from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_path, atomic_write_json, sha256
-from .model import find_checkpoint
+from .shards import files_fingerprint, job_description
 from .options import COMPETITIONS, PredictOptions, SubmissionOptions
 from .tables import read_table
 

@@ -19,19 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
+from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json
 from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
+from .model import RandomAffine, compile_model, make_model
 from .options import MIN_IMAGE_SIZE, Augmentation, TrainOptions
-from .model import (
-    MODEL_FILE,
-    PREPROCESSING,
-    RUN_FILE,
-    RUN_KIND,
-    RandomAffine,
-    compile_model,
-    make_model,
-)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -83,7 +82,7 @@ def engine(predictor, folder: Path, batch_size: int, workers: int, n: int) -> fl
 def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds: int, naive_count: int) -> None:
     import numpy as np
 
-    from catsdogs_batch.engine import Predictor
+    from catsdogs_batch.predictor import Predictor
     from catsdogs_batch.images import iter_image_files, load_image
     from catsdogs_batch.model import load_keras_model
 
@@ -150,7 +149,9 @@ def child_memory(folder: Path, model_path: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         predict_folder(PredictOptions(model_path, folder, Path(tmp) / "r.csv", engine=EngineOptions(progress=False)))
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would start at the size of
+    # this benchmark's parent process (TensorFlow loaded) and hide the engine's own growth.
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(json.dumps({"peak_rss_mb": peak_kb / 1024}))
 
 

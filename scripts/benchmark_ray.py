@@ -25,7 +25,8 @@ from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
 
 
 def main() -> None:
-    from catsdogs_batch.engine import Predictor, predict_folder
+    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.predictor import Predictor
     from catsdogs_batch.options import EngineOptions, PredictOptions
     from catsdogs_batch.tables import read_table
 

@@ -40,7 +40,7 @@ def name(format: str, int8: bool) -> str:
 def make_exports(model: Path) -> dict[str, Path]:
     """The four exports of `model` (made, forced through the check, if missing), by name."""
     from catsdogs_batch.export import default_out, export_model
-    from catsdogs_batch.model import find_checkpoint
+    from catsdogs_batch.checkpoint import find_checkpoint
     from catsdogs_batch.options import ExportOptions
 
     checkpoint = find_checkpoint(model)
@@ -71,7 +71,7 @@ def agreement(folders: dict[str, Path]) -> None:
 
 
 def model_only(folders: dict[str, Path], images, rounds: int, batch: int) -> dict[str, float]:
-    from catsdogs_batch.engine import Predictor
+    from catsdogs_batch.predictor import Predictor
 
     predictors = {label: Predictor(folder) for label, folder in folders.items()}
     for p in predictors.values():
@@ -96,7 +96,8 @@ def end_to_end(
     folders: dict[str, Path], folder: Path, rounds: int, batch: int, splits: dict[str, tuple[int | None, int]]
 ) -> dict[str, float]:
     """predict_folder for each model (and each threads split of `splits`), best of `rounds`."""
-    from catsdogs_batch.engine import Predictor, predict_folder
+    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.predictor import Predictor
     from catsdogs_batch.options import EngineOptions, PredictOptions
 
     count = sum(1 for _ in folder.iterdir())
@@ -155,7 +156,7 @@ def main() -> None:
 def compare(model: Path, image_folder: Path, rounds: int, batch_size: int, model_images: int = 512, threads: bool = True) -> None:
     """Agreement, model-only and end-to-end speed of Keras and every export of `model`."""
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    from catsdogs_batch.model import find_checkpoint
+    from catsdogs_batch.checkpoint import find_checkpoint
 
     folders = make_exports(model)
     agreement(folders)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Run the whole test suite in the project's virtual environment (created if missing).
+# Run the test suite in the project's virtual environment (created if missing).
 # Arguments are passed to pytest, e.g. scripts/test.sh -k download
+#   scripts/test.sh                 everything: what CI runs
+#   scripts/test.sh -m "not slow"   the fast tier, without the tests marked slow (training runs,
+#                                   commands run as subprocesses, a local Ray): for while you work
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh" dev
 cd "$ROOT"

@@ -53,12 +53,12 @@ def test_outputs_that_cannot_be_written_are_one_line(tiny_model, photos, tmp_pat
     assert main(predict + ["/sys/catsdogs-results.csv"]) == 1  # a file system no one may write
     assert "Permission denied" in one_error_line(capsys) or "Read-only" in capsys.readouterr().err
 
-    import catsdogs_batch.engine as engine
+    import catsdogs_batch.shards as shards
 
     def disk_full(*args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r.csv.parts"))
 
-    monkeypatch.setattr(engine.PartsFolder, "finish", disk_full)
+    monkeypatch.setattr(shards.PartsFolder, "finish", disk_full)
     assert main(predict + [str(tmp_path / "r.csv")]) == 1
     assert "No space left on device" in one_error_line(capsys)
     monkeypatch.undo()
@@ -93,6 +93,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           timeout=300, cwd=cwd, errors="surrogateescape")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_no_tensorflow_log_and_one_summary(tiny_model, photos, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -109,6 +110,7 @@ def test_no_tensorflow_log_and_one_summary(tiny_model, photos, tmp_path):
     assert b"\r" not in (tmp_path / "r.csv").read_bytes()  # one line ending for header and rows
 
 
+@pytest.mark.slow
 def test_file_names_are_printed_escaped(tiny_model, tmp_path):
     folder = tmp_path / "photos"
     write_image(folder / "cat.1.jpg", 0)

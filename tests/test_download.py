@@ -26,10 +26,10 @@ from catsdogs_batch.download import MANIFEST, DownloadOptions, download
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.kaggle_api import download_competition_archive, submit
 
+from conftest import SAMPLE_ARCHIVE, SAMPLE_ARCHIVE_MISSING
+
 REDUX = "dogs-vs-cats-redux-kernels-edition"
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
-SAMPLE_ARCHIVE = SHARED_DATA / "dogs-vs-cats-redux-kernels-edition-mini.zip"
 
 
 @pytest.fixture(autouse=True)
@@ -277,7 +277,7 @@ def test_malformed_kaggle_json_is_named_and_explained(case, kaggle_home, tmp_pat
 # --- importing archives ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SAMPLE_ARCHIVE.is_file(), reason="sample archive not available")
+@pytest.mark.skipif(not SAMPLE_ARCHIVE.is_file(), reason=SAMPLE_ARCHIVE_MISSING)
 def test_import_sample_archive_then_noop_then_force(tmp_path, capsys, caplog):
     data = tmp_path / "data"
     argv = ["download", "--archive", str(SAMPLE_ARCHIVE), "--data-dir", str(data)]

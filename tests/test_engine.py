@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.engine import Predictor, predict_folder
+from catsdogs_batch.engine import predict_folder
+from catsdogs_batch.predictor import Predictor
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.options import EngineOptions, PredictOptions
 from catsdogs_batch.tables import COLUMNS, read_table
@@ -131,6 +132,7 @@ def test_bad_inputs_are_clear_errors(tiny_model, tmp_path, capsys):
     assert "cannot load" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tiny_model, sample_dir, tmp_path):
     reference = predict(tiny_model, sample_dir / "test", tmp_path / "reference.csv", shard_size=10)
 
@@ -189,7 +191,7 @@ def test_training_and_prediction_decode_the_same_way(tiny_model, tmp_path):
 
 
 def test_the_newest_finished_run_is_the_default_model(tiny_model, tmp_path, monkeypatch):
-    from catsdogs_batch.model import latest_checkpoint
+    from catsdogs_batch.checkpoint import latest_checkpoint
 
     models = tmp_path / "models"
     shutil.copytree(tiny_model, models / "old")
@@ -208,7 +210,7 @@ def test_the_newest_finished_run_is_the_default_model(tiny_model, tmp_path, monk
 
 def interrupt_after_first_shard(monkeypatch) -> None:
     """Ctrl-C once the first shard is written, as a user would."""
-    from catsdogs_batch.engine import PartsFolder
+    from catsdogs_batch.shards import PartsFolder
 
     real_finish = PartsFolder.finish
 
@@ -237,6 +239,7 @@ def test_overwrite_after_an_interrupted_run_starts_over(tiny_model, tmp_path, mo
     assert table["p_dog"].tolist() == fresh["p_dog"].tolist() and table["p_dog"][0] != old
 
 
+@pytest.mark.slow
 def test_names_real_folders_hold_become_rows(tiny_model, tmp_path, capsys):
     """A name that is not UTF-8, digits other than 0-9, a number too long for 64 bits, and a
     FIFO named like a photo: every one a row, the run finishes, the table leads back to the file."""
@@ -275,6 +278,7 @@ def test_a_link_loop_visits_each_folder_once(tiny_model, tmp_path):
     assert table["path"].tolist() == ["album/cat.1.jpg"]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_table_is_refused_and_the_first_finishes(tiny_model, sample_dir, tmp_path, capsys):
     out = tmp_path / "results.csv"
     command = [sys.executable, "-m", "catsdogs_batch.cli", "predict", str(tiny_model), str(sample_dir / "test"),
@@ -311,3 +315,44 @@ def test_a_table_that_is_not_ours_is_one_line(tiny_model, kaggle_train_folder, t
         (tmp_path / name).write_bytes(content)
         with pytest.raises(UserError, match="is not a results table of catsdogs"):
             read(tmp_path / name)
+
+
+# --- a light core: an export runs without TensorFlow -----------------------------------------
+
+HEAVY = ("tensorflow", "keras")
+CHECK_IMPORTS = (
+    "import sys\n"
+    "from catsdogs_batch.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "print('imported:', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
+    "sys.exit(rc)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tiny_model, tmp_path_factory) -> Path:
+    from catsdogs_batch.export import export_model
+    from catsdogs_batch.options import ExportOptions
+
+    out, _ = export_model(ExportOptions(tiny_model, "onnx", out=tmp_path_factory.mktemp("exports") / "onnx"))
+    return out
+
+
+@pytest.mark.slow
+def test_an_export_predicts_labels_evaluates_and_submits_without_tensorflow(onnx_export, kaggle_train_folder, tmp_path):
+    numbered = tmp_path / "test"
+    for n in range(1, 4):
+        write_image(numbered / f"{n}.jpg", n % 2, seed=n)
+    commands = [
+        ["predict", str(onnx_export), str(kaggle_train_folder), "--out", str(tmp_path / "p.csv")],
+        ["label", str(onnx_export), str(kaggle_train_folder), "--out", str(tmp_path / "l.csv"),
+         "--sort-into", str(tmp_path / "sorted")],
+        ["evaluate", str(onnx_export), str(kaggle_train_folder), "--out", str(tmp_path / "e")],
+        ["submission", "--model", str(onnx_export), "--test-dir", str(numbered), "--out", str(tmp_path / "s")],
+    ]  # fmt: skip
+    for command in commands:
+        done = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *command, "--no-progress"],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "imported: []" in done.stdout, f"{command[0]} imported {done.stdout.splitlines()[-1]}"
+    assert len(read_table(tmp_path / "p.csv")) == 24

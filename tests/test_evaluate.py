@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.evaluate import PICTURES, binary_metrics, draw_contact_sheet, roc_curve
+from catsdogs_batch.evaluate import PICTURES, binary_metrics, draw_contact_sheet
+from catsdogs_batch.metrics import roc_curve
 
 from conftest import write_image
 

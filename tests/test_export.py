@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.engine import Predictor
+from catsdogs_batch.predictor import Predictor
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.export import compare, export_model
 from catsdogs_batch.images import load_image
@@ -27,21 +27,10 @@ FORMATS = [("onnx", False), ("onnx", True), ("openvino", False), ("openvino", Tr
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    """A 32 px checkpoint trained until it is sure of its answers on 60 generated images, so
-    that its validation split (12 images) can tell a faithful export from a broken one."""
-    from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import train
-
-    root = tmp_path_factory.mktemp("export")
-    for n in range(30):
-        write_image(root / "train" / f"cat.{n}.jpg", 0, seed=n)
-        write_image(root / "train" / f"dog.{n}.jpg", 1, seed=100 + n)
-    options = TrainOptions(
-        data=root / "train", out=root / "model", image_size=32, batch_size=8, epochs=4,
-        learning_rate=3e-3, dense_units=16, dropout=0.0,
-    )  # fmt: skip
-    return train(options)
+def model(tiny_model, tmp_path_factory) -> Path:
+    """The shared checkpoint, sure enough of its answers that its validation split (12 images)
+    tells a faithful export from a broken one; copied, since exports are written inside it."""
+    return Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp("export") / "model"))
 
 
 @pytest.fixture(scope="module")

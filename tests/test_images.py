@@ -288,3 +288,24 @@ def test_large_palette_gif_is_reduced_correctly(tmp_path):
     pixels = load_image(path, 32).pixels.astype(int)
     assert np.abs(pixels[:, :15] - (255, 0, 0)).max() <= 5
     assert np.abs(pixels[:, 17:] - (0, 0, 255)).max() <= 5
+
+
+def test_importing_the_decoder_changes_no_process_setting():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, cv2; from PIL import Image\n"
+        "before = (Image.MAX_IMAGE_PIXELS, list(warnings.filters), cv2.getNumThreads())\n"
+        "import catsdogs_batch.images, catsdogs_batch.engine, catsdogs_batch.cli\n"
+        "assert before == (Image.MAX_IMAGE_PIXELS, list(warnings.filters), cv2.getNumThreads()), 'changed'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_decompression_bomb_is_an_error_not_a_blow_up(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 10_000)).save(bomb)  # 200 megapixels in a few kilobytes
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(bomb, 32)

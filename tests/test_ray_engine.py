@@ -16,10 +16,14 @@ from PIL import Image
 
 from catsdogs_batch import ray_engine
 from catsdogs_batch.cli import build_parser, main
-from catsdogs_batch.engine import Predictor, predict_folder
+from catsdogs_batch.engine import predict_folder
+from catsdogs_batch.predictor import Predictor
 from catsdogs_batch.options import EngineOptions, PredictOptions
-from catsdogs_batch.ray_engine import PredictorActor, RaySummary
+from catsdogs_batch.ray_engine import PredictorActor
+from catsdogs_batch.shards import Summary
 from catsdogs_batch.tables import COLUMNS, read_table
+
+pytestmark = pytest.mark.slow  # a Ray and its actors start in every test
 
 BAD_FILES = {"bad/zero.jpg": "empty file", "bad/notes.png": "not an image file", "truncated.jpg": "unreadable image"}
 
@@ -29,7 +33,7 @@ def local_ray():
     """One Ray on this machine with 2 CPUs for the module; the engine uses it as it is."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=ray_engine.LOCAL_OBJECT_STORE_BYTES,
+    ray.init(num_cpus=2, include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)  # fmt: skip
     yield ray
     ray.shutdown()
@@ -57,7 +61,7 @@ def local_table(tiny_model, test_images_and_bad_files, tmp_path_factory) -> pd.D
     return read_table(out)
 
 
-def predict_on_ray(model: Path, folder: Path, out: Path) -> RaySummary:
+def predict_on_ray(model: Path, folder: Path, out: Path) -> Summary:
     engine = EngineOptions(engine="ray", shard_size=300, batch_size=64, progress=False)
     return predict_folder(PredictOptions(model, folder, out, engine=engine))
 
@@ -165,3 +169,38 @@ def test_a_ray_address_without_the_ray_engine_is_refused(tiny_model, kaggle_trai
     args = ["predict", str(tiny_model), str(kaggle_train_folder), "--out", str(tmp_path / "r.csv")]
     assert main(args + ["--ray-address", "auto"]) == 1
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
+
+
+class RefusesTensorFlow(PredictorActor):
+    """An actor that fails its batch if TensorFlow or Keras was imported in its process."""
+
+    def __call__(self, batch):
+        heavy = {m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras"}
+        if heavy:
+            raise AssertionError(f"the actor imported {sorted(heavy)}")
+        return super().__call__(batch)
+
+
+def test_actors_run_an_export_without_tensorflow_a_window_at_a_time(
+    local_ray, tiny_model, kaggle_train_folder, tmp_path, monkeypatch
+):
+    """Three windows of two 4-file shards: the folder streams through Ray, and the table is the
+    local engine's."""
+    from ray import cloudpickle
+
+    from catsdogs_batch.export import export_model
+    from catsdogs_batch.options import ExportOptions
+
+    export, _ = export_model(ExportOptions(tiny_model, "onnx", out=tmp_path / "onnx"))
+    monkeypatch.setattr(ray_engine, "PredictorActor", RefusesTensorFlow)
+    monkeypatch.setattr(ray_engine, "WINDOW_FILES", 8)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    try:
+        engine = EngineOptions(engine="ray", shard_size=4, batch_size=4, progress=False)
+        summary = predict_folder(PredictOptions(export, kaggle_train_folder, tmp_path / "ray.csv", engine=engine))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert summary.rows == 24 and summary.errors == 0
+    local = EngineOptions(shard_size=4, progress=False)
+    predict_folder(PredictOptions(export, kaggle_train_folder, tmp_path / "local.csv", engine=local))
+    assert_same_rows(read_table(tmp_path / "ray.csv"), read_table(tmp_path / "local.csv"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 import pandas as pd
+import pytest
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.model import make_model
@@ -43,6 +44,7 @@ def test_the_model_has_the_promised_architecture():
     assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 1)
 
 
+@pytest.mark.slow
 def test_training_writes_everything_the_later_stages_need(kaggle_train_folder, tmp_path):
     out = tmp_path / "run"
     assert train_cli(kaggle_train_folder, out, "--epochs", "2") == 0
@@ -63,6 +65,7 @@ def test_training_writes_everything_the_later_stages_need(kaggle_train_folder, t
     assert len(split) == 24 and set(split["subset"]) == {"train", "val"}
 
 
+@pytest.mark.slow
 def test_the_split_is_seeded_and_reproducible(kaggle_train_folder, tmp_path):
     for name in ("a", "b"):
         assert train_cli(kaggle_train_folder, tmp_path / name, "--epochs", "1", "--seed", "7") == 0
@@ -117,6 +120,7 @@ def test_a_folder_with_other_files_is_never_a_new_run(kaggle_train_folder, tmp_p
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_best_checkpoint_and_resume_continues(kaggle_train_folder, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "catsdogs_batch.cli", "train", "--data", str(kaggle_train_folder),
@@ -140,6 +144,7 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_resume_continues(kaggle_train_fold
     assert 2 <= len(pd.read_csv(history)) < 400
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folder, tmp_path, monkeypatch):
     import catsdogs_batch.train as train_module
 

@@ -1,0 +1,57 @@
+"""The predictor: a model loaded once, decoded images in, rows of the results table out. The same
+class serves every engine (this process's threads, each Ray actor) and every runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import find_checkpoint
+from .images import DecodedImage, ImageError, load_image
+from .options import Labelling
+from .runtimes import load_runtime
+from .tables import Row, error_row, label_for, ok_row
+
+
+class Predictor:
+    """The model, loaded once: decoded images in, probabilities of dog out."""
+
+    def __init__(self, model: str | Path, tta: bool = False, runtime: str = "auto", threads: int | None = None):
+        self.checkpoint = find_checkpoint(model)
+        self.image_size = self.checkpoint.image_size
+        self.tta = tta
+        self.runtime = load_runtime(self.checkpoint, runtime, threads)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (n, size, size, 3) -> (n,) p_dog; with TTA, averaged with the mirrored images."""
+        p = self.runtime(pixels)
+        if self.tta:
+            p = (p + self.runtime(np.ascontiguousarray(pixels[:, :, ::-1]))) / 2
+        return p
+
+    def rows(
+        self, relative_paths: list[str], decoded: list[DecodedImage | ImageError], labelling: Labelling = Labelling()
+    ) -> list[Row]:
+        """Rows in input order for one batch: predictions (labelled by `labelling`) for the
+        images, error rows for the rest."""
+        images = [d for d in decoded if isinstance(d, DecodedImage)]
+        probabilities = iter(self.predict(np.stack([d.pixels for d in images])) if images else [])
+        rows = []
+        for path, d in zip(relative_paths, decoded):
+            if isinstance(d, DecodedImage):
+                p = round(float(next(probabilities)), 6)  # the label agrees with the stored p_dog
+                rows.append(ok_row(path, p, d.width, d.height, label_for(p, labelling)))
+            else:
+                rows.append(error_row(path, str(d)))
+        return rows
+
+    def predict_files(self, root: Path, relative_paths: list[str], labelling: Labelling = Labelling()) -> list[Row]:
+        """Decode (in this thread) and predict one batch of files under `root`."""
+        decoded: list[DecodedImage | ImageError] = []
+        for path in relative_paths:
+            try:
+                decoded.append(load_image(root / path, self.image_size))
+            except ImageError as e:
+                decoded.append(e)
+        return self.rows(relative_paths, decoded, labelling)

@@ -1,0 +1,208 @@
+"""Shards: a folder's image files cut, in their stable order, into units of work with
+deterministic ids, each written to its own file in `<table>.parts/` with, once that file is
+complete, a small JSON done marker (img2dataset's design). A rerun of the same job skips marked
+shards, so an interrupted run (Ctrl-C, kill -9) resumes with no duplicated and no missing rows;
+`--overwrite` starts over instead. When every shard is done they are merged into the table
+(atomically) and the parts folder is removed. Every engine writes through this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .files import atomic_write_json, shown
+from .images import iter_image_files
+from .options import PredictOptions
+from .tables import Row, merge_shards, write_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    paths: list[str]  # relative to the folder
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:06d}"
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha1("\n".join(self.paths).encode(errors="surrogateescape")).hexdigest()
+
+
+def files_fingerprint(folder: Path) -> str:
+    """What the folder's image files are: their names, sizes and modification times, hashed;
+    a different answer means a table of this folder is out of date."""
+    digest = hashlib.sha1()
+    for path in iter_image_files(folder):
+        try:
+            stat = path.stat()
+            state = f"{stat.st_size} {stat.st_mtime_ns}"
+        except OSError as e:
+            state = f"error {e.errno}"
+        digest.update(f"{path.relative_to(folder)}\0{state}\n".encode(errors="surrogateescape"))
+    return digest.hexdigest()
+
+
+def iter_shards(folder: Path, shard_size: int) -> Iterator[Shard]:
+    """The folder's image files, in their stable order, cut into shards of `shard_size`."""
+    relative = (p.relative_to(folder).as_posix() for p in iter_image_files(folder))
+    for index in itertools.count():
+        paths = list(itertools.islice(relative, shard_size))
+        if not paths:
+            return
+        yield Shard(index, paths)
+
+
+class PartsFolder:
+    """`<table>.parts/`: job.json (what is being computed), then per shard a rows file and,
+    once that is complete, its done marker."""
+
+    def __init__(self, table: Path, job: dict, overwrite: bool):
+        self.path = table.with_name(table.name + ".parts")
+        job_file = self.path / "job.json"
+        if self.path.is_symlink() or self.path.exists():
+            if self.path.is_symlink() or not self.path.is_dir():
+                raise UserError(f"{self.path} is in the way of this run's work folder: move it away")
+            if job_file.exists():
+                try:
+                    previous = json.loads(job_file.read_text())
+                except (ValueError, UnicodeError):
+                    previous = {"damaged": str(job_file)}  # never equal to a job: --overwrite starts over
+            elif not any(self.path.iterdir()):
+                previous = None  # stopped before it recorded its job
+            else:
+                raise UserError(f"{self.path} is not a catsdogs work folder: move it away")
+            if overwrite:
+                log.info("--overwrite: starting over, discarding the interrupted run in %s", self.path)
+                shutil.rmtree(self.path)
+            elif previous in (job, None):
+                log.info("resuming the interrupted run in %s", self.path)
+            else:
+                raise UserError(
+                    f"{self.path} holds an interrupted run with other settings: rerun it with "
+                    "the same ones to finish it, or pass --overwrite to start over"
+                )
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(job_file, job)
+
+    def rows_file(self, shard: Shard) -> Path:
+        return self.path / f"{shard.name}.csv"
+
+    def done(self, shard: Shard) -> dict | None:
+        marker = self.path / f"{shard.name}.json"
+        if not marker.exists():
+            return None
+        stats = json.loads(marker.read_text())
+        if stats["fingerprint"] != shard.fingerprint:
+            raise UserError(
+                f"the folder changed since the interrupted run in {self.path} "
+                "(different files): pass --overwrite to start over"
+            )
+        return stats
+
+    def finish(self, shard: Shard, rows: list[Row], seconds: float) -> dict:
+        write_shard(self.rows_file(shard), rows)
+        errors = sum(r.status == "error" for r in rows)
+        stats = {
+            "fingerprint": shard.fingerprint,
+            "rows": len(rows),
+            "ok": len(rows) - errors,
+            "errors": errors,
+            "labels": {label: sum(r.label == label for r in rows) for label in {r.label for r in rows if r.label}},
+            "seconds": round(seconds, 3),
+        }
+        atomic_write_json(self.path / f"{shard.name}.json", stats)
+        return stats
+
+
+@dataclass(frozen=True)
+class FinishedShard:
+    """All the rows of one shard, in its order, as an engine hands them back."""
+
+    shard: Shard
+    rows: list[Row]
+    seconds: float
+
+
+@dataclass
+class Summary:
+    table: Path
+    rows: int
+    errors: int
+    labels: dict[str, int]
+    seconds: float  # of this run (a resumed run counts only its own work)
+    processed: int  # rows computed by this run
+    engine: str = "local"
+    startup_seconds: float = 0.0  # to the first rows: loading the model (and starting Ray)
+    startup_rows: int = 0  # rows that arrived with the first results
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds else 0.0
+
+    @property
+    def images_per_second_after_startup(self) -> float:
+        seconds = self.seconds - self.startup_seconds
+        return (self.processed - self.startup_rows) / seconds if seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{n} {label}" for label, n in sorted(self.labels.items()))
+        text = (
+            f"{self.rows} images ({counts}; {self.errors} errors) -> {shown(self.table)}; "
+            f"{self.processed} predicted in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s)"
+        )
+        if self.engine != "local" and self.processed:
+            text += f"; {self.engine}: {self.startup_seconds:.1f} s start-up"
+            if self.processed > self.startup_rows:
+                text += f", then {self.images_per_second_after_startup:.1f} img/s"
+        return text
+
+
+def job_description(options: PredictOptions, predictor_checkpoint_path: Path) -> dict:
+    model = predictor_checkpoint_path.resolve()
+    stat = model.stat()
+    return {
+        "folder": str(options.folder.resolve()),
+        "model": str(model),
+        "model_size": stat.st_size,
+        "model_mtime": stat.st_mtime_ns,
+        "tta": options.engine.tta,
+        "shard_size": options.engine.shard_size,
+        "runtime": options.engine.runtime,
+        "threshold": options.labelling.threshold,
+        "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
+    }
+
+
+def finish_table(options: PredictOptions, parts: PartsFolder, shard_files: list[Path], stats: list[dict]) -> Summary:
+    """Once every shard is done: merge them into the table, remove the parts folder, and
+    count (the caller fills in the timings)."""
+    if not shard_files:
+        shutil.rmtree(parts.path)
+        raise UserError(f"no image files in {options.folder}")
+    merge_shards(shard_files, options.out)
+    shutil.rmtree(parts.path)
+    labels: dict[str, int] = {}
+    for s in stats:
+        for label, n in s["labels"].items():
+            labels[label] = labels.get(label, 0) + n
+    return Summary(
+        options.out,
+        rows=sum(s["rows"] for s in stats),
+        errors=sum(s["errors"] for s in stats),
+        labels=labels,
+        seconds=0.0,
+        processed=0,
+        engine=options.engine.engine,
+    )
