@@ -30,7 +30,7 @@ from .files import exclusive_lock
 from .images import iter_image_files
 from .options import ENGINES, PredictOptions
 from .predictor import Predictor
-from .shards import FinishedShard, PartsFolder, Shard, Summary, finish_table, iter_shards, job_description
+from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
 from .tables import check_labelling, check_table_name
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,12 @@ def predict_folder(options: PredictOptions, predictor: Predictor | None = None, 
                 startup_seconds, startup_rows = time.perf_counter() - started, event
             processed += event
             bar.update(event)
-    summary = finish_table(options, parts, shard_files, stats)
-    summary.seconds, summary.processed = time.perf_counter() - started, processed
-    summary.startup_seconds, summary.startup_rows = startup_seconds, startup_rows
-    return summary
+    merge_table(options, parts, shard_files)
+    rows, errors, labels = count(stats)
+    seconds = time.perf_counter() - started
+    return Summary(
+        options.out, rows, errors, labels, seconds, processed, options.engine.engine, startup_seconds, startup_rows
+    )
 
 
 class Progress:

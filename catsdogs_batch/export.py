@@ -24,7 +24,7 @@ import numpy as np
 from .checkpoint import MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint
 from .errors import UserError
 from .files import atomic_write_json, sha256, umask_mode
-from .metrics import accuracy, log_loss
+from .metrics import accuracy, log_loss, predicted_labels
 from .model import load_keras_model
 from .options import ExportOptions
 from .runtimes import has_vnni, load_runtime, require
@@ -73,7 +73,7 @@ def compare(keras_p: np.ndarray, export_p: np.ndarray, labels: np.ndarray) -> Ag
     keras_p, export_p, labels = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (keras_p, export_p, labels))
     return Agreement(
         images=len(labels),
-        label_agreement=float(np.mean((keras_p >= 0.5) == (export_p >= 0.5))),
+        label_agreement=float(np.mean(predicted_labels(keras_p) == predicted_labels(export_p))),
         max_difference=float(np.max(np.abs(keras_p - export_p))),
         keras_accuracy=accuracy(labels, keras_p),
         export_accuracy=accuracy(labels, export_p),

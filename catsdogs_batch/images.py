@@ -28,7 +28,6 @@ _KAGGLE_NAME = re.compile(r"^(cat|dog)\.", re.IGNORECASE)
 _UNREDUCIBLE_MODES = frozenset({"1", "P", "PA", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
-
 class ImageError(Exception):
     """A file that cannot be read as an image; its message becomes the row's `error`."""
 
@@ -232,22 +231,24 @@ def decode_many(
         except ImageError as e:
             return e
 
+    one_thread_each()
     if workers <= 1:
         for path in paths:
             yield path, load(path)
         return
-    opencv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # the images are decoded in parallel already, one per thread
-    try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            pending: deque[tuple[Path, Future]] = deque()
-            for path in paths:
-                pending.append((path, pool.submit(load, path)))
-                if len(pending) >= window:
-                    path, future = pending.popleft()
-                    yield path, future.result()
-            while pending:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[Path, Future]] = deque()
+        for path in paths:
+            pending.append((path, pool.submit(load, path)))
+            if len(pending) >= window:
                 path, future = pending.popleft()
                 yield path, future.result()
-    finally:
-        cv2.setNumThreads(opencv_threads)
+        while pending:
+            path, future = pending.popleft()
+            yield path, future.result()
+
+
+def one_thread_each() -> None:
+    """OpenCV's own threads off: the images are decoded in parallel already, one per thread (or
+    one per Ray actor, each with its CPU). Set when decoding starts, never at import."""
+    cv2.setNumThreads(1)

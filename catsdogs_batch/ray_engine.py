@@ -31,14 +31,14 @@ from .checkpoint import find_checkpoint
 from .errors import UserError
 from .options import PredictOptions
 from .predictor import Predictor
-from .runtimes import choose_runtime
+from .runtimes import check_model
 from .shards import FinishedShard, Shard
 from .tables import COLUMNS, DTYPES, Row
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "--engine ray needs Ray: pip install '.[ray]' (or pip install 'ray[data]')"
-WINDOW_FILES = 100_000  # files per Ray dataset: the actor pool starts once per window
+WINDOW_FILES = 100_000  # about this many files (whole shards) per Ray dataset: the actor pool starts once per window
 _NUMBERS = {"id": pa.int64(), "p_dog": pa.float64(), "confidence": pa.float64(), "width": pa.int64(), "height": pa.int64()}
 
 
@@ -56,11 +56,11 @@ def distributor(
     options: PredictOptions, predictor: Predictor | None = None
 ) -> Callable[[Iterator[Shard]], Iterator[int | FinishedShard]]:
     """Check the model here (a model that cannot be used is one line, not an actor's
-    traceback) without loading it: the actors load it."""
+    traceback) without loading TensorFlow: the actors load it."""
     if predictor is not None:
         raise ValueError("the Ray engine loads its own predictor in every actor")
     import_ray()
-    choose_runtime(find_checkpoint(options.model), options.engine.runtime)
+    check_model(find_checkpoint(options.model), options.engine.runtime)
     # Actors run in other folders (and machines): they get absolute paths.
     options = replace(options, model=Path(options.model).resolve(), folder=options.folder.resolve())
     return lambda shards: distribute(options, shards)

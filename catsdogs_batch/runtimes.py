@@ -9,8 +9,10 @@ OpenVINO for `model.xml` (and `.onnx`), the last two from `catsdogs export`.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Protocol
 
@@ -171,6 +173,25 @@ def choose_runtime(checkpoint: Checkpoint, runtime: str = "auto") -> str:
             hint = f"export it first: catsdogs export {checkpoint.folder} --format {runtime}"
         raise UserError(f"the {runtime} runtime cannot run {checkpoint.model_path.name}; {hint}")
     return runtime
+
+
+def check_model(checkpoint: Checkpoint, runtime: str = "auto") -> None:
+    """Refuse, with one line, a model its runtime cannot run, without loading TensorFlow (for a
+    driver whose workers load the model): an export is loaded (that is cheap); of a Keras file,
+    the archive and the input shape its config.json gives are read."""
+    name = choose_runtime(checkpoint, runtime)
+    if name != "keras":
+        load_runtime(checkpoint, name, threads=1)
+        return
+    try:
+        with zipfile.ZipFile(checkpoint.model_path) as archive:
+            config = json.loads(archive.read("config.json"))
+        shape = next(
+            layer["config"]["batch_shape"] for layer in config["config"]["layers"] if layer["class_name"] == "InputLayer"
+        )
+    except (OSError, KeyError, TypeError, StopIteration, ValueError, zipfile.BadZipFile):
+        raise UserError(f"cannot load {checkpoint.model_path}: not a Keras model file") from None
+    _check_input(checkpoint, shape)
 
 
 def load_runtime(checkpoint: Checkpoint, runtime: str = "auto", threads: int | None = None) -> Runtime:

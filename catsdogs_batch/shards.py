@@ -3,7 +3,8 @@ deterministic ids, each written to its own file in `<table>.parts/` with, once t
 complete, a small JSON done marker (img2dataset's design). A rerun of the same job skips marked
 shards, so an interrupted run (Ctrl-C, kill -9) resumes with no duplicated and no missing rows;
 `--overwrite` starts over instead. When every shard is done they are merged into the table
-(atomically) and the parts folder is removed. Every engine writes through this module.
+(atomically) and the parts folder is removed. The driver (engine.py) writes every shard through
+this module; the engines only compute rows.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ class PartsFolder:
                 previous = None  # stopped before it recorded its job
             else:
                 raise UserError(f"{self.path} is not a catsdogs work folder: move it away")
-            if overwrite:
-                log.info("--overwrite: starting over, discarding the interrupted run in %s", self.path)
+            if overwrite or (previous != job and not any(self.path.glob("shard-*.json"))):
+                # --overwrite, or a run that stopped before it finished a shard: nothing to keep
+                log.info("starting over, discarding the interrupted run in %s", self.path)
                 shutil.rmtree(self.path)
             elif previous in (job, None):
                 log.info("resuming the interrupted run in %s", self.path)
@@ -163,14 +165,15 @@ class Summary:
             f"{self.processed} predicted in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s)"
         )
         if self.engine != "local" and self.processed:
-            text += f"; {self.engine}: {self.startup_seconds:.1f} s start-up"
+            text += f"; {self.engine.capitalize()}: {self.startup_seconds:.1f} s start-up"
             if self.processed > self.startup_rows:
                 text += f", then {self.images_per_second_after_startup:.1f} img/s"
         return text
 
 
-def job_description(options: PredictOptions, predictor_checkpoint_path: Path) -> dict:
-    model = predictor_checkpoint_path.resolve()
+def job_description(options: PredictOptions, model_path: Path) -> dict:
+    """What a table is computed from: a rerun continues an interrupted run only if this is equal."""
+    model = model_path.resolve()
     stat = model.stat()
     return {
         "folder": str(options.folder.resolve()),
@@ -185,24 +188,19 @@ def job_description(options: PredictOptions, predictor_checkpoint_path: Path) ->
     }
 
 
-def finish_table(options: PredictOptions, parts: PartsFolder, shard_files: list[Path], stats: list[dict]) -> Summary:
-    """Once every shard is done: merge them into the table, remove the parts folder, and
-    count (the caller fills in the timings)."""
+def merge_table(options: PredictOptions, parts: PartsFolder, shard_files: list[Path]) -> None:
+    """Once every shard is done: merge them, in order, into the table and remove the parts folder."""
     if not shard_files:
         shutil.rmtree(parts.path)
         raise UserError(f"no image files in {options.folder}")
     merge_shards(shard_files, options.out)
     shutil.rmtree(parts.path)
+
+
+def count(stats: list[dict]) -> tuple[int, int, dict[str, int]]:
+    """Rows, errors and rows per label of the shards whose done markers are `stats`."""
     labels: dict[str, int] = {}
     for s in stats:
         for label, n in s["labels"].items():
             labels[label] = labels.get(label, 0) + n
-    return Summary(
-        options.out,
-        rows=sum(s["rows"] for s in stats),
-        errors=sum(s["errors"] for s in stats),
-        labels=labels,
-        seconds=0.0,
-        processed=0,
-        engine=options.engine.engine,
-    )
+    return sum(s["rows"] for s in stats), sum(s["errors"] for s in stats), labels

@@ -5,7 +5,8 @@ Keras checkpoint, where the export should need neither TensorFlow nor its memory
 1. `catsdogs predict` in a fresh process on a small folder (start-up dominates): peak RSS and
    wall time, for the checkpoint and for its OpenVINO int8 export (made, forced through its
    check, if missing). The median of `--rounds` runs, alternating.
-2. `--engine ray`: the peak RSS of each Ray actor (one per CPU), read by the actor itself.
+2. `--engine ray`: the peak RSS of the Ray actors (up to one per CPU), read by each actor that
+   predicted a batch; the largest counts.
 
 Targets: the export's peak RSS <= 35% of the checkpoint's, its wall time <= 50%, and an actor's
 peak RSS with the export <= 35% of one with the checkpoint.

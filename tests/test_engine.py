@@ -160,10 +160,20 @@ def test_a_resume_with_other_settings_is_refused(tiny_model, kaggle_train_folder
     parts = tmp_path / "r.csv.parts"
     parts.mkdir()
     (parts / "job.json").write_text(json.dumps({"folder": "elsewhere"}))
+    (parts / "shard-000000.json").write_text("{}")  # work done: not thrown away unasked
     args = ["predict", str(tiny_model), str(kaggle_train_folder), "--out", str(out), "--no-progress"]
     assert main(args) == 1
     assert "other settings" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0 and len(read_table(out)) == 24
+
+
+def test_a_run_that_failed_before_its_first_shard_does_not_block_the_next(tiny_model, kaggle_train_folder, tmp_path):
+    out = tmp_path / "r.csv"
+    parts = tmp_path / "r.csv.parts"
+    parts.mkdir()
+    (parts / "job.json").write_text(json.dumps({"model": "a model that could not be loaded"}))
+    predict(tiny_model, kaggle_train_folder, out)
+    assert len(read_table(out)) == 24 and not parts.exists()
 
 
 def test_training_and_prediction_decode_the_same_way(tiny_model, tmp_path):

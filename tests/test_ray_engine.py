@@ -5,6 +5,7 @@ the options on every predicting command, and the message when Ray is not install
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import sys
@@ -204,3 +205,22 @@ def test_actors_run_an_export_without_tensorflow_a_window_at_a_time(
     local = EngineOptions(shard_size=4, progress=False)
     predict_folder(PredictOptions(export, kaggle_train_folder, tmp_path / "local.csv", engine=local))
     assert_same_rows(read_table(tmp_path / "ray.csv"), read_table(tmp_path / "local.csv"))
+
+
+def test_a_model_the_actors_could_not_load_is_one_line_before_ray_starts(tiny_model, kaggle_train_folder, tmp_path, capsys):
+    """Checked in the driver without loading TensorFlow: a corrupt export, and a checkpoint whose
+    run.json names another image size than the model takes."""
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.onnx").write_text("garbage")
+    (corrupt / "run.json").write_text((tiny_model / "run.json").read_text())
+    resized = tmp_path / "resized"
+    shutil.copytree(tiny_model, resized, ignore=shutil.ignore_patterns("export"))
+    run = json.loads((resized / "run.json").read_text())
+    (resized / "run.json").write_text(json.dumps(run | {"image_size": 40}))
+    for model, message in [(corrupt, "cannot load"), (resized, "not (40, 40, 3) images")]:
+        out = tmp_path / f"{model.name}.csv"
+        assert main(["predict", str(model), str(kaggle_train_folder), "--out", str(out), "--engine", "ray"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+        assert not out.with_name(out.name + ".parts").exists()
