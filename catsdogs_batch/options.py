@@ -150,4 +150,4 @@ class ExportOptions:
     force: bool = False  # keep an export that fails the agreement check
     seed: int = 0
     min_agreement: float = 0.995  # share of labels that must agree with the Keras model
-    max_log_loss_increase: float = 0.01
+    max_log_loss_increase: float = 0.005

@@ -225,3 +225,22 @@ def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(model, exp
 
 def files_in(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("format", ["onnx", "openvino"])
+def test_int8_keeps_more_in_fp32_until_the_check_passes(model, tmp_path, format):
+    """The fastest plan first; a guard it fails makes the next, safer plan run; every plan tried
+    is recorded with its agreement (here a guard no export can pass, kept with --force)."""
+    from catsdogs_batch.export import INT8_PLANS
+
+    out, _ = export_model(ExportOptions(model, format, True, calibration_images=40, out=tmp_path / "first"))
+    check = json.loads((out / "run.json").read_text())["export"]["check"]
+    assert [(a["fp32"], a["passed"]) for a in check["attempts"]] == [(INT8_PLANS[format][0], True)]
+
+    impossible = ExportOptions(model, format, True, calibration_images=40, out=tmp_path / "all",
+                               max_log_loss_increase=-1.0, force=True)  # fmt: skip
+    out, agreement = export_model(impossible)
+    export = json.loads((out / "run.json").read_text())["export"]
+    assert [a["fp32"] for a in export["check"]["attempts"]] == list(INT8_PLANS[format])
+    assert export["fp32"] == INT8_PLANS[format][-1] and export["check"]["forced"]
+    assert agreement.label_agreement >= 0.9  # the safest plan still gives the model's answers
