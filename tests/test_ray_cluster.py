@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("ray")
-import psutil  # noqa: E402  (Ray ships it: importing ray puts its copy on sys.path)
+import psutil  # noqa: E402  (a dev dependency)
 
 from catsdogs_batch.engine import predict_folder  # noqa: E402
 from catsdogs_batch.options import EngineOptions, PredictOptions  # noqa: E402
