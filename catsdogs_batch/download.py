@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .files import sha256, umask_mode
-from .images import is_image_file
+from .images import CLASS_NAMES, is_image_file, label_from_path
 from .options import DownloadOptions
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ MANIFEST = "manifest.json"
 TRAIN_FOLDERS = ("train",)
 TEST_FOLDERS = ("test", "test1")  # the 2013 competition `dogs-vs-cats` calls it test1
 SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
-_TRAIN_NAME = re.compile(r"(cat|dog)\.\d+\.\w+", re.ASCII | re.IGNORECASE)  # train/cat.12.jpg
 _TEST_NAME = re.compile(r"\d+\.\w+", re.ASCII)  # test/12.jpg
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
 
@@ -267,8 +266,8 @@ def _check_names(
     images = [(info, rel[-1]) for info, rel in members if is_image_file(rel[-1])]
     wrong = f"{label} is not the competition's data"
     if part == "train":
-        kinds = {m[1].lower() for _, name in images if (m := _TRAIN_NAME.fullmatch(name))}
-        missing = " and ".join(f"{kind}.N.jpg" for kind in ("cat", "dog") if kind not in kinds)
+        kinds = {label_from_path(name) for _, name in images}  # the names training reads labels from
+        missing = " and ".join(f"{name}.N.jpg" for label, name in enumerate(CLASS_NAMES) if label not in kinds)
         if missing:
             raise ArchiveError(f"{wrong}: no {missing} images in train")
     elif not images:

@@ -87,7 +87,7 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     process that dies, so a kill -9 never leaves a stale one."""
     path = Path(path)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, umask_mode())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -250,5 +250,5 @@ def decode_many(
 
 def one_thread_each() -> None:
     """OpenCV's own threads off: the images are decoded in parallel already, one per thread (or
-    one per Ray actor, each with its CPU). Set when decoding starts, never at import."""
+    one per Ray actor, each with its CPU). Set where decoding starts, never at import."""
     cv2.setNumThreads(1)

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
-from .files import atomic_write_json, shown, umask_mode
+from .files import atomic_write_json, shown
 from .options import LabelOptions, PredictOptions
 from .tables import iter_table
 
@@ -201,7 +201,7 @@ def _copy_new(source: Path, target: Path) -> None:
     partial = _partial(target)
     try:
         partial.unlink(missing_ok=True)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, umask_mode())
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies
         with open(source, "rb") as original, os.fdopen(fd, "wb") as copy:
             shutil.copyfileobj(original, copy, 1 << 20)
             copy.flush()

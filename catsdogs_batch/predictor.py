@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import find_checkpoint
-from .images import DecodedImage, ImageError, load_image, one_thread_each
+from .images import DecodedImage, ImageError, load_image
 from .options import Labelling
 from .runtimes import load_runtime
 from .tables import Row, error_row, label_for, ok_row
@@ -48,7 +48,6 @@ class Predictor:
 
     def predict_files(self, root: Path, relative_paths: list[str], labelling: Labelling = Labelling()) -> list[Row]:
         """Decode (in this thread) and predict one batch of files under `root`."""
-        one_thread_each()
         decoded: list[DecodedImage | ImageError] = []
         for path in relative_paths:
             try:

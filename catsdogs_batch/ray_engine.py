@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from .checkpoint import find_checkpoint
 from .errors import UserError
+from .images import one_thread_each
 from .options import PredictOptions
 from .predictor import Predictor
 from .runtimes import check_model
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "--engine ray needs Ray: pip install '.[ray]' (or pip install 'ray[data]')"
 WINDOW_FILES = 100_000  # about this many files (whole shards) per Ray dataset: the actor pool starts once per window
-_NUMBERS = {"id": pa.int64(), "p_dog": pa.float64(), "confidence": pa.float64(), "width": pa.int64(), "height": pa.int64()}
 
 
 def import_ray():
@@ -86,6 +86,7 @@ class PredictorActor:
         engine = options.engine
         self.options = options
         self.predictor = Predictor(options.model, engine.tta, engine.runtime, actor_threads(options))
+        one_thread_each()  # this actor's process: it decodes with its one CPU
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """{shard, position, path} -> the same keys, the batch's seconds and the Row columns."""
@@ -110,10 +111,10 @@ def rows_to_arrow(rows: list[Row]) -> pa.Table:
     columns = {}
     for name in COLUMNS:
         values = [getattr(row, name) for row in rows]
-        if name in _NUMBERS:
-            columns[name] = pa.array(values, _NUMBERS[name])
-        else:
+        if DTYPES[name].startswith("string"):
             columns[name] = pa.array([v.encode("utf-8", "surrogateescape") for v in values], pa.binary())
+        else:
+            columns[name] = pa.array(values, pa.int64() if DTYPES[name] == "Int64" else pa.float64())
     return pa.table(columns)
 
 

@@ -68,8 +68,6 @@ def check_options(options: SubmissionOptions) -> None:
         raise UserError(f"unknown competition {options.competition!r}: choose one of {', '.join(COMPETITIONS)}")
     if not 0 <= options.clip < 0.5:
         raise UserError(f"--clip must be in [0, 0.5), not {options.clip}")
-    if not options.test_dir.is_dir():
-        raise UserError(f"{options.test_dir} is not a folder")
     if options.sample_submission is not None and not options.sample_submission.is_file():
         raise UserError(f"--sample-submission {options.sample_submission} is not a file")
     if options.out.exists() and not options.out.is_dir():

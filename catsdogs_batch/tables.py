@@ -55,7 +55,7 @@ def kaggle_id(relative_path: str) -> int | None:
     """The number a Kaggle test file is named by (`123.jpg` -> 123); None for other names,
     including digits other than 0-9 and numbers too large for the table to keep exactly."""
     stem = Path(relative_path).stem
-    if not (stem.isascii() and stem.isdigit()) or len(stem) > 16:
+    if not (stem.isascii() and stem.isdigit()) or len(stem) > 16:  # (int() refuses 4,300 digits)
         return None
     number = int(stem)
     return number if number <= _LARGEST_ID else None
@@ -131,7 +131,8 @@ def _as_table(path: Path) -> Iterator[None]:
     try:
         yield
     except (ValueError, KeyError, TypeError, UnicodeError) as e:  # pandas' and Arrow's parse errors
-        raise UserError(f"{path} is not a results table of catsdogs: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path} is not a results table of catsdogs: {why}") from None
 
 
 def _checked(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
