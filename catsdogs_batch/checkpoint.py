@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from .errors import UserError
 
@@ -19,6 +20,9 @@ MODEL_FILE = "model.keras"
 MODEL_FILES = (MODEL_FILE, "model.onnx", "model.xml")
 RUN_FILE = "run.json"
 RUN_KIND = "catsdogs-batch model"
+# What every predicting command takes as its model: one run folder or model file, or several
+# (an ensemble: their p_dog averaged, see predictor.Predictor).
+Models = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 PREPROCESSING = (
     "catsdogs_batch.images.load_image: upright RGB, JPEG DCT scaling or box reduction to within "
     "2x of the target, then bilinear resize to image_size x image_size "
@@ -72,6 +76,31 @@ def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if model_path.suffix == ".xml" and not weights.is_file():
         raise UserError(f"{model_path} is an OpenVINO model without its weights: {weights.name} is missing beside it")
     return Checkpoint(model_path, run)
+
+
+def run_name(path: Path) -> str:
+    """The run a model path names: its folder's name (of a model file, its parent's)."""
+    return path.name if path.is_dir() else path.parent.name
+
+
+def model_paths(models: Models) -> list[Path]:
+    """The model paths of `models`, one or several."""
+    if isinstance(models, (str, os.PathLike)):
+        return [Path(models)]
+    return [Path(m) for m in models]
+
+
+def find_checkpoints(models: Models) -> list[Checkpoint]:
+    """`find_checkpoint` of each model; the members of an ensemble must take the same input
+    (each image is decoded once, at that size)."""
+    checkpoints = [find_checkpoint(path) for path in model_paths(models)]
+    if not checkpoints:
+        raise UserError("no model given")
+    sizes = {c.image_size for c in checkpoints}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{c.model_path} {c.image_size}px" for c in checkpoints)
+        raise UserError(f"the models of an ensemble must take the same image size, not {listed}")
+    return checkpoints
 
 
 def latest_checkpoint(models_dir: Path = Path("models")) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import UserError
 from .files import shown
 from .options import (
+    ARCHITECTURES,
     COMPETITIONS,
     ENGINES,
     MIN_IMAGE_SIZE,
@@ -126,24 +127,56 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
     a = d.augmentation
     p = sub.add_parser(
         "train",
-        help="train the CNN on labelled images",
-        description="Train the regularized CNN on a folder of labelled images (Kaggle names "
-        "cat.N.jpg/dog.N.jpg or class folders cat/ and dog/) and save the best checkpoint, "
-        "run.json, split.csv, history.csv and curves.png into the run folder.",
+        help="train a model on labelled images",
+        description="Train a model on a folder of labelled images (Kaggle names cat.N.jpg/dog.N.jpg "
+        "or class folders cat/ and dog/), calibrate its probabilities on the validation split, and "
+        "save the best checkpoint, run.json, split.csv, history.csv and curves.png into the run folder. "
+        "Architectures: " + "; ".join(f"{name}: {a.about}" for name, a in ARCHITECTURES.items()) + ".",
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--data", type=Path, default=d.data, help="folder of labelled images")
-    p.add_argument("--out", type=Path, help="run folder (default: models/cnn-<size>px-<time>)")
+    p.add_argument("--out", type=Path, help="run folder (default: models/<arch>-<size>px-<time>)")
+    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="the model to train")
     p.add_argument(
-        "--image-size", type=number(int, MIN_IMAGE_SIZE), default=d.image_size, help="model input, pixels"
-    )
+        "--weights", default=d.weights, metavar="imagenet|none|FILE",
+        help="pretrained --arch: ImageNet weights (downloaded once into ~/.keras/models/), none "
+        "(random), or a Keras weights file of that backbone",
+    )  # fmt: skip
+    p.add_argument(
+        "--image-size", type=number(int, MIN_IMAGE_SIZE),
+        help="model input, pixels (default: 128 from scratch; 224, the native size, pretrained)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help="images per training step")
     p.add_argument("--epochs", type=POSITIVE, default=d.epochs, help="at most this many epochs")
+    p.add_argument(
+        "--head-epochs", type=number(int, 0), default=d.head_epochs,
+        help="pretrained --arch: epochs of the new head alone, before fine-tuning",
+    )  # fmt: skip
+    p.add_argument(
+        "--fine-tune-layers", type=number(int, 0), metavar="N",
+        help="pretrained --arch: top backbone layers trained after the head (default: a fifth of "
+        "them; BatchNormalization stays frozen)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fine-tune-rate", type=number(float, 1e-6, 1), default=d.fine_tune_rate,
+        help="pretrained --arch: fine-tuning learning rate, as a fraction of --learning-rate",
+    )  # fmt: skip
     p.add_argument("--val-split", type=number(float, 0, 1, open_high=True), default=d.val_split, help="fraction held out")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the split and training")
-    p.add_argument("--learning-rate", type=number(float, 1e-12), default=d.learning_rate, help="Adam's initial rate")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, shuffling and augmentation")
+    p.add_argument(
+        "--split-seed", type=int, default=d.split_seed,
+        help="seed of the validation split: keep it to compare or ensemble runs",
+    )  # fmt: skip
+    p.add_argument(
+        "--learning-rate", type=number(float, 1e-12),
+        help="Adam's initial rate (default: 1e-3; 3e-4 for seed)",
+    )  # fmt: skip
     p.add_argument("--l2", type=NON_NEGATIVE, default=d.l2, help="L2 weight on conv and dense kernels")
-    p.add_argument("--dense-units", type=POSITIVE, default=d.dense_units, help="units of the hidden Dense layer")
+    p.add_argument("--dense-units", type=POSITIVE, default=d.dense_units, help="seed: units of the hidden Dense layer")
+    p.add_argument(
+        "--no-calibration", action="store_true",
+        help="keep the raw probabilities (no temperature fitted on the validation split)",
+    )  # fmt: skip
     p.add_argument("--dropout", type=FRACTION, default=d.dropout, help="dropout rate before the output")
     p.add_argument("--bn-momentum", type=FRACTION, default=d.bn_momentum, help="BatchNormalization momentum")
     p.add_argument("--patience", type=POSITIVE, default=d.patience, help="early-stopping patience")
@@ -168,11 +201,17 @@ def run_train(args: argparse.Namespace) -> None:
         TrainOptions(
             data=args.data,
             out=args.out,
+            arch=args.arch,
+            weights=args.weights,
             image_size=args.image_size,
             batch_size=args.batch_size,
             epochs=args.epochs,
+            head_epochs=args.head_epochs,
+            fine_tune_layers=args.fine_tune_layers,
+            fine_tune_rate=args.fine_tune_rate,
             val_split=args.val_split,
             seed=args.seed,
+            split_seed=args.split_seed,
             learning_rate=args.learning_rate,
             l2=args.l2,
             dense_units=args.dense_units,
@@ -181,6 +220,7 @@ def run_train(args: argparse.Namespace) -> None:
             patience=args.patience,
             lr_patience=args.lr_patience,
             augmentation=Augmentation(args.rotation, args.shift, args.shear, args.zoom, not args.no_flip),
+            calibrate=not args.no_calibration,
             resume=args.resume,
             tensorboard=args.tensorboard,
             workers=args.workers,
@@ -238,10 +278,14 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
     )
 
 
-def _model_path(args: argparse.Namespace) -> Path:
-    from .checkpoint import latest_checkpoint
+MODELS_HELP = (
+    "a run folder (models/<run>) or its model file; several make an ensemble (their calibrated "
+    "p_dog averaged; they must take the same image size)"
+)
 
-    return args.model if args.model is not None else latest_checkpoint()
+
+def _models(models: list[Path]) -> Path | tuple[Path, ...]:
+    return models[0] if len(models) == 1 else tuple(models)
 
 
 def parse_predict(sub: argparse._SubParsersAction) -> None:
@@ -252,7 +296,7 @@ def parse_predict(sub: argparse._SubParsersAction) -> None:
         "one row per file: path, id, p_dog, label, confidence, width, height, status, error. "
         "An interrupted run continues where it stopped when rerun.",
     )
-    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model file")
+    p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
     p.add_argument("folder", type=Path, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="results table, .csv or .parquet")
     _add_engine_options(p)
@@ -263,7 +307,7 @@ def run_predict(args: argparse.Namespace) -> None:
     from .engine import predict_folder
 
     summary = predict_folder(
-        PredictOptions(args.model, args.folder, args.out, args.overwrite, _engine_options(args))
+        PredictOptions(_models(args.model), args.folder, args.out, args.overwrite, _engine_options(args))
     )
     say(summary.describe())
 
@@ -275,7 +319,10 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
         description="Predict every test image and write submission.csv (checked against the "
         "competition's sample submission) and results.csv into the output folder.",
     )
-    p.add_argument("--model", type=Path, help="run folder (default: the newest finished run in models/)")
+    p.add_argument(
+        "--model", type=Path, action="append",
+        help="run folder (default: the newest finished run in models/); repeat it for an ensemble",
+    )  # fmt: skip
     p.add_argument("--test-dir", type=Path, help="default: data/<competition>/test")
     _add_competition(p)
     p.add_argument(
@@ -291,14 +338,16 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
 def run_submission(args: argparse.Namespace) -> None:
     from .submission import make_submission
 
-    model = _model_path(args)
+    from .checkpoint import latest_checkpoint, run_name
+
+    models = args.model or [latest_checkpoint()]
     test_dir = args.test_dir or Path("data") / args.competition / "test"
     if not test_dir.is_dir():
         raise UserError(f"no test folder at {test_dir} (run `catsdogs download` first?)")
-    out = args.out or Path("submissions") / (model.name if model.is_dir() else model.parent.name)
+    out = args.out or Path("submissions") / "+".join(run_name(model) for model in models)
     path = make_submission(
         SubmissionOptions(
-            model=model,
+            model=_models(models),
             test_dir=test_dir,
             out=out,
             competition=args.competition,
@@ -399,7 +448,7 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
         "DIR/{cat,dog,uncertain}/<its path relative to FOLDER>; no file is ever overwritten, "
         "unreadable files stay where they are, and an interrupted run finishes when rerun.",
     )
-    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model file")
+    p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
     p.add_argument("folder", type=Path, help="folder of images")
     p.add_argument(
         "--out", type=Path, metavar="TABLE",
@@ -431,7 +480,7 @@ def run_label(args: argparse.Namespace) -> int:
         raise UserError("--mode needs --sort-into DIR")
     summary = label_folder(
         LabelOptions(
-            model=args.model,
+            model=_models(args.model),
             folder=args.folder,
             out=args.out,
             labelling=Labelling(args.threshold, tuple(args.uncertain) if args.uncertain else None),
@@ -460,7 +509,7 @@ def parse_evaluate(sub: argparse._SubParsersAction) -> None:
         "precision and recall per class, confusion matrix, errors), confusion_matrix.png, "
         "roc_curve.png, reliability.png, confidently_wrong.jpg and report.html.",
     )
-    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model file")
+    p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
     p.add_argument("folder", type=Path, metavar="labelled_folder", help="folder of labelled images")
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="output folder (default: submissions/evaluate-<run>-<folder name>)"
@@ -477,7 +526,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_folder
 
     evaluation = evaluate_folder(
-        EvaluateOptions(args.model, args.folder, args.out, args.worst, args.overwrite, _engine_options(args))
+        EvaluateOptions(_models(args.model), args.folder, args.out, args.worst, args.overwrite, _engine_options(args))
     )
     say(evaluation.describe())
 

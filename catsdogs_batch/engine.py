@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .checkpoint import find_checkpoint
+from .checkpoint import find_checkpoints
 from .errors import UserError
 from .files import exclusive_lock
 from .images import iter_image_files
@@ -71,8 +71,8 @@ def predict_folder(options: PredictOptions, predictor: Predictor | None = None, 
     started = time.perf_counter()
     engine = importlib.import_module(ENGINES[options.engine.engine])
     distribute = engine.distributor(options, predictor)  # the model is loaded or checked here
-    checkpoint = predictor.checkpoint if predictor else find_checkpoint(options.model)
-    parts = PartsFolder(options.out, job_description(options, checkpoint.model_path), options.overwrite)
+    checkpoints = predictor.checkpoints if predictor else find_checkpoints(options.model)
+    parts = PartsFolder(options.out, job_description(options, checkpoints), options.overwrite)
 
     shard_files: list[Path] = []
     stats: list[dict] = []

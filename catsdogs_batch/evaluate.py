@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .calibration import logit, sigmoid
+from .checkpoint import Checkpoint, Models, find_checkpoints, model_paths, run_name
 from .engine import predict_folder
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, atomic_write_text, shown
@@ -48,9 +50,9 @@ PICTURES = {
 }
 
 
-def default_out(model: Path, folder: Path) -> Path:
-    run = model.name if model.is_dir() else model.parent.name
-    return Path("submissions") / f"evaluate-{run}-{folder.resolve().name}"
+def default_out(model: Models, folder: Path) -> Path:
+    runs = "+".join(run_name(path) for path in model_paths(model))
+    return Path("submissions") / f"evaluate-{runs}-{folder.resolve().name}"
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -74,6 +76,23 @@ def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
         "reliability": reliability_bins(true, p_dog),
         "threshold": THRESHOLD,
         "log_loss_eps": EPS,
+    }
+
+
+def calibration_metrics(checkpoints: list[Checkpoint], true: np.ndarray, p_dog: np.ndarray) -> dict | None:
+    """Log loss and calibration error with and without the model's temperature (recorded in its
+    run.json): the raw p_dog is sigmoid(T * logit(p_dog)). None for a model trained without
+    calibration, and for an ensemble (its members' raw probabilities are not in the table)."""
+    temperature = checkpoints[0].run.get("calibration", {}).get("temperature")
+    if len(checkpoints) > 1 or temperature is None or not len(true):
+        return None
+    raw = sigmoid(temperature * logit(p_dog))
+    return {
+        "temperature": temperature,
+        "log_loss": {"before": log_loss(true, raw), "after": log_loss(true, p_dog)},
+        "expected_calibration_error": {
+            "before": expected_calibration_error(true, raw), "after": expected_calibration_error(true, p_dog)
+        },
     }
 
 
@@ -245,8 +264,10 @@ class Evaluation:
 
     def describe(self) -> str:
         m = self.metrics
+        calibration = m.get("calibration")
+        uncalibrated = f" ({calibration['log_loss']['before']:.4f} uncalibrated)" if calibration else ""
         return (
-            f"{m['images']} images: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f}, "
+            f"{m['images']} images: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f}{uncalibrated}, "
             f"ROC AUC {_number(m['roc_auc'])}; {m['errors']} unreadable, {m['unlabelled']} unlabelled "
             f"-> {shown(self.report)}"
         )
@@ -294,10 +315,11 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     true = (used["true_label"] == "dog").to_numpy(dtype=int)
     p_dog = used["p_dog"].to_numpy(dtype=float)
     metrics = {
-        "model": str(options.model),
+        "model": " + ".join(str(path) for path in model_paths(options.model)),
         "folder": str(options.folder),
         "files": len(results),  # every image file; "images": those in the metrics
         **binary_metrics(true, p_dog),
+        "calibration": calibration_metrics(find_checkpoints(options.model), true, p_dog),
         "errors": len(errors),
         "unlabelled": int((ok & (results["true_label"] == "")).sum()),
         "unreadable": [{"path": r.path, "error": r.error} for r in errors.head(LISTED_ERRORS).itertuples()],

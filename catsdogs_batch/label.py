@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from .checkpoint import model_paths
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_write_json, shown
@@ -332,7 +333,7 @@ def _label_locked(options: LabelOptions, predict: PredictOptions, started: float
     job_file = out.with_name(out.name + ".sorting.json")
     job = {
         "folder": str(options.folder.resolve()),
-        "model": str(Path(options.model).resolve()),
+        "models": [str(path.resolve()) for path in model_paths(options.model)],
         "sort_into": str(options.sort_into.resolve()) if options.sort_into else None,
         "mode": options.mode,
         "threshold": options.labelling.threshold,

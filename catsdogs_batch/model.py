@@ -1,5 +1,7 @@
-"""The regularized CNN, its augmentation layer, and loading a checkpoint's Keras model: the one
-module of the package (with training and export) that imports Keras."""
+"""The models `catsdogs train --arch` builds (the seed's CNN, a small residual network, pretrained
+backbones), their augmentation layer, temperature scaling, and loading a checkpoint's Keras model:
+the one module of the package (with training and export) that imports Keras. Every model takes
+uint8-range RGB pixels and ends in one sigmoid unit named `p_dog`."""
 
 from __future__ import annotations
 
@@ -11,10 +13,21 @@ from keras import layers, ops
 
 from .checkpoint import RUN_FILE, Checkpoint
 from .errors import UserError
-from .options import Augmentation
+from .options import ARCHITECTURES, Augmentation, TrainOptions
+
+OUTPUT_LAYER = "p_dog"
 
 
-def make_model(
+def build_model(options: TrainOptions) -> keras.Model:
+    """The model of `options.arch` at `options.image_size` (resolved), with its regularization."""
+    if options.arch == "seed":
+        return seed_cnn(options.image_size, options.dense_units, options.dropout, options.l2, options.bn_momentum)
+    if options.arch == "residual":
+        return residual_cnn(options.image_size, options.dropout, options.l2, options.bn_momentum)
+    return pretrained_model(options.arch, options.image_size, options.weights, options.dropout)
+
+
+def seed_cnn(
     image_size: int = 128,
     dense_units: int = 128,
     dropout: float = 0.5,
@@ -34,8 +47,113 @@ def make_model(
     x = layers.Flatten()(x)
     x = layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer)(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="p_dog")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name="catsdogs_cnn")
+
+
+def residual_cnn(
+    image_size: int = 128,
+    dropout: float = 0.5,
+    l2: float = 1e-4,
+    bn_momentum: float = 0.9,
+    widths: tuple[int, ...] = (64, 128, 256, 512, 728),
+) -> keras.Model:
+    """A small Xception: a stride-2 stem, then one residual block per width (two separable
+    convolutions, each after BatchNormalization and ReLU, max-pooled, plus a strided 1x1
+    shortcut), global average pooling, Dropout and one sigmoid unit. Takes RGB pixels in 0-255.
+    Its receptive field covers the whole image and it has half the seed's parameters."""
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = layers.Conv2D(48, 3, strides=2, padding="same", use_bias=False, kernel_regularizer=regularizer)(x)
+    for filters in widths:
+        shortcut = x
+        for _ in range(2):
+            x = layers.BatchNormalization(momentum=bn_momentum)(x)
+            x = layers.Activation("relu")(x)
+            x = layers.SeparableConv2D(
+                filters, 3, padding="same", use_bias=False, pointwise_regularizer=regularizer
+            )(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        shortcut = layers.Conv2D(
+            filters, 1, strides=2, padding="same", use_bias=False, kernel_regularizer=regularizer
+        )(shortcut)
+        x = layers.add([x, shortcut])
+    x = layers.BatchNormalization(momentum=bn_momentum)(x)
+    x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)(x)
+    return keras.Model(inputs, outputs, name="catsdogs_residual")
+
+
+# The preprocessing each backbone was trained with, as layers (those of EfficientNetV2 and
+# MobileNetV3 are built into them): the saved model still takes plain pixels.
+_PREPROCESSING = {
+    "ResNet50V2": lambda: [layers.Rescaling(1.0 / 127.5, offset=-1.0, name="resnet_v2_preprocessing")],
+}
+
+
+def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 0.5) -> keras.Model:
+    """An ImageNet backbone from keras.applications (without its classifier), its own
+    preprocessing inside, then global average pooling, Dropout and one sigmoid unit. The backbone
+    starts frozen; with pretrained weights it always runs in inference mode."""
+    name = ARCHITECTURES[arch].backbone
+    constructor = getattr(keras.applications, name)
+    try:
+        backbone = constructor(
+            include_top=False,
+            weights=None if weights == "none" else weights,
+            input_shape=(image_size, image_size, 3),
+            pooling=None,
+        )
+    except Exception as e:  # a failed download, a weights file of another network...
+        raise UserError(_weights_error(arch, weights, e)) from None
+    backbone.trainable = False
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = inputs
+    for layer in _PREPROCESSING.get(name, list)():
+        x = layer(x)
+    # ImageNet statistics stay (BatchNormalization in inference mode); random weights learn theirs.
+    x = backbone(x) if weights == "none" else backbone(x, training=False)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)(x)
+    return keras.Model(inputs, outputs, name=f"catsdogs_{arch.replace('-', '_')}")
+
+
+def _weights_error(arch: str, weights: str, error: Exception) -> str:
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if weights == "imagenet":
+        return (
+            f"cannot get the ImageNet weights of {arch} ({first_line}): Keras downloads them once into "
+            "~/.keras/models/; on a machine without internet copy that file there, or pass --weights FILE"
+        )
+    return f"cannot load --weights {weights} into {arch}: {first_line}"
+
+
+def backbone_of(model: keras.Model) -> keras.Model | None:
+    """The pretrained backbone inside a model from `pretrained_model` (None for the others)."""
+    return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
+
+
+def unfreeze_top(model: keras.Model, layers_count: int | None) -> int:
+    """Make the top `layers_count` layers of the backbone trainable (None: a fifth of them),
+    BatchNormalization excepted (it keeps its ImageNet statistics); return how many were unfrozen."""
+    backbone = backbone_of(model)
+    count = max(1, len(backbone.layers) // 5) if layers_count is None else layers_count
+    backbone.trainable = True
+    for k, layer in enumerate(backbone.layers):
+        layer.trainable = k >= len(backbone.layers) - count and not isinstance(layer, layers.BatchNormalization)
+    return count
+
+
+def scale_logit(model: keras.Model, temperature: float) -> None:
+    """Divide the logit of the `p_dog` unit by `temperature` (its kernel and bias), so that
+    every runtime and export of the model gives the calibrated probability."""
+    dense = model.get_layer(OUTPUT_LAYER)
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel / temperature, bias / temperature])
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")  # the first is the default
-MIN_IMAGE_SIZE = 16  # pixels: the CNN halves the image three times
+MIN_IMAGE_SIZE = 32  # pixels: the smallest input of the pretrained backbones
 
 
 @dataclass
@@ -31,25 +31,55 @@ class Augmentation:
     flip: bool = True  # horizontal
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """A model `catsdogs train --arch` can build, and the defaults that suit it."""
+
+    image_size: int  # pixels; a pretrained backbone's native size
+    learning_rate: float  # Adam's initial rate (of the new head, for a pretrained backbone)
+    backbone: str | None = None  # the keras.applications class: pretrained on ImageNet
+    about: str = ""
+
+
+ARCHITECTURES = {
+    "residual": Architecture(128, 1e-3, about="small Xception from scratch (the default)"),
+    "seed": Architecture(128, 3e-4, about="the seed's CNN: Conv2D 32/64/128, Flatten, Dense"),
+    "efficientnetv2-b0": Architecture(224, 1e-3, "EfficientNetV2B0", "pretrained, 5.9M parameters"),
+    "mobilenetv3-small": Architecture(224, 1e-3, "MobileNetV3Small", "pretrained, 0.9M parameters"),
+    "mobilenetv3-large": Architecture(224, 1e-3, "MobileNetV3Large", "pretrained, 3.0M parameters"),
+    "resnet50v2": Architecture(224, 1e-3, "ResNet50V2", "pretrained, 23.6M parameters"),
+    "convnext-tiny": Architecture(224, 1e-3, "ConvNeXtTiny", "pretrained, 27.8M parameters"),
+}
+DEFAULT_ARCH = "residual"
+
+
 @dataclass
 class TrainOptions:
-    """Everything `catsdogs train` can set; the defaults are the documented recipe."""
+    """Everything `catsdogs train` can set; the defaults are the documented recipe. `image_size`
+    and `learning_rate` left at None take the architecture's (see ARCHITECTURES)."""
 
     data: Path = Path("data/dogs-vs-cats-redux-kernels-edition/train")
-    out: Path | None = None  # default: models/<run-name>
-    image_size: int = 128
+    out: Path | None = None  # default: models/<arch>-<size>px-<time>
+    arch: str = DEFAULT_ARCH
+    weights: str = "imagenet"  # of a pretrained backbone: imagenet, none, or a weights file
+    image_size: int | None = None
     batch_size: int = 32
     epochs: int = 50
+    head_epochs: int = 5  # pretrained: epochs that train the new head with the backbone frozen
+    fine_tune_layers: int | None = None  # pretrained: top backbone layers trained next (None: a fifth)
+    fine_tune_rate: float = 0.01  # pretrained: the fine-tuning learning rate, times learning_rate
     val_split: float = 0.2
-    seed: int = 0
-    learning_rate: float = 3e-4
+    seed: int = 0  # weights, shuffling and augmentation
+    split_seed: int = 0  # which images are held out: keep it to compare or ensemble runs
+    learning_rate: float | None = None
     l2: float = 1e-4
-    dense_units: int = 128
+    dense_units: int = 128  # seed only: units of its hidden Dense layer
     dropout: float = 0.5
     bn_momentum: float = 0.9  # BatchNormalization's moving-average momentum
     patience: int = 8  # epochs without val_loss improvement before stopping
     lr_patience: int = 3  # epochs without improvement before halving the learning rate
     augmentation: Augmentation = field(default_factory=Augmentation)
+    calibrate: bool = True  # fit a temperature on the validation split once training ends
     resume: bool = False
     tensorboard: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -88,7 +118,7 @@ class Labelling:
 class PredictOptions:
     """`catsdogs predict`: the results table for every image under a folder."""
 
-    model: Path  # a run folder or its model file
+    model: Path | tuple[Path, ...]  # a run folder or its model file; several: an ensemble
     folder: Path  # images, found recursively
     out: Path  # the results table: .csv or .parquet
     overwrite: bool = False
@@ -100,7 +130,7 @@ class PredictOptions:
 class SubmissionOptions:
     """`catsdogs submission`: predict the test images, write submission.csv and results.csv."""
 
-    model: Path
+    model: Path | tuple[Path, ...]  # several: an ensemble
     test_dir: Path
     out: Path  # a folder, e.g. submissions/<run-name>
     competition: str = COMPETITIONS[0]
@@ -114,7 +144,7 @@ class SubmissionOptions:
 class LabelOptions:
     """`catsdogs label`: label every image under a folder and optionally sort the files."""
 
-    model: Path
+    model: Path | tuple[Path, ...]  # several: an ensemble
     folder: Path
     out: Path | None = None  # the results table; default: submissions/labels-<folder name>.csv
     labelling: Labelling = field(default_factory=Labelling)
@@ -128,7 +158,7 @@ class LabelOptions:
 class EvaluateOptions:
     """`catsdogs evaluate`: metrics, pictures and report.html for a labelled folder."""
 
-    model: Path
+    model: Path | tuple[Path, ...]  # several: an ensemble
     folder: Path  # labelled like the training data: cat.N.jpg / dog.N.jpg or cat/ and dog/ folders
     out: Path | None = None  # a folder; default: submissions/evaluate-<run name>-<folder name>
     worst: int = 16  # images on the contact sheet of the most confidently wrong

@@ -1,5 +1,6 @@
-"""The predictor: a model loaded once, decoded images in, rows of the results table out. The same
-class serves every engine (this process's threads, each Ray actor) and every runtime."""
+"""The predictor: a model (or an ensemble of models) loaded once, decoded images in, rows of the
+results table out. The same class serves every engine (this process's threads, each Ray actor)
+and every runtime."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import find_checkpoint
+from .checkpoint import Models, find_checkpoints
 from .images import DecodedImage, ImageError, load_image
 from .options import Labelling
 from .runtimes import load_runtime
@@ -15,20 +16,26 @@ from .tables import Row, error_row, label_for, ok_row
 
 
 class Predictor:
-    """The model, loaded once: decoded images in, probabilities of dog out."""
+    """The model, loaded once: decoded images in, probabilities of dog out. Several models make
+    an ensemble whose p_dog is the mean of theirs: the arithmetic mean of probabilities, because
+    log loss is convex in p (the ensemble's is never above its members' mean log loss) and
+    because one over-confident member cannot outvote the others as it can in a mean of logits."""
 
-    def __init__(self, model: str | Path, tta: bool = False, runtime: str = "auto", threads: int | None = None):
-        self.checkpoint = find_checkpoint(model)
-        self.image_size = self.checkpoint.image_size
+    def __init__(self, model: Models, tta: bool = False, runtime: str = "auto", threads: int | None = None):
+        self.checkpoints = find_checkpoints(model)
+        self.image_size = self.checkpoints[0].image_size
         self.tta = tta
-        self.runtime = load_runtime(self.checkpoint, runtime, threads)
+        self.runtimes = [load_runtime(c, runtime, threads) for c in self.checkpoints]
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (n, size, size, 3) -> (n,) p_dog; with TTA, averaged with the mirrored images."""
-        p = self.runtime(pixels)
-        if self.tta:
-            p = (p + self.runtime(np.ascontiguousarray(pixels[:, :, ::-1]))) / 2
-        return p
+        """uint8 (n, size, size, 3) -> (n,) p_dog; with TTA, each model's is averaged with its
+        p_dog of the mirrored images."""
+        mirrored = np.ascontiguousarray(pixels[:, :, ::-1]) if self.tta else None
+        total = np.zeros(len(pixels), dtype=np.float64)
+        for runtime in self.runtimes:
+            p = runtime(pixels).astype(np.float64)
+            total += (p + runtime(mirrored)) / 2 if self.tta else p
+        return total / len(self.runtimes)
 
     def rows(
         self, relative_paths: list[str], decoded: list[DecodedImage | ImageError], labelling: Labelling = Labelling()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .checkpoint import find_checkpoint
+from .checkpoint import find_checkpoints, model_paths
 from .errors import UserError
 from .images import one_thread_each
 from .options import PredictOptions
@@ -60,9 +60,11 @@ def distributor(
     if predictor is not None:
         raise ValueError("the Ray engine loads its own predictor in every actor")
     import_ray()
-    check_model(find_checkpoint(options.model), options.engine.runtime)
+    for checkpoint in find_checkpoints(options.model):
+        check_model(checkpoint, options.engine.runtime)
     # Actors run in other folders (and machines): they get absolute paths.
-    options = replace(options, model=Path(options.model).resolve(), folder=options.folder.resolve())
+    models = tuple(path.resolve() for path in model_paths(options.model))
+    options = replace(options, model=models, folder=options.folder.resolve())
     return lambda shards: distribute(options, shards)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import Checkpoint
 from .errors import UserError
 from .files import atomic_write_json, shown
 from .images import iter_image_files
@@ -171,15 +172,17 @@ class Summary:
         return text
 
 
-def job_description(options: PredictOptions, model_path: Path) -> dict:
-    """What a table is computed from: a rerun continues an interrupted run only if this is equal."""
-    model = model_path.resolve()
-    stat = model.stat()
+def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> dict:
+    """What a table is computed from (the models of an ensemble in order): a rerun continues an
+    interrupted run only if this is equal."""
+    models = []
+    for checkpoint in checkpoints:
+        model = checkpoint.model_path.resolve()
+        stat = model.stat()
+        models.append({"model": str(model), "model_size": stat.st_size, "model_mtime": stat.st_mtime_ns})
     return {
         "folder": str(options.folder.resolve()),
-        "model": str(model),
-        "model_size": stat.st_size,
-        "model_mtime": stat.st_mtime_ns,
+        "models": models,
         "tta": options.engine.tta,
         "shard_size": options.engine.shard_size,
         "runtime": options.engine.runtime,
@@ -188,12 +191,20 @@ def job_description(options: PredictOptions, model_path: Path) -> dict:
     }
 
 
+def job_file(table: Path) -> Path:
+    """`<table>.job.json`: what the finished table was computed from (folder, models, settings)."""
+    return table.with_name(table.name + ".job.json")
+
+
 def merge_table(options: PredictOptions, parts: PartsFolder, shard_files: list[Path]) -> None:
-    """Once every shard is done: merge them, in order, into the table and remove the parts folder."""
+    """Once every shard is done: merge them, in order, into the table, record its job beside it
+    and remove the parts folder."""
     if not shard_files:
         shutil.rmtree(parts.path)
         raise UserError(f"no image files in {options.folder}")
+    job_file(options.out).unlink(missing_ok=True)  # a table being replaced loses its record first
     merge_shards(shard_files, options.out)
+    shutil.copyfile(parts.path / "job.json", job_file(options.out))
     shutil.rmtree(parts.path)
 
 

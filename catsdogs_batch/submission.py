@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import find_checkpoint
+from .checkpoint import find_checkpoints
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_path, atomic_write_json, sha256
-from .shards import files_fingerprint, job_description
+from .shards import files_fingerprint, job_description, job_file
 from .options import COMPETITIONS, PredictOptions, SubmissionOptions
 from .tables import read_table
 
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 SUBMISSION_FILE = "submission.csv"
 RESULTS_FILE = "results.csv"
-RESULTS_JOB_FILE = "results.job.json"  # what results.csv was computed from: reused only for the same
+# results.csv.job.json (shards.job_file) says what results.csv was computed from; a submission adds
+# the test files' fingerprint and the table's sha256, and reuses results.csv only if all are the same.
 SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
 UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opinion
 
@@ -41,16 +42,15 @@ def make_submission(options: SubmissionOptions) -> Path:
     sample = read_sample_submission(sample_path) if sample_path else None  # a bad one: refused before predicting
     with table_lock(results_path):
         job = {
-            **job_description(predict, find_checkpoint(options.model).model_path),
+            **job_description(predict, find_checkpoints(options.model)),
             "files": files_fingerprint(options.test_dir),
         }
         if results_path.exists() and not options.overwrite:
-            _check_reusable(out / RESULTS_JOB_FILE, job, results_path)
+            _check_reusable(job_file(results_path), job, results_path)
             log.info("reusing %s, computed with the same model, settings and test files", results_path)
         else:
-            (out / RESULTS_JOB_FILE).unlink(missing_ok=True)  # until the new table is whole
             predict_folder(predict, locked=True)
-            atomic_write_json(out / RESULTS_JOB_FILE, job | {"results_sha256": sha256(results_path)})
+            atomic_write_json(job_file(results_path), job | {"results_sha256": sha256(results_path)})
         submission = submission_frame(read_table(results_path), options.competition, options.clip)
     if sample is None:
         log.warning("no sample submission beside %s: ids not checked against it", options.test_dir)

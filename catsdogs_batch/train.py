@@ -1,5 +1,9 @@
 """`catsdogs train`: a folder of labelled images -> `models/<run-name>/` with the best model,
-run.json, split.csv, history.csv and curves.png. Interrupted runs continue with `resume`."""
+run.json, split.csv, history.csv and curves.png. Interrupted runs continue with `resume`.
+
+A model from scratch (`--arch residual` or `seed`) trains in one phase; a pretrained backbone in
+two: the new head with the backbone frozen, then the top of the backbone at a lower rate. Once
+training ends, a temperature fitted on the validation split calibrates p_dog (calibration.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +27,11 @@ import tensorflow as tf
 from . import __version__
 from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, sha256
 from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
-from .model import RandomAffine, compile_model, make_model
-from .options import MIN_IMAGE_SIZE, Augmentation, TrainOptions
+from .calibration import calibration_report, fit_temperature
+from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
+from .options import ARCHITECTURES, MIN_IMAGE_SIZE, Augmentation, TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +171,32 @@ def make_datasets(options: TrainOptions, train_data, val_data):
 
 
 def default_run_name(options: TrainOptions) -> str:
-    return f"cnn-{options.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{options.arch}-{options.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve_options(options: TrainOptions) -> TrainOptions:
+    """Check every option before any work, and fill in the architecture's defaults."""
+    if options.arch not in ARCHITECTURES:
+        raise UserError(f"unknown --arch {options.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[options.arch]
+    options = dataclasses.replace(
+        options,
+        image_size=options.image_size or arch.image_size,
+        learning_rate=options.learning_rate or arch.learning_rate,
+    )
+    if options.epochs < 1 or options.batch_size < 1 or options.image_size < MIN_IMAGE_SIZE:
+        raise UserError(
+            f"needs --epochs and --batch-size of at least 1 and --image-size of at least {MIN_IMAGE_SIZE}, "
+            f"not {options.epochs}, {options.batch_size} and {options.image_size}"
+        )
+    if arch.backbone is None:
+        if options.weights != "imagenet":
+            raise UserError(f"--weights is for pretrained backbones; {options.arch} is trained from scratch")
+    elif options.weights not in ("imagenet", "none") and not Path(options.weights).is_file():
+        raise UserError(f"--weights {options.weights}: no such file (or say imagenet or none)")
+    if options.head_epochs < 0 or (options.fine_tune_layers is not None and options.fine_tune_layers < 0):
+        raise UserError("--head-epochs and --fine-tune-layers must be 0 or more")
+    return options
 
 
 def _options_to_json(options: TrainOptions) -> dict:
@@ -175,7 +207,7 @@ def _options_to_json(options: TrainOptions) -> dict:
 
 
 def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
-    config = dict(config)
+    config = {"arch": "seed"} | config  # runs from before --arch trained the seed's CNN
     config["augmentation"] = Augmentation(**config["augmentation"])
     config["data"] = Path(config["data"])
     config["out"] = Path(config["out"])
@@ -187,11 +219,8 @@ def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
 def train(options: TrainOptions) -> Path:
     """Train the CNN and return the run folder. Ctrl-C keeps the best checkpoint and writes
     everything else; `options.resume` continues such a run from its last finished epoch."""
-    if options.epochs < 1 or options.batch_size < 1 or options.image_size < MIN_IMAGE_SIZE:
-        raise UserError(
-            f"needs --epochs and --batch-size of at least 1 and --image-size of at least {MIN_IMAGE_SIZE}, "
-            f"not {options.epochs}, {options.batch_size} and {options.image_size}"
-        )
+    if not options.resume:
+        options = resolve_options(options)
     if options.out is None:
         options = dataclasses.replace(options, out=Path("models") / default_run_name(options))
     out = options.out
@@ -214,11 +243,15 @@ def train(options: TrainOptions) -> Path:
         if not options.data.is_dir():
             raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
         train_items, val_items = stratified_split(
-            find_labelled_images(options.data), options.val_split, options.seed
+            find_labelled_images(options.data), options.val_split, options.split_seed
         )
+
+    # Built first: pretrained weights that cannot be had stop the run before it writes anything.
+    keras.utils.set_random_seed(options.seed)
+    model = build_model(options)
+    if not options.resume:
         out.mkdir(parents=True, exist_ok=True)
         write_split(out / SPLIT_FILE, train_items, val_items)
-
     started = time.time()
     train_data = decode_images(options.data, train_items, options.image_size, options.workers, "train")
     val_data = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
@@ -232,26 +265,28 @@ def train(options: TrainOptions) -> Path:
     run = _run_record(options, train_data, val_data, skipped, status="running")
     atomic_write_json(run_path, run)
 
-    keras.utils.set_random_seed(options.seed)
-    model = make_model(
-        options.image_size, options.dense_units, options.dropout, options.l2, options.bn_momentum
-    )
-    compile_model(model, options.learning_rate)
     train_ds, val_ds = make_datasets(options, train_data[:2], val_data[:2])
     status = "finished"
+    progress = RunProgress(options.epochs)
     try:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=options.epochs,
-            shuffle=False,  # the dataset shuffles itself
-            callbacks=_callbacks(options),
-            verbose=1 if sys.stderr.isatty() else 2,
-        )
+        for phase in _phases(options, model):
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=phase.first_epoch,
+                epochs=phase.end_epoch,
+                shuffle=False,  # the dataset shuffles itself
+                callbacks=_callbacks(options, phase) + [progress],
+                verbose=1 if sys.stderr.isatty() else 2,
+            )
     except KeyboardInterrupt:
         status = "interrupted"
         log.warning("interrupted: the best checkpoint is kept; continue with --resume --out %s", out)
     run = _finish_record(run, out, status, time.time() - started)
+    if status == "finished":
+        shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
+        if options.calibrate and (out / MODEL_FILE).exists():
+            run["calibration"] = calibrate(out / MODEL_FILE, val_data[0], val_data[1], options.batch_size)
     atomic_write_json(run_path, run)
     if status == "interrupted":
         raise KeyboardInterrupt
@@ -264,7 +299,47 @@ def train(options: TrainOptions) -> Path:
     return out
 
 
-def _callbacks(options: TrainOptions) -> list:
+@dataclass(frozen=True)
+class Phase:
+    """Epochs [first_epoch, end_epoch) of one `fit`, with what is trained in them."""
+
+    name: str  # "train" (a model from scratch), "head" or "fine-tune" (a pretrained backbone)
+    first_epoch: int
+    end_epoch: int
+
+
+PHASE_FILE = "phase.json"  # in BACKUP_DIR: the phase an interrupted run was in, and its last weights
+
+
+def _phases(options: TrainOptions, model: keras.Model) -> Iterator[Phase]:
+    """Compile `model` for each phase in turn and yield it; a resumed run skips finished phases.
+    From scratch: one phase. Pretrained: the head with the backbone frozen, then the top
+    `fine_tune_layers` of the backbone at `fine_tune_rate` times the learning rate."""
+    if backbone_of(model) is None or options.weights == "none":  # nothing learnt to keep frozen
+        if backbone_of(model) is not None:
+            backbone_of(model).trainable = True
+        compile_model(model, options.learning_rate)
+        yield Phase("train", 0, options.epochs)
+        return
+    head_epochs = min(options.head_epochs, options.epochs)
+    backup = options.out / BACKUP_DIR
+    state = json.loads((backup / PHASE_FILE).read_text()) if (backup / PHASE_FILE).exists() else {}
+    if state.get("phase") != "fine-tune" and head_epochs:
+        compile_model(model, options.learning_rate)
+        yield Phase("head", 0, head_epochs)
+        backup.mkdir(exist_ok=True)
+        model.save_weights(backup / "head.weights.h5")  # fine-tuning starts here, even after a kill
+        atomic_write_json(backup / PHASE_FILE, {"phase": "fine-tune"})
+    elif head_epochs:
+        model.load_weights(backup / "head.weights.h5")
+    if head_epochs < options.epochs:
+        unfrozen = unfreeze_top(model, options.fine_tune_layers)
+        log.info("fine-tuning the top %d layers of the backbone", unfrozen)
+        compile_model(model, options.learning_rate * options.fine_tune_rate)
+        yield Phase("fine-tune", head_epochs, options.epochs)
+
+
+def _callbacks(options: TrainOptions, phase: Phase) -> list:
     out = options.out
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=options.patience, restore_best_weights=True
@@ -274,12 +349,15 @@ def _callbacks(options: TrainOptions) -> list:
         monitor="val_loss", factor=0.5, patience=options.lr_patience, min_lr=1e-6
     )
     callbacks = [
-        keras.callbacks.BackupAndRestore(out / BACKUP_DIR, double_checkpoint=True),
+        # Removed when its fit ends; a pretrained run keeps one per phase in BACKUP_DIR.
+        keras.callbacks.BackupAndRestore(
+            out / BACKUP_DIR / ("" if phase.name == "train" else phase.name), double_checkpoint=True
+        ),
         early_stopping,
         checkpoint,
         plateau,
-        keras.callbacks.CSVLogger(out / HISTORY_FILE, append=options.resume),
-        # Last, so that it restores the others' state after their on_train_begin resets it.
+        keras.callbacks.CSVLogger(out / HISTORY_FILE, append=options.resume or phase.first_epoch > 0),
+        # After the others, so that it restores their state after their on_train_begin resets it.
         CallbackState(out / BACKUP_DIR / "callbacks.json", early_stopping, checkpoint, plateau),
     ]
     if options.tensorboard:
@@ -320,6 +398,68 @@ class CallbackState(keras.callbacks.Callback):
         )
 
 
+class RunProgress(keras.callbacks.Callback):
+    """After each epoch, one line on the whole run (every phase): elapsed time and, at the mean
+    time per epoch so far, how long the remaining epochs will take (Keras's bar shows only the
+    epoch's)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs, self.started, self.done = epochs, time.monotonic(), 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        left = self.epochs - (epoch + 1)
+        log.info(
+            "epoch %d/%d: %s elapsed, at most %s left for the %d epochs to go (early stopping may end sooner)",
+            epoch + 1, self.epochs, _duration(elapsed), _duration(elapsed / self.done * left), left,
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+# --- calibration ---------------------------------------------------------------------------
+
+
+def calibrate(model_path: Path, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
+    """Fit the temperature of the model at `model_path` on these (validation) images and bake
+    it into the model's p_dog layer; return what run.json records about it. Calibrating a
+    calibrated model again multiplies the temperatures."""
+    model = keras.saving.load_model(model_path, compile=False)
+    dense = model.get_layer(OUTPUT_LAYER)
+    features = keras.Model(model.inputs, dense.input).predict(
+        tf.cast(images, tf.float32), batch_size=batch_size, verbose=0
+    )
+    kernel, bias = dense.get_weights()
+    logits = (features.astype(np.float64) @ kernel.astype(np.float64) + bias).reshape(-1)
+    temperature = fit_temperature(labels, logits)
+    report = calibration_report(labels, logits, temperature)
+    scale_logit(model, temperature)
+    with atomic_path(model_path) as tmp:
+        saved = tmp.with_suffix(".keras")  # Keras insists on the suffix
+        try:
+            model.save(saved)
+            saved.replace(tmp)
+        finally:
+            saved.unlink(missing_ok=True)
+    log.info(
+        "calibrated: temperature %.3f; validation log loss %.4f -> %.4f, calibration error %.4f -> %.4f",
+        temperature, report["log_loss"]["before"], report["log_loss"]["after"],
+        report["expected_calibration_error"]["before"], report["expected_calibration_error"]["after"],
+    )
+    return {
+        "temperature": temperature,
+        "fitted_on": f"the validation split ({len(labels)} images)",
+        "applied": f"the logit of {OUTPUT_LAYER} is divided by the temperature (its kernel and bias, in the model file)",
+        "validation": report,
+    }
+
+
 # --- run record ----------------------------------------------------------------------------
 
 
@@ -332,10 +472,11 @@ def _run_record(options, train_data, val_data, skipped, status: str) -> dict:
         "preprocessing": PREPROCESSING,
         "classes": {"0": CLASS_NAMES[0], "1": CLASS_NAMES[1]},
         "output": "p_dog: probability that the image shows a dog (1 = dog)",
+        "arch": options.arch,
         "config": _options_to_json(options),
         "split": {
             "file": SPLIT_FILE,
-            "seed": options.seed,
+            "seed": options.split_seed,
             "val_split": options.val_split,
             "train_images": int(len(train_data[0])),
             "val_images": int(len(val_data[0])),
@@ -351,7 +492,17 @@ def _run_record(options, train_data, val_data, skipped, status: str) -> dict:
             "numpy": np.__version__,
         },
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    } | _weights_record(options)
+
+
+def _weights_record(options: TrainOptions) -> dict:
+    """Where a pretrained backbone's weights came from."""
+    if ARCHITECTURES[options.arch].backbone is None:
+        return {}
+    if options.weights in ("imagenet", "none"):
+        return {"weights": options.weights}
+    path = Path(options.weights).resolve()
+    return {"weights": {"file": str(path), "sha256": sha256(path)}}
 
 
 def _finish_record(run: dict, out: Path, status: str, seconds: float) -> dict:

@@ -71,7 +71,7 @@ def engine(predictor, folder: Path, batch_size: int, workers: int, n: int) -> fl
 
     with tempfile.TemporaryDirectory() as tmp:
         options = PredictOptions(
-            predictor.checkpoint.model_path, folder, Path(tmp) / "results.csv",
+            predictor.checkpoints[0].model_path, folder, Path(tmp) / "results.csv",
             engine=EngineOptions(batch_size=batch_size, workers=workers, progress=False),
         )  # fmt: skip
         start = time.perf_counter()
@@ -93,7 +93,7 @@ def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds:
     if any(p.parent != folder for p in paths):
         sys.exit("the folder must hold its images directly (image_dataset_from_directory's labels=None)")
     pixels = np.stack([load_image(p, size).pixels for p in paths])
-    model = load_keras_model(predictor.checkpoint)
+    model = load_keras_model(predictor.checkpoints[0])
     print(f"{n} images, model {model_path} at {size}px, batch {batch_size}, {workers} decoding threads")
 
     # warm-up: tracing and first allocations for every path

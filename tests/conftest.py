@@ -60,7 +60,8 @@ def sample_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A real checkpoint of this project (32 px, 16 dense units), trained once per session on 60
+    """A real checkpoint of this project (the seed's CNN, 32 px, 16 dense units, calibrated),
+    trained once per session on 60
     generated images until it is sure of its answers: confident enough that its validation split
     (12 images) tells a faithful export from a broken one. Tests that write into a model folder
     work on a copy (see tests/test_export.py)."""
@@ -72,7 +73,7 @@ def tiny_model(tmp_path_factory) -> Path:
         write_image(root / "train" / f"cat.{n}.jpg", 0, seed=n)
         write_image(root / "train" / f"dog.{n}.jpg", 1, seed=100 + n)
     options = TrainOptions(
-        data=root / "train", out=root / "model", image_size=32, batch_size=8, epochs=4,
+        data=root / "train", out=root / "model", arch="seed", image_size=32, batch_size=8, epochs=4,
         learning_rate=3e-3, dense_units=16, dropout=0.0,
     )  # fmt: skip
     return train(options)

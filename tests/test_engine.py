@@ -366,3 +366,45 @@ def test_an_export_predicts_labels_evaluates_and_submits_without_tensorflow(onnx
         assert done.returncode == 0, done.stderr
         assert "imported: []" in done.stdout, f"{command[0]} imported {done.stdout.splitlines()[-1]}"
     assert len(read_table(tmp_path / "p.csv")) == 24
+
+
+@pytest.fixture(scope="module")
+def second_model(tiny_model, tmp_path_factory) -> Path:
+    """Another model of the same input size that answers differently: the tiny model with its
+    logit halved (as a temperature of 2 would)."""
+    import keras
+
+    from catsdogs_batch.model import scale_logit
+
+    folder = tmp_path_factory.mktemp("second") / "model"
+    shutil.copytree(tiny_model, folder)
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    scale_logit(model, 2.0)
+    model.save(folder / "model.keras")
+    return folder
+
+
+@pytest.mark.slow
+def test_an_ensemble_averages_the_probabilities_of_its_models(tiny_model, second_model, kaggle_train_folder, tmp_path):
+    tables = {}
+    for name, models in (("a", [tiny_model]), ("b", [second_model]), ("ab", [tiny_model, second_model])):
+        out = tmp_path / f"{name}.csv"
+        assert main(["predict", *map(str, models), str(kaggle_train_folder), "--out", str(out), "--no-progress"]) == 0
+        tables[name] = read_table(out).set_index("path")
+    a, b, ab = tables["a"]["p_dog"], tables["b"]["p_dog"], tables["ab"]["p_dog"]
+    assert (a - b).abs().max() > 0.01  # the two models disagree
+    assert ab.to_numpy() == pytest.approx(((a + b) / 2).to_numpy(), abs=2e-6)  # tables keep 6 decimals
+    job = json.loads((tmp_path / "ab.csv.job.json").read_text())  # the table records which models made it
+    assert [m["model"] for m in job["models"]] == [
+        str((tiny_model / "model.keras").resolve()), str((second_model / "model.keras").resolve())
+    ]
+
+
+def test_an_ensemble_of_models_of_other_sizes_is_refused(tiny_model, kaggle_train_folder, tmp_path, capsys):
+    bigger = tmp_path / "bigger"
+    shutil.copytree(tiny_model, bigger)
+    run = json.loads((bigger / "run.json").read_text())
+    (bigger / "run.json").write_text(json.dumps(run | {"image_size": 40}))
+    out = tmp_path / "t.csv"
+    assert main(["predict", str(tiny_model), str(bigger), str(kaggle_train_folder), "--out", str(out)]) == 1
+    assert "must take the same image size" in capsys.readouterr().err and not out.exists()

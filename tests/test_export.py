@@ -74,7 +74,7 @@ def test_an_export_gives_the_keras_models_answers(model, exports, photos, format
 
     keras_p = Predictor(model).predict(pixels(photos))
     export_p = Predictor(folder).predict(pixels(photos))
-    assert Predictor(folder).runtime.name == format
+    assert Predictor(folder).runtimes[0].name == format
     assert np.allclose(export_p, keras_p, atol=0.03 if int8 else 1e-4)
     assert ((export_p >= 0.5) == (keras_p >= 0.5)).all()
 
@@ -141,7 +141,7 @@ def test_predict_and_submission_give_the_same_tables_with_an_export(model, expor
 
 def test_a_runtime_can_be_named(model, exports, photos, tmp_path, capsys):
     onnx = exports("onnx", False)
-    assert Predictor(onnx, runtime="openvino").runtime.name == "openvino"  # OpenVINO reads .onnx too
+    assert Predictor(onnx, runtime="openvino").runtimes[0].name == "openvino"  # OpenVINO reads .onnx too
     by_openvino = Predictor(onnx, runtime="openvino").predict(pixels(photos))
     assert np.allclose(by_openvino, Predictor(onnx).predict(pixels(photos)), atol=1e-4)
 

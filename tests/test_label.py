@@ -289,7 +289,7 @@ def test_a_copy_killed_after_placing_leaves_no_hidden_duplicate(tiny_model, phot
     placed = next(sorted_dir.glob("*/cat.jpg"))
     os.link(placed, placed.with_name(".cat.jpg.catsdogs-partial"))  # killed between link and unlink
     (table.with_name("t.csv.sorting.json")).write_text(json.dumps({
-        "folder": str(photos.resolve()), "model": str(tiny_model.resolve()), "sort_into": str(sorted_dir.resolve()),
+        "folder": str(photos.resolve()), "models": [str(tiny_model.resolve())], "sort_into": str(sorted_dir.resolve()),
         "mode": "copy", "threshold": 0.5, "uncertain": None,
     }))  # fmt: skip
     assert main(args) == 0

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.model import make_model
+from catsdogs_batch.model import residual_cnn, seed_cnn
 
 from conftest import write_image
 
@@ -25,8 +25,8 @@ def train_cli(data: Path, out: Path, *extra: str) -> int:
     return main(["train", "--data", str(data), "--out", str(out), *FAST, *extra])
 
 
-def test_the_model_has_the_promised_architecture():
-    model = make_model(image_size=64, dense_units=32, dropout=0.5, l2=1e-4)
+def test_the_seed_model_has_the_promised_architecture():
+    model = seed_cnn(image_size=64, dense_units=32, dropout=0.5, l2=1e-4)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == [
         "InputLayer", "Rescaling",
@@ -66,10 +66,13 @@ def test_training_writes_everything_the_later_stages_need(kaggle_train_folder, t
 
 
 @pytest.mark.slow
-def test_the_split_is_seeded_and_reproducible(kaggle_train_folder, tmp_path):
-    for name in ("a", "b"):
-        assert train_cli(kaggle_train_folder, tmp_path / name, "--epochs", "1", "--seed", "7") == 0
+def test_the_split_has_its_own_seed(kaggle_train_folder, tmp_path):
+    """Runs with other --seed values hold out the same images (to compare or ensemble them);
+    --split-seed picks others."""
+    for name, seeds in (("a", ["--seed", "7"]), ("b", ["--seed", "8"]), ("c", ["--split-seed", "3"])):
+        assert train_cli(kaggle_train_folder, tmp_path / name, "--epochs", "1", *seeds) == 0
     assert (tmp_path / "a/split.csv").read_text() == (tmp_path / "b/split.csv").read_text()
+    assert (tmp_path / "a/split.csv").read_text() != (tmp_path / "c/split.csv").read_text()
 
 
 def test_class_folders_and_corrupt_files(tmp_path, caplog):
@@ -154,7 +157,7 @@ def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folde
                 raise KeyboardInterrupt
 
     real_callbacks = train_module._callbacks
-    monkeypatch.setattr(train_module, "_callbacks", lambda o: real_callbacks(o) + [CtrlCAfterTwoEpochs()])
+    monkeypatch.setattr(train_module, "_callbacks", lambda *a: real_callbacks(*a) + [CtrlCAfterTwoEpochs()])
     out = tmp_path / "run"
     assert train_cli(kaggle_train_folder, out, "--epochs", "5") == 130
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
@@ -168,3 +171,102 @@ def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folde
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["epochs_run"] == 5
     assert main(["train", "--out", str(out), "--resume"]) == 1  # nothing left to resume
+
+
+def test_the_residual_model_sees_the_whole_image_with_few_parameters():
+    model = residual_cnn(image_size=128)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"SeparableConv2D", "Add", "GlobalAveragePooling2D", "Dropout"} <= kinds and "Flatten" not in kinds
+    assert model.count_params() < seed_cnn(image_size=128).count_params() / 2
+    assert model.layers[-1].name == "p_dog" and model.layers[-1].activation.__name__ == "sigmoid"
+    # Global average pooling: any input size works, and the output is one probability.
+    assert model.input_shape == (None, 128, 128, 3) and model.output_shape == (None, 1)
+    assert residual_cnn(image_size=32).output_shape == (None, 1)
+
+
+def test_the_default_run_is_the_residual_model_calibrated(kaggle_train_folder, tmp_path):
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["arch"] == run["config"]["arch"] == "residual"
+    assert run["config"]["learning_rate"] == 1e-3  # the architecture's default
+    calibration = run["calibration"]
+    assert calibration["temperature"] > 0 and calibration["fitted_on"] == "the validation split (4 images)"
+    assert set(calibration["validation"]) == {"log_loss", "expected_calibration_error"}
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    assert any(isinstance(layer, keras.layers.SeparableConv2D) for layer in model.layers)
+
+
+def test_bad_architecture_options_are_refused_before_any_work(kaggle_train_folder, tmp_path, capsys):
+    cases = [
+        (["--weights", "none"], "--weights is for pretrained backbones"),
+        (["--arch", "mobilenetv3-small", "--weights", str(tmp_path / "missing.weights.h5")], "no such file"),
+    ]
+    for extra, message in cases:
+        assert train_cli(kaggle_train_folder, tmp_path / "run", "--epochs", "1", *extra) == 1
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
+    assert main(["train", "--arch", "vgg99"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_imagenet_weights_that_cannot_be_downloaded_are_one_line(kaggle_train_folder, tmp_path, monkeypatch, capsys):
+    """This machine cannot reach Keras's weights server, like a machine without internet."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached weights
+    assert train_cli(kaggle_train_folder, tmp_path / "run", "--arch", "mobilenetv3-small", "--epochs", "1") == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot get the ImageNet weights of mobilenetv3-small" in err and "--weights FILE" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_pretrained_backbone_trains_its_head_then_its_top_and_resumes(
+    kaggle_train_folder, tmp_path, monkeypatch
+):
+    """With a weights file the test saves itself: the backbone starts from it, its bottom
+    layers keep it (frozen), its top is fine-tuned after the head, and a run interrupted while
+    fine-tuning resumes there. The checkpoint then predicts and exports like any other."""
+    import numpy as np
+
+    import catsdogs_batch.train as train_module
+    from catsdogs_batch.export import export_model
+    from catsdogs_batch.options import ExportOptions
+    from catsdogs_batch.predictor import Predictor
+
+    keras.utils.set_random_seed(5)
+    backbone = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "mobilenet.weights.h5"
+    backbone.save_weights(weights)
+    first_kernel = backbone.layers[2].get_weights()[0]  # the stem convolution (after Rescaling)
+
+    class CtrlCAtEpochThree(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    real_callbacks = train_module._callbacks
+    monkeypatch.setattr(train_module, "_callbacks", lambda *a: real_callbacks(*a) + [CtrlCAtEpochThree()])
+    out = tmp_path / "run"
+    extra = ["--arch", "mobilenetv3-small", "--weights", str(weights), "--head-epochs", "2", "--epochs", "4"]
+    assert train_cli(kaggle_train_folder, out, *extra) == 130
+    assert (out / "backup/fine-tune").is_dir() and (out / "backup/head.weights.h5").is_file()
+    monkeypatch.setattr(train_module, "_callbacks", real_callbacks)
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    assert list(history["learning_rate"].round(8)) == [1e-3, 1e-3, 1e-5, 1e-5]  # head, then fine-tuning
+    run = json.loads((out / "run.json").read_text())
+    assert run["arch"] == "mobilenetv3-small" and run["image_size"] == 32
+    assert run["weights"]["file"] == str(weights.resolve()) and len(run["weights"]["sha256"]) == 64
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    assert np.array_equal(inner.layers[2].get_weights()[0], first_kernel)  # frozen: as in the file
+    assert not (out / "backup").exists()
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    expected = Predictor(out).predict(pixels)
+    for format in ("onnx", "openvino"):
+        exported, _ = export_model(ExportOptions(model=out, format=format, out=tmp_path / format, force=True))
+        assert Predictor(exported).predict(pixels) == pytest.approx(expected, abs=1e-4), format
