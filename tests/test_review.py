@@ -299,3 +299,176 @@ def test_a_table_of_100_000_rows_is_served_a_page_at_a_time(tmp_path):
         assert client.get(f"/api/page?page={last_page + 1}").status_code == 404
         header = {"X-Review-Token": "t"}
         assert client.post("/api/decide", json={"position": in_band - 1, "label": "skip"}, headers=header).json()["reviewed"] == 1
+
+
+# --- the page, in a real browser -----------------------------------------------------------
+
+
+def _browser() -> tuple[str, str] | None:
+    """Debian's chromium and chromium-driver (or Chrome's), where installed."""
+    import shutil
+
+    binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    driver = shutil.which("chromedriver")
+    return (binary, driver) if binary and driver else None
+
+
+needs_browser = pytest.mark.skipif(
+    _browser() is None,
+    reason="no headless browser for the review page's tests: install chromium and chromium-driver "
+    "(Debian: apt-get install chromium chromium-driver; .ci/run does)",
+)
+
+
+def review_photos(folder: Path) -> list[str]:
+    """16 photos named like Kaggle's train/: real ones from the sample archive where it is here
+    (they make the README's screenshot), else generated ones."""
+    from conftest import SAMPLE_ARCHIVE
+    import zipfile
+
+    names = [f"{'cat' if n % 2 else 'dog'}.{n}.jpg" for n in range(16)]
+    if SAMPLE_ARCHIVE.is_file():
+        with zipfile.ZipFile(SAMPLE_ARCHIVE) as outer, outer.open("train.zip") as inner, zipfile.ZipFile(inner) as z:
+            folder.mkdir(parents=True)
+            for name in names:
+                (folder / name).write_bytes(z.read(f"train/{name}"))
+    else:
+        for n, name in enumerate(names):
+            write_image(folder / name, n % 2 == 0, size=160, seed=n)
+    return names
+
+
+class Server:
+    """`catsdogs review` run as a user runs it, in its own process: its URL read from what it prints."""
+
+    def __init__(self, table: Path, photos: Path):
+        command = [sys.executable, "-m", "catsdogs_batch.cli", "review", str(table), "--images", str(photos), "--no-browser"]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY)
+        self.printed = []
+        for line in self.process.stderr:
+            self.printed.append(line)
+            if "review page: " in line:
+                self.url = line.split("review page: ")[1].split()[0]
+                return
+        raise AssertionError(f"catsdogs review printed no URL: {''.join(self.printed)}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = _browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,600"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(options=options, service=Service(driver))
+    browser.set_page_load_timeout(30)
+    yield browser
+    browser.quit()
+
+
+def wait_for(browser, script: str, *arguments, timeout: float = 20):
+    """Wait until `script` (JavaScript returning a value) returns something true; return it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(lambda b: b.execute_script(script, *arguments))
+
+
+TILES = "return [...document.querySelectorAll('.tile')]"
+PROGRESS = "return document.getElementById('progress').textContent"
+
+
+@pytest.mark.slow
+@needs_browser
+def test_the_page_in_a_browser(tmp_path, chromium):
+    import urllib.error
+    import urllib.request
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    photos = tmp_path / "photos"
+    names = review_photos(photos)
+    band = [0.5, 0.47, 0.56, 0.41, 0.62, 0.35, 0.68, 0.3, 0.72, 0.25, 0.77, 0.22]  # 12 uncertain, in queue order
+    rows = [{"path": name, "p_dog": p, "true_label": name[:3]} for name, p in zip(names, band)]
+    rows += [  # a cat the model is sure is a dog, a dog it is sure is a cat, two it gets right
+        {"path": "cat.13.jpg", "p_dog": 0.97, "true_label": "cat"}, {"path": "dog.12.jpg", "p_dog": 0.05, "true_label": "dog"},
+        {"path": "dog.14.jpg", "p_dog": 0.99, "true_label": "dog"}, {"path": "cat.15.jpg", "p_dog": 0.01, "true_label": "cat"},
+    ]  # fmt: skip
+    table = write_table(tmp_path / "results.csv", rows, true_label=True)
+    queue = [row["path"] for row in rows[:14]]
+
+    server = Server(table, photos)
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        base, token = server.url.split("/?token=")
+        for refused, status in ((base + "/", 403), (base + "/image/0?token=wrong", 403), (f"{base}/image/16?token={token}", 404)):
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(refused)
+            assert error.value.code == status, refused
+
+        chromium.get(server.url)
+        wait_for(chromium, TILES + ".length === 12")
+        wait_for(chromium, "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert wait_for(chromium, PROGRESS).startswith("Reviewed 0 / 14 · 12 uncertain · 2 disagreements · page 1 of 2")
+        columns = chromium.execute_script(TILES + ".filter(t => t.offsetTop === document.querySelector('.tile').offsetTop).length")
+
+        keys = ActionChains(chromium)
+        # 0 dog, 1 cat, 2 neither, 3 the model's (cat), undo it, two on and 5 dog, back to 3 and
+        # accept, one row down and dog, the next page's first cat, and back
+        for key in ["d", "c", "x", " ", "u", Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, "d", Keys.ARROW_LEFT,
+                    Keys.ARROW_LEFT, Keys.ARROW_LEFT, " ", Keys.ARROW_DOWN, "d", Keys.PAGE_DOWN, "c", Keys.PAGE_UP]:  # fmt: skip
+            keys.send_keys(key)
+        keys.perform()
+        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 7 / 14') && " + PROGRESS[7:] + ".includes('page 1 of 2')")
+        expected = {queue[0]: "dog", queue[1]: "cat", queue[2]: "skip", queue[3]: "cat", queue[5]: "dog",
+                    queue[4 + columns]: "dog", queue[12]: "cat"}  # fmt: skip
+        assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == expected
+
+        def marks() -> dict[str, str]:
+            shown = chromium.execute_script(TILES + ".map(t => [t.querySelector('.name').textContent, t.className])")
+            return {name: c.split("decided-")[1].split()[0] for name, c in shown if "decided-" in c}
+
+        chromium.refresh()  # the decisions are the server's, not the page's
+        wait_for(chromium, TILES + ".length === 12")
+        assert marks() == {k: v for k, v in expected.items() if k in queue[:12]}
+        current = chromium.execute_script("return document.querySelector('.tile.current .name').textContent")
+        assert current == queue[4]  # the first image not decided yet
+        assert wait_for(chromium, PROGRESS).startswith("Reviewed 7 / 14")
+        ActionChains(chromium).send_keys(Keys.ARROW_UP).perform()  # to the first row, for the picture
+        wait_for(chromium, "return document.querySelector('.tile.current .name').textContent === arguments[0]", queue[0])
+        wait_for(chromium, "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)")
+        chromium.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", {"width": 900, "height": 600, "deviceScaleFactor": 1, "mobile": False}
+        )
+        save_screenshot(chromium.get_screenshot_as_png(), REPOSITORY / "docs" / "review.png")
+    finally:
+        server.kill()  # kill -9: nothing to flush, every decision is on disk
+    assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == expected
+
+    server = Server(table, photos)  # a new server: a new token and port; the old cookie is no key
+    try:
+        chromium.get(server.url)
+        wait_for(chromium, TILES + ".length === 12")
+        assert marks() == {k: v for k, v in expected.items() if k in queue[:12]}
+    finally:
+        server.kill()
+
+
+def save_screenshot(png: bytes, path: Path) -> None:
+    """The page's picture for the README, small: 64 colours."""
+    import io
+
+    from PIL import Image
+
+    from catsdogs_batch.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.open(io.BytesIO(png)).convert("RGB").quantize(64).save(tmp, "PNG", optimize=True)
+    assert path.stat().st_size < 150_000

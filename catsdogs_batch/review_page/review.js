@@ -145,6 +145,8 @@ document.addEventListener("keydown", (event) => {
 
 run(async () => {
   summary = await api("/api/summary");
-  document.getElementById("table").textContent = `${summary.table} → ${summary.corrections}`;
+  const table = document.getElementById("table");
+  table.textContent = `${summary.table} → ${summary.corrections.split("/").pop()}`;
+  table.title = `decisions are saved to ${summary.corrections}`;
   await show(summary.start);
 });
