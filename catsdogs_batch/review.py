@@ -171,12 +171,19 @@ class Corrections:
         if label is not None and label not in DECISIONS:
             raise ValueError(f"not a decision: {label!r}")
         previous = self.labels.get(path)
+        self._put(path, label)
+        try:
+            self._write()
+        except BaseException:  # a full disk, say: memory keeps saying what the file says
+            self._put(path, previous)
+            raise
+        return previous
+
+    def _put(self, path: str, label: str | None) -> None:
         if label is None:
             self.labels.pop(path, None)
         else:
             self.labels[path] = label
-        self._write()
-        return previous
 
     def _write(self) -> None:
         with atomic_path(self.path) as tmp:
@@ -252,6 +259,7 @@ class Session:
         self._lock = threading.Lock()
         self._undo: list[tuple[int, str | None]] = []  # (queue position, the decision before)
         self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()  # the most recently used last
+        self._thumbnails_lock = threading.Lock()  # not the decisions' one: a decision's fsync holds that
         queued = set(queue.paths[queue.order])
         self._reviewed = sum(path in queued for path in corrections.labels)  # kept up to date below
 
@@ -327,12 +335,12 @@ class Session:
         with open_inside(self.images, self.queue.paths[row]) as f:
             info = os.fstat(f.fileno())
             key = (row, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            with self._lock:
+            with self._thumbnails_lock:
                 if key in self._thumbnails:
                     self._thumbnails.move_to_end(key)
                     return self._thumbnails[key]
             jpeg = thumbnail(f)
-        with self._lock:
+        with self._thumbnails_lock:
             self._thumbnails[key] = jpeg
             if len(self._thumbnails) > THUMBNAILS_CACHED:
                 self._thumbnails.popitem(last=False)

@@ -128,7 +128,8 @@ def session(tmp_path):
 
 def test_every_decision_is_on_disk_the_last_one_wins_and_undo_restores(session, tmp_path):
     corrections = tmp_path / "corrections.csv"
-    assert [session.queue.paths[r] for r in session.queue.order] == ["caf\udce9.jpg", "cat.1.jpg", "dog.2.jpg", "sub/dog.3.jpg"]
+    in_order = [session.queue.paths[r] for r in session.queue.order]
+    assert in_order == ["caf\udce9.jpg", "cat.1.jpg", "dog.2.jpg", "sub/dog.3.jpg"]
     assert session.decide(0, "dog") == {"position": 0, "decision": "dog", "reviewed": 1}
     assert session.decide(1, "accept")["decision"] == "cat"  # the model's label for p_dog 0.45
     assert session.decide(0, "skip")["reviewed"] == 2
@@ -153,7 +154,25 @@ def test_earlier_decisions_are_shown_and_kept(tmp_path):
     assert (summary["reviewed"], summary["total"], summary["start"]) == (1, 2, 1)  # starts at the first undecided
     assert [item["decision"] for item in session.page(0)] == ["cat", None]
     session.decide(1, "dog")
-    assert read_corrections(tmp_path / "corrections.csv")[1:] == [["cat.1.jpg", "cat"], ["elsewhere.jpg", "cat"], ["sub/dog.3.jpg", "dog"]]
+    rows = read_corrections(tmp_path / "corrections.csv")[1:]
+    assert rows == [["cat.1.jpg", "cat"], ["elsewhere.jpg", "cat"], ["sub/dog.3.jpg", "dog"]]
+
+
+def test_a_decision_that_cannot_be_written_is_not_taken(session, tmp_path, monkeypatch):
+    session.decide(0, "cat")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        session.decide(0, "dog")
+    with pytest.raises(OSError):
+        session.decide(1, "dog")
+    monkeypatch.undo()
+    assert session.corrections.labels == {"caf\udce9.jpg": "cat"} and session.reviewed() == 1
+    assert read_corrections(tmp_path / "corrections.csv")[1:] == [["caf\udce9.jpg", "cat"]]
+    assert session.undo()["decision"] is None  # the decision that was taken
 
 
 def test_another_file_named_like_the_corrections_is_not_overwritten(tmp_path):
@@ -225,7 +244,8 @@ def test_the_token_opens_the_page_and_its_cookie_the_rest(client):
     summary = client.get("/api/summary").json()
     assert (summary["total"], summary["reviewed"], summary["page_size"]) == (4, 0, 2)
     items = client.get("/api/page?page=1").json()["items"]
-    assert [(i["position"], i["name"], i["section"]) for i in items] == [(2, "dog.2.jpg", "uncertain"), (3, "sub/dog.3.jpg", "uncertain")]
+    shown = [(i["position"], i["name"], i["section"]) for i in items]
+    assert shown == [(2, "dog.2.jpg", "uncertain"), (3, "sub/dog.3.jpg", "uncertain")]
     assert client.get("/api/page?page=0").json()["items"][0]["name"] == "caf\\xe9.jpg"  # escaped for the screen
     jpeg = client.get(f"/image/{items[0]['row']}")
     assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
@@ -298,7 +318,8 @@ def test_a_table_of_100_000_rows_is_served_a_page_at_a_time(tmp_path):
         assert abs(seen[0] - 0.5) <= abs(seen[30] - 0.5) <= abs(seen[-1] - 0.5) <= 0.3
         assert client.get(f"/api/page?page={last_page + 1}").status_code == 404
         header = {"X-Review-Token": "t"}
-        assert client.post("/api/decide", json={"position": in_band - 1, "label": "skip"}, headers=header).json()["reviewed"] == 1
+        last = client.post("/api/decide", json={"position": in_band - 1, "label": "skip"}, headers=header)
+        assert last.json()["reviewed"] == 1
 
 
 # --- the page, in a real browser -----------------------------------------------------------
@@ -342,7 +363,8 @@ class Server:
     """`catsdogs review` run as a user runs it, in its own process: its URL read from what it prints."""
 
     def __init__(self, table: Path, photos: Path):
-        command = [sys.executable, "-m", "catsdogs_batch.cli", "review", str(table), "--images", str(photos), "--no-browser"]
+        command = [sys.executable, "-m", "catsdogs_batch.cli", "review", str(table), "--images", str(photos)]
+        command.append("--no-browser")
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY)
         self.printed = []
         for line in self.process.stderr:
@@ -408,7 +430,8 @@ def test_the_page_in_a_browser(tmp_path, chromium):
     try:
         assert server.url.startswith("http://127.0.0.1:")
         base, token = server.url.split("/?token=")
-        for refused, status in ((base + "/", 403), (base + "/image/0?token=wrong", 403), (f"{base}/image/16?token={token}", 404)):
+        answers = {base + "/": 403, base + "/image/0?token=wrong": 403, f"{base}/image/16?token={token}": 404}
+        for refused, status in answers.items():
             with pytest.raises(urllib.error.HTTPError) as error:
                 urllib.request.urlopen(refused)
             assert error.value.code == status, refused
@@ -417,7 +440,8 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         wait_for(chromium, TILES + ".length === 12")
         wait_for(chromium, "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)")
         assert wait_for(chromium, PROGRESS).startswith("Reviewed 0 / 14 · 12 uncertain · 2 disagreements · page 1 of 2")
-        columns = chromium.execute_script(TILES + ".filter(t => t.offsetTop === document.querySelector('.tile').offsetTop).length")
+        first_row = ".filter(t => t.offsetTop === document.querySelector('.tile').offsetTop).length"
+        columns = chromium.execute_script(TILES + first_row)
 
         keys = ActionChains(chromium)
         # 0 dog, 1 cat, 2 neither, 3 the model's (cat), undo it, two on and 5 dog, back to 3 and
