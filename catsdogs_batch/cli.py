@@ -30,6 +30,7 @@ from .options import (
     LabelOptions,
     Labelling,
     PredictOptions,
+    ReviewOptions,
     SubmissionOptions,
     TrainOptions,
 )
@@ -531,6 +532,54 @@ def run_evaluate(args: argparse.Namespace) -> None:
     say(evaluation.describe())
 
 
+# --- review --------------------------------------------------------------------------------
+
+
+def parse_review(sub: argparse._SubParsersAction) -> None:
+    d = ReviewOptions(Path())
+    p = sub.add_parser(
+        "review",
+        help="decide uncertain and disagreeing images on a local web page",
+        description="Serve a local web page (127.0.0.1, behind a random token) that shows the "
+        "images of a results table that need a person: the uncertain band, closest to 0.5 first, "
+        "then, for evaluate's tables, the most confident disagreements with the true label. Keys: "
+        "c cat, d dog, x neither/unusable, space the model's label, u undo, arrows move. Every "
+        "decision is saved at once to corrections.csv (path,label) beside the table.",
+    )
+    p.add_argument("table", type=Path, help="results table of predict, label or evaluate (or its folder)")
+    p.add_argument(
+        "--images", type=Path, metavar="DIR",
+        help="the folder the table's paths are relative to (default: the one recorded beside the table)",
+    )  # fmt: skip
+    p.add_argument("--corrections", type=Path, metavar="CSV", help="default: corrections.csv beside the table")
+    p.add_argument(
+        "--uncertain", type=number(float, 0, 1), nargs=2, metavar=("LOW", "HIGH"),
+        help="review images with LOW <= p_dog <= HIGH (default: the band the table was labelled "
+        "with, else 0.2 0.8)",
+    )  # fmt: skip
+    p.add_argument("--port", type=number(int, 0, 65535), default=d.port, help="on 127.0.0.1 (default: 0, a free one)")
+    p.add_argument("--page-size", type=POSITIVE, default=d.page_size, help=f"thumbnails per page (default: {d.page_size})")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.set_defaults(func=run_review)
+
+
+def run_review(args: argparse.Namespace) -> None:
+    from .review import review
+
+    summary = review(
+        ReviewOptions(
+            table=args.table,
+            images=args.images,
+            corrections=args.corrections,
+            uncertain=tuple(args.uncertain) if args.uncertain else None,
+            port=args.port,
+            open_browser=not args.no_browser,
+            page_size=args.page_size,
+        )
+    )
+    say(summary.describe())
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -544,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for parse_command in (
         parse_download, parse_train, parse_predict, parse_submission, parse_submit, parse_label, parse_evaluate,
-        parse_export,
+        parse_export, parse_review,
     ):  # fmt: skip
         parse_command(sub)
     return parser

@@ -181,3 +181,19 @@ class ExportOptions:
     seed: int = 0
     min_agreement: float = 0.995  # share of labels that must agree with the Keras model
     max_log_loss_increase: float = 0.005
+
+
+@dataclass
+class ReviewOptions:
+    """`catsdogs review`: a local web page to decide the images a results table is unsure of."""
+
+    table: Path  # a results table of predict, label or evaluate (or a folder holding results.csv)
+    images: Path | None = None  # the labelled folder its paths are relative to; default: the one recorded beside it
+    corrections: Path | None = None  # default: corrections.csv beside the table
+    uncertain: tuple[float, float] | None = None  # (LOW, HIGH) of p_dog to review; default: recorded, else DEFAULT_BAND
+    port: int = 0  # on 127.0.0.1 only; 0: a free port
+    open_browser: bool = True
+    page_size: int = 12  # thumbnails per page
+
+
+DEFAULT_BAND = (0.2, 0.8)

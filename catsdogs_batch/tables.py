@@ -31,6 +31,8 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+# `catsdogs evaluate` writes the true label (from the file's name or folder) beside the prediction.
+EVALUATE_COLUMNS = [*COLUMNS[: COLUMNS.index("label") + 1], "true_label", *COLUMNS[COLUMNS.index("label") + 1 :]]
 # Strings are Python strings, not Arrow ones: a file name that is not UTF-8 keeps its bytes
 # (as surrogates), so that the table leads back to the file.
 DTYPES = {
@@ -98,15 +100,18 @@ def write_shard(path: Path, rows: Iterable[Row]) -> None:
         writer.writerows(["" if v is None else v for v in astuple(row)] for row in rows)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, *, true_label: bool = False) -> pd.DataFrame:
     """A results table (CSV or Parquet) with the column types above; one that is not such a
-    table is a one-line error."""
+    table is a one-line error. With `true_label`, evaluate's table (a `true_label` column after
+    `label`) is accepted too."""
     path = Path(path)
+    layouts = [COLUMNS, EVALUATE_COLUMNS] if true_label else [COLUMNS]
+    dtypes = {**DTYPES, "true_label": "string[python]"}
     with _as_table(path):
         if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-            return _checked(path, frame).astype(DTYPES)
-        return _checked(path, pd.read_csv(path, **_READ_CSV))
+            frame = _checked(path, pd.read_parquet(path), layouts)
+            return frame.astype({c: dtypes[c] for c in frame.columns})
+        return _checked(path, pd.read_csv(path, **{**_READ_CSV, "dtype": dtypes}), layouts)
 
 
 def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
@@ -135,8 +140,8 @@ def _as_table(path: Path) -> Iterator[None]:
         raise UserError(f"{path} is not a results table of catsdogs: {why}") from None
 
 
-def _checked(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    if list(frame.columns) != COLUMNS:
+def _checked(path: Path, frame: pd.DataFrame, layouts: list[list[str]] | None = None) -> pd.DataFrame:
+    if list(frame.columns) not in (layouts or [COLUMNS]):
         raise UserError(f"{path} is not a results table of catsdogs: its columns are {list(frame.columns)}")
     return frame
 

@@ -1,0 +1,583 @@
+"""`catsdogs review`: a local web page on which a person decides the images a results table is
+unsure of, saving every decision at once to `corrections.csv` beside the table.
+
+The queue is the uncertain band (p_dog closest to 0.5 first), then, for tables with a true
+label (`catsdogs evaluate`), the most confident disagreements; unreadable rows are left out. The
+server holds the table and the queue's order (numpy arrays) and sends the page pages of a few
+items and small JPEG thumbnails, so a table of 100,000 rows costs the browser no more than one
+of ten.
+
+Safety: the server listens on 127.0.0.1 only, answers nothing without the random token of its
+URL (403), serves images by their row in the table (never by a path from the request) and only
+files that resolve inside the images folder, so a link in it that points elsewhere is not served.
+`corrections.csv` (`path,label`, one row per decided image, label `cat`, `dog` or `skip`) is
+rewritten whole on each decision (write beside, fsync, rename), so a kill at any moment leaves
+the previous or the next version, never half of one; a lock file keeps a second review server
+of the same corrections out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import secrets
+import socket
+import stat
+import sys
+import threading
+import webbrowser
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+from .files import TEXT, CsvWriter, atomic_path, exclusive_lock, shown
+from .options import DEFAULT_BAND, ReviewOptions
+from .shards import job_file
+from .tables import read_table
+
+log = logging.getLogger(__name__)
+
+DECISIONS = ("cat", "dog", "skip")  # skip: neither, or unusable
+CORRECTIONS_FILE = "corrections.csv"
+CORRECTIONS_COLUMNS = ["path", "label"]
+THUMBNAIL_PX = 384  # longest side of a thumbnail
+THUMBNAILS_CACHED = 512  # about 30 KB each
+HOST = "127.0.0.1"
+PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}  # served by these names only
+
+
+# --- the table and its order ---------------------------------------------------------------
+
+
+def find_table(path: Path) -> Path:
+    """The results table: `path` itself, or the results.csv of an evaluate or submission folder."""
+    if path.is_dir():
+        if (path / "results.csv").is_file():
+            return path / "results.csv"
+        raise UserError(f"{path} is a folder without results.csv: name the results table")
+    if not path.is_file():
+        raise UserError(f"no results table at {path}")
+    return path
+
+
+def recorded_job(table: Path) -> dict:
+    """What the run that wrote `table` recorded beside it: the job of a finished table
+    (`<table>.job.json`), of an unfinished predict or label run (`<table>.parts/job.json`,
+    `<table>.sorting.json`) or evaluate's `metrics.json`, each holding the images `folder`; {}
+    when none is there."""
+    for sidecar in (
+        job_file(table),
+        table.with_name(table.name + ".parts") / "job.json",
+        table.with_name(table.name + ".sorting.json"),
+        table.with_name("metrics.json"),
+    ):
+        try:
+            job = json.loads(sidecar.read_text())
+        except (OSError, ValueError, UnicodeError):
+            continue
+        if isinstance(job, dict) and isinstance(job.get("folder"), str):
+            return job
+    return {}
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The rows to review, in order: `order[n]` is the table row at queue position n; the first
+    `uncertain` positions are the band, the rest the disagreements."""
+
+    paths: np.ndarray  # object: every row's path, as in the table
+    p_dog: np.ndarray  # float
+    model_label: np.ndarray  # object: cat or dog (the threshold's side for uncertain rows)
+    true_label: np.ndarray | None  # object: the given label ("" where none); None without that column
+    ok: np.ndarray  # bool: the row was read
+    order: np.ndarray  # int64 row indices
+    uncertain: int
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def section(self, position: int) -> str:
+        return "uncertain" if position < self.uncertain else "disagrees"
+
+
+def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: float = 0.5) -> Queue:
+    """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain), closest
+    to 0.5 first; then, where a true label is given and the model disagrees, the most confident
+    first; ties in table order. Error rows are left out."""
+    ok = (table["status"] == "ok").to_numpy(dtype=bool, na_value=False)
+    p_dog = table["p_dog"].to_numpy(dtype=float, na_value=np.nan)
+    label = table["label"].to_numpy(dtype=object, na_value="")
+    model_label = np.where(np.isin(label, ("cat", "dog")), label, np.where(p_dog >= threshold, "dog", "cat"))
+    distance = np.abs(p_dog - 0.5)
+    in_band = ok & (((band[0] <= p_dog) & (p_dog <= band[1])) | (label == "uncertain"))
+    band_rows = np.flatnonzero(in_band)
+    band_rows = band_rows[np.argsort(distance[band_rows], kind="stable")]
+    true_label = None
+    wrong_rows = np.empty(0, dtype=np.int64)
+    if "true_label" in table.columns:
+        true_label = table["true_label"].to_numpy(dtype=object, na_value="")
+        wrong = ok & ~in_band & np.isin(true_label, ("cat", "dog")) & (true_label != model_label)
+        wrong_rows = np.flatnonzero(wrong)
+        wrong_rows = wrong_rows[np.argsort(-distance[wrong_rows], kind="stable")]
+    return Queue(
+        paths=table["path"].to_numpy(dtype=object),
+        p_dog=p_dog,
+        model_label=model_label.astype(object),
+        true_label=true_label,
+        ok=ok,
+        order=np.concatenate([band_rows, wrong_rows]).astype(np.int64),
+        uncertain=len(band_rows),
+    )
+
+
+# --- the corrections -----------------------------------------------------------------------
+
+
+class Corrections:
+    """`corrections.csv`: the last decision per path, rewritten whole and fsynced on each
+    change, so that no decision is lost and the file is never half written. Rows of paths the
+    table does not list (an earlier table's) are kept."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.labels: dict[str, str] = {}
+        if path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        with open(self.path, newline="", **TEXT) as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if header not in (None, CORRECTIONS_COLUMNS):
+                raise UserError(f"{self.path} is not a corrections file (its header is {header}): move it away")
+            ignored = 0
+            for row in rows:
+                if len(row) == 2 and row[1] in DECISIONS:
+                    self.labels[row[0]] = row[1]  # the last decision wins
+                else:  # a line cut short or edited by hand
+                    ignored += 1
+        if ignored:
+            log.warning("%s: ignored %d rows that are not path,cat|dog|skip", self.path, ignored)
+
+    def set(self, path: str, label: str | None) -> str | None:
+        """Record `label` for `path` (None removes its row) and return what it was before."""
+        if label is not None and label not in DECISIONS:
+            raise ValueError(f"not a decision: {label!r}")
+        previous = self.labels.get(path)
+        self._put(path, label)
+        try:
+            self._write()
+        except BaseException:  # a full disk, say: memory keeps saying what the file says
+            self._put(path, previous)
+            raise
+        return previous
+
+    def _put(self, path: str, label: str | None) -> None:
+        if label is None:
+            self.labels.pop(path, None)
+        else:
+            self.labels[path] = label
+
+    def _write(self) -> None:
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", newline="", **TEXT) as f:
+                writer = CsvWriter(f)
+                writer.writerow(CORRECTIONS_COLUMNS)
+                writer.writerows(self.labels.items())
+                f.flush()
+                os.fsync(f.fileno())
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a power cut
+        finally:
+            os.close(folder)
+
+
+# --- the images ----------------------------------------------------------------------------
+
+
+class NotServed(Exception):
+    """This row's image is not served (outside the folder, not a regular file, unreadable)."""
+
+
+def open_inside(folder: Path, relative: str) -> io.BufferedReader:
+    """Open `folder/relative` for reading only if it resolves to a regular file inside `folder`
+    (a resolved, real path): links may be followed, but never out of the folder."""
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+        raise NotServed("not a path inside the folder")
+    real = Path(os.path.realpath(folder / relative))
+    if not real.is_relative_to(folder) or real == folder:
+        raise NotServed("outside the images folder")
+    try:  # O_NOFOLLOW: a link put in its place since the check is refused; O_NONBLOCK: a FIFO opens at once
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as e:
+        raise NotServed(e.strerror) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        os.close(fd)
+        raise NotServed("not a regular file with content")
+    return os.fdopen(fd, "rb")
+
+
+def thumbnail(file: BinaryIO, size: int = THUMBNAIL_PX) -> bytes:
+    """An upright JPEG of at most `size` pixels a side of the image in `file`."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(file) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+            img = ImageOps.exif_transpose(img)
+            img.thumbnail((size, size))
+            if img.mode in ("RGBA", "LA", "PA", "P"):
+                img = img.convert("RGBA")
+                img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img)
+            out = io.BytesIO()
+            img.convert("RGB").save(out, "JPEG", quality=80)
+            return out.getvalue()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise NotServed(f"unreadable image: {e}") from None
+
+
+# --- the session: queue, corrections, undo -------------------------------------------------
+
+
+class Session:
+    """What one review server works on: the queue, the images folder and the corrections; safe
+    to call from the server's threads."""
+
+    def __init__(self, queue: Queue, images: Path, corrections: Corrections, page_size: int, table: Path):
+        self.queue, self.corrections, self.page_size, self.table = queue, corrections, page_size, table
+        self.images = Path(os.path.realpath(images))
+        self._lock = threading.Lock()
+        self._undo: list[tuple[int, str | None]] = []  # (queue position, the decision before)
+        self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()  # the most recently used last
+        self._thumbnails_lock = threading.Lock()  # not the decisions' one: a decision's fsync holds that
+        queued = set(queue.paths[queue.order])
+        self._reviewed = sum(path in queued for path in corrections.labels)  # kept up to date below
+
+    def reviewed(self) -> int:
+        """Queue positions with a decision."""
+        return self._reviewed
+
+    def summary(self) -> dict:
+        with self._lock:
+            reviewed = self._reviewed
+            decided = self.corrections.labels
+            start = next(
+                (n for n, row in enumerate(self.queue.order) if self.queue.paths[row] not in decided), 0
+            ) if reviewed < len(self.queue) else 0  # fmt: skip
+        return {
+            "table": shown(self.table.name),
+            "corrections": shown(self.corrections.path),
+            "total": len(self.queue),
+            "uncertain": self.queue.uncertain,
+            "disagreements": len(self.queue) - self.queue.uncertain,
+            "reviewed": reviewed,
+            "page_size": self.page_size,
+            "start": start,
+        }
+
+    def page(self, number: int) -> list[dict] | None:
+        """The items of page `number` (None past the end; page 0 of an empty queue is empty)."""
+        first = number * self.page_size
+        if number < 0 or (first >= len(self.queue) and number > 0):
+            return None
+        q = self.queue
+        with self._lock:
+            return [
+                {
+                    "position": position,
+                    "row": int(row),
+                    "name": shown(q.paths[row]),
+                    "p_dog": float(q.p_dog[row]),
+                    "label": q.model_label[row],
+                    "true_label": (q.true_label[row] or None) if q.true_label is not None else None,
+                    "section": q.section(position),
+                    "decision": self.corrections.labels.get(q.paths[row]),
+                }
+                for position, row in enumerate(q.order[first : first + self.page_size], start=first)
+            ]
+
+    def decide(self, position: int, label: str) -> dict:
+        """Record a decision (`accept`: the model's label) for a queue position."""
+        row = self.queue.order[position]
+        if label == "accept":
+            label = self.queue.model_label[row]
+        with self._lock:
+            previous = self.corrections.set(self.queue.paths[row], label)
+            self._reviewed += previous is None
+            self._undo.append((position, previous))
+            return {"position": position, "decision": label, "reviewed": self._reviewed}
+
+    def undo(self) -> dict:
+        """Take back this server's last decision: the one before it, or none, is restored."""
+        with self._lock:
+            if not self._undo:
+                return {"position": None, "decision": None, "reviewed": self._reviewed}
+            position, previous = self._undo.pop()
+            self.corrections.set(self.queue.paths[self.queue.order[position]], previous)
+            self._reviewed -= previous is None
+            return {"position": position, "decision": previous, "reviewed": self._reviewed}
+
+    def image(self, row: int) -> bytes:
+        """The thumbnail of table row `row`; NotServed for rows outside the table or unreadable.
+        The file is checked on every request; the cache only saves decoding the same file again."""
+        if not 0 <= row < len(self.queue.paths) or not self.queue.ok[row]:
+            raise NotServed("no such row")
+        with open_inside(self.images, self.queue.paths[row]) as f:
+            info = os.fstat(f.fileno())
+            key = (row, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            with self._thumbnails_lock:
+                if key in self._thumbnails:
+                    self._thumbnails.move_to_end(key)
+                    return self._thumbnails[key]
+            jpeg = thumbnail(f)
+        with self._thumbnails_lock:
+            self._thumbnails[key] = jpeg
+            if len(self._thumbnails) > THUMBNAILS_CACHED:
+                self._thumbnails.popitem(last=False)
+        return jpeg
+
+
+def open_session(options: ReviewOptions) -> tuple[Session, Path]:
+    """Read the table, settle the images folder, band and corrections file, and order the queue;
+    returns the session and the corrections' lock file (which the caller must hold)."""
+    table = find_table(options.table)
+    job = recorded_job(table)
+    images = options.images
+    if images is None:
+        recorded = Path(job["folder"]) if job else None
+        if recorded is None or not recorded.is_dir():
+            where = f" (it records {shown(recorded)}, which is not a folder here)" if recorded else ""
+            raise UserError(f"pass --images DIR, the folder the paths of {table} are relative to{where}")
+        images = recorded
+    if not images.is_dir():
+        raise UserError(f"--images {images} is not a folder")
+    band = options.uncertain or (tuple(job["uncertain"]) if job.get("uncertain") else DEFAULT_BAND)
+    if not 0 <= band[0] <= band[1] <= 1:
+        raise UserError(f"--uncertain LOW HIGH needs 0 <= LOW <= HIGH <= 1, not {band[0]} {band[1]}")
+    if options.page_size < 1:
+        raise UserError(f"the page size must be at least 1, not {options.page_size}")
+    corrections = options.corrections or table.with_name(CORRECTIONS_FILE)
+    queue = review_queue(read_table(table, true_label=True), band, job.get("threshold", 0.5))
+    lock = corrections.with_name(corrections.name + ".lock")
+    return Session(queue, images, Corrections(corrections), options.page_size, table), lock
+
+
+# --- the web app ---------------------------------------------------------------------------
+
+
+def create_app(session: Session, token: str, port: int):
+    """The Starlette app: the page, its JSON API and the thumbnails, all behind `token`."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    cookie = f"catsdogs-review-{port}"  # cookies ignore the port: one name per server
+    page = resources.files(__package__).joinpath("review_page")
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+    def index(request: Request) -> Response:
+        html = page.joinpath("index.html").read_text(encoding="utf-8").replace("{{token}}", token)
+        response = HTMLResponse(html, headers=headers)
+        response.set_cookie(cookie, token, httponly=True, samesite="strict")
+        return response
+
+    def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in PAGE_FILES:
+            return PlainTextResponse("not found", 404)
+        return Response(page.joinpath(name).read_bytes(), media_type=PAGE_FILES[name], headers=headers)
+
+    def summary(request: Request) -> Response:
+        return JSONResponse(session.summary(), headers=headers)
+
+    def page_items(request: Request) -> Response:
+        try:
+            items = session.page(int(request.query_params.get("page", "0")))
+        except ValueError:
+            items = None
+        if items is None:
+            return JSONResponse({"error": "no such page"}, 404)
+        return JSONResponse({"items": items}, headers=headers)
+
+    async def decide(request: Request) -> Response:
+        try:
+            body = await request.json()
+            position, label = body["position"], body["label"]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "expected {position, label}"}, 400)
+        if label not in (*DECISIONS, "accept"):
+            return JSONResponse({"error": "label: cat, dog, skip or accept"}, 400)
+        if type(position) is not int or not 0 <= position < len(session.queue):
+            return JSONResponse({"error": "no such position"}, 404)
+        return JSONResponse(await _in_thread(session.decide, position, label), headers=headers)
+
+    async def undo(request: Request) -> Response:
+        return JSONResponse(await _in_thread(session.undo), headers=headers)
+
+    def image(request: Request) -> Response:
+        try:
+            jpeg = session.image(request.path_params["row"])
+        except NotServed:
+            return PlainTextResponse("not found", 404)
+        return Response(jpeg, media_type="image/jpeg", headers={**headers, "Cache-Control": "private, max-age=3600"})
+
+    routes = [
+        Route("/", index),
+        Route("/static/{name}", asset),
+        Route("/api/summary", summary),
+        Route("/api/page", page_items),
+        Route("/api/decide", decide, methods=["POST"]),
+        Route("/api/undo", undo, methods=["POST"]),
+        Route("/image/{row:int}", image),
+    ]
+    middleware = [
+        Middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost"]),  # no DNS rebinding
+        Middleware(TokenGuard, token=token, cookie=cookie),
+    ]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def _in_thread(function, *args):
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args)
+
+
+class TokenGuard:
+    """ASGI middleware: 403 for any request without the token, given in the URL (`?token=`),
+    the cookie the page sets, or (required for changes, so no other site can make them) the
+    X-Review-Token header."""
+
+    def __init__(self, app: Any, token: str, cookie: str):
+        self.app, self.token, self.cookie = app, token, cookie
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("403: this page needs the token of the URL catsdogs review printed", 403)(
+                scope, receive, send
+            )
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: dict) -> bool:
+        from starlette.requests import Request
+
+        request = Request(scope)
+        header = request.headers.get("x-review-token", "")
+        if scope["method"] not in ("GET", "HEAD"):
+            given = [header]
+        else:
+            given = [header, request.query_params.get("token", ""), request.cookies.get(self.cookie, "")]
+        return any(secrets.compare_digest(g.encode(), self.token.encode()) for g in given if g)
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+@dataclass
+class ReviewSummary:
+    corrections: Path
+    reviewed: int
+    total: int
+    decisions: int  # rows of corrections.csv (images outside this queue included)
+
+    def describe(self) -> str:
+        return f"{self.reviewed} of {self.total} images reviewed; {self.decisions} decisions in {shown(self.corrections)}"
+
+
+class ReviewServer:
+    """The review page served on 127.0.0.1 (a free port unless one is given) while the
+    corrections' lock is held: `url` (with the token), `serve()` until `stop()` or Ctrl-C,
+    `close()` (or a `with` block) to release the port and the lock."""
+
+    def __init__(self, options: ReviewOptions):
+        import uvicorn
+
+        self._exit = contextlib.ExitStack()
+        try:
+            self.session, lock = open_session(options)
+            self._exit.enter_context(exclusive_lock(lock, str(self.session.corrections.path)))
+            self._socket = self._exit.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                self._socket.bind((HOST, options.port))
+            except OSError as e:
+                raise UserError(f"cannot listen on {HOST}:{options.port}: {e.strerror}") from None
+            self._socket.listen()
+            port = self._socket.getsockname()[1]
+            token = secrets.token_urlsafe(24)
+            self.url = f"http://{HOST}:{port}/?token={token}"
+            config = uvicorn.Config(
+                create_app(self.session, token, port), log_config=None, log_level="warning", access_log=False
+            )
+            self._server = uvicorn.Server(config)
+        except BaseException:
+            self._exit.close()
+            raise
+
+    def serve(self) -> None:
+        self._server.run(sockets=[self._socket])
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+
+    def summary(self) -> ReviewSummary:
+        s = self.session
+        return ReviewSummary(s.corrections.path, s.reviewed(), len(s.queue), len(s.corrections.labels))
+
+    def close(self) -> None:
+        self._exit.close()
+
+    def __enter__(self) -> ReviewServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def review(options: ReviewOptions) -> ReviewSummary:
+    """Serve the review page until Ctrl-C, printing its URL (and opening it in a browser unless
+    told not to); every decision is already on disk when this returns."""
+    with ReviewServer(options) as server:
+        s = server.session.summary()
+        log.info(
+            "%d images to review (%d uncertain, %d disagreements), %d reviewed; decisions go to %s",
+            s["total"], s["uncertain"], s["disagreements"], s["reviewed"], s["corrections"],
+        )  # fmt: skip
+        log.info("review page: %s  (Ctrl-C stops)", server.url)
+        if options.open_browser:
+            _open_browser(server.url)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how this command ends
+            server.serve()
+        return server.summary()
+
+
+def _open_browser(url: str) -> None:
+    """Open `url` in a graphical browser; on a Linux machine without a display (ssh) a text
+    browser would take the terminal over, so say so instead."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        log.info("no display here: open the URL in a browser (on another machine: ssh -L PORT:127.0.0.1:PORT)")
+        return
+    threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()

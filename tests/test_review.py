@@ -1,0 +1,489 @@
+"""`catsdogs review`: the queue's order, the corrections file, what the server refuses, a table of
+100,000 rows served page by page, and the page itself in a headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from catsdogs_batch.errors import UserError
+from catsdogs_batch.files import TEXT, CsvWriter
+from catsdogs_batch.options import ReviewOptions
+from catsdogs_batch.review import Corrections, ReviewServer, create_app, open_session, review_queue
+from catsdogs_batch.tables import COLUMNS, EVALUATE_COLUMNS, read_table
+
+from conftest import write_image
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+# Starlette 1.x prefers httpx2 for its TestClient and warns about httpx, which older ones need
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+
+def write_table(path: Path, rows: list[dict], true_label: bool = False) -> Path:
+    """A results table (evaluate's, with `true_label`) from rows giving path, p_dog and
+    optionally label, true_label, status and error; the rest follows from p_dog."""
+    with open(path, "w", newline="", **TEXT) as f:
+        writer = CsvWriter(f)
+        columns = EVALUATE_COLUMNS if true_label else COLUMNS
+        writer.writerow(columns)
+        for row in rows:
+            p = row.get("p_dog")
+            full = {
+                "id": "", "width": 48 if p is not None else "", "height": 48 if p is not None else "",
+                "status": "ok", "error": "", "true_label": "",
+                "label": "" if p is None else ("dog" if p >= 0.5 else "cat"),
+                "confidence": "" if p is None else max(p, 1 - p),
+                **{k: v for k, v in row.items()},
+            }  # fmt: skip
+            writer.writerow("" if full[c] is None else full[c] for c in columns)
+    return path
+
+
+def read_corrections(path: Path) -> list[list[str]]:
+    with open(path, newline="", **TEXT) as f:
+        return list(csv.reader(f))
+
+
+# --- the order -----------------------------------------------------------------------------
+
+
+def test_uncertain_band_first_then_the_most_confident_disagreements(tmp_path):
+    table = write_table(tmp_path / "results.csv", [
+        {"path": "a.jpg", "p_dog": 0.55, "true_label": "dog"},  # band, 0.05 from 0.5
+        {"path": "b.jpg", "p_dog": 0.30, "true_label": "dog"},  # band, 0.20
+        {"path": "c.jpg", "p_dog": 0.95, "true_label": "cat"},  # wrong, 0.95 sure
+        {"path": "d.jpg", "p_dog": 0.02, "true_label": "dog"},  # wrong, 0.98 sure
+        {"path": "e.jpg", "p_dog": 0.50, "true_label": ""},  # band, 0.00
+        {"path": "f.jpg", "p_dog": None, "status": "error", "error": "not an image file"},
+        {"path": "g.jpg", "p_dog": 0.90, "true_label": "dog"},  # right and sure: not shown
+        {"path": "h.jpg", "p_dog": 0.10, "true_label": "cat"},
+        {"path": "i.jpg", "p_dog": 0.79, "true_label": "cat"},  # band (and wrong): once, in the band
+        {"path": "j.jpg", "p_dog": 0.85, "true_label": "cat"},  # wrong, 0.85 sure
+        {"path": "k.jpg", "p_dog": 0.02, "true_label": "dog"},  # as sure as d.jpg: after it, in table order
+    ], true_label=True)  # fmt: skip
+    queue = review_queue(read_table(table, true_label=True), (0.2, 0.8))
+    assert [queue.paths[r] for r in queue.order] == ["e.jpg", "a.jpg", "b.jpg", "i.jpg", "d.jpg", "k.jpg", "c.jpg", "j.jpg"]
+    assert queue.uncertain == 4 and [queue.section(n) for n in (3, 4)] == ["uncertain", "disagrees"]
+    assert [queue.model_label[r] for r in queue.order[:3]] == ["dog", "dog", "cat"]
+
+
+def test_a_label_table_uses_its_recorded_band_folder_and_uncertain_rows(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    table = write_table(tmp_path / "labels.csv", [
+        {"path": "a.jpg", "p_dog": 0.62, "label": "uncertain"},
+        {"path": "b.jpg", "p_dog": 0.75},  # outside the recorded band 0.4-0.65, inside the default one
+        {"path": "c.jpg", "p_dog": 0.45, "label": "uncertain"},
+    ])  # fmt: skip
+    (tmp_path / "labels.csv.sorting.json").write_text(json.dumps({"folder": str(photos), "uncertain": [0.4, 0.65]}))
+    session, lock = open_session(ReviewOptions(table))
+    assert session.images == photos.resolve() and lock == tmp_path / "corrections.csv.lock"
+    assert [session.queue.paths[r] for r in session.queue.order] == ["c.jpg", "a.jpg"]
+    assert list(session.queue.model_label[session.queue.order]) == ["cat", "dog"]
+    assert session.corrections.path == tmp_path / "corrections.csv"
+
+    wider, _ = open_session(ReviewOptions(table, uncertain=(0.2, 0.8)))
+    assert [wider.queue.paths[r] for r in wider.queue.order] == ["c.jpg", "a.jpg", "b.jpg"]
+
+
+def test_the_images_folder_is_needed_when_none_is_recorded(tmp_path):
+    table = write_table(tmp_path / "photos.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    with pytest.raises(UserError, match="pass --images DIR"):
+        open_session(ReviewOptions(table))
+    with pytest.raises(UserError, match="is not a folder"):
+        open_session(ReviewOptions(table, images=tmp_path / "missing"))
+    (tmp_path / "other.csv").write_text("name,score\nx,1\n")
+    with pytest.raises(UserError, match="not a results table"):
+        open_session(ReviewOptions(tmp_path / "other.csv", images=tmp_path))
+    session, _ = open_session(ReviewOptions(table, images=tmp_path))
+    assert len(session.queue) == 1
+
+
+# --- the corrections -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def session(tmp_path):
+    """A review of four images (one a name that is not UTF-8), the second one unreadable."""
+    photos = tmp_path / "photos"
+    names = ["cat.1.jpg", "dog.2.jpg", "caf\udce9.jpg", "sub/dog.3.jpg"]  # \udce9: the Latin-1 byte of é
+    for n, name in enumerate(names):
+        write_image(photos / name, n % 2, seed=n)
+    rows = [{"path": name, "p_dog": p} for name, p in zip(names, (0.45, 0.6, 0.5, 0.3))]
+    rows.insert(1, {"path": "broken.jpg", "p_dog": None, "status": "error", "error": "empty file"})
+    table = write_table(tmp_path / "photos.csv", rows)
+    session, _ = open_session(ReviewOptions(table, images=photos, page_size=2))
+    return session
+
+
+def test_every_decision_is_on_disk_the_last_one_wins_and_undo_restores(session, tmp_path):
+    corrections = tmp_path / "corrections.csv"
+    in_order = [session.queue.paths[r] for r in session.queue.order]
+    assert in_order == ["caf\udce9.jpg", "cat.1.jpg", "dog.2.jpg", "sub/dog.3.jpg"]
+    assert session.decide(0, "dog") == {"position": 0, "decision": "dog", "reviewed": 1}
+    assert session.decide(1, "accept")["decision"] == "cat"  # the model's label for p_dog 0.45
+    assert session.decide(0, "skip")["reviewed"] == 2
+    assert read_corrections(corrections) == [["path", "label"], ["caf\udce9.jpg", "skip"], ["cat.1.jpg", "cat"]]
+    assert b"caf\xe9.jpg,skip\n" in corrections.read_bytes()  # the name's own bytes
+
+    assert session.undo() == {"position": 0, "decision": "dog", "reviewed": 2}  # the decision before
+    assert session.undo() == {"position": 1, "decision": None, "reviewed": 1}  # none before: row removed
+    assert read_corrections(corrections) == [["path", "label"], ["caf\udce9.jpg", "dog"]]
+    assert session.undo()["decision"] is None and session.undo()["position"] is None  # nothing left
+    assert read_corrections(corrections) == [["path", "label"]]
+
+
+def test_earlier_decisions_are_shown_and_kept(tmp_path):
+    (tmp_path / "corrections.csv").write_text(
+        "path,label\ncat.1.jpg,dog\nelsewhere.jpg,cat\ncat.1.jpg,cat\nsub/dog.3.jpg,do"  # the last line cut short
+    )
+    table = write_table(tmp_path / "t.csv", [{"path": "cat.1.jpg", "p_dog": 0.4}, {"path": "sub/dog.3.jpg", "p_dog": 0.6}])
+    session, _ = open_session(ReviewOptions(table, images=tmp_path))
+    assert session.corrections.labels == {"cat.1.jpg": "cat", "elsewhere.jpg": "cat"}
+    summary = session.summary()
+    assert (summary["reviewed"], summary["total"], summary["start"]) == (1, 2, 1)  # starts at the first undecided
+    assert [item["decision"] for item in session.page(0)] == ["cat", None]
+    session.decide(1, "dog")
+    rows = read_corrections(tmp_path / "corrections.csv")[1:]
+    assert rows == [["cat.1.jpg", "cat"], ["elsewhere.jpg", "cat"], ["sub/dog.3.jpg", "dog"]]
+
+
+def test_a_decision_that_cannot_be_written_is_not_taken(session, tmp_path, monkeypatch):
+    session.decide(0, "cat")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        session.decide(0, "dog")
+    with pytest.raises(OSError):
+        session.decide(1, "dog")
+    monkeypatch.undo()
+    assert session.corrections.labels == {"caf\udce9.jpg": "cat"} and session.reviewed() == 1
+    assert read_corrections(tmp_path / "corrections.csv")[1:] == [["caf\udce9.jpg", "cat"]]
+    assert session.undo()["decision"] is None  # the decision that was taken
+
+
+def test_another_file_named_like_the_corrections_is_not_overwritten(tmp_path):
+    (tmp_path / "corrections.csv").write_text("id,label\n1,0.5\n")
+    with pytest.raises(UserError, match="not a corrections file"):
+        Corrections(tmp_path / "corrections.csv")
+
+
+@pytest.mark.slow
+def test_a_kill_at_any_moment_loses_no_saved_decision(tmp_path):
+    """A process deciding as fast as it can, killed -9 in the middle: the file it leaves is
+    complete, and holds at least every decision it had reported saved."""
+    path = tmp_path / "corrections.csv"
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from catsdogs_batch.review import Corrections
+        corrections = Corrections(Path({str(path)!r}))
+        for n in range(1_000_000):
+            corrections.set(f"photo-{{n:07d}}.jpg", "cat")
+            print(n, flush=True)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    saved = -1
+    for line in process.stdout:
+        saved = int(line)
+        if saved >= 300:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    rows = read_corrections(path)
+    assert rows[0] == ["path", "label"] and all(len(r) == 2 and r[1] == "cat" for r in rows[1:])
+    assert len(rows) - 1 >= saved + 1
+    assert Corrections(path).labels.keys() >= {f"photo-{n:07d}.jpg" for n in range(saved + 1)}
+
+
+def test_a_second_review_of_the_same_corrections_is_refused(tmp_path):
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    with ReviewServer(ReviewOptions(table, images=tmp_path)):
+        with pytest.raises(UserError, match="another catsdogs run is writing .*corrections.csv"):
+            ReviewServer(ReviewOptions(table, images=tmp_path))
+    ReviewServer(ReviewOptions(table, images=tmp_path)).close()  # released
+
+
+# --- what the server serves and refuses ----------------------------------------------------
+
+
+@pytest.fixture
+def client(session, tmp_path):
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(session, "secret-token", 8000), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def test_nothing_is_served_without_the_token(client):
+    for path in ("/", "/static/review.js", "/api/summary", "/api/page?page=0", "/image/0"):
+        assert client.get(path).status_code == 403, path
+        assert client.get(path + ("&" if "?" in path else "?") + "token=wrong").status_code == 403, path
+    assert client.post("/api/decide", json={"position": 0, "label": "cat"}).status_code == 403
+    assert client.get("/", headers={"Host": "evil.example:8000"}, params={"token": "secret-token"}).status_code == 400
+
+
+def test_the_token_opens_the_page_and_its_cookie_the_rest(client):
+    page = client.get("/?token=secret-token")
+    assert page.status_code == 200 and 'content="secret-token"' in page.text
+    assert "httponly" in page.headers["set-cookie"].lower() and "samesite=strict" in page.headers["set-cookie"].lower()
+    assert client.get("/static/review.js").headers["content-type"].startswith("text/javascript")
+    summary = client.get("/api/summary").json()
+    assert (summary["total"], summary["reviewed"], summary["page_size"]) == (4, 0, 2)
+    items = client.get("/api/page?page=1").json()["items"]
+    shown = [(i["position"], i["name"], i["section"]) for i in items]
+    assert shown == [(2, "dog.2.jpg", "uncertain"), (3, "sub/dog.3.jpg", "uncertain")]
+    assert client.get("/api/page?page=0").json()["items"][0]["name"] == "caf\\xe9.jpg"  # escaped for the screen
+    jpeg = client.get(f"/image/{items[0]['row']}")
+    assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
+
+    # Changes need the header (a cookie alone could come from another site's form)
+    assert client.post("/api/decide", json={"position": 0, "label": "cat"}).status_code == 403
+    header = {"X-Review-Token": "secret-token"}
+    assert client.post("/api/decide", json={"position": 0, "label": "cat"}, headers=header).json()["reviewed"] == 1
+    assert client.post("/api/decide", json={"position": 4, "label": "cat"}, headers=header).status_code == 404
+    assert client.post("/api/decide", json={"position": 0, "label": "cow"}, headers=header).status_code == 400
+    assert client.post("/api/undo", headers=header).json() == {"position": 0, "decision": None, "reviewed": 0}
+
+
+def test_only_the_images_of_the_table_inside_the_folder_are_served(client, session, tmp_path):
+    client.cookies.set("catsdogs-review-8000", "secret-token")
+    paths = list(session.queue.paths)
+    assert client.get(f"/image/{paths.index('cat.1.jpg')}").status_code == 200
+    for refused in (
+        f"/image/{paths.index('broken.jpg')}",  # an error row
+        f"/image/{len(paths)}", "/image/-1", "/image/1.0", "/image/99999999999999999999",
+        "/image/..%2F..%2Fetc%2Fpasswd", "/image/0/../../photos.csv", "/photos/cat.1.jpg",
+        "/static/review.py", "/static/..%2F__init__.py", "/api/page?page=2", "/api/page?page=-1",
+    ):  # fmt: skip
+        assert client.get(refused).status_code == 404, refused
+
+    # A row whose file became a link out of the folder, or a FIFO, is refused; a link inside is served
+    secret = tmp_path / "secret.jpg"
+    write_image(secret, 0)
+    (session.images / "cat.1.jpg").unlink()
+    (session.images / "cat.1.jpg").symlink_to(secret)
+    os.replace(session.images / "sub", tmp_path / "sub-elsewhere")
+    (session.images / "sub").symlink_to(tmp_path / "sub-elsewhere")
+    os.unlink(session.images / "caf\udce9.jpg")
+    os.mkfifo(session.images / "caf\udce9.jpg")
+    (session.images / "dog.2.jpg").rename(session.images / "real-dog.jpg")
+    (session.images / "dog.2.jpg").symlink_to("real-dog.jpg")
+    for name, status in (("cat.1.jpg", 404), ("sub/dog.3.jpg", 404), ("caf\udce9.jpg", 404), ("dog.2.jpg", 200)):
+        assert client.get(f"/image/{paths.index(name)}").status_code == status, name
+
+
+# --- 100,000 rows --------------------------------------------------------------------------
+
+
+def test_a_table_of_100_000_rows_is_served_a_page_at_a_time(tmp_path):
+    n = 100_000
+    rng = np.random.default_rng(0)
+    p_dog = rng.random(n).round(6)
+    frame = pd.DataFrame({
+        "path": [f"album-{i // 1000:03d}/IMG_{i:06d}.jpg" for i in range(n)], "id": "", "p_dog": p_dog,
+        "label": np.where(p_dog >= 0.5, "dog", "cat"), "confidence": np.maximum(p_dog, 1 - p_dog).round(6),
+        "width": 640, "height": 480, "status": "ok", "error": "",
+    })  # fmt: skip
+    frame.to_csv(tmp_path / "big.csv", index=False)
+    session, _ = open_session(ReviewOptions(tmp_path / "big.csv", images=tmp_path, page_size=24))
+    in_band = int(((p_dog >= 0.2) & (p_dog <= 0.8)).sum())
+    assert len(session.queue) == in_band > 50_000
+
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(session, "t", 8000), base_url="http://127.0.0.1") as client:
+        client.cookies.set("catsdogs-review-8000", "t")
+        assert len(client.get("/api/summary").content) < 1000
+        last_page = (in_band - 1) // 24
+        seen = []
+        for page in (0, 1, last_page // 2, last_page):
+            response = client.get(f"/api/page?page={page}")
+            assert len(response.content) < 8_000  # a page, never the table
+            seen += [item["p_dog"] for item in response.json()["items"]]
+        assert len(seen) == 3 * 24 + (in_band - last_page * 24)
+        assert abs(seen[0] - 0.5) <= abs(seen[30] - 0.5) <= abs(seen[-1] - 0.5) <= 0.3
+        assert client.get(f"/api/page?page={last_page + 1}").status_code == 404
+        header = {"X-Review-Token": "t"}
+        last = client.post("/api/decide", json={"position": in_band - 1, "label": "skip"}, headers=header)
+        assert last.json()["reviewed"] == 1
+
+
+# --- the page, in a real browser -----------------------------------------------------------
+
+
+def _browser() -> tuple[str, str] | None:
+    """Debian's chromium and chromium-driver (or Chrome's), where installed."""
+    import shutil
+
+    binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    driver = shutil.which("chromedriver")
+    return (binary, driver) if binary and driver else None
+
+
+needs_browser = pytest.mark.skipif(
+    _browser() is None,
+    reason="no headless browser for the review page's tests: install chromium and chromium-driver "
+    "(Debian: apt-get install chromium chromium-driver; .ci/run does)",
+)
+
+
+def review_photos(folder: Path) -> list[str]:
+    """16 generated photos named like Kaggle's train/ (the README's screenshot shows them: the
+    competition's photos are not ours to publish)."""
+    names = [f"{'cat' if n % 2 else 'dog'}.{n}.jpg" for n in range(16)]
+    for n, name in enumerate(names):
+        write_image(folder / name, n % 2 == 0, size=160, seed=n)
+    return names
+
+
+class Server:
+    """`catsdogs review` run as a user runs it, in its own process: its URL read from what it prints."""
+
+    def __init__(self, table: Path, photos: Path):
+        command = [sys.executable, "-m", "catsdogs_batch.cli", "review", str(table), "--images", str(photos)]
+        command.append("--no-browser")
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY)
+        self.printed = []
+        for line in self.process.stderr:
+            self.printed.append(line)
+            if "review page: " in line:
+                self.url = line.split("review page: ")[1].split()[0]
+                return
+        raise AssertionError(f"catsdogs review printed no URL: {''.join(self.printed)}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = _browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,600"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(options=options, service=Service(driver))
+    browser.set_page_load_timeout(30)
+    yield browser
+    browser.quit()
+
+
+def wait_for(browser, script: str, *arguments, timeout: float = 20):
+    """Wait until `script` (JavaScript returning a value) returns something true; return it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(lambda b: b.execute_script(script, *arguments))
+
+
+TILES = "return [...document.querySelectorAll('.tile')]"
+PROGRESS = "return document.getElementById('progress').textContent"
+
+
+@pytest.mark.slow
+@needs_browser
+def test_the_page_in_a_browser(tmp_path, chromium):
+    import urllib.error
+    import urllib.request
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    photos = tmp_path / "photos"
+    names = review_photos(photos)
+    band = [0.5, 0.47, 0.56, 0.41, 0.62, 0.35, 0.68, 0.3, 0.72, 0.25, 0.77, 0.22]  # 12 uncertain, in queue order
+    rows = [{"path": name, "p_dog": p, "true_label": name[:3]} for name, p in zip(names, band)]
+    rows += [  # a cat the model is sure is a dog, a dog it is sure is a cat, two it gets right
+        {"path": "cat.13.jpg", "p_dog": 0.97, "true_label": "cat"}, {"path": "dog.12.jpg", "p_dog": 0.05, "true_label": "dog"},
+        {"path": "dog.14.jpg", "p_dog": 0.99, "true_label": "dog"}, {"path": "cat.15.jpg", "p_dog": 0.01, "true_label": "cat"},
+    ]  # fmt: skip
+    table = write_table(tmp_path / "results.csv", rows, true_label=True)
+    queue = [row["path"] for row in rows[:14]]
+
+    server = Server(table, photos)
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        base, token = server.url.split("/?token=")
+        answers = {base + "/": 403, base + "/image/0?token=wrong": 403, f"{base}/image/16?token={token}": 404}
+        for refused, status in answers.items():
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(refused)
+            assert error.value.code == status, refused
+
+        chromium.get(server.url)
+        wait_for(chromium, TILES + ".length === 12")
+        wait_for(chromium, "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert wait_for(chromium, PROGRESS).startswith("Reviewed 0 / 14 · 12 uncertain · 2 disagreements · page 1 of 2")
+        first_row = ".filter(t => t.offsetTop === document.querySelector('.tile').offsetTop).length"
+        columns = chromium.execute_script(TILES + first_row)
+
+        keys = ActionChains(chromium)
+        # 0 dog, 1 cat, 2 neither, 3 the model's (cat), undo it, two on and 5 dog, back to 3 and
+        # accept, one row down and dog, the next page's first cat, and back
+        for key in ["d", "c", "x", " ", "u", Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, "d", Keys.ARROW_LEFT,
+                    Keys.ARROW_LEFT, Keys.ARROW_LEFT, " ", Keys.ARROW_DOWN, "d", Keys.PAGE_DOWN, "c", Keys.PAGE_UP]:  # fmt: skip
+            keys.send_keys(key)
+        keys.perform()
+        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 7 / 14') && " + PROGRESS[7:] + ".includes('page 1 of 2')")
+        expected = {queue[0]: "dog", queue[1]: "cat", queue[2]: "skip", queue[3]: "cat", queue[5]: "dog",
+                    queue[4 + columns]: "dog", queue[12]: "cat"}  # fmt: skip
+        assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == expected
+
+        def marks() -> dict[str, str]:
+            shown = chromium.execute_script(TILES + ".map(t => [t.querySelector('.name').textContent, t.className])")
+            return {name: c.split("decided-")[1].split()[0] for name, c in shown if "decided-" in c}
+
+        chromium.refresh()  # the decisions are the server's, not the page's
+        wait_for(chromium, TILES + ".length === 12")
+        assert marks() == {k: v for k, v in expected.items() if k in queue[:12]}
+        current = chromium.execute_script("return document.querySelector('.tile.current .name').textContent")
+        assert current == queue[4]  # the first image not decided yet
+        assert wait_for(chromium, PROGRESS).startswith("Reviewed 7 / 14")
+        ActionChains(chromium).send_keys(Keys.ARROW_UP).perform()  # to the first row, for the picture
+        wait_for(chromium, "return document.querySelector('.tile.current .name').textContent === arguments[0]", queue[0])
+        wait_for(chromium, "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)")
+        chromium.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", {"width": 900, "height": 600, "deviceScaleFactor": 1, "mobile": False}
+        )
+        save_screenshot(chromium.get_screenshot_as_png(), REPOSITORY / "docs" / "review.png")
+    finally:
+        server.kill()  # kill -9: nothing to flush, every decision is on disk
+    assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == expected
+
+    server = Server(table, photos)  # a new server: a new token and port; the old cookie is no key
+    try:
+        chromium.get(server.url)
+        wait_for(chromium, TILES + ".length === 12")
+        assert marks() == {k: v for k, v in expected.items() if k in queue[:12]}
+    finally:
+        server.kill()
+
+
+def save_screenshot(png: bytes, path: Path) -> None:
+    """The page's picture for the README, small: 64 colours."""
+    import io
+
+    from PIL import Image
+
+    from catsdogs_batch.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.open(io.BytesIO(png)).convert("RGB").quantize(64).save(tmp, "PNG", optimize=True)
+    assert path.stat().st_size < 150_000
