@@ -187,6 +187,11 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shear", type=number(float, 0, 80), default=a.shear, help="augmentation: degrees +-")
     p.add_argument("--zoom", type=FRACTION, default=a.zoom, help="augmentation: fraction +-")
     p.add_argument("--no-flip", action="store_true", help="augmentation: no horizontal flips")
+    p.add_argument(
+        "--corrections", type=Path, metavar="CSV",
+        help="a review's corrections.csv (path,label, paths relative to --data): its labels win over "
+        "the names' and folders', images labelled skip are left out (recorded in run.json)",
+    )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     p.add_argument("--workers", type=POSITIVE, default=d.workers, help="decoding threads")
@@ -222,6 +227,7 @@ def run_train(args: argparse.Namespace) -> None:
             lr_patience=args.lr_patience,
             augmentation=Augmentation(args.rotation, args.shift, args.shear, args.zoom, not args.no_flip),
             calibrate=not args.no_calibration,
+            corrections=args.corrections,
             resume=args.resume,
             tensorboard=args.tensorboard,
             workers=args.workers,
@@ -466,6 +472,11 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--sort-into", type=Path, metavar="DIR", help="place images into DIR/cat, DIR/dog, DIR/uncertain")
     p.add_argument(
+        "--corrections", type=Path, metavar="CSV",
+        help="a review's corrections.csv (path,label): its labels win over the model's (the table's "
+        "`source` column says human); images labelled skip are not sorted",
+    )  # fmt: skip
+    p.add_argument(
         "--mode", choices=("copy", "link", "move"),
         help=f"with --sort-into: copy, hard-link or move the files (default: {d.mode}); a move "
         "removes each source only once its copy is in place",
@@ -489,6 +500,7 @@ def run_label(args: argparse.Namespace) -> int:
             mode=args.mode or "copy",
             overwrite=args.overwrite,
             engine=_engine_options(args),
+            corrections=args.corrections,
         )
     )
     say(summary.describe())

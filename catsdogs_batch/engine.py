@@ -58,14 +58,18 @@ def table_lock(table: Path):
     return exclusive_lock(table.with_name(table.name + ".lock"), str(table))
 
 
-def predict_folder(options: PredictOptions, predictor: Predictor | None = None, *, locked: bool = False) -> Summary:
+def predict_folder(
+    options: PredictOptions, predictor: Predictor | None = None, *, locked: bool = False, relabel=None
+) -> Summary:
     """Write the results table for every image under `options.folder` (resuming if a run with
     the same settings was interrupted) and return counts and speed. `predictor`: a loaded model
-    for the local engine; `locked`: the caller holds the table's lock already."""
+    for the local engine; `locked`: the caller holds the table's lock already; `relabel`: a
+    function that rewrites each shard's rows as they are merged into the table (label's
+    corrections, which `options.corrections_sha256` names in the job)."""
     check_engine_options(options)
     if not locked:
         with table_lock(options.out):
-            return predict_folder(options, predictor, locked=True)
+            return predict_folder(options, predictor, locked=True, relabel=relabel)
     if options.out.exists() and not options.overwrite:
         raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
     started = time.perf_counter()
@@ -98,7 +102,7 @@ def predict_folder(options: PredictOptions, predictor: Predictor | None = None, 
                 startup_seconds, startup_rows = time.perf_counter() - started, event
             processed += event
             bar.update(event)
-    merge_table(options, parts, shard_files)
+    merge_table(options, parts, shard_files, relabel)
     rows, errors, labels = count(stats)
     seconds = time.perf_counter() - started
     return Summary(

@@ -12,6 +12,12 @@ the reason in the summary: a move only ever removes files that are inside the fo
 DIR no link is followed: a link where a folder should be leaves that image unsorted. A move
 removes a source only once its placed file is proven to be a regular file in another folder
 with the same content (a hard link on the same file system, else a flushed copy).
+
+Corrections (`--corrections`, a review's corrections.csv): a person's label wins over the
+model's. The table then has a `source` column (`human` or `model`), each corrected row the
+person's label (`skip` included: such images are not sorted) and, as `confidence`, the model's
+probability of it. The file's SHA-256 is part of the job, so a rerun with other corrections
+never continues or reuses the work of these.
 """
 
 from __future__ import annotations
@@ -27,17 +33,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+import pandas as pd
+
 from .checkpoint import model_paths
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_write_json, shown
 from .options import LabelOptions, PredictOptions
-from .tables import iter_table
+from .review import CorrectionsFile, read_corrections
+from .tables import iter_table, label_for
 
 log = logging.getLogger(__name__)
 
 MODES = ("copy", "link", "move")
 LABELS = ("cat", "dog", "uncertain")
+SKIP = "skip"  # a person's label for neither, or unusable: such images stay where they are
 SHOWN = 20  # problems listed in the summary; the table has them all
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
@@ -265,6 +276,45 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
     return False
 
 
+# --- corrections ---------------------------------------------------------------------------
+
+
+def relabeller(corrections: dict[str, str]):
+    """A function that gives the rows of one shard the corrections' labels (`source` human; the
+    rest `model`; unreadable rows keep no label and no source)."""
+
+    def relabel(frame: pd.DataFrame) -> pd.DataFrame:
+        human = frame["path"].map(corrections)
+        ok = (frame["status"] == "ok").to_numpy(dtype=bool, na_value=False)
+        corrected = ok & human.notna().to_numpy()
+        p = frame["p_dog"].to_numpy(dtype=float, na_value=np.nan)
+        label = np.where(corrected, human.to_numpy(dtype=object, na_value=""), frame["label"].to_numpy(dtype=object))
+        confidence = np.select([label == "dog", label == "cat"], [p, 1 - p], np.maximum(p, 1 - p)).round(6)
+        frame = frame.copy()
+        frame["label"] = pd.array(label, dtype="string[python]")
+        frame["confidence"] = np.where(corrected, confidence, frame["confidence"].to_numpy(dtype=float, na_value=np.nan))
+        frame.insert(frame.columns.get_loc("label") + 1, "source",
+                     pd.array(np.where(corrected, "human", np.where(ok, "model", "")), dtype="string[python]"))  # fmt: skip
+        return frame
+
+    return relabel
+
+
+@dataclass
+class CorrectionCounts:
+    file: Path
+    given: int  # rows of the corrections file
+    applied: int = 0  # readable images of the table that a person labelled
+    changed: int = 0  # of those, where the person's label is not what the model said
+    unknown: int = 0  # corrections that name no readable image of the table: ignored
+
+    def describe(self) -> str:
+        return (
+            f"corrections {shown(self.file)}: {self.applied} applied ({self.changed} changed the model's label), "
+            f"{self.unknown} name no readable image here"
+        )
+
+
 # --- the command ---------------------------------------------------------------------------
 
 
@@ -280,24 +330,29 @@ class LabelSummary:
     sorted_into: Path | None = None
     mode: str = "copy"
     sorting: SortCounts | None = None
+    corrections: CorrectionCounts | None = None
 
     @property
     def images_per_second(self) -> float:
         return self.processed / self.predict_seconds if self.predict_seconds else 0.0
 
     def describe(self) -> str:
-        present = [label for label in LABELS if label in self.labels or label != "uncertain"]
+        present = [label for label in (*LABELS, SKIP) if label in self.labels or label in ("cat", "dog")]
         counts = ", ".join(f"{self.labels.get(label, 0)} {label}" for label in present)
         lines = [
             f"{self.rows} images: {counts}; {len(self.unreadable)} errors -> {shown(self.table)}",
             f"{self.processed} predicted at {self.images_per_second:.1f} img/s; {self.seconds:.1f} s in all",
         ]
+        if self.corrections is not None:
+            lines.append(self.corrections.describe())
         if self.sorting is not None:
             s = self.sorting
             lines.append(
                 f"sorted into {shown(self.sorted_into)} ({self.mode}): {s.placed} placed, "
                 f"{s.already} already there, {len(s.problems)} left in place"
             )
+            if self.labels.get(SKIP):
+                lines.append(f"{self.labels[SKIP]} images a person labelled skip: not sorted, left where they are")
             lines += _listed("left in place", s.problems)
         lines += _listed("unreadable, left where they are", self.unreadable)
         return "\n".join(lines)
@@ -317,7 +372,11 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     sort the files by label; an interrupted run finishes when rerun with the same options."""
     started = time.perf_counter()
     out = options.out or default_table(options.folder)
-    predict = PredictOptions(options.model, options.folder, out, options.overwrite, options.engine, options.labelling)
+    corrections = read_corrections(options.corrections) if options.corrections is not None else None
+    predict = PredictOptions(
+        options.model, options.folder, out, options.overwrite, options.engine, options.labelling,
+        corrections.sha256 if corrections else None,
+    )  # fmt: skip
     check_engine_options(predict)
     if options.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, not {options.mode}")
@@ -325,10 +384,12 @@ def label_folder(options: LabelOptions) -> LabelSummary:
         check_sort_target(options.folder, options.sort_into)
         check_sort_into(options.sort_into)
     with table_lock(out):
-        return _label_locked(options, predict, started)
+        return _label_locked(options, predict, corrections, started)
 
 
-def _label_locked(options: LabelOptions, predict: PredictOptions, started: float) -> LabelSummary:
+def _label_locked(
+    options: LabelOptions, predict: PredictOptions, corrections: CorrectionsFile | None, started: float
+) -> LabelSummary:
     out = predict.out
     job_file = out.with_name(out.name + ".sorting.json")
     job = {
@@ -339,10 +400,13 @@ def _label_locked(options: LabelOptions, predict: PredictOptions, started: float
         "threshold": options.labelling.threshold,
         "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
     }
+    if corrections:  # only then: the job files of earlier versions stay equal
+        job["corrections"] = corrections.record()
     only_sorting_left = options.sort_into is not None and _sorting_left(job_file, job, out, options.overwrite)
     processed = 0
     if not only_sorting_left:
-        processed = predict_folder(predict, locked=True).processed
+        relabel = relabeller(corrections.labels) if corrections else None
+        processed = predict_folder(predict, locked=True, relabel=relabel).processed
     predict_seconds = time.perf_counter() - started
 
     sorter = Sorter(options.folder, options.sort_into, options.mode) if options.sort_into else None
@@ -351,15 +415,22 @@ def _label_locked(options: LabelOptions, predict: PredictOptions, started: float
     labels: dict[str, int] = {}
     unreadable: list[tuple[str, str]] = []
     rows = 0
+    counts = CorrectionCounts(corrections.path, len(corrections.labels)) if corrections else None
     try:
         for chunk in iter_table(out):
-            for path, label, status, error in zip(chunk["path"], chunk["label"], chunk["status"], chunk["error"]):
+            source = chunk["source"] if "source" in chunk.columns else [None] * len(chunk)
+            for path, p_dog, label, status, error, by in zip(
+                chunk["path"], chunk["p_dog"], chunk["label"], chunk["status"], chunk["error"], source
+            ):
                 rows += 1
                 if status != "ok":
                     unreadable.append((path, error))
                     continue
                 labels[label] = labels.get(label, 0) + 1
-                if sorter:
+                if counts and by == "human":
+                    counts.applied += 1
+                    counts.changed += label != label_for(p_dog, options.labelling)
+                if sorter and label != SKIP:
                     sorter.place(path, label)
     except UserError:
         if sorter and not (sorter.counts.placed or sorter.counts.already):
@@ -367,7 +438,11 @@ def _label_locked(options: LabelOptions, predict: PredictOptions, started: float
         raise
     if sorter:
         job_file.unlink(missing_ok=True)  # done: a rerun is a new job
+    if counts:
+        counts.unknown = counts.given - counts.applied
+        if counts.unknown:
+            log.warning("%d corrections name no readable image of %s: ignored", counts.unknown, shown(options.folder))
     return LabelSummary(
         out, rows, labels, unreadable, processed, predict_seconds, time.perf_counter() - started,
-        options.sort_into, options.mode, sorter.counts if sorter else None,
+        options.sort_into, options.mode, sorter.counts if sorter else None, counts,
     )  # fmt: skip

@@ -80,6 +80,7 @@ class TrainOptions:
     lr_patience: int = 3  # epochs without improvement before halving the learning rate
     augmentation: Augmentation = field(default_factory=Augmentation)
     calibrate: bool = True  # fit a temperature on the validation split once training ends
+    corrections: Path | None = None  # a review's corrections.csv: its labels win, `skip` images are left out
     resume: bool = False
     tensorboard: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -124,6 +125,7 @@ class PredictOptions:
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
     labelling: Labelling = field(default_factory=Labelling)
+    corrections_sha256: str | None = None  # label --corrections: part of the job, so other corrections start over
 
 
 @dataclass
@@ -152,6 +154,7 @@ class LabelOptions:
     mode: str = "copy"  # copy, link (hard link) or move
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
+    corrections: Path | None = None  # a review's corrections.csv: its labels win over the model's
 
 
 @dataclass
@@ -197,3 +200,23 @@ class ReviewOptions:
 
 
 DEFAULT_BAND = (0.2, 0.8)
+
+
+@dataclass
+class AuditOptions:
+    """`catsdogs audit`: rank a labelled folder's images by how likely their label is wrong, from
+    out-of-fold predictions of small models (k-fold) and cleanlab. Small and fast by default:
+    the residual CNN at 64 px, 10 epochs per fold."""
+
+    data: Path  # labelled like the training data: cat.N.jpg / dog.N.jpg or cat/ and dog/ folders
+    out: Path | None = None  # the table; default: submissions/audit-<folder name>.csv
+    folds: int = 4  # each image is predicted by the model trained on the other folds
+    epochs: int = 10  # per fold: a fixed number (the held-out fold never chooses the epoch)
+    image_size: int = 64
+    arch: str = DEFAULT_ARCH  # pretrained backbones stay frozen: only their head is trained
+    batch_size: int = 32
+    learning_rate: float | None = None  # default: the architecture's, decaying to 0 (cosine)
+    seed: int = 0  # folds, weights, shuffling and augmentation
+    tta: bool = True  # average each prediction with that of the mirrored image
+    overwrite: bool = False
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads

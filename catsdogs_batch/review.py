@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -34,6 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -113,7 +115,8 @@ class Queue:
 def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: float = 0.5) -> Queue:
     """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain), closest
     to 0.5 first; then, where a true label is given and the model disagrees, the most confident
-    first; ties in table order. Error rows are left out."""
+    first; ties in table order. An audit's table (`label_issue`) gives only its label issues, in
+    the table's order (lowest label quality first). Error rows are left out."""
     ok = (table["status"] == "ok").to_numpy(dtype=bool, na_value=False)
     p_dog = table["p_dog"].to_numpy(dtype=float, na_value=np.nan)
     label = table["label"].to_numpy(dtype=object, na_value="")
@@ -124,7 +127,13 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
     band_rows = band_rows[np.argsort(distance[band_rows], kind="stable")]
     true_label = None
     wrong_rows = np.empty(0, dtype=np.int64)
-    if "true_label" in table.columns:
+    if "label_issue" in table.columns:  # an audit's table: its label issues, in its order (most likely wrong first)
+        true_label = table["true_label"].to_numpy(dtype=object, na_value="")
+        band_rows = np.empty(0, dtype=np.int64)
+        wrong_rows = np.flatnonzero(ok & table["label_issue"].to_numpy(dtype=bool, na_value=False))
+        quality = table["label_quality"].to_numpy(dtype=float, na_value=np.nan)
+        wrong_rows = wrong_rows[np.argsort(quality[wrong_rows], kind="stable")]
+    elif "true_label" in table.columns:
         true_label = table["true_label"].to_numpy(dtype=object, na_value="")
         wrong = ok & ~in_band & np.isin(true_label, ("cat", "dog")) & (true_label != model_label)
         wrong_rows = np.flatnonzero(wrong)
@@ -156,18 +165,9 @@ class Corrections:
 
     def _read(self) -> None:
         with open(self.path, newline="", **TEXT) as f:
-            rows = csv.reader(f)
-            header = next(rows, None)
-            if header not in (None, CORRECTIONS_COLUMNS):
-                raise UserError(f"{self.path} is not a corrections file (its header is {header}): move it away")
-            ignored = 0
-            for row in rows:
-                if len(row) == 2 and row[1] in DECISIONS:
-                    self.labels[row[0]] = row[1]  # the last decision wins
-                else:  # a line cut short or edited by hand
-                    ignored += 1
+            self.labels, ignored = parse_corrections(f, self.path)
         if ignored:
-            log.warning("%s: ignored %d rows that are not path,cat|dog|skip", self.path, ignored)
+            log.warning("%s: ignored %d rows that are not path,cat|dog|skip", self.path, len(ignored))
 
     def set(self, path: str, label: str | None) -> str | None:
         """Record `label` for `path` (None removes its row) and return what it was before."""
@@ -201,6 +201,55 @@ class Corrections:
             os.fsync(folder)  # the rename itself survives a power cut
         finally:
             os.close(folder)
+
+
+def parse_corrections(lines: Iterable[str], path: Path) -> tuple[dict[str, str], list[int]]:
+    """The last decision per path of a corrections file's lines, and the line numbers of the rows
+    that are not path,cat|dog|skip (a line cut short or edited by hand). A file with another
+    header is not a corrections file: a one-line error."""
+    labels: dict[str, str] = {}
+    bad: list[int] = []
+    try:
+        rows = csv.reader(lines)
+        header = next(rows, None)
+        if header not in (None, CORRECTIONS_COLUMNS):
+            raise UserError(f"{path} is not a corrections file (its header is {header}): move it away")
+        for row in rows:
+            if len(row) == 2 and row[1] in DECISIONS:
+                labels[row[0]] = row[1]  # the last decision wins
+            else:
+                bad.append(rows.line_num)
+    except csv.Error as e:
+        raise UserError(f"{path} is not a corrections file: {e}") from None
+    return labels, bad
+
+
+@dataclass(frozen=True)
+class CorrectionsFile:
+    """A corrections file as `label` and `train` use it: path -> cat|dog|skip, and the SHA-256
+    of the bytes those labels were read from (what a job records)."""
+
+    path: Path
+    labels: dict[str, str]
+    sha256: str
+
+    def record(self) -> dict:
+        return {"file": str(self.path.resolve()), "sha256": self.sha256}
+
+
+def read_corrections(path: Path, option: str = "--corrections") -> CorrectionsFile:
+    """Read a corrections file strictly (a missing file, another header or a row that is not
+    path,cat|dog|skip is a one-line error), hashing the very bytes it parses."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{option} {path}: {e.strerror or e}") from None
+    text = data.decode(**TEXT)
+    labels, bad = parse_corrections(io.StringIO(text, newline=""), path)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UserError(f"{path}, line {bad[0]}{more}: not path,cat|dog|skip")
+    return CorrectionsFile(path, labels, hashlib.sha256(data).hexdigest())
 
 
 # --- the images ----------------------------------------------------------------------------

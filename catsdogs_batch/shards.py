@@ -14,9 +14,10 @@ import itertools
 import json
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checkpoint import Checkpoint
 from .errors import UserError
@@ -24,6 +25,9 @@ from .files import atomic_write_json, shown
 from .images import iter_image_files
 from .options import PredictOptions
 from .tables import Row, merge_shards, write_shard
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +184,7 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
         model = checkpoint.model_path.resolve()
         stat = model.stat()
         models.append({"model": str(model), "model_size": stat.st_size, "model_mtime": stat.st_mtime_ns})
-    return {
+    job = {
         "folder": str(options.folder.resolve()),
         "models": models,
         "tta": options.engine.tta,
@@ -189,6 +193,9 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
         "threshold": options.labelling.threshold,
         "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
     }
+    if options.corrections_sha256:  # only then: jobs recorded before corrections existed stay equal
+        job["corrections_sha256"] = options.corrections_sha256
+    return job
 
 
 def job_file(table: Path) -> Path:
@@ -196,14 +203,17 @@ def job_file(table: Path) -> Path:
     return table.with_name(table.name + ".job.json")
 
 
-def merge_table(options: PredictOptions, parts: PartsFolder, shard_files: list[Path]) -> None:
-    """Once every shard is done: merge them, in order, into the table, record its job beside it
-    and remove the parts folder."""
+def merge_table(
+    options: PredictOptions, parts: PartsFolder, shard_files: list[Path],
+    relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> None:  # fmt: skip
+    """Once every shard is done: merge them, in order, into the table (each shard's rows
+    through `relabel`, if given), record its job beside it and remove the parts folder."""
     if not shard_files:
         shutil.rmtree(parts.path)
         raise UserError(f"no image files in {options.folder}")
     job_file(options.out).unlink(missing_ok=True)  # a table being replaced loses its record first
-    merge_shards(shard_files, options.out)
+    merge_shards(shard_files, options.out, relabel)
     shutil.copyfile(parts.path / "job.json", job_file(options.out))
     shutil.rmtree(parts.path)
 

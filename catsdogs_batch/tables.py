@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -33,6 +33,10 @@ class Row:
 COLUMNS = [f.name for f in fields(Row)]
 # `catsdogs evaluate` writes the true label (from the file's name or folder) beside the prediction.
 EVALUATE_COLUMNS = [*COLUMNS[: COLUMNS.index("label") + 1], "true_label", *COLUMNS[COLUMNS.index("label") + 1 :]]
+# `catsdogs label --corrections` says who gave each label: `model`, or `human` (a corrections file).
+SOURCE_COLUMNS = [*COLUMNS[: COLUMNS.index("label") + 1], "source", *COLUMNS[COLUMNS.index("label") + 1 :]]
+# `catsdogs audit`: evaluate's columns, then how likely the given label is right and cleanlab's verdict.
+AUDIT_COLUMNS = [*EVALUATE_COLUMNS, "label_quality", "label_issue"]
 # Strings are Python strings, not Arrow ones: a file name that is not UTF-8 keeps its bytes
 # (as surrogates), so that the table leads back to the file.
 DTYPES = {
@@ -46,8 +50,15 @@ DTYPES = {
     "status": "string[python]",
     "error": "string[python]",
 }
+OPTIONAL_DTYPES = {
+    "true_label": "string[python]",
+    "source": "string[python]",
+    "label_quality": "float64",
+    "label_issue": "boolean",
+}
 _READ_CSV = {
-    "dtype": DTYPES, "keep_default_na": False, "na_values": {"p_dog": [""], "confidence": [""]},
+    "dtype": DTYPES, "keep_default_na": False,
+    "na_values": {"p_dog": [""], "confidence": [""], "label_quality": [""]},
     "encoding": "utf-8", "encoding_errors": "surrogateescape",
 }  # fmt: skip
 _LARGEST_ID = 2**53  # ids above it would not survive a float column (an id missing in a row makes one)
@@ -102,11 +113,11 @@ def write_shard(path: Path, rows: Iterable[Row]) -> None:
 
 def read_table(path: str | os.PathLike, *, true_label: bool = False) -> pd.DataFrame:
     """A results table (CSV or Parquet) with the column types above; one that is not such a
-    table is a one-line error. With `true_label`, evaluate's table (a `true_label` column after
-    `label`) is accepted too."""
+    table is a one-line error. A label table may have a `source` column; with `true_label`,
+    evaluate's and audit's tables (a `true_label` column after `label`) are accepted too."""
     path = Path(path)
-    layouts = [COLUMNS, EVALUATE_COLUMNS] if true_label else [COLUMNS]
-    dtypes = {**DTYPES, "true_label": "string[python]"}
+    layouts = _layouts(true_label)
+    dtypes = {**DTYPES, **OPTIONAL_DTYPES}
     with _as_table(path):
         if path.suffix == ".parquet":
             frame = _checked(path, pd.read_parquet(path), layouts)
@@ -115,18 +126,25 @@ def read_table(path: str | os.PathLike, *, true_label: bool = False) -> pd.DataF
 
 
 def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
-    """A results table in chunks of rows (column types as in read_table), so that memory stays
-    bounded for a table of any length."""
+    """A results table of predict or label in chunks of rows (column types as in read_table), so
+    that memory stays bounded for a table of any length."""
     path = Path(path)
+    layouts = _layouts(true_label=False)
+    dtypes = {**DTYPES, **OPTIONAL_DTYPES}
     with _as_table(path):
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                yield _checked(path, batch.to_pandas()).astype(DTYPES)
+                frame = _checked(path, batch.to_pandas(), layouts)
+                yield frame.astype({c: dtypes[c] for c in frame.columns})
             return
-        for chunk in pd.read_csv(path, chunksize=chunk_rows, **_READ_CSV):
-            yield _checked(path, chunk)
+        for chunk in pd.read_csv(path, chunksize=chunk_rows, **{**_READ_CSV, "dtype": dtypes}):
+            yield _checked(path, chunk, layouts)
+
+
+def _layouts(true_label: bool) -> list[list[str]]:
+    return [COLUMNS, SOURCE_COLUMNS] + ([EVALUATE_COLUMNS, AUDIT_COLUMNS] if true_label else [])
 
 
 @contextlib.contextmanager
@@ -146,9 +164,13 @@ def _checked(path: Path, frame: pd.DataFrame, layouts: list[list[str]] | None = 
     return frame
 
 
-def merge_shards(shards: list[Path], out: Path) -> None:
+def merge_shards(shards: list[Path], out: Path, relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> None:
     """Concatenate shard files in order into `out`, streaming (memory holds one shard at a
-    time); written atomically."""
+    time); written atomically. `relabel` rewrites each shard's rows on the way (label's
+    corrections)."""
+    if relabel is not None:
+        write_table(out, (relabel(read_table(shard)) for shard in shards))
+        return
     with atomic_path(out) as tmp:
         if out.suffix == ".parquet":
             import pyarrow as pa
@@ -172,10 +194,35 @@ def merge_shards(shards: list[Path], out: Path) -> None:
                         shutil.copyfileobj(s, f)
 
 
+def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
+    """Write frames of one layout (at least one) as a CSV or Parquet table, atomically and
+    streaming: names keep their bytes in CSV, and are written \\xNN in Parquet."""
+    with atomic_path(out) as tmp:
+        if out.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            writer = None
+            for frame in frames:
+                table = pa.Table.from_pandas(_utf8(frame.copy()), preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+            writer.close()
+        else:
+            with open(tmp, "w", newline="", **TEXT) as f:
+                writer = CsvWriter(f)
+                for n, frame in enumerate(frames):
+                    if n == 0:
+                        writer.writerow(frame.columns)
+                    writer.writerows(
+                        ["" if pd.isna(v) else v for v in row] for row in frame.itertuples(index=False, name=None)
+                    )
+
+
 def _utf8(frame: pd.DataFrame) -> pd.DataFrame:
     """Parquet strings must be UTF-8: bytes of a name that are not are written as \\xNN."""
-    for column, dtype in DTYPES.items():
-        if dtype.startswith("string"):
+    for column, dtype in {**DTYPES, **OPTIONAL_DTYPES}.items():
+        if dtype.startswith("string") and column in frame.columns:
             frame[column] = frame[column].map(
                 lambda v: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
                 na_action="ignore",

@@ -74,6 +74,35 @@ def find_labelled_images(folder: Path) -> list[LabelledImage]:
     return items
 
 
+def corrected_images(folder: Path, corrections: Path | None) -> tuple[list[LabelledImage], dict | None]:
+    """The labelled images of `folder` with a review's corrections applied (its labels win, its
+    `skip` images are left out), and what run.json records about them (None without a file).
+    The file is read first, so a bad one stops the run before the folder is walked."""
+    if corrections is None:
+        return find_labelled_images(folder), None
+    from .review import read_corrections
+
+    given = read_corrections(corrections)
+    items, changed, skipped, found = [], 0, 0, set()
+    for item in find_labelled_images(folder):
+        label = given.labels.get(item.path)
+        if label is None:
+            items.append(item)
+            continue
+        found.add(item.path)
+        if label == "skip":
+            skipped += 1
+        else:
+            changed += CLASS_NAMES.index(label) != item.label
+            items.append(LabelledImage(item.path, CLASS_NAMES.index(label)))
+    unknown = len(given.labels) - len(found)
+    if unknown:
+        log.warning("%d corrections name no labelled image of %s: ignored", unknown, folder)
+    log.info("corrections: %d labels changed, %d images skipped", changed, skipped)
+    record = given.record() | {"rows": len(given.labels), "changed": changed, "skipped": skipped, "unknown": unknown}
+    return items, record
+
+
 def stratified_split(
     items: list[LabelledImage], val_split: float, seed: int
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -211,6 +240,8 @@ def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
     config["augmentation"] = Augmentation(**config["augmentation"])
     config["data"] = Path(config["data"])
     config["out"] = Path(config["out"])
+    if config.get("corrections"):
+        config["corrections"] = Path(config["corrections"])
     return TrainOptions(
         **config, resume=True, tensorboard=resume_into.tensorboard, workers=resume_into.workers
     )
@@ -232,6 +263,7 @@ def train(options: TrainOptions) -> Path:
         if run.get("status") == "finished":
             raise UserError(f"the run in {out} already finished; train into a new --out")
         options = _options_from_json(run["config"], options)
+        corrections = run.get("corrections")  # split.csv holds the corrected labels
         train_items, val_items = read_split(out / SPLIT_FILE)
         log.info("resuming %s", out)
     else:
@@ -242,9 +274,8 @@ def train(options: TrainOptions) -> Path:
             raise UserError(f"--out {out} is not an empty folder: a run gets a new one (its files would be replaced)")
         if not options.data.is_dir():
             raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
-        train_items, val_items = stratified_split(
-            find_labelled_images(options.data), options.val_split, options.split_seed
-        )
+        items, corrections = corrected_images(options.data, options.corrections)
+        train_items, val_items = stratified_split(items, options.val_split, options.split_seed)
 
     # Built first: pretrained weights that cannot be had stop the run before it writes anything.
     keras.utils.set_random_seed(options.seed)
@@ -263,6 +294,8 @@ def train(options: TrainOptions) -> Path:
         len(train_data[0]), len(val_data[0]), len(skipped),
     )
     run = _run_record(options, train_data, val_data, skipped, status="running")
+    if corrections:
+        run["corrections"] = corrections
     atomic_write_json(run_path, run)
 
     train_ds, val_ds = make_datasets(options, train_data[:2], val_data[:2])

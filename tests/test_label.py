@@ -5,6 +5,7 @@ interrupted move that a rerun finishes."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.label import Sorter, label_folder
 from catsdogs_batch.options import EngineOptions, LabelOptions, Labelling
-from catsdogs_batch.tables import COLUMNS, label_for, read_table
+from catsdogs_batch.tables import COLUMNS, SOURCE_COLUMNS, label_for, read_table
 
 from conftest import write_image
 
@@ -308,3 +309,86 @@ def test_damaged_job_files_are_one_line_and_overwrite_recovers(tiny_model, photo
     (parts / "job.json").write_text("{")
     assert main(args + ["--overwrite"]) == 0
     assert len(read_table(table)) == 10 and not parts.exists()
+
+
+# --- corrections: a person's label wins ------------------------------------------------------
+
+
+def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos, tmp_path, caplog):
+    """A review's corrections.csv: its labels are sorted by (the model's are not asked), `skip`
+    images stay where they are, and the table says who gave each label."""
+    plain = tmp_path / "plain.csv"
+    label_folder(LabelOptions(tiny_model, photos, plain, engine=QUIET))
+    model = read_table(plain).set_index("path")["label"]
+    other = {"cat": "dog", "dog": "cat"}
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text(
+        "path,label\n"
+        f"2023/IMG_0001.jpg,{other[model['2023/IMG_0001.jpg']]}\n"  # the model was wrong
+        f"cat.jpg,{model['cat.jpg']}\n"  # the model was right
+        "2024/IMG_0002.jpg,skip\n"
+        "gone.jpg,dog\n"  # not in the folder: counted, not an error
+    )  # fmt: skip
+    before = files_under(photos)
+    table, sorted_dir = tmp_path / "labels.csv", tmp_path / "sorted"
+    args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(sorted_dir),
+            "--corrections", str(corrections), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+
+    rows = read_table(table).set_index("path")
+    assert list(rows.reset_index().columns) == SOURCE_COLUMNS
+    human = rows[rows["source"] == "human"]
+    assert dict(human["label"]) == {
+        "2023/IMG_0001.jpg": other[model["2023/IMG_0001.jpg"]], "cat.jpg": model["cat.jpg"], "2024/IMG_0002.jpg": "skip",
+    }  # fmt: skip
+    assert (rows.loc[rows["status"] == "ok", "source"] != "").all() and (rows.loc[rows["status"] != "ok", "source"] == "").all()
+    machine = rows[rows["source"] == "model"]
+    assert (machine["label"] == model[machine.index]).all()
+    p = rows.loc["2023/IMG_0001.jpg", "p_dog"]
+    assert rows.loc["2023/IMG_0001.jpg", "confidence"] == pytest.approx(p if human.loc["2023/IMG_0001.jpg", "label"] == "dog" else 1 - p)
+    sorted_files = files_under(sorted_dir)
+    assert sorted_files == {f"{rows.loc[path, 'label']}/{path}": before[path] for path in rows.index
+                            if rows.loc[path, "status"] == "ok" and path != "2024/IMG_0002.jpg"}  # fmt: skip
+    assert files_under(photos) == before
+
+    job = json.loads(table.with_name("labels.csv.job.json").read_text())
+    sha = hashlib.sha256(corrections.read_bytes()).hexdigest()
+    assert job["corrections_sha256"] == sha
+    assert "gone.jpg" not in caplog.text and "1 corrections name no readable image" in caplog.text
+
+    summary = label_folder(LabelOptions(tiny_model, photos, tmp_path / "again.csv", engine=QUIET, corrections=corrections))
+    counts = summary.corrections
+    assert (counts.given, counts.applied, counts.changed, counts.unknown) == (4, 3, 2, 1)  # skip changes it too
+    assert summary.labels["skip"] == 1 and "1 skip" in summary.describe()
+
+
+def test_an_interrupted_sorting_continues_only_with_the_same_corrections(tiny_model, photos, tmp_path, monkeypatch, capsys):
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text("path,label\ncat.jpg,dog\n")
+    table, sorted_dir = tmp_path / "labels.csv", tmp_path / "sorted"
+    args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(sorted_dir),
+            "--mode", "move", "--corrections", str(corrections), "--no-progress"]  # fmt: skip
+
+    def stop(source: Path, target: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(label_module, "_remove_source", stop)
+    assert main(args) == 130
+    monkeypatch.undo()
+    job = json.loads(table.with_name("labels.csv.sorting.json").read_text())
+    assert job["corrections"] == {"file": str(corrections.resolve()), "sha256": hashlib.sha256(corrections.read_bytes()).hexdigest()}
+    corrections.write_text("path,label\ncat.jpg,cat\n")  # other corrections: not the interrupted job
+    assert main(args) == 1
+    assert "unfinished sorting with other settings" in capsys.readouterr().err
+    corrections.write_text("path,label\ncat.jpg,dog\n")
+    assert main(args) == 0
+    assert (sorted_dir / "dog" / "cat.jpg").exists() and not (photos / "cat.jpg").exists()
+
+
+def test_a_bad_corrections_file_is_refused_before_predicting(tiny_model, photos, tmp_path, capsys):
+    corrections = tmp_path / "corrections.csv"
+    args = ["label", str(tiny_model), str(photos), "--out", str(tmp_path / "t.csv"), "--corrections", str(corrections)]
+    assert main(args) == 1 and "No such file" in capsys.readouterr().err
+    corrections.write_text("path,label\ncat.jpg,uncertain\n")
+    assert main(args) == 1 and "line 2: not path,cat|dog|skip" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrections.csv", "photos"]
