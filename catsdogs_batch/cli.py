@@ -20,6 +20,7 @@ from .errors import UserError
 from .files import shown
 from .options import (
     ARCHITECTURES,
+    AuditOptions,
     COMPETITIONS,
     ENGINES,
     MIN_IMAGE_SIZE,
@@ -592,6 +593,67 @@ def run_review(args: argparse.Namespace) -> None:
     say(summary.describe())
 
 
+# --- audit ---------------------------------------------------------------------------------
+
+
+def parse_audit(sub: argparse._SubParsersAction) -> None:
+    d = AuditOptions(Path())
+    p = sub.add_parser(
+        "audit",
+        help="find likely label errors in a labelled folder, for review",
+        description="Predict every image of a labelled folder (cat.N.jpg / dog.N.jpg, or cat/ and "
+        "dog/ folders) with a model that did not train on it (k-fold: each fold's small model trains "
+        "on the others), find the likely label errors with cleanlab (confident learning) and write "
+        "a results table ranked by how likely each given label is wrong (label_quality, lowest "
+        "first; label_issue flags cleanlab's finds). `catsdogs review TABLE` shows the flagged ones.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument("data", type=Path, help="folder of labelled images")
+    p.add_argument(
+        "--out", type=Path, metavar="TABLE",
+        help="the table, .csv or .parquet (default: submissions/audit-<folder name>.csv)",
+    )  # fmt: skip
+    p.add_argument("--folds", type=number(int, 2), default=d.folds, help="k of the k-fold predictions")
+    p.add_argument("--epochs", type=POSITIVE, default=d.epochs, help="training epochs of each fold's model")
+    p.add_argument("--image-size", type=number(int, MIN_IMAGE_SIZE), default=d.image_size, help="model input, pixels")
+    p.add_argument(
+        "--arch", choices=tuple(ARCHITECTURES), default=d.arch,
+        help="each fold's model (a pretrained backbone stays frozen, its ImageNet weights needed)",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help="images per training step")
+    p.add_argument(
+        "--learning-rate", type=number(float, 1e-12),
+        help="Adam's initial rate, decaying to 0 over the epochs (default: the architecture's)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the folds, weights and augmentation")
+    p.add_argument("--no-tta", action="store_true", help="do not average with the mirrored image")
+    p.add_argument("--workers", type=POSITIVE, default=d.workers, help="decoding threads")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    p.set_defaults(func=run_audit)
+
+
+def run_audit(args: argparse.Namespace) -> None:
+    from .audit import audit
+
+    summary = audit(
+        AuditOptions(
+            data=args.data,
+            out=args.out,
+            folds=args.folds,
+            epochs=args.epochs,
+            image_size=args.image_size,
+            arch=args.arch,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            tta=not args.no_tta,
+            overwrite=args.overwrite,
+            workers=args.workers,
+        )
+    )
+    say(summary.describe())
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -605,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for parse_command in (
         parse_download, parse_train, parse_predict, parse_submission, parse_submit, parse_label, parse_evaluate,
-        parse_export, parse_review,
+        parse_export, parse_review, parse_audit,
     ):  # fmt: skip
         parse_command(sub)
     return parser

@@ -1,0 +1,128 @@
+"""`catsdogs audit` on generated labelled folders with deliberately flipped names, the table it
+writes as review reads it, and the corrections file that label and train read."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catsdogs_batch.audit import audit
+from catsdogs_batch.cli import main
+from catsdogs_batch.errors import UserError
+from catsdogs_batch.options import AuditOptions
+from catsdogs_batch.review import read_corrections, recorded_job, review_queue
+from catsdogs_batch.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
+
+from conftest import write_image
+
+FLIPPED = ["dog.3.png", "cat.7.png", "dog.11.png"]  # a cat named dog, a dog named cat, ...
+
+
+@pytest.fixture
+def mislabelled(tmp_path: Path) -> Path:
+    """40 cats and 40 dogs named like Kaggle's, three of them under the other class's name, and
+    one unreadable file."""
+    folder = tmp_path / "labelled"
+    for n in range(40):
+        for label, name in ((0, "cat"), (1, "dog")):
+            flipped = f"{name}.{n}.png" in FLIPPED
+            write_image(folder / f"{name}.{n}.png", 1 - label if flipped else label, size=32, seed=100 * label + n)
+    (folder / "cat.broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+FAST = AuditOptions(Path(), folds=3, epochs=6, image_size=32, arch="seed", batch_size=16, learning_rate=3e-3)
+
+
+@pytest.mark.slow
+def test_the_flipped_labels_come_first_and_review_shows_them(mislabelled, tmp_path):
+    out = tmp_path / "audit.csv"
+    options = AuditOptions(**{**FAST.__dict__, "data": mislabelled, "out": out})
+    summary = audit(options)
+    assert (summary.images, summary.unreadable) == (80, 1) and summary.issues >= 3
+
+    table = read_table(out, true_label=True)
+    assert list(table.columns) == AUDIT_COLUMNS and len(table) == 81
+    assert set(table["path"][:3]) == set(FLIPPED), table.head(6)
+    assert table["label_issue"][:3].all() and (np.diff(table["label_quality"][:80]) >= 0).all()
+    flipped = table.set_index("path").loc[FLIPPED]
+    assert (flipped["label"] != flipped["true_label"]).all()  # the model saw through the names
+    last = table.iloc[-1]
+    assert (last["path"], last["status"], last["true_label"]) == ("cat.broken.jpg", "error", "cat")
+
+    job = recorded_job(out)  # review finds the images through it
+    assert job["folder"] == str(mislabelled.resolve()) and job["folds"] == 3 and job["seed"] == 0
+    queue = review_queue(table, (0.2, 0.8))
+    assert [queue.paths[row] for row in queue.order[:3]] == list(table["path"][:3])
+    assert queue.uncertain == 0 and len(queue) == summary.issues
+
+    # Another audit of the same folder is refused without --overwrite, and leaves the table alone.
+    before = out.read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        audit(options)
+    assert out.read_bytes() == before
+
+
+def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, capsys):
+    run = ["audit", str(mislabelled), "--out", str(tmp_path / "a.csv")]
+    for extra, message in [
+        (["--out", str(tmp_path / "a.txt")], "must end in .csv or .parquet"),
+        (["--folds", "41"], "--folds 41 needs at least that many"),
+        (["--image-size", "40", "--arch", "nope"], "invalid choice"),
+    ]:
+        assert main(run + extra) in (1, 2)
+        assert message in capsys.readouterr().err
+    assert main(run + ["--folds", "1"]) == 2 and "out of range" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path / "missing")]) == 1 and "is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_audit_and_corrected_tables_keep_names_byte_for_byte(tmp_path):
+    name = b"caf\xe9/\x1b[31m.jpg".decode("utf-8", "surrogateescape")  # not UTF-8, and an escape
+    frame = read_table(_audit_csv(tmp_path / "in.csv", name), true_label=True)
+    for out in (tmp_path / "out.csv", tmp_path / "out.parquet"):
+        write_table(out, [frame])
+        again = read_table(out, true_label=True)
+        assert list(again.columns) == AUDIT_COLUMNS and again["label_issue"].tolist() == [True, False]
+        assert again["path"][0] == (name if out.suffix == ".csv" else "caf\\xe9/\x1b[31m.jpg")
+    assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "in.csv").read_bytes()
+    source = tmp_path / "label.csv"
+    source.write_text(",".join(SOURCE_COLUMNS) + "\na.jpg,,0.9,cat,human,0.1,48,48,ok,\n")
+    assert read_table(source)["source"].tolist() == ["human"]
+
+
+def _audit_csv(path: Path, name: str) -> Path:
+    with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        f.write(",".join(AUDIT_COLUMNS) + "\n")
+        f.write(f"{name},,0.9,dog,cat,0.9,,,ok,,0.1,True\n")
+        f.write("dog.1.jpg,,,,dog,,,,error,empty file,,False\n")
+    return path
+
+
+# --- the corrections file that label and train read ----------------------------------------
+
+
+def test_a_corrections_file_is_read_strictly_and_hashed(tmp_path):
+    good = tmp_path / "corrections.csv"
+    good.write_bytes(b"path,label\ncat.1.jpg,dog\nsub/x.jpg,skip\ncat.1.jpg,cat\n")
+    read = read_corrections(good)
+    assert read.labels == {"cat.1.jpg": "cat", "sub/x.jpg": "skip"}  # the last decision wins
+    assert read.sha256 == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert read.record() == {"file": str(good.resolve()), "sha256": read.sha256}
+    for content, message in [
+        (b"file,label\na.jpg,cat\n", "is not a corrections file"),
+        (b"path,label\na.jpg,cat\nb.jpg,horse\nc.jpg\n", "line 3 (and 1 more): not path,cat|dog|skip"),
+        (b"path,label\n\"a.jpg,cat\n", "line 2: not path,cat|dog|skip"),  # a quote never closed
+    ]:
+        bad = tmp_path / "bad.csv"
+        bad.write_bytes(content)
+        with pytest.raises(UserError, match=re.escape(message)):
+            read_corrections(bad)
+    for missing in (tmp_path / "nothing.csv", tmp_path):
+        with pytest.raises(UserError, match="--corrections"):
+            read_corrections(missing)
+
