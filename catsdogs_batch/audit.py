@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from .images import CLASS_NAMES
 from .options import AuditOptions, TrainOptions
 from .shards import job_file
 from .tables import AUDIT_COLUMNS, DTYPES, OPTIONAL_DTYPES, check_table_name, kaggle_id, write_table
+
+if TYPE_CHECKING:
+    from .train import LabelledImage
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +184,12 @@ def _predict(model, images: np.ndarray, tta: bool, batch_size: int) -> np.ndarra
     return (p[: len(images)] + p[len(images) :]) / 2 if tta else p
 
 
-def audit_table(kept, p_dog: np.ndarray, quality: np.ndarray, issues: np.ndarray, skipped: list[dict], items) -> pd.DataFrame:
-    """The audit's results table: readable images by label quality, lowest first (ties in path
-    order), then the unreadable ones."""
+def audit_table(
+    kept: list[LabelledImage], p_dog: np.ndarray, quality: np.ndarray, issues: np.ndarray,
+    skipped: list[dict], items: list[LabelledImage],
+) -> pd.DataFrame:  # fmt: skip
+    """The audit's results table: the `kept` (readable) images by label quality, lowest first
+    (ties in path order), then the unreadable ones (`skipped`, their given label from `items`)."""
     p = np.round(p_dog, 6)
     model_label = np.where(p >= 0.5, "dog", "cat")
     readable = pd.DataFrame({

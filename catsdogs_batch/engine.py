@@ -21,8 +21,9 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checkpoint import find_checkpoints
 from .errors import UserError
@@ -32,6 +33,9 @@ from .options import ENGINES, PredictOptions
 from .predictor import Predictor
 from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
 from .tables import check_labelling, check_table_name
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,11 @@ def table_lock(table: Path):
 
 
 def predict_folder(
-    options: PredictOptions, predictor: Predictor | None = None, *, locked: bool = False, relabel=None
+    options: PredictOptions,
+    predictor: Predictor | None = None,
+    *,
+    locked: bool = False,
+    relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> Summary:
     """Write the results table for every image under `options.folder` (resuming if a run with
     the same settings was interrupted) and return counts and speed. `predictor`: a loaded model

@@ -30,6 +30,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -279,7 +280,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
 # --- corrections ---------------------------------------------------------------------------
 
 
-def relabeller(corrections: dict[str, str]):
+def relabeller(corrections: dict[str, str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A function that gives the rows of one shard the corrections' labels (`source` human; the
     rest `model`; unreadable rows keep no label and no source)."""
 

@@ -13,8 +13,8 @@ import pytest
 from catsdogs_batch.audit import audit
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.options import AuditOptions
-from catsdogs_batch.review import read_corrections, recorded_job, review_queue
+from catsdogs_batch.options import AuditOptions, ReviewOptions
+from catsdogs_batch.review import open_session, read_corrections, recorded_job
 from catsdogs_batch.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
 
 from conftest import write_image
@@ -54,11 +54,14 @@ def test_the_flipped_labels_come_first_and_review_shows_them(mislabelled, tmp_pa
     last = table.iloc[-1]
     assert (last["path"], last["status"], last["true_label"]) == ("cat.broken.jpg", "error", "cat")
 
-    job = recorded_job(out)  # review finds the images through it
+    job = recorded_job(out)
     assert job["folder"] == str(mislabelled.resolve()) and job["folds"] == 3 and job["seed"] == 0
-    queue = review_queue(table, (0.2, 0.8))
+    session, _ = open_session(ReviewOptions(out))  # review finds the images through the job
+    queue = session.queue
+    assert session.images == mislabelled.resolve() and queue.uncertain == 0 and len(queue) == summary.issues
     assert [queue.paths[row] for row in queue.order[:3]] == list(table["path"][:3])
-    assert queue.uncertain == 0 and len(queue) == summary.issues
+    assert session.page(0)[0]["true_label"] == table["true_label"][0]
+    assert session.image(int(queue.order[0]))[:2] == b"\xff\xd8"  # a JPEG thumbnail
 
     # Another audit of the same folder is refused without --overwrite, and leaves the table alone.
     before = out.read_bytes()
