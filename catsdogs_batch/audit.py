@@ -114,7 +114,7 @@ def _audit_locked(options: AuditOptions, training: TrainOptions, out: Path, star
     from cleanlab.rank import get_label_quality_scores
 
     pred_probs = np.column_stack([1 - p_dog, p_dog])
-    issues = find_label_issues(given, pred_probs)
+    issues = find_label_issues(given, pred_probs, n_jobs=1)  # no worker processes forked from TensorFlow's
     quality = get_label_quality_scores(given, pred_probs)
     table = audit_table(kept, p_dog, quality, issues, skipped, items)
     job_file(out).unlink(missing_ok=True)  # a table being replaced loses its record first
