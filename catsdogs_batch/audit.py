@@ -8,7 +8,8 @@ cleanlab's confident learning then flags the likely label issues (`find_label_is
 scores every label (`get_label_quality_scores`: the out-of-fold probability of the given label).
 The table is sorted by that score, lowest (most likely wrong) first; unreadable images last.
 
-Nothing is written until the end: the table atomically, then `<table>.job.json` (the folder,
+With a review's corrections, their labels are the given ones and their `skip` images are left
+out (train's rules). Nothing is written until the end: the table atomically, then `<table>.job.json` (the folder,
 folds, seed and settings), which is how review finds the images. An interrupted audit starts over.
 """
 
@@ -94,9 +95,9 @@ def audit(options: AuditOptions) -> AuditSummary:
 
 
 def _audit_locked(options: AuditOptions, training: TrainOptions, out: Path, started: float) -> AuditSummary:
-    from .train import decode_images, find_labelled_images
+    from .train import corrected_images, decode_images
 
-    items = find_labelled_images(options.data)
+    items, corrections = corrected_images(options.data, options.corrections)
     counts = np.bincount([item.label for item in items], minlength=2)
     if counts.min() < options.folds:
         fewest = CLASS_NAMES[int(counts.argmin())]
@@ -121,7 +122,8 @@ def _audit_locked(options: AuditOptions, training: TrainOptions, out: Path, star
     write_table(out, [table])
     seconds = time.perf_counter() - started
     accuracy = float(np.mean((p_dog >= 0.5) == given))
-    atomic_write_json(job_file(out), _job_record(options, training, len(kept), len(skipped), int(issues.sum()), accuracy, seconds))
+    record = _job_record(options, training, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
+    atomic_write_json(job_file(out), record | ({"corrections": corrections} if corrections else {}))
     return AuditSummary(out, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
 
 

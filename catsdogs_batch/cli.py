@@ -627,6 +627,10 @@ def parse_audit(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the folds, weights and augmentation")
     p.add_argument("--no-tta", action="store_true", help="do not average with the mirrored image")
+    p.add_argument(
+        "--corrections", type=Path, metavar="CSV",
+        help="a review's corrections.csv (path,label): its labels are the given ones, images labelled skip are left out",
+    )  # fmt: skip
     p.add_argument("--workers", type=POSITIVE, default=d.workers, help="decoding threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
     p.set_defaults(func=run_audit)
@@ -647,6 +651,7 @@ def run_audit(args: argparse.Namespace) -> None:
             learning_rate=args.learning_rate,
             seed=args.seed,
             tta=not args.no_tta,
+            corrections=args.corrections,
             overwrite=args.overwrite,
             workers=args.workers,
         )

@@ -218,5 +218,6 @@ class AuditOptions:
     learning_rate: float | None = None  # default: the architecture's, decaying to 0 (cosine)
     seed: int = 0  # folds, weights, shuffling and augmentation
     tta: bool = True  # average each prediction with that of the mirrored image
+    corrections: Path | None = None  # a review's corrections.csv: its labels are the given ones, `skip` left out
     overwrite: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads

@@ -69,6 +69,17 @@ def test_the_flipped_labels_come_first_and_review_shows_them(mislabelled, tmp_pa
         audit(options)
     assert out.read_bytes() == before
 
+    # The review's decisions: two names fixed, one image skipped. The audit after them holds them.
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text(f"path,label\n{FLIPPED[0]},cat\n{FLIPPED[1]},dog\n{FLIPPED[2]},skip\n")
+    again = tmp_path / "again.csv"
+    audit(AuditOptions(**{**options.__dict__, "out": again, "corrections": corrections}))
+    table = read_table(again, true_label=True).set_index("path")
+    assert len(table) == 80 and FLIPPED[2] not in table.index
+    assert table.loc[FLIPPED[:2], "true_label"].tolist() == ["cat", "dog"]
+    job = recorded_job(again)["corrections"]
+    assert (job["changed"], job["skipped"], job["sha256"]) == (2, 1, read_corrections(corrections).sha256)
+
 
 def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, capsys):
     run = ["audit", str(mislabelled), "--out", str(tmp_path / "a.csv")]
@@ -81,6 +92,9 @@ def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, c
         assert message in capsys.readouterr().err
     assert main(run + ["--folds", "1"]) == 2 and "out of range" in capsys.readouterr().err
     assert main(["audit", str(tmp_path / "missing")]) == 1 and "is not a folder" in capsys.readouterr().err
+    (tmp_path / "c.csv").write_text("path,label\ncat.1.png,maybe\n")
+    assert main(run + ["--corrections", str(tmp_path / "c.csv")]) == 1
+    assert "line 2: not path,cat|dog|skip" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists()
 
 
