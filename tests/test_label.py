@@ -356,7 +356,9 @@ def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos
     assert job["corrections_sha256"] == sha
     assert "gone.jpg" not in caplog.text and "1 corrections name no readable image" in caplog.text
 
-    summary = label_folder(LabelOptions(tiny_model, photos, tmp_path / "again.csv", engine=QUIET, corrections=corrections))
+    again = tmp_path / "again.parquet"
+    summary = label_folder(LabelOptions(tiny_model, photos, again, engine=QUIET, corrections=corrections))
+    assert read_table(again).set_index("path")["source"].to_dict() == rows["source"].to_dict()
     counts = summary.corrections
     assert (counts.given, counts.applied, counts.changed, counts.unknown) == (4, 3, 2, 1)  # skip changes it too
     assert summary.labels["skip"] == 1 and "1 skip" in summary.describe()
