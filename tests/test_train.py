@@ -16,8 +16,6 @@ import pytest
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.model import residual_cnn, seed_cnn
-from catsdogs_batch.options import TrainOptions
-from catsdogs_batch.train import _options_from_json
 
 from conftest import write_image
 
@@ -124,6 +122,48 @@ def test_a_folder_with_other_files_is_never_a_new_run(kaggle_train_folder, tmp_p
         assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 1
         assert "is not an empty folder" in capsys.readouterr().err
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_train_folder, tmp_path, caplog):
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text(
+        "path,label\n"
+        "cat.0.jpg,dog\n"  # changed
+        "cat.3.jpg,cat\n"  # confirmed: not a change
+        "dog.1.jpg,skip\n"
+        "cat.2.jpg,skip\n"
+        "elsewhere/cat.9.jpg,cat\n"  # not in the folder: counted
+    )  # fmt: skip
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--epochs", "1", "--corrections", str(corrections)) == 0
+
+    split = pd.read_csv(out / "split.csv").set_index("path")
+    assert len(split) == 22 and not {"dog.1.jpg", "cat.2.jpg"} & set(split.index)
+    assert split.loc["cat.0.jpg", "label"] == "dog" and split.loc["cat.3.jpg", "label"] == "cat"
+    assert (split["label"] == "dog").sum() == 12  # 12 dogs - 1 skipped + 1 corrected cat
+    run = json.loads((out / "run.json").read_text())
+    assert run["split"]["train_images"] + run["split"]["val_images"] == 22
+    assert run["split"]["train_dogs"] + run["split"]["val_dogs"] == 12
+    assert run["corrections"] == {
+        "file": str(corrections.resolve()), "sha256": hashlib.sha256(corrections.read_bytes()).hexdigest(),
+        "rows": 5, "changed": 1, "skipped": 2, "unknown": 1,
+    }  # fmt: skip
+    assert run["config"]["corrections"] == str(corrections)
+    assert "1 corrections name no labelled image" in caplog.text
+
+    # A resumed run keeps them: its options come from run.json (and its labels from split.csv).
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import _options_from_json
+
+    resumed = _options_from_json(run["config"], TrainOptions(resume=True))
+    assert resumed.corrections == corrections and resumed.resume
+
+
+def test_a_bad_corrections_file_stops_training_before_it_starts(kaggle_train_folder, tmp_path, capsys):
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text("path,verdict\ncat.0.jpg,dog\n")
+    assert train_cli(kaggle_train_folder, tmp_path / "run", "--corrections", str(corrections)) == 1
+    assert "is not a corrections file" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -274,41 +314,3 @@ def test_a_pretrained_backbone_trains_its_head_then_its_top_and_resumes(
         exported, _ = export_model(ExportOptions(model=out, format=format, out=tmp_path / format, force=True))
         assert Predictor(exported).predict(pixels) == pytest.approx(expected, abs=1e-4), format
 
-
-def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_train_folder, tmp_path, caplog):
-    corrections = tmp_path / "corrections.csv"
-    corrections.write_text(
-        "path,label\n"
-        "cat.0.jpg,dog\n"  # changed
-        "cat.3.jpg,cat\n"  # confirmed: not a change
-        "dog.1.jpg,skip\n"
-        "cat.2.jpg,skip\n"
-        "elsewhere/cat.9.jpg,cat\n"  # not in the folder: counted
-    )  # fmt: skip
-    out = tmp_path / "run"
-    assert train_cli(kaggle_train_folder, out, "--epochs", "1", "--corrections", str(corrections)) == 0
-
-    split = pd.read_csv(out / "split.csv").set_index("path")
-    assert len(split) == 22 and not {"dog.1.jpg", "cat.2.jpg"} & set(split.index)
-    assert split.loc["cat.0.jpg", "label"] == "dog" and split.loc["cat.3.jpg", "label"] == "cat"
-    assert (split["label"] == "dog").sum() == 12  # 12 dogs - 1 skipped + 1 corrected cat
-    run = json.loads((out / "run.json").read_text())
-    assert run["split"]["train_images"] + run["split"]["val_images"] == 22
-    assert run["split"]["train_dogs"] + run["split"]["val_dogs"] == 12
-    assert run["corrections"] == {
-        "file": str(corrections.resolve()), "sha256": hashlib.sha256(corrections.read_bytes()).hexdigest(),
-        "rows": 5, "changed": 1, "skipped": 2, "unknown": 1,
-    }  # fmt: skip
-    assert run["config"]["corrections"] == str(corrections)
-    assert "1 corrections name no labelled image" in caplog.text
-
-    # A resumed run keeps them: its options come from run.json (and its labels from split.csv).
-    resumed = _options_from_json(run["config"], TrainOptions(resume=True))
-    assert resumed.corrections == corrections and resumed.resume
-
-
-def test_a_bad_corrections_file_stops_training_before_it_starts(kaggle_train_folder, tmp_path, capsys):
-    corrections = tmp_path / "corrections.csv"
-    corrections.write_text("path,verdict\ncat.0.jpg,dog\n")
-    assert train_cli(kaggle_train_folder, tmp_path / "run", "--corrections", str(corrections)) == 1
-    assert "is not a corrections file" in capsys.readouterr().err and not (tmp_path / "run").exists()
