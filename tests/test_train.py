@@ -313,4 +313,3 @@ def test_a_pretrained_backbone_trains_its_head_then_its_top_and_resumes(
     for format in ("onnx", "openvino"):
         exported, _ = export_model(ExportOptions(model=out, format=format, out=tmp_path / format, force=True))
         assert Predictor(exported).predict(pixels) == pytest.approx(expected, abs=1e-4), format
-
