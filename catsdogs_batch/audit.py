@@ -32,7 +32,7 @@ from .engine import table_lock
 from .errors import UserError
 from .files import atomic_write_json, shown
 from .images import CLASS_NAMES
-from .options import AuditOptions, TrainOptions
+from .options import ARCHITECTURES, AuditOptions, TrainOptions
 from .shards import job_file
 from .tables import AUDIT_COLUMNS, DTYPES, OPTIONAL_DTYPES, check_table_name, kaggle_id, write_table
 
@@ -51,9 +51,12 @@ def fold_options(options: AuditOptions) -> TrainOptions:
     """The training options of each fold's model, checked (train's rules) before any work."""
     from .train import resolve_options
 
+    if options.weights == "none":
+        raise UserError("--weights none: a frozen backbone with random weights learns nothing; say imagenet or a file")
     return resolve_options(
         TrainOptions(
-            data=options.data, arch=options.arch, image_size=options.image_size, batch_size=options.batch_size,
+            data=options.data, arch=options.arch, weights=options.weights, image_size=options.image_size,
+            batch_size=options.batch_size,
             epochs=options.epochs, learning_rate=options.learning_rate, seed=options.seed, calibrate=False,
             workers=options.workers,
         )
@@ -102,6 +105,10 @@ def _audit_locked(options: AuditOptions, training: TrainOptions, out: Path, star
     if counts.min() < options.folds:
         fewest = CLASS_NAMES[int(counts.argmin())]
         raise UserError(f"only {counts.min()} {fewest} images: --folds {options.folds} needs at least that many of each")
+    if ARCHITECTURES[training.arch].backbone is not None:
+        from .model import build_model
+
+        build_model(training)  # ImageNet weights that cannot be had stop the audit before any work
     images, labels, skipped = decode_images(options.data, items, training.image_size, options.workers, "audit")
     unreadable = {row["path"] for row in skipped}
     kept = [item for item in items if item.path not in unreadable]
@@ -230,6 +237,7 @@ def _job_record(options: AuditOptions, training: TrainOptions, images: int, unre
         "folds": options.folds,
         "seed": options.seed,
         "arch": training.arch,
+        **({"weights": training.weights} if ARCHITECTURES[training.arch].backbone else {}),
         "image_size": training.image_size,
         "epochs": training.epochs,
         "batch_size": training.batch_size,

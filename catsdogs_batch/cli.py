@@ -620,6 +620,11 @@ def parse_audit(sub: argparse._SubParsersAction) -> None:
         "--arch", choices=tuple(ARCHITECTURES), default=d.arch,
         help="each fold's model (a pretrained backbone stays frozen, its ImageNet weights needed)",
     )  # fmt: skip
+    p.add_argument(
+        "--weights", default=d.weights, metavar="imagenet|FILE",
+        help="pretrained --arch: ImageNet weights (downloaded once into ~/.keras/models/) or a Keras "
+        "weights file of that backbone",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help="images per training step")
     p.add_argument(
         "--learning-rate", type=number(float, 1e-12),
@@ -647,6 +652,7 @@ def run_audit(args: argparse.Namespace) -> None:
             epochs=args.epochs,
             image_size=args.image_size,
             arch=args.arch,
+            weights=args.weights,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             seed=args.seed,

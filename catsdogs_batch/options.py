@@ -214,6 +214,7 @@ class AuditOptions:
     epochs: int = 10  # per fold: a fixed number (the held-out fold never chooses the epoch)
     image_size: int = 64
     arch: str = DEFAULT_ARCH  # pretrained backbones stay frozen: only their head is trained
+    weights: str = "imagenet"  # of a pretrained backbone: imagenet, or a Keras weights file of it
     batch_size: int = 32
     learning_rate: float | None = None  # default: the architecture's, decaying to 0 (cosine)
     seed: int = 0  # folds, weights, shuffling and augmentation

@@ -87,6 +87,8 @@ def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, c
         (["--out", str(tmp_path / "a.txt")], "must end in .csv or .parquet"),
         (["--folds", "41"], "--folds 41 needs at least that many"),
         (["--image-size", "40", "--arch", "nope"], "invalid choice"),
+        (["--weights", str(tmp_path / "none.h5")], "--weights is for pretrained backbones"),
+        (["--arch", "mobilenetv3-small", "--weights", str(tmp_path / "none.h5")], "none.h5: no such file"),
     ]:
         assert main(run + extra) in (1, 2)
         assert message in capsys.readouterr().err
