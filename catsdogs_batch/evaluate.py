@@ -96,6 +96,16 @@ def calibration_metrics(checkpoints: list[Checkpoint], true: np.ndarray, p_dog: 
     }
 
 
+def _calibration_rows(calibration: dict | None) -> str:
+    if not calibration:
+        return ""
+    loss, ece = calibration["log_loss"], calibration["expected_calibration_error"]
+    return (
+        f'<tr><th>without calibration (temperature {calibration["temperature"]:.3f})</th>'
+        f"<td>log loss {_number(loss['before'])}, calibration error {_number(ece['before'])}</td></tr>"
+    )
+
+
 # --- pictures ------------------------------------------------------------------------------
 
 
@@ -235,7 +245,7 @@ all numbers: <a href="{METRICS_FILE}">{METRICS_FILE}</a>.</p>
 <tr><th>log loss</th><td>{_number(metrics["log_loss"])}</td></tr>
 <tr><th>ROC AUC</th><td>{_number(metrics["roc_auc"])}</td></tr>
 <tr><th>expected calibration error</th><td>{_number(metrics["expected_calibration_error"])}</td></tr>
-</table>
+{_calibration_rows(metrics.get("calibration"))}</table>
 <h2>Per class</h2>
 <table><tr><th></th><th>precision</th><th>recall</th><th>images</th></tr>{per_class}</table>
 <h2>Confusion matrix</h2>

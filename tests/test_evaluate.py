@@ -88,7 +88,18 @@ def test_evaluate_writes_metrics_pictures_table_and_report(tiny_model, labelled_
         assert metrics[key] == pytest.approx(expected[key])
     assert metrics["confusion_matrix"] == expected["confusion_matrix"]
 
+    # Calibration: the raw probability is sigmoid(T * logit(p)) for the temperature in run.json.
+    temperature = json.loads((tiny_model / "run.json").read_text())["calibration"]["temperature"]
+    true, p = (used["true_label"] == "dog").to_numpy(), used["p_dog"].to_numpy(dtype=float)
+    raw = [1 / (1 + ((1 - q) / q) ** temperature) for q in p]
+    raw_loss = -sum(math.log(r if dog else 1 - r) for r, dog in zip(raw, true)) / len(raw)
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == temperature
+    assert calibration["log_loss"]["before"] == pytest.approx(raw_loss, rel=1e-4)
+    assert calibration["log_loss"]["after"] == pytest.approx(metrics["log_loss"])
+
     page = (out / "report.html").read_text()
+    assert f"without calibration (temperature {temperature:.3f})" in page
     assert sorted(re.findall(r'<img src="([^"]+)"', page)) == sorted(PICTURES.values())
     for picture in PICTURES.values():
         with Image.open(out / picture) as image:
