@@ -135,9 +135,11 @@ def accuracy(data: Path, out: Path, arch: str, epochs: int, seeds: list[int]) ->
         if temperature:
             line("uncalibrated", sigmoid(temperature * logit(p)))
         losses.append(line("calibrated  ", p))
+        line("calibrated, with --tta", Predictor(folder, tta=True).predict(pixels))
     if len(folders) > 1:
         ensemble = line(f"ensemble of {len(folders)} (mean p_dog)", Predictor(folders).predict(pixels))
         print(f"  ensemble below every member: {'met' if ensemble < min(losses) else 'MISSED'}")
+        line(f"ensemble of {len(folders)}, with --tta", Predictor(folders, tta=True).predict(pixels))
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.model import residual_cnn, seed_cnn
+from catsdogs_batch.options import ARCHITECTURES
 
 from conftest import write_image
 
@@ -270,3 +271,20 @@ def test_a_pretrained_backbone_trains_its_head_then_its_top_and_resumes(
     for format in ("onnx", "openvino"):
         exported, _ = export_model(ExportOptions(model=out, format=format, out=tmp_path / format, force=True))
         assert Predictor(exported).predict(pixels) == pytest.approx(expected, abs=1e-4), format
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [a for a, spec in ARCHITECTURES.items() if spec.backbone])
+def test_every_pretrained_backbone_builds_saves_and_loads(arch, tmp_path):
+    """Random weights (no download here): the model takes uint8-range pixels at any size the
+    backbone allows, its preprocessing inside, and round-trips through a .keras file."""
+    import numpy as np
+
+    from catsdogs_batch.model import pretrained_model
+
+    model = pretrained_model(arch, 32, "none")
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 1)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    assert loaded.predict(pixels, verbose=0) == pytest.approx(model.predict(pixels, verbose=0), abs=1e-5)
