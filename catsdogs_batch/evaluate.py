@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .calibration import logit, sigmoid
-from .checkpoint import Checkpoint, Models, find_checkpoints, model_paths, run_name
+from .checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
 from .engine import predict_folder
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, atomic_write_text, shown
@@ -51,8 +51,7 @@ PICTURES = {
 
 
 def default_out(model: Models, folder: Path) -> Path:
-    runs = "+".join(run_name(path) for path in model_paths(model))
-    return Path("submissions") / f"evaluate-{runs}-{folder.resolve().name}"
+    return Path("submissions") / f"evaluate-{ensemble_name(model)}-{folder.resolve().name}"
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -82,7 +81,8 @@ def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
 def calibration_metrics(checkpoints: list[Checkpoint], true: np.ndarray, p_dog: np.ndarray) -> dict | None:
     """Log loss and calibration error with and without the model's temperature (recorded in its
     run.json): the raw p_dog is sigmoid(T * logit(p_dog)). None for a model trained without
-    calibration, and for an ensemble (its members' raw probabilities are not in the table)."""
+    calibration, and for an ensemble or TTA (the mean of raw probabilities cannot be recovered
+    from the mean of calibrated ones)."""
     temperature = checkpoints[0].run.get("calibration", {}).get("temperature")
     if len(checkpoints) > 1 or temperature is None or not len(true):
         return None
@@ -329,7 +329,7 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
         "folder": str(options.folder),
         "files": len(results),  # every image file; "images": those in the metrics
         **binary_metrics(true, p_dog),
-        "calibration": calibration_metrics(find_checkpoints(options.model), true, p_dog),
+        "calibration": None if options.engine.tta else calibration_metrics(find_checkpoints(options.model), true, p_dog),
         "errors": len(errors),
         "unlabelled": int((ok & (results["true_label"] == "")).sum()),
         "unreadable": [{"path": r.path, "error": r.error} for r in errors.head(LISTED_ERRORS).itertuples()],

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from .checkpoint import model_paths
 from .engine import check_engine_options, predict_folder, table_lock
+from .shards import upgraded_job
 from .errors import UserError
 from .files import atomic_write_json, shown
 from .options import LabelOptions, PredictOptions
@@ -246,7 +247,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
     if not job_file.exists():
         return False
     try:
-        previous = json.loads(job_file.read_text())
+        previous = upgraded_job(json.loads(job_file.read_text()))
     except (ValueError, UnicodeError):
         previous = None  # damaged: it cannot be continued
     if previous == job and not overwrite and table.exists():

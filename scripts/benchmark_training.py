@@ -6,11 +6,12 @@
    bare train step on tensors already in memory, alternating in one process. Targets: pipeline /
    bare >= 0.85; seconds per epoch of the residual model within 1.5x of the seed's. Prints the
    time per epoch of the full Kaggle training set (20,000 images after the split) at that speed.
-2. --accuracy RUN [RUN ...]: `catsdogs train` with the defaults (at most --epochs 30) of --arch,
-   one run per --seeds value (same validation split), then, on the validation split: accuracy,
+2. --accuracy: `catsdogs train` with the defaults (at most --epochs 30) of --arch into --out, one
+   run per --seeds value (same validation split), then, on the validation split: accuracy,
    log loss and calibration error before and after calibration, and the ensemble of the runs.
    Targets (residual): accuracy >= 0.88, log loss <= 0.30 calibrated, calibration error <= 0.03,
-   the ensemble's log loss below each member's. Existing run folders are evaluated, not retrained.
+   the ensemble's log loss below each member's. Finished run folders are evaluated, not retrained;
+   unfinished ones are resumed.
 
     .venv/bin/python scripts/benchmark_training.py DATA/train                       # 1
     .venv/bin/python scripts/benchmark_training.py DATA/train --accuracy --seeds 0 1 --out models/bench
@@ -106,8 +107,11 @@ def accuracy(data: Path, out: Path, arch: str, epochs: int, seeds: list[int]) ->
     folders = []
     for seed in seeds:
         folder = out / f"{arch}-seed{seed}"
-        if not (folder / "run.json").exists():
-            options = dataclasses.replace(TrainOptions(), data=data, out=folder, arch=arch, epochs=epochs, seed=seed)
+        run_file = folder / "run.json"
+        if not run_file.exists() or json.loads(run_file.read_text())["status"] != "finished":
+            options = dataclasses.replace(
+                TrainOptions(), data=data, out=folder, arch=arch, epochs=epochs, seed=seed, resume=run_file.exists()
+            )
             start = time.perf_counter()
             train(options)
             print(f"trained {folder} in {(time.perf_counter() - start) / 60:.1f} min")

@@ -116,3 +116,9 @@ def test_an_unlabelled_folder_is_refused(tiny_model, tmp_path, capsys):
         write_image(tmp_path / "test" / f"{n}.jpg", n % 2)
     assert main(["evaluate", str(tiny_model), str(tmp_path / "test"), "--out", str(tmp_path / "e")]) == 1
     assert "no labelled images" in capsys.readouterr().err
+
+
+def test_with_tta_no_uncalibrated_figures_are_made_up(tiny_model, labelled_folder, tmp_path):
+    """The mean of calibrated mirrored predictions does not tell the mean of raw ones."""
+    assert main(["evaluate", str(tiny_model), str(labelled_folder), "--tta", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["calibration"] is None
