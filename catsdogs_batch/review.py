@@ -53,6 +53,8 @@ CORRECTIONS_FILE = "corrections.csv"
 CORRECTIONS_COLUMNS = ["path", "label"]
 THUMBNAIL_PX = 384  # longest side of a thumbnail
 THUMBNAILS_CACHED = 512  # about 30 KB each
+THUMBNAIL_MAX_PIXELS = 40_000_000  # after a JPEG's reduced decode: about 160 MB decoded, 2 at a time
+DECODING_AT_ONCE = 2  # the server's threads would otherwise decode up to 40 images at once
 HOST = "127.0.0.1"
 PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}  # served by these names only
 
@@ -91,6 +93,20 @@ def recorded_job(table: Path) -> dict:
     return {}
 
 
+def moved_to(table: Path) -> Path | None:
+    """Where `label --sort-into DIR --mode move` moved the table's images, as its sorting record
+    says (`<table>.sorting.json` while unfinished, `<table>.sorted.json` once done); None when
+    they were not moved."""
+    for sidecar in (table.with_name(table.name + ".sorting.json"), table.with_name(table.name + ".sorted.json")):
+        try:
+            job = json.loads(sidecar.read_text())
+        except (OSError, ValueError, UnicodeError):
+            continue
+        if isinstance(job, dict) and job.get("mode") == "move" and isinstance(job.get("sort_into"), str):
+            return Path(job["sort_into"])
+    return None
+
+
 def recorded_settings(job: dict) -> tuple[tuple[float, float] | None, float]:
     """The uncertain band (None when not recorded) and threshold that `job` records; a value
     edited by hand into something else is a one-line error naming the file."""
@@ -114,6 +130,7 @@ class Queue:
     paths: np.ndarray  # object: every row's path, as in the table
     p_dog: np.ndarray  # float
     model_label: np.ndarray  # object: cat or dog (the threshold's side for uncertain rows)
+    label: np.ndarray  # object: the table's label (cat, dog or uncertain; the folder label sorts into)
     true_label: np.ndarray | None  # object: the given label ("" where none); None without that column
     ok: np.ndarray  # bool: the row was read
     order: np.ndarray  # int64 row indices
@@ -151,6 +168,7 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
         paths=table["path"].to_numpy(dtype=object),
         p_dog=p_dog,
         model_label=model_label.astype(object),
+        label=label,
         true_label=true_label,
         ok=ok,
         order=np.concatenate([band_rows, wrong_rows]).astype(np.int64),
@@ -258,10 +276,14 @@ def open_inside(folder: Path, relative: str) -> io.BufferedReader:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
         raise NotServed(e.strerror) from None
+    try:  # a parent folder swapped for a link since the check: what was opened must be inside
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # no /proc (not Linux): the check above is all there is
+        opened = real
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+    if not opened.is_relative_to(folder) or not stat.S_ISREG(info.st_mode) or info.st_size == 0:
         os.close(fd)
-        raise NotServed("not a regular file with content")
+        raise NotServed("not a regular file with content inside the folder")
     return os.fdopen(fd, "rb")
 
 
@@ -272,6 +294,8 @@ def thumbnail(file: BinaryIO, size: int = THUMBNAIL_PX) -> bytes:
     try:
         with Image.open(file) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+            if img.width * img.height > THUMBNAIL_MAX_PIXELS:  # before anything is decoded
+                raise NotServed(f"too many pixels for a thumbnail ({img.width}x{img.height})")
             img = ImageOps.exif_transpose(img)
             img.thumbnail((size, size))
             if img.mode in ("RGBA", "LA", "PA", "P"):
@@ -291,9 +315,15 @@ class Session:
     """What one review server works on: the queue, the images folder and the corrections; safe
     to call from the server's threads."""
 
-    def __init__(self, queue: Queue, images: Path, corrections: Corrections, page_size: int, table: Path):
+    def __init__(
+        self, queue: Queue, images: Path, corrections: Corrections, page_size: int, table: Path,
+        sorted_into: Path | None = None,
+    ) -> None:  # fmt: skip
+        """`sorted_into`: where `label --mode move` put the images (`<it>/<label>/<path>`)."""
         self.queue, self.corrections, self.page_size, self.table = queue, corrections, page_size, table
         self.images = Path(os.path.realpath(images))
+        self.sorted_into = Path(os.path.realpath(sorted_into)) if sorted_into else None
+        self._decoding = threading.BoundedSemaphore(DECODING_AT_ONCE)
         self._lock = threading.Lock()
         self._undo: dict[str, list[tuple[int, str | None]]] = {}  # per page load: (queue position, the decision before)
         self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()  # the most recently used last
@@ -369,19 +399,28 @@ class Session:
             self._reviewed -= previous is None
             return {"position": position, "decision": previous, "reviewed": self._reviewed}
 
+    def _open(self, row: int) -> io.BufferedReader:
+        """Row `row`'s file: in the images folder or, once `label --mode move` took it from
+        there, in the folder of its label under `sorted_into`."""
+        path = self.queue.paths[row]
+        if self.sorted_into is not None and not os.path.lexists(self.images / path):
+            return open_inside(self.sorted_into, f"{self.queue.label[row]}/{path}")
+        return open_inside(self.images, path)
+
     def image(self, row: int) -> bytes:
         """The thumbnail of table row `row`; NotServed for rows outside the table or unreadable.
         The file is checked on every request; the cache only saves decoding the same file again."""
         if not 0 <= row < len(self.queue.paths) or not self.queue.ok[row]:
             raise NotServed("no such row")
-        with open_inside(self.images, self.queue.paths[row]) as f:
+        with self._open(row) as f:
             info = os.fstat(f.fileno())
             key = (row, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
             with self._thumbnails_lock:
                 if key in self._thumbnails:
                     self._thumbnails.move_to_end(key)
                     return self._thumbnails[key]
-            jpeg = thumbnail(f)
+            with self._decoding:
+                jpeg = thumbnail(f)
         with self._thumbnails_lock:
             self._thumbnails[key] = jpeg
             if len(self._thumbnails) > THUMBNAILS_CACHED:
@@ -418,7 +457,7 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
         corrections = Corrections(path, {"folder": str(images), "table": str(table.resolve())})
         if options.corrections is None:
             _refuse_another_folder(corrections, images)
-        yield Session(queue, images, corrections, options.page_size, table)
+        yield Session(queue, images, corrections, options.page_size, table, moved_to(table))
 
 
 def _refuse_another_folder(corrections: Corrections, images: Path) -> None:

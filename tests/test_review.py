@@ -412,6 +412,34 @@ def test_only_the_images_of_the_table_inside_the_folder_are_served(client, sessi
         assert client.get(f"/image/{paths.index(name)}").status_code == status, name
 
 
+def test_thumbnails_of_images_with_too_many_pixels_are_refused(session, monkeypatch):
+    from PIL import Image
+
+    import catsdogs_batch.review as review
+
+    Image.new("RGB", (600, 600)).save(session.images / "sub" / "dog.3.jpg", "PNG")  # named .jpg, a PNG
+    monkeypatch.setattr(review, "THUMBNAIL_MAX_PIXELS", 300_000)
+    with pytest.raises(review.NotServed, match="too many pixels"):
+        session.image(list(session.queue.paths).index("sub/dog.3.jpg"))
+    Image.new("RGB", (3200, 3200)).save(session.images / "dog.2.jpg", "JPEG")  # a JPEG decodes at 1/8 first
+    assert session.image(list(session.queue.paths).index("dog.2.jpg"))[:2] == b"\xff\xd8"
+
+
+def test_images_moved_by_label_are_found_where_they_were_sorted(tmp_path):
+    photos, sorted_into = tmp_path / "photos", tmp_path / "sorted"
+    write_image(photos / "a.jpg", 0)
+    write_image(sorted_into / "uncertain" / "sub" / "b.jpg", 1)  # moved by label --sort-into --mode move
+    table = write_table(tmp_path / "labels.csv", [
+        {"path": "a.jpg", "p_dog": 0.5, "label": "uncertain"}, {"path": "sub/b.jpg", "p_dog": 0.45, "label": "uncertain"},
+    ])  # fmt: skip
+    job = {"folder": str(photos), "sort_into": str(sorted_into), "mode": "move"}
+    (tmp_path / "labels.csv.job.json").write_text(json.dumps({"folder": str(photos)}))  # predict's
+    (tmp_path / "labels.csv.sorted.json").write_text(json.dumps(job))  # label's, once the sorting is done
+    session = opened(ReviewOptions(table))
+    for row in (0, 1):
+        assert session.image(row)[:2] == b"\xff\xd8"
+
+
 # --- 100,000 rows --------------------------------------------------------------------------
 
 
