@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import stat
 import sys
@@ -619,7 +620,7 @@ class ReviewSummary:
 
 class ReviewServer:
     """The review page served on 127.0.0.1 (a free port unless one is given) while the
-    corrections' lock is held: `url` (with the token), `serve()` until `stop()` or Ctrl-C,
+    corrections' lock is held: `url` (with the token), `serve()` until Ctrl-C or SIGTERM,
     `close()` (or a `with` block) to release the port and the lock."""
 
     def __init__(self, options: ReviewOptions):
@@ -634,9 +635,9 @@ class ReviewServer:
             except OSError as e:
                 raise UserError(f"cannot listen on {HOST}:{options.port}: {e.strerror}") from None
             self._socket.listen()
-            port = self._socket.getsockname()[1]
+            self.port: int = self._socket.getsockname()[1]
             token = secrets.token_urlsafe(24)
-            self.url = f"http://{HOST}:{port}/?token={token}"
+            self.url = f"http://{HOST}:{self.port}/?token={token}"
             config = uvicorn.Config(
                 create_app(self.session, token), log_config=None, log_level="warning", access_log=False
             )
@@ -647,9 +648,6 @@ class ReviewServer:
 
     def serve(self) -> None:
         self._server.run(sockets=[self._socket])
-
-    def stop(self) -> None:
-        self._server.should_exit = True
 
     def summary(self) -> ReviewSummary:
         s = self.session
@@ -668,24 +666,40 @@ class ReviewServer:
 def review(options: ReviewOptions) -> ReviewSummary:
     """Serve the review page until Ctrl-C, printing its URL (and opening it in a browser unless
     told not to); every decision is already on disk when this returns."""
-    with ReviewServer(options) as server:
-        s = server.session.summary()
-        log.info(
-            "%d images to review (%d uncertain, %d disagreements), %d reviewed; decisions go to %s",
-            s["total"], s["uncertain"], s["disagreements"], s["reviewed"], s["corrections"],
-        )  # fmt: skip
-        log.info("review page: %s  (Ctrl-C stops)", server.url)
-        if options.open_browser:
-            _open_browser(server.url)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how this command ends
+    with ReviewServer(options) as server, _sigterm_as_ctrl_c():  # before the URL is out
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C (or SIGTERM) is how this command ends
+            s = server.session.summary()
+            log.info(
+                "%d images to review (%d uncertain, %d disagreements), %d reviewed; decisions go to %s",
+                s["total"], s["uncertain"], s["disagreements"], s["reviewed"], s["corrections"],
+            )  # fmt: skip
+            log.info("review page: %s  (Ctrl-C stops)", server.url)
+            if options.open_browser:
+                _open_browser(server.url, server.port)
             server.serve()
         return server.summary()
 
 
-def _open_browser(url: str) -> None:
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (kill, systemd) ends the review like Ctrl-C: uvicorn
+    stops, then raises the signal again under this handler, so the lock file is removed and the
+    summary printed instead of the process dying at once."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _open_browser(url: str, port: int) -> None:
     """Open `url` in a graphical browser; on a Linux machine without a display (ssh) a text
     browser would take the terminal over, so say so instead."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        log.info("no display here: open the URL in a browser (on another machine: ssh -L PORT:127.0.0.1:PORT)")
+        log.info("no display here: open the URL in a browser (on another machine: ssh -L %d:127.0.0.1:%d)", port, port)
         return
     threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()

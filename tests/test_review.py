@@ -528,6 +528,16 @@ class Server:
         self.process.wait()
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_server_like_ctrl_c(tmp_path):
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    server = Server(table, tmp_path)
+    assert (tmp_path / "corrections.csv.lock").exists()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=20) == 0  # not -15: it stopped, it was not killed
+    assert not (tmp_path / "corrections.csv.lock").exists()
+
+
 @pytest.fixture
 def chromium():
     from selenium import webdriver
@@ -592,13 +602,26 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         first_row = ".filter(t => t.offsetTop === document.querySelector('.tile').offsetTop).length"
         columns = chromium.execute_script(TILES + first_row)
 
-        keys = ActionChains(chromium)
+        # A held key (repeats) and a second key while a decision is on its way decide nothing
+        chromium.execute_script("""
+            for (const repeat of [true, false, false])
+                document.dispatchEvent(new KeyboardEvent("keydown", {key: "d", repeat}));""")
+        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 1 / 14')")
+        ActionChains(chromium).send_keys("u").perform()
+        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 0 / 14')")
+        ActionChains(chromium).send_keys("u").perform()
+        wait_for(chromium, "return document.getElementById('status').textContent === 'nothing to undo'")
+
         # 0 dog, 1 cat, 2 neither, 3 the model's (cat), undo it, two on and 5 dog, back to 3 and
-        # accept, one row down and dog, the next page's first cat, and back
+        # accept, one row down and dog, the next page's first cat, and back; a decision key is
+        # pressed once the one before is saved
+        reviewed = 0
         for key in ["d", "c", "x", " ", "u", Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, "d", Keys.ARROW_LEFT,
                     Keys.ARROW_LEFT, Keys.ARROW_LEFT, " ", Keys.ARROW_DOWN, "d", Keys.PAGE_DOWN, "c", Keys.PAGE_UP]:  # fmt: skip
-            keys.send_keys(key)
-        keys.perform()
+            ActionChains(chromium).send_keys(key).perform()
+            if key in "dcx u":
+                reviewed += -1 if key == "u" else 1
+                wait_for(chromium, PROGRESS + f".startsWith('Reviewed {reviewed} / 14')")
         wait_for(chromium, PROGRESS + ".startsWith('Reviewed 7 / 14') && " + PROGRESS[7:] + ".includes('page 1 of 2')")
         expected = {queue[0]: "dog", queue[1]: "cat", queue[2]: "skip", queue[3]: "cat", queue[5]: "dog",
                     queue[4 + columns]: "dog", queue[12]: "cat"}  # fmt: skip
