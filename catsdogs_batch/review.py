@@ -1,14 +1,14 @@
 """`catsdogs review`: a local web page on which a person decides the images a results table is
 unsure of, saving every decision at once to `corrections.csv` beside the table.
 
-The queue is the uncertain band (p_dog closest to 0.5 first), then, for tables with a true
+The queue is the uncertain band (p_dog closest to the threshold first), then, for tables with a true
 label (`catsdogs evaluate`), the most confident disagreements; unreadable rows are left out. The
 server holds the table and the queue's order (numpy arrays) and sends the page pages of a few
 items and small JPEG thumbnails, so a table of 100,000 rows costs the browser no more than one
 of ten.
 
 Safety: the server listens on 127.0.0.1 only, answers nothing without the random token of its
-URL (403), serves images by their row in the table (never by a path from the request) and only
+URL (403; never a cookie, which browsers share between ports), serves images by their row in the table (never by a path from the request) and only
 files that resolve inside the images folder, so a link in it that points elsewhere is not served.
 `corrections.csv` (`path,label`, one row per decided image, label `cat`, `dog` or `skip`) is
 rewritten whole on each decision (write beside, fsync, rename), so a kill at any moment leaves
