@@ -8,8 +8,9 @@ items and small JPEG thumbnails, so a table of 100,000 rows costs the browser no
 of ten.
 
 Safety: the server listens on 127.0.0.1 only, answers nothing without the random token of its
-URL (403; never a cookie, which browsers share between ports), serves images by their row in the table (never by a path from the request) and only
-files that resolve inside the images folder, so a link in it that points elsewhere is not served.
+URL (403; never a cookie, which browsers share between ports), serves images by their row in
+the table (never by a path from the request) and only files that resolve inside the images
+folder, so a link in it that points elsewhere is not served.
 `corrections.csv` (`path,label`, one row per decided image, label `cat`, `dog` or `skip`) is
 rewritten whole on each decision (write beside, fsync, rename), so a kill at any moment leaves
 the previous or the next version, never half of one; a lock file keeps a second review server
