@@ -366,8 +366,9 @@ def _label_locked(options: LabelOptions, predict: PredictOptions, started: float
         if sorter and not (sorter.counts.placed or sorter.counts.already):
             job_file.unlink(missing_ok=True)  # refused before anything was placed: nothing to finish
         raise
-    if sorter:
-        job_file.unlink(missing_ok=True)  # done: a rerun is a new job
+    if sorter:  # done: a rerun is a new job; `catsdogs review` finds moved images by the record
+        atomic_write_json(out.with_name(out.name + ".sorted.json"), job)
+        job_file.unlink(missing_ok=True)
     return LabelSummary(
         out, rows, labels, unreadable, processed, predict_seconds, time.perf_counter() - started,
         options.sort_into, options.mode, sorter.counts if sorter else None,
