@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,14 @@ def test_with_tta_no_uncalibrated_figures_are_made_up(tiny_model, labelled_folde
     """The mean of calibrated mirrored predictions does not tell the mean of raw ones."""
     assert main(["evaluate", str(tiny_model), str(labelled_folder), "--tta", "--out", str(tmp_path / "e")]) == 0
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["calibration"] is None
+
+
+def test_a_model_trained_before_calibration_is_evaluated_as_it_is(tiny_model, labelled_folder, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model, old)
+    run = json.loads((old / "run.json").read_text())
+    del run["calibration"]
+    (old / "run.json").write_text(json.dumps(run))
+    assert main(["evaluate", str(old), str(labelled_folder), "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["calibration"] is None and 0 <= metrics["log_loss"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -185,9 +187,11 @@ def test_the_residual_model_sees_the_whole_image_with_few_parameters():
     assert residual_cnn(image_size=32).output_shape == (None, 1)
 
 
-def test_the_default_run_is_the_residual_model_calibrated(kaggle_train_folder, tmp_path):
+def test_the_default_run_is_the_residual_model_calibrated(kaggle_train_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     out = tmp_path / "run"
-    assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 0
+    assert train_cli(kaggle_train_folder, out, "--epochs", "2") == 0
+    assert "epoch 1/2: " in caplog.text and "left for the 1 epochs to go" in caplog.text  # the whole run's time
     run = json.loads((out / "run.json").read_text())
     assert run["arch"] == run["config"]["arch"] == "residual"
     assert run["config"]["learning_rate"] == 1e-3  # the architecture's default
@@ -350,3 +354,19 @@ def test_a_run_of_the_previous_version_resumes_on_its_own_split():
         del config[key]  # what run.json held before --arch
     options = _options_from_json(config, TrainOptions())
     assert (options.arch, options.split_seed, options.seed) == ("seed", 7, 7)
+
+
+@pytest.mark.slow
+def test_a_backbone_with_random_weights_trains_whole_and_predicts(kaggle_train_folder, tmp_path):
+    from catsdogs_batch.predictor import Predictor
+
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--arch", "mobilenetv3-small", "--weights", "none", "--epochs", "2") == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["weights"] == "none" and run["arch"] == "mobilenetv3-small"
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["learning_rate"].round(8)) == [1e-3, 1e-3]  # one phase: nothing to keep frozen
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    assert all(layer.trainable for layer in model.layers)
+    p = Predictor(out).predict(np.zeros((3, 32, 32, 3), dtype=np.uint8))
+    assert p.shape == (3,) and np.all((0 <= p) & (p <= 1))
