@@ -83,6 +83,12 @@ def run_name(path: Path) -> str:
     return path.name if path.is_dir() else path.parent.name
 
 
+def ensemble_name(models: Models) -> str:
+    """A short name for default output folders: the run's, or the first run's and how many more."""
+    paths = model_paths(models)
+    return run_name(paths[0]) + (f"+{len(paths) - 1}more" if len(paths) > 1 else "")
+
+
 def model_paths(models: Models) -> list[Path]:
     """The model paths of `models`, one or several."""
     if isinstance(models, (str, os.PathLike)):
@@ -96,6 +102,10 @@ def find_checkpoints(models: Models) -> list[Checkpoint]:
     checkpoints = [find_checkpoint(path) for path in model_paths(models)]
     if not checkpoints:
         raise UserError("no model given")
+    files = [c.model_path.resolve() for c in checkpoints]
+    twice = next((c.model_path for c, f in zip(checkpoints, files) if files.count(f) > 1), None)
+    if twice is not None:
+        raise UserError(f"{twice} is given twice: an ensemble averages different models")
     sizes = {c.image_size for c in checkpoints}
     if len(sizes) > 1:
         listed = ", ".join(f"{c.model_path} {c.image_size}px" for c in checkpoints)

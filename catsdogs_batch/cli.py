@@ -346,13 +346,13 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
 def run_submission(args: argparse.Namespace) -> None:
     from .submission import make_submission
 
-    from .checkpoint import latest_checkpoint, run_name
+    from .checkpoint import ensemble_name, latest_checkpoint
 
     models = args.model or [latest_checkpoint()]
     test_dir = args.test_dir or Path("data") / args.competition / "test"
     if not test_dir.is_dir():
         raise UserError(f"no test folder at {test_dir} (run `catsdogs download` first?)")
-    out = args.out or Path("submissions") / "+".join(run_name(model) for model in models)
+    out = args.out or Path("submissions") / ensemble_name(models)
     path = make_submission(
         SubmissionOptions(
             model=_models(models),

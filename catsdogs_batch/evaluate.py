@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .calibration import logit, sigmoid
-from .checkpoint import Checkpoint, Models, find_checkpoints, model_paths, run_name
+from .checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
 from .engine import predict_folder
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, atomic_write_text, shown
@@ -51,8 +51,7 @@ PICTURES = {
 
 
 def default_out(model: Models, folder: Path) -> Path:
-    runs = "+".join(run_name(path) for path in model_paths(model))
-    return Path("submissions") / f"evaluate-{runs}-{folder.resolve().name}"
+    return Path("submissions") / f"evaluate-{ensemble_name(model)}-{folder.resolve().name}"
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -82,7 +81,8 @@ def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
 def calibration_metrics(checkpoints: list[Checkpoint], true: np.ndarray, p_dog: np.ndarray) -> dict | None:
     """Log loss and calibration error with and without the model's temperature (recorded in its
     run.json): the raw p_dog is sigmoid(T * logit(p_dog)). None for a model trained without
-    calibration, and for an ensemble (its members' raw probabilities are not in the table)."""
+    calibration, and for an ensemble or TTA (the mean of raw probabilities cannot be recovered
+    from the mean of calibrated ones)."""
     temperature = checkpoints[0].run.get("calibration", {}).get("temperature")
     if len(checkpoints) > 1 or temperature is None or not len(true):
         return None
@@ -94,6 +94,16 @@ def calibration_metrics(checkpoints: list[Checkpoint], true: np.ndarray, p_dog: 
             "before": expected_calibration_error(true, raw), "after": expected_calibration_error(true, p_dog)
         },
     }
+
+
+def _calibration_rows(calibration: dict | None) -> str:
+    if not calibration:
+        return ""
+    loss, ece = calibration["log_loss"], calibration["expected_calibration_error"]
+    return (
+        f'<tr><th>without calibration (temperature {calibration["temperature"]:.3f})</th>'
+        f"<td>log loss {_number(loss['before'])}, calibration error {_number(ece['before'])}</td></tr>"
+    )
 
 
 # --- pictures ------------------------------------------------------------------------------
@@ -235,7 +245,7 @@ all numbers: <a href="{METRICS_FILE}">{METRICS_FILE}</a>.</p>
 <tr><th>log loss</th><td>{_number(metrics["log_loss"])}</td></tr>
 <tr><th>ROC AUC</th><td>{_number(metrics["roc_auc"])}</td></tr>
 <tr><th>expected calibration error</th><td>{_number(metrics["expected_calibration_error"])}</td></tr>
-</table>
+{_calibration_rows(metrics.get("calibration"))}</table>
 <h2>Per class</h2>
 <table><tr><th></th><th>precision</th><th>recall</th><th>images</th></tr>{per_class}</table>
 <h2>Confusion matrix</h2>
@@ -319,7 +329,7 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
         "folder": str(options.folder),
         "files": len(results),  # every image file; "images": those in the metrics
         **binary_metrics(true, p_dog),
-        "calibration": calibration_metrics(find_checkpoints(options.model), true, p_dog),
+        "calibration": None if options.engine.tta else calibration_metrics(find_checkpoints(options.model), true, p_dog),
         "errors": len(errors),
         "unlabelled": int((ok & (results["true_label"] == "")).sum()),
         "unreadable": [{"path": r.path, "error": r.error} for r in errors.head(LISTED_ERRORS).itertuples()],

@@ -39,6 +39,7 @@ import pandas as pd
 
 from .checkpoint import model_paths
 from .engine import check_engine_options, predict_folder, table_lock
+from .shards import upgraded_job
 from .errors import UserError
 from .files import atomic_write_json, shown
 from .options import LabelOptions, PredictOptions
@@ -258,7 +259,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
     if not job_file.exists():
         return False
     try:
-        previous = json.loads(job_file.read_text())
+        previous = upgraded_job(json.loads(job_file.read_text()))
     except (ValueError, UnicodeError):
         previous = None  # damaged: it cannot be continued
     if previous == job and not overwrite and table.exists():
@@ -437,8 +438,9 @@ def _label_locked(
         if sorter and not (sorter.counts.placed or sorter.counts.already):
             job_file.unlink(missing_ok=True)  # refused before anything was placed: nothing to finish
         raise
-    if sorter:
-        job_file.unlink(missing_ok=True)  # done: a rerun is a new job
+    if sorter:  # done: a rerun is a new job; `catsdogs review` finds moved images by the record
+        atomic_write_json(out.with_name(out.name + ".sorted.json"), job)
+        job_file.unlink(missing_ok=True)
     if counts:
         counts.unknown = counts.given - counts.applied
         if counts.unknown:

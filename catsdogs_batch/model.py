@@ -107,6 +107,8 @@ def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 
             input_shape=(image_size, image_size, 3),
             pooling=None,
         )
+    except MemoryError:
+        raise
     except Exception as e:  # a failed download, a weights file of another network...
         raise UserError(_weights_error(arch, weights, e)) from None
     backbone.trainable = False
@@ -139,13 +141,14 @@ def backbone_of(model: keras.Model) -> keras.Model | None:
 
 def unfreeze_top(model: keras.Model, layers_count: int | None) -> int:
     """Make the top `layers_count` layers of the backbone trainable (None: a fifth of them),
-    BatchNormalization excepted (it keeps its ImageNet statistics); return how many were unfrozen."""
+    BatchNormalization excepted (it keeps its ImageNet statistics); return how many are
+    trainable now."""
     backbone = backbone_of(model)
     count = max(1, len(backbone.layers) // 5) if layers_count is None else layers_count
     backbone.trainable = True
     for k, layer in enumerate(backbone.layers):
         layer.trainable = k >= len(backbone.layers) - count and not isinstance(layer, layers.BatchNormalization)
-    return count
+    return sum(layer.trainable for layer in backbone.layers)
 
 
 def scale_logit(model: keras.Model, temperature: float) -> None:

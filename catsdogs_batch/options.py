@@ -48,7 +48,6 @@ ARCHITECTURES = {
     "mobilenetv3-small": Architecture(224, 1e-3, "MobileNetV3Small", "pretrained, 0.9M parameters"),
     "mobilenetv3-large": Architecture(224, 1e-3, "MobileNetV3Large", "pretrained, 3.0M parameters"),
     "resnet50v2": Architecture(224, 1e-3, "ResNet50V2", "pretrained, 23.6M parameters"),
-    "convnext-tiny": Architecture(224, 1e-3, "ConvNeXtTiny", "pretrained, 27.8M parameters"),
 }
 DEFAULT_ARCH = "residual"
 

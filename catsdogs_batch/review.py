@@ -1,15 +1,16 @@
 """`catsdogs review`: a local web page on which a person decides the images a results table is
 unsure of, saving every decision at once to `corrections.csv` beside the table.
 
-The queue is the uncertain band (p_dog closest to 0.5 first), then, for tables with a true
+The queue is the uncertain band (p_dog closest to the threshold first), then, for tables with a true
 label (`catsdogs evaluate`), the most confident disagreements; unreadable rows are left out. The
 server holds the table and the queue's order (numpy arrays) and sends the page pages of a few
 items and small JPEG thumbnails, so a table of 100,000 rows costs the browser no more than one
 of ten.
 
 Safety: the server listens on 127.0.0.1 only, answers nothing without the random token of its
-URL (403), serves images by their row in the table (never by a path from the request) and only
-files that resolve inside the images folder, so a link in it that points elsewhere is not served.
+URL (403; never a cookie, which browsers share between ports), serves images by their row in
+the table (never by a path from the request) and only files that resolve inside the images
+folder, so a link in it that points elsewhere is not served.
 `corrections.csv` (`path,label`, one row per decided image, label `cat`, `dog` or `skip`) is
 rewritten whole on each decision (write beside, fsync, rename), so a kill at any moment leaves
 the previous or the next version, never half of one; a lock file keeps a second review server
@@ -26,23 +27,24 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import stat
 import sys
 import threading
 import webbrowser
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, exclusive_lock, shown
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, shown
 from .options import DEFAULT_BAND, ReviewOptions
 from .shards import job_file
 from .tables import read_table
@@ -54,6 +56,8 @@ CORRECTIONS_FILE = "corrections.csv"
 CORRECTIONS_COLUMNS = ["path", "label"]
 THUMBNAIL_PX = 384  # longest side of a thumbnail
 THUMBNAILS_CACHED = 512  # about 30 KB each
+THUMBNAIL_MAX_PIXELS = 40_000_000  # after a JPEG's reduced decode: about 160 MB decoded, 2 at a time
+DECODING_AT_ONCE = 2  # the server's threads would otherwise decode up to 40 images at once
 HOST = "127.0.0.1"
 PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}  # served by these names only
 
@@ -75,8 +79,8 @@ def find_table(path: Path) -> Path:
 def recorded_job(table: Path) -> dict:
     """What the run that wrote `table` recorded beside it: the job of a finished table
     (`<table>.job.json`), of an unfinished predict or label run (`<table>.parts/job.json`,
-    `<table>.sorting.json`) or evaluate's `metrics.json`, each holding the images `folder`; {}
-    when none is there."""
+    `<table>.sorting.json`) or evaluate's `metrics.json`, each holding the images `folder`, with
+    `_file` naming the file read; {} when none is there."""
     for sidecar in (
         job_file(table),
         table.with_name(table.name + ".parts") / "job.json",
@@ -88,8 +92,37 @@ def recorded_job(table: Path) -> dict:
         except (OSError, ValueError, UnicodeError):
             continue
         if isinstance(job, dict) and isinstance(job.get("folder"), str):
-            return job
+            return job | {"_file": sidecar}
     return {}
+
+
+def moved_to(table: Path) -> Path | None:
+    """Where `label --sort-into DIR --mode move` moved the table's images, as its sorting record
+    says (`<table>.sorting.json` while unfinished, `<table>.sorted.json` once done); None when
+    they were not moved."""
+    for sidecar in (table.with_name(table.name + ".sorting.json"), table.with_name(table.name + ".sorted.json")):
+        try:
+            job = json.loads(sidecar.read_text())
+        except (OSError, ValueError, UnicodeError):
+            continue
+        if isinstance(job, dict) and job.get("mode") == "move" and isinstance(job.get("sort_into"), str):
+            return Path(job["sort_into"])
+    return None
+
+
+def recorded_settings(job: dict) -> tuple[tuple[float, float] | None, float]:
+    """The uncertain band (None when not recorded) and threshold that `job` records; a value
+    edited by hand into something else is a one-line error naming the file."""
+
+    def number(value: Any) -> bool:
+        return type(value) in (int, float) and 0 <= value <= 1
+
+    band, threshold = job.get("uncertain"), job.get("threshold", 0.5)
+    if band is not None and not (isinstance(band, list) and len(band) == 2 and all(map(number, band))):
+        raise UserError(f"{shown(job['_file'])} records uncertain {band!r}, not [LOW, HIGH] between 0 and 1")
+    if not number(threshold):
+        raise UserError(f"{shown(job['_file'])} records threshold {threshold!r}, not a number between 0 and 1")
+    return (tuple(band) if band else None), float(threshold)
 
 
 @dataclass(frozen=True)
@@ -100,6 +133,7 @@ class Queue:
     paths: np.ndarray  # object: every row's path, as in the table
     p_dog: np.ndarray  # float
     model_label: np.ndarray  # object: cat or dog (the threshold's side for uncertain rows)
+    label: np.ndarray  # object: the table's label (cat, dog or uncertain; the folder label sorts into)
     true_label: np.ndarray | None  # object: the given label ("" where none); None without that column
     ok: np.ndarray  # bool: the row was read
     order: np.ndarray  # int64 row indices
@@ -114,14 +148,16 @@ class Queue:
 
 def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: float = 0.5) -> Queue:
     """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain), closest
-    to 0.5 first; then, where a true label is given and the model disagrees, the most confident
-    first; ties in table order. An audit's table (`label_issue`) gives only its label issues, in
-    the table's order (lowest label quality first). Error rows are left out."""
-    ok = (table["status"] == "ok").to_numpy(dtype=bool, na_value=False)
+    to the table's `threshold` first; then, where a true label is given and the model disagrees,
+    the most confident first; ties in table order. Error rows, rows without a p_dog and later rows
+    of a path already listed are left out (one decision per path). An audit's table
+    (`label_issue`) gives only its label issues, lowest label quality first."""
     p_dog = table["p_dog"].to_numpy(dtype=float, na_value=np.nan)
+    first = ~table["path"].duplicated(keep="first").to_numpy(dtype=bool)
+    ok = (table["status"] == "ok").to_numpy(dtype=bool, na_value=False) & ~np.isnan(p_dog) & first
     label = table["label"].to_numpy(dtype=object, na_value="")
     model_label = np.where(np.isin(label, ("cat", "dog")), label, np.where(p_dog >= threshold, "dog", "cat"))
-    distance = np.abs(p_dog - 0.5)
+    distance = np.abs(p_dog - threshold)
     in_band = ok & (((band[0] <= p_dog) & (p_dog <= band[1])) | (label == "uncertain"))
     band_rows = np.flatnonzero(in_band)
     band_rows = band_rows[np.argsort(distance[band_rows], kind="stable")]
@@ -142,6 +178,7 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
         paths=table["path"].to_numpy(dtype=object),
         p_dog=p_dog,
         model_label=model_label.astype(object),
+        label=label,
         true_label=true_label,
         ok=ok,
         order=np.concatenate([band_rows, wrong_rows]).astype(np.int64),
@@ -155,19 +192,43 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
 class Corrections:
     """`corrections.csv`: the last decision per path, rewritten whole and fsynced on each
     change, so that no decision is lost and the file is never half written. Rows of paths the
-    table does not list (an earlier table's) are kept."""
+    table does not list (an earlier table's) are kept; a row that cannot be read is an error,
+    never dropped. `owner` ({"folder", "table"}) is recorded in `<file>.json` with the first
+    decision, so that another folder's review does not mix its paths in."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, owner: dict | None = None):
+        self.path, self.owner = path, owner
         self.labels: dict[str, str] = {}
-        if path.exists():
-            self._read()
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the open below
+            raise UserError(f"{shown(path)} is not a regular file: name a corrections file with --corrections")
+        self._read()
 
     def _read(self) -> None:
-        with open(self.path, newline="", **TEXT) as f:
-            self.labels, ignored = parse_corrections(f, self.path)
-        if ignored:
-            log.warning("%s: ignored %d rows that are not path,cat|dog|skip", self.path, len(ignored))
+        with open(self.path, newline="", **{**TEXT, "encoding": "utf-8-sig"}) as f:  # -sig: Excel's BOM
+            rows = csv.reader(f)
+            try:
+                header = next(rows, None)
+                if header not in (None, CORRECTIONS_COLUMNS):
+                    raise UserError(f"{shown(self.path)} is not a corrections file (its header is {shown(header)}): move it away")
+                for row in rows:
+                    label = row[1].strip().lower() if len(row) == 2 else None
+                    if label in DECISIONS:
+                        self.labels[row[0]] = label  # the last decision wins
+                    elif row:  # blank lines aside, a row edited by hand: the user's to fix, never to drop
+                        raise UserError(
+                            f"line {rows.line_num} of {shown(self.path)} is not path,cat|dog|skip "
+                            f"({shown(','.join(row))[:80]}): correct or remove it"
+                        )
+            except csv.Error as e:
+                raise UserError(f"line {rows.line_num} of {shown(self.path)} cannot be read as CSV: {e}") from None
+
+    @property
+    def sidecar(self) -> Path:
+        return self.path.with_name(self.path.name + ".json")
 
     def set(self, path: str, label: str | None) -> str | None:
         """Record `label` for `path` (None removes its row) and return what it was before."""
@@ -176,6 +237,8 @@ class Corrections:
         previous = self.labels.get(path)
         self._put(path, label)
         try:
+            if self.owner is not None and not self.sidecar.exists():
+                atomic_write_json(self.sidecar, self.owner)
             self._write()
         except BaseException:  # a full disk, say: memory keeps saying what the file says
             self._put(path, previous)
@@ -203,27 +266,6 @@ class Corrections:
             os.close(folder)
 
 
-def parse_corrections(lines: Iterable[str], path: Path) -> tuple[dict[str, str], list[int]]:
-    """The last decision per path of a corrections file's lines, and the line numbers of the rows
-    that are not path,cat|dog|skip (a line cut short or edited by hand). A file with another
-    header is not a corrections file: a one-line error."""
-    labels: dict[str, str] = {}
-    bad: list[int] = []
-    try:
-        rows = csv.reader(lines)
-        header = next(rows, None)
-        if header not in (None, CORRECTIONS_COLUMNS):
-            raise UserError(f"{path} is not a corrections file (its header is {header}): move it away")
-        for row in rows:
-            if len(row) == 2 and row[1] in DECISIONS:
-                labels[row[0]] = row[1]  # the last decision wins
-            else:
-                bad.append(rows.line_num)
-    except csv.Error as e:
-        raise UserError(f"{path} is not a corrections file: {e}") from None
-    return labels, bad
-
-
 @dataclass(frozen=True)
 class CorrectionsFile:
     """A corrections file as `label` and `train` use it: path -> cat|dog|skip, and the SHA-256
@@ -238,18 +280,16 @@ class CorrectionsFile:
 
 
 def read_corrections(path: Path, option: str = "--corrections") -> CorrectionsFile:
-    """Read a corrections file strictly (a missing file, another header or a row that is not
-    path,cat|dog|skip is a one-line error), hashing the very bytes it parses."""
+    """Read a corrections file with the review's reader (a missing file, another header or a row
+    that is not path,cat|dog|skip is a one-line error) and the SHA-256 of the bytes it read."""
     try:
-        data = path.read_bytes()
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as e:
-        raise UserError(f"{option} {path}: {e.strerror or e}") from None
-    text = data.decode(**TEXT)
-    labels, bad = parse_corrections(io.StringIO(text, newline=""), path)
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise UserError(f"{path}, line {bad[0]}{more}: not path,cat|dog|skip")
-    return CorrectionsFile(path, labels, hashlib.sha256(data).hexdigest())
+        raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
+    labels = Corrections(path).labels
+    if hashlib.sha256(path.read_bytes()).hexdigest() != before:  # a review server saved a decision meanwhile
+        raise UserError(f"{option} {shown(path)} changed while it was read: run the command again")
+    return CorrectionsFile(path, labels, before)
 
 
 # --- the images ----------------------------------------------------------------------------
@@ -272,10 +312,14 @@ def open_inside(folder: Path, relative: str) -> io.BufferedReader:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
         raise NotServed(e.strerror) from None
+    try:  # a parent folder swapped for a link since the check: what was opened must be inside
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # no /proc (not Linux): the check above is all there is
+        opened = real
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+    if not opened.is_relative_to(folder) or not stat.S_ISREG(info.st_mode) or info.st_size == 0:
         os.close(fd)
-        raise NotServed("not a regular file with content")
+        raise NotServed("not a regular file with content inside the folder")
     return os.fdopen(fd, "rb")
 
 
@@ -286,6 +330,8 @@ def thumbnail(file: BinaryIO, size: int = THUMBNAIL_PX) -> bytes:
     try:
         with Image.open(file) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+            if img.width * img.height > THUMBNAIL_MAX_PIXELS:  # before anything is decoded
+                raise NotServed(f"too many pixels for a thumbnail ({img.width}x{img.height})")
             img = ImageOps.exif_transpose(img)
             img.thumbnail((size, size))
             if img.mode in ("RGBA", "LA", "PA", "P"):
@@ -305,11 +351,17 @@ class Session:
     """What one review server works on: the queue, the images folder and the corrections; safe
     to call from the server's threads."""
 
-    def __init__(self, queue: Queue, images: Path, corrections: Corrections, page_size: int, table: Path):
+    def __init__(
+        self, queue: Queue, images: Path, corrections: Corrections, page_size: int, table: Path,
+        sorted_into: Path | None = None,
+    ) -> None:  # fmt: skip
+        """`sorted_into`: where `label --mode move` put the images (`<it>/<label>/<path>`)."""
         self.queue, self.corrections, self.page_size, self.table = queue, corrections, page_size, table
         self.images = Path(os.path.realpath(images))
+        self.sorted_into = Path(os.path.realpath(sorted_into)) if sorted_into else None
+        self._decoding = threading.BoundedSemaphore(DECODING_AT_ONCE)
         self._lock = threading.Lock()
-        self._undo: list[tuple[int, str | None]] = []  # (queue position, the decision before)
+        self._undo: dict[str, list[tuple[int, str | None]]] = {}  # per page load: (queue position, the decision before)
         self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()  # the most recently used last
         self._thumbnails_lock = threading.Lock()  # not the decisions' one: a decision's fsync holds that
         queued = set(queue.paths[queue.order])
@@ -351,47 +403,60 @@ class Session:
                     "name": shown(q.paths[row]),
                     "p_dog": float(q.p_dog[row]),
                     "label": q.model_label[row],
-                    "true_label": (q.true_label[row] or None) if q.true_label is not None else None,
+                    "true_label": shown(q.true_label[row]) or None if q.true_label is not None else None,
                     "section": q.section(position),
                     "decision": self.corrections.labels.get(q.paths[row]),
                 }
                 for position, row in enumerate(q.order[first : first + self.page_size], start=first)
             ]
 
-    def decide(self, position: int, label: str) -> dict:
-        """Record a decision (`accept`: the model's label) for a queue position."""
+    def decide(self, position: int, label: str, client: str) -> dict:
+        """Record a decision (`accept`: the model's label) for a queue position, undoable by
+        `client` (the page load that took it)."""
         row = self.queue.order[position]
         if label == "accept":
             label = self.queue.model_label[row]
         with self._lock:
             previous = self.corrections.set(self.queue.paths[row], label)
             self._reviewed += previous is None
-            self._undo.append((position, previous))
+            self._undo.setdefault(client, []).append((position, previous))
             return {"position": position, "decision": label, "reviewed": self._reviewed}
 
-    def undo(self) -> dict:
-        """Take back this server's last decision: the one before it, or none, is restored."""
+    def undo(self, client: str) -> dict:
+        """Take back `client`'s last decision: the one before it, or none, is restored. Another
+        page's decisions are not this page's to take back."""
         with self._lock:
-            if not self._undo:
+            taken = self._undo.get(client)
+            if not taken:
                 return {"position": None, "decision": None, "reviewed": self._reviewed}
-            position, previous = self._undo.pop()
+            position, previous = taken[-1]
             self.corrections.set(self.queue.paths[self.queue.order[position]], previous)
+            taken.pop()  # only once written: a failed write leaves it to undo again
             self._reviewed -= previous is None
             return {"position": position, "decision": previous, "reviewed": self._reviewed}
+
+    def _open(self, row: int) -> io.BufferedReader:
+        """Row `row`'s file: in the images folder or, once `label --mode move` took it from
+        there, in the folder of its label under `sorted_into`."""
+        path = self.queue.paths[row]
+        if self.sorted_into is not None and not os.path.lexists(self.images / path):
+            return open_inside(self.sorted_into, f"{self.queue.label[row]}/{path}")
+        return open_inside(self.images, path)
 
     def image(self, row: int) -> bytes:
         """The thumbnail of table row `row`; NotServed for rows outside the table or unreadable.
         The file is checked on every request; the cache only saves decoding the same file again."""
         if not 0 <= row < len(self.queue.paths) or not self.queue.ok[row]:
             raise NotServed("no such row")
-        with open_inside(self.images, self.queue.paths[row]) as f:
+        with self._open(row) as f:
             info = os.fstat(f.fileno())
             key = (row, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
             with self._thumbnails_lock:
                 if key in self._thumbnails:
                     self._thumbnails.move_to_end(key)
                     return self._thumbnails[key]
-            jpeg = thumbnail(f)
+            with self._decoding:
+                jpeg = thumbnail(f)
         with self._thumbnails_lock:
             self._thumbnails[key] = jpeg
             if len(self._thumbnails) > THUMBNAILS_CACHED:
@@ -399,9 +464,11 @@ class Session:
         return jpeg
 
 
-def open_session(options: ReviewOptions) -> tuple[Session, Path]:
+@contextlib.contextmanager
+def open_session(options: ReviewOptions) -> Iterator[Session]:
     """Read the table, settle the images folder, band and corrections file, and order the queue;
-    returns the session and the corrections' lock file (which the caller must hold)."""
+    the session is used while the corrections' lock (`<corrections>.lock`) is held, taken before
+    the file is read so that no other writer changes it underneath."""
     table = find_table(options.table)
     job = recorded_job(table)
     images = options.images
@@ -413,21 +480,43 @@ def open_session(options: ReviewOptions) -> tuple[Session, Path]:
         images = recorded
     if not images.is_dir():
         raise UserError(f"--images {images} is not a folder")
-    band = options.uncertain or (tuple(job["uncertain"]) if job.get("uncertain") else DEFAULT_BAND)
+    images = Path(os.path.realpath(images))
+    recorded_band, threshold = recorded_settings(job)
+    band = options.uncertain or recorded_band or DEFAULT_BAND
     if not 0 <= band[0] <= band[1] <= 1:
         raise UserError(f"--uncertain LOW HIGH needs 0 <= LOW <= HIGH <= 1, not {band[0]} {band[1]}")
     if options.page_size < 1:
         raise UserError(f"the page size must be at least 1, not {options.page_size}")
-    corrections = options.corrections or table.with_name(CORRECTIONS_FILE)
-    queue = review_queue(read_table(table, true_label=True), band, job.get("threshold", 0.5))
-    lock = corrections.with_name(corrections.name + ".lock")
-    return Session(queue, images, Corrections(corrections), options.page_size, table), lock
+    path = options.corrections or table.with_name(CORRECTIONS_FILE)
+    queue = review_queue(read_table(table, true_label=True), band, threshold)
+    with exclusive_lock(path.with_name(path.name + ".lock"), shown(path)):
+        corrections = Corrections(path, {"folder": str(images), "table": str(table.resolve())})
+        if options.corrections is None:
+            _refuse_another_folder(corrections, images)
+        yield Session(queue, images, corrections, options.page_size, table, moved_to(table))
+
+
+def _refuse_another_folder(corrections: Corrections, images: Path) -> None:
+    """Two tables beside each other share the default corrections file: refuse to put one
+    folder's paths into a file that records another's."""
+    try:
+        owner = json.loads(corrections.sidecar.read_text(**TEXT))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {shown(corrections.sidecar)}: {e}".splitlines()[0]) from None
+    folder = owner.get("folder") if isinstance(owner, dict) else None
+    if folder != str(images):
+        raise UserError(
+            f"{shown(corrections.path)} holds decisions about the images in {shown(folder)}, not {shown(images)}: "
+            "pass --corrections FILE to keep this review's apart"
+        )
 
 
 # --- the web app ---------------------------------------------------------------------------
 
 
-def create_app(session: Session, token: str, port: int):
+def create_app(session: Session, token: str):
     """The Starlette app: the page, its JSON API and the thumbnails, all behind `token`."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -436,7 +525,6 @@ def create_app(session: Session, token: str, port: int):
     from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
-    cookie = f"catsdogs-review-{port}"  # cookies ignore the port: one name per server
     page = resources.files(__package__).joinpath("review_page")
     headers = {
         "Cache-Control": "no-store",
@@ -447,9 +535,7 @@ def create_app(session: Session, token: str, port: int):
 
     def index(request: Request) -> Response:
         html = page.joinpath("index.html").read_text(encoding="utf-8").replace("{{token}}", token)
-        response = HTMLResponse(html, headers=headers)
-        response.set_cookie(cookie, token, httponly=True, samesite="strict")
-        return response
+        return HTMLResponse(html, headers=headers)
 
     def asset(request: Request) -> Response:
         name = request.path_params["name"]
@@ -469,6 +555,17 @@ def create_app(session: Session, token: str, port: int):
             return JSONResponse({"error": "no such page"}, 404)
         return JSONResponse({"items": items}, headers=headers)
 
+    async def change(request: Request, function: Any, *args: Any) -> Response:
+        """Run a change of the page load that `X-Review-Client` names (its undo is its own) in a
+        thread; a write that fails is answered with the system's reason."""
+        client = request.headers.get("x-review-client", "")
+        if not 0 < len(client) <= 64:
+            return JSONResponse({"error": "changes need the page's X-Review-Client id"}, 400)
+        try:
+            return JSONResponse(await _in_thread(function, *args, client), headers=headers)
+        except OSError as e:
+            return JSONResponse({"error": f"not saved: {e.strerror or e}"}, 500, headers=headers)
+
     async def decide(request: Request) -> Response:
         try:
             body = await request.json()
@@ -479,17 +576,17 @@ def create_app(session: Session, token: str, port: int):
             return JSONResponse({"error": "label: cat, dog, skip or accept"}, 400)
         if type(position) is not int or not 0 <= position < len(session.queue):
             return JSONResponse({"error": "no such position"}, 404)
-        return JSONResponse(await _in_thread(session.decide, position, label), headers=headers)
+        return await change(request, session.decide, position, label)
 
     async def undo(request: Request) -> Response:
-        return JSONResponse(await _in_thread(session.undo), headers=headers)
+        return await change(request, session.undo)
 
     def image(request: Request) -> Response:
         try:
             jpeg = session.image(request.path_params["row"])
         except NotServed:
             return PlainTextResponse("not found", 404)
-        return Response(jpeg, media_type="image/jpeg", headers={**headers, "Cache-Control": "private, max-age=3600"})
+        return Response(jpeg, media_type="image/jpeg", headers={**headers, "Cache-Control": "no-cache"})  # a replaced file shows anew
 
     routes = [
         Route("/", index),
@@ -502,24 +599,25 @@ def create_app(session: Session, token: str, port: int):
     ]
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost"]),  # no DNS rebinding
-        Middleware(TokenGuard, token=token, cookie=cookie),
+        Middleware(TokenGuard, token=token),
     ]
     return Starlette(routes=routes, middleware=middleware)
 
 
-async def _in_thread(function, *args):
+async def _in_thread(function: Any, *args: Any) -> Any:
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(function, *args)
 
 
 class TokenGuard:
-    """ASGI middleware: 403 for any request without the token, given in the URL (`?token=`),
-    the cookie the page sets, or (required for changes, so no other site can make them) the
-    X-Review-Token header."""
+    """ASGI middleware: 403 for any request without the token, given in the URL (`?token=`: the
+    page's own URL, its images and files) or the X-Review-Token header (the page's API calls;
+    required for changes, so no other site can make them). No cookie: browsers do not keep
+    cookies apart by port, so every other server on 127.0.0.1 would be sent it."""
 
-    def __init__(self, app: Any, token: str, cookie: str):
-        self.app, self.token, self.cookie = app, token, cookie
+    def __init__(self, app: Any, token: str):
+        self.app, self.token = app, token
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not self._allowed(scope):
@@ -535,11 +633,9 @@ class TokenGuard:
         from starlette.requests import Request
 
         request = Request(scope)
-        header = request.headers.get("x-review-token", "")
-        if scope["method"] not in ("GET", "HEAD"):
-            given = [header]
-        else:
-            given = [header, request.query_params.get("token", ""), request.cookies.get(self.cookie, "")]
+        given = [request.headers.get("x-review-token", "")]
+        if request.method in ("GET", "HEAD"):
+            given.append(request.query_params.get("token", ""))
         return any(secrets.compare_digest(g.encode(), self.token.encode()) for g in given if g)
 
 
@@ -559,7 +655,7 @@ class ReviewSummary:
 
 class ReviewServer:
     """The review page served on 127.0.0.1 (a free port unless one is given) while the
-    corrections' lock is held: `url` (with the token), `serve()` until `stop()` or Ctrl-C,
+    corrections' lock is held: `url` (with the token), `serve()` until Ctrl-C or SIGTERM,
     `close()` (or a `with` block) to release the port and the lock."""
 
     def __init__(self, options: ReviewOptions):
@@ -567,19 +663,18 @@ class ReviewServer:
 
         self._exit = contextlib.ExitStack()
         try:
-            self.session, lock = open_session(options)
-            self._exit.enter_context(exclusive_lock(lock, str(self.session.corrections.path)))
+            self.session = self._exit.enter_context(open_session(options))
             self._socket = self._exit.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             try:
                 self._socket.bind((HOST, options.port))
             except OSError as e:
                 raise UserError(f"cannot listen on {HOST}:{options.port}: {e.strerror}") from None
             self._socket.listen()
-            port = self._socket.getsockname()[1]
+            self.port: int = self._socket.getsockname()[1]
             token = secrets.token_urlsafe(24)
-            self.url = f"http://{HOST}:{port}/?token={token}"
+            self.url = f"http://{HOST}:{self.port}/?token={token}"
             config = uvicorn.Config(
-                create_app(self.session, token, port), log_config=None, log_level="warning", access_log=False
+                create_app(self.session, token), log_config=None, log_level="warning", access_log=False
             )
             self._server = uvicorn.Server(config)
         except BaseException:
@@ -588,9 +683,6 @@ class ReviewServer:
 
     def serve(self) -> None:
         self._server.run(sockets=[self._socket])
-
-    def stop(self) -> None:
-        self._server.should_exit = True
 
     def summary(self) -> ReviewSummary:
         s = self.session
@@ -609,24 +701,40 @@ class ReviewServer:
 def review(options: ReviewOptions) -> ReviewSummary:
     """Serve the review page until Ctrl-C, printing its URL (and opening it in a browser unless
     told not to); every decision is already on disk when this returns."""
-    with ReviewServer(options) as server:
-        s = server.session.summary()
-        log.info(
-            "%d images to review (%d uncertain, %d disagreements), %d reviewed; decisions go to %s",
-            s["total"], s["uncertain"], s["disagreements"], s["reviewed"], s["corrections"],
-        )  # fmt: skip
-        log.info("review page: %s  (Ctrl-C stops)", server.url)
-        if options.open_browser:
-            _open_browser(server.url)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how this command ends
+    with ReviewServer(options) as server, _sigterm_as_ctrl_c():  # before the URL is out
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C (or SIGTERM) is how this command ends
+            s = server.session.summary()
+            log.info(
+                "%d images to review (%d uncertain, %d disagreements), %d reviewed; decisions go to %s",
+                s["total"], s["uncertain"], s["disagreements"], s["reviewed"], s["corrections"],
+            )  # fmt: skip
+            log.info("review page: %s  (Ctrl-C stops)", server.url)
+            if options.open_browser:
+                _open_browser(server.url, server.port)
             server.serve()
         return server.summary()
 
 
-def _open_browser(url: str) -> None:
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (kill, systemd) ends the review like Ctrl-C: uvicorn
+    stops, then raises the signal again under this handler, so the lock file is removed and the
+    summary printed instead of the process dying at once."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _open_browser(url: str, port: int) -> None:
     """Open `url` in a graphical browser; on a Linux machine without a display (ssh) a text
     browser would take the terminal over, so say so instead."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        log.info("no display here: open the URL in a browser (on another machine: ssh -L PORT:127.0.0.1:PORT)")
+        log.info("no display here: open the URL in a browser (on another machine: ssh -L %d:127.0.0.1:%d)", port, port)
         return
     threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()

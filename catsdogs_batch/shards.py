@@ -82,7 +82,7 @@ class PartsFolder:
                 raise UserError(f"{self.path} is in the way of this run's work folder: move it away")
             if job_file.exists():
                 try:
-                    previous = json.loads(job_file.read_text())
+                    previous = upgraded_job(json.loads(job_file.read_text()))
                 except (ValueError, UnicodeError):
                     previous = {"damaged": str(job_file)}  # never equal to a job: --overwrite starts over
             elif not any(self.path.iterdir()):
@@ -102,6 +102,7 @@ class PartsFolder:
                 )
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job_file, job)
+        self.job = job
 
     def rows_file(self, shard: Shard) -> Path:
         return self.path / f"{shard.name}.csv"
@@ -198,6 +199,16 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
     return job
 
 
+def upgraded_job(job: object) -> object:
+    """A job record written before ensembles (one "model", its size and mtime), in today's form
+    ("models"), so that runs and tables of the previous version are still recognised."""
+    if isinstance(job, dict) and "model" in job and "models" not in job:
+        job = dict(job)
+        model = {key: job.pop(key) for key in ("model", "model_size", "model_mtime") if key in job}
+        job["models"] = [model] if len(model) > 1 else [model["model"]]
+    return job
+
+
 def job_file(table: Path) -> Path:
     """`<table>.job.json`: what the finished table was computed from (folder, models, settings)."""
     return table.with_name(table.name + ".job.json")
@@ -214,7 +225,7 @@ def merge_table(
         raise UserError(f"no image files in {options.folder}")
     job_file(options.out).unlink(missing_ok=True)  # a table being replaced loses its record first
     merge_shards(shard_files, options.out, relabel)
-    shutil.copyfile(parts.path / "job.json", job_file(options.out))
+    atomic_write_json(job_file(options.out), parts.job)
     shutil.rmtree(parts.path)
 
 

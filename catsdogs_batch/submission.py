@@ -13,7 +13,7 @@ from .checkpoint import find_checkpoints
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_path, atomic_write_json, sha256
-from .shards import files_fingerprint, job_description, job_file
+from .shards import files_fingerprint, job_description, job_file, upgraded_job
 from .options import COMPETITIONS, PredictOptions, SubmissionOptions
 from .tables import read_table
 
@@ -76,8 +76,9 @@ def check_options(options: SubmissionOptions) -> None:
 
 def _check_reusable(job_file: Path, job: dict, results: Path) -> None:
     """Refuse a results.csv computed from anything else than `job` describes, or changed since."""
+    legacy = job_file.with_name("results.job.json")  # where the previous version kept it
     try:
-        previous = json.loads(job_file.read_text())
+        previous = upgraded_job(json.loads((job_file if job_file.exists() else legacy).read_text()))
     except (OSError, ValueError):
         previous = None
     if isinstance(previous, dict) and previous.pop("results_sha256", None) != sha256(results):

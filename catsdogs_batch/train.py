@@ -27,9 +27,9 @@ import tensorflow as tf
 from . import __version__
 from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, sha256
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, sha256
 from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
-from .calibration import calibration_report, fit_temperature
+from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
 from .options import ARCHITECTURES, MIN_IMAGE_SIZE, Augmentation, TrainOptions
 
@@ -200,7 +200,7 @@ def make_datasets(options: TrainOptions, train_data, val_data):
 
 
 def default_run_name(options: TrainOptions) -> str:
-    return f"{options.arch}-{options.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{options.arch}-{options.image_size}px-seed{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resolve_options(options: TrainOptions) -> TrainOptions:
@@ -221,10 +221,14 @@ def resolve_options(options: TrainOptions) -> TrainOptions:
     if arch.backbone is None:
         if options.weights != "imagenet":
             raise UserError(f"--weights is for pretrained backbones; {options.arch} is trained from scratch")
-    elif options.weights not in ("imagenet", "none") and not Path(options.weights).is_file():
-        raise UserError(f"--weights {options.weights}: no such file (or say imagenet or none)")
+    elif options.weights not in ("imagenet", "none"):
+        if not Path(options.weights).is_file():
+            raise UserError(f"--weights {options.weights}: no such file (or say imagenet or none)")
+        options = dataclasses.replace(options, weights=str(Path(options.weights).resolve()))  # for --resume
     if options.head_epochs < 0 or (options.fine_tune_layers is not None and options.fine_tune_layers < 0):
         raise UserError("--head-epochs and --fine-tune-layers must be 0 or more")
+    if not 0 < options.fine_tune_rate <= 1:
+        raise UserError(f"--fine-tune-rate must be in (0, 1], not {options.fine_tune_rate}")
     return options
 
 
@@ -236,7 +240,8 @@ def _options_to_json(options: TrainOptions) -> dict:
 
 
 def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
-    config = {"arch": "seed"} | config  # runs from before --arch trained the seed's CNN
+    # Runs from before --arch trained the seed's CNN, on a split drawn with --seed.
+    config = {"arch": "seed", "split_seed": config["seed"]} | config
     config["augmentation"] = Augmentation(**config["augmentation"])
     config["data"] = Path(config["data"])
     config["out"] = Path(config["out"])
@@ -248,20 +253,29 @@ def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
 
 
 def train(options: TrainOptions) -> Path:
-    """Train the CNN and return the run folder. Ctrl-C keeps the best checkpoint and writes
-    everything else; `options.resume` continues such a run from its last finished epoch."""
+    """Train the model of `options.arch`, calibrate it, and return the run folder. Ctrl-C keeps
+    the best checkpoint and writes everything else; `options.resume` continues such a run from
+    its last finished epoch (or its calibration). One run at a time writes a run folder."""
     if not options.resume:
         options = resolve_options(options)
     if options.out is None:
         options = dataclasses.replace(options, out=Path("models") / default_run_name(options))
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(options.out.with_name(f".{options.out.name}.lock"), str(options.out)):
+        return _train_locked(options)
+
+
+def _train_locked(options: TrainOptions) -> Path:
     out = options.out
     run_path = out / RUN_FILE
+    trained = False  # only the calibration is left
     if options.resume:
         if not run_path.exists():
             raise UserError(f"nothing to resume in {out}: no {RUN_FILE}")
         run = json.loads(run_path.read_text())
         if run.get("status") == "finished":
             raise UserError(f"the run in {out} already finished; train into a new --out")
+        trained = run.get("status") == "trained"
         options = _options_from_json(run["config"], options)
         corrections = run.get("corrections")  # split.csv holds the corrected labels
         train_items, val_items = read_split(out / SPLIT_FILE)
@@ -284,22 +298,48 @@ def train(options: TrainOptions) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         write_split(out / SPLIT_FILE, train_items, val_items)
     started = time.time()
-    train_data = decode_images(options.data, train_items, options.image_size, options.workers, "train")
     val_data = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
-    skipped = train_data[2] + val_data[2]
-    if len(train_data[0]) == 0 or len(val_data[0]) == 0:
-        raise UserError(f"no readable images left in {options.data} after skipping {len(skipped)}")
+    if not trained:
+        train_data = decode_images(options.data, train_items, options.image_size, options.workers, "train")
+        skipped = train_data[2] + val_data[2]
+        if len(train_data[0]) == 0 or len(val_data[0]) == 0:
+            raise UserError(f"no readable images left in {options.data} after skipping {len(skipped)}")
+        log.info(
+            "training on %d images, validating on %d (%d unreadable skipped)",
+            len(train_data[0]), len(val_data[0]), len(skipped),
+        )
+        previous_seconds = run.get("train_seconds", 0) if options.resume else 0
+        run = _run_record(options, train_data, val_data, skipped, status="running")
+        run["train_seconds"] = previous_seconds
+        if corrections:
+            run["corrections"] = corrections
+        atomic_write_json(run_path, run)
+        status = _fit(options, model, train_data, val_data)
+        run = _finish_record(run, out, status, time.time() - started)
+        atomic_write_json(run_path, run)  # "trained": a resume only calibrates
+        if status == "interrupted":
+            log.warning("interrupted: the best checkpoint is kept; continue with --resume --out %s", out)
+            raise KeyboardInterrupt
+    if options.calibrate and (out / MODEL_FILE).exists():
+        try:
+            run["calibration"] = calibrate(out, val_data[0], val_data[1], options.batch_size)
+        except KeyboardInterrupt:
+            log.warning("interrupted while calibrating: finish it with --resume --out %s", out)
+            raise
+    atomic_write_json(run_path, run | {"status": "finished"})
+    shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
+    best = run.get("best") or {}
     log.info(
-        "training on %d images, validating on %d (%d unreadable skipped)",
-        len(train_data[0]), len(val_data[0]), len(skipped),
+        "best epoch %s: val accuracy %.4f, val log loss %.4f -> %s",
+        best.get("epoch"), best.get("val_accuracy", float("nan")),
+        best.get("val_log_loss", float("nan")), out / MODEL_FILE,
     )
-    run = _run_record(options, train_data, val_data, skipped, status="running")
-    if corrections:
-        run["corrections"] = corrections
-    atomic_write_json(run_path, run)
+    return out
 
+
+def _fit(options: TrainOptions, model: keras.Model, train_data, val_data) -> str:
+    """Train `model` through its phases; "trained", or "interrupted" by Ctrl-C."""
     train_ds, val_ds = make_datasets(options, train_data[:2], val_data[:2])
-    status = "finished"
     progress = RunProgress(options.epochs)
     try:
         for phase in _phases(options, model):
@@ -313,23 +353,8 @@ def train(options: TrainOptions) -> Path:
                 verbose=1 if sys.stderr.isatty() else 2,
             )
     except KeyboardInterrupt:
-        status = "interrupted"
-        log.warning("interrupted: the best checkpoint is kept; continue with --resume --out %s", out)
-    run = _finish_record(run, out, status, time.time() - started)
-    if status == "finished":
-        shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
-        if options.calibrate and (out / MODEL_FILE).exists():
-            run["calibration"] = calibrate(out / MODEL_FILE, val_data[0], val_data[1], options.batch_size)
-    atomic_write_json(run_path, run)
-    if status == "interrupted":
-        raise KeyboardInterrupt
-    best = run.get("best") or {}
-    log.info(
-        "best epoch %s: val accuracy %.4f, val log loss %.4f -> %s",
-        best.get("epoch"), best.get("val_accuracy", float("nan")),
-        best.get("val_log_loss", float("nan")), out / MODEL_FILE,
-    )
-    return out
+        return "interrupted"
+    return "trained"
 
 
 @dataclass(frozen=True)
@@ -341,7 +366,8 @@ class Phase:
     end_epoch: int
 
 
-PHASE_FILE = "phase.json"  # in BACKUP_DIR: the phase an interrupted run was in, and its last weights
+PHASE_FILE = "phase.json"  # in BACKUP_DIR: {"phase": "fine-tune"} once the head is trained
+HEAD_WEIGHTS = "head.weights.h5"  # in BACKUP_DIR: the best head, where fine-tuning starts
 
 
 def _phases(options: TrainOptions, model: keras.Model) -> Iterator[Phase]:
@@ -359,15 +385,12 @@ def _phases(options: TrainOptions, model: keras.Model) -> Iterator[Phase]:
     state = json.loads((backup / PHASE_FILE).read_text()) if (backup / PHASE_FILE).exists() else {}
     if state.get("phase") != "fine-tune" and head_epochs:
         compile_model(model, options.learning_rate)
-        yield Phase("head", 0, head_epochs)
-        backup.mkdir(exist_ok=True)
-        model.save_weights(backup / "head.weights.h5")  # fine-tuning starts here, even after a kill
-        atomic_write_json(backup / PHASE_FILE, {"phase": "fine-tune"})
-    elif head_epochs:
-        model.load_weights(backup / "head.weights.h5")
+        yield Phase("head", 0, head_epochs)  # its HeadDone saves the best head and PHASE_FILE
+    if head_epochs:
+        model.load_weights(backup / HEAD_WEIGHTS)
     if head_epochs < options.epochs:
         unfrozen = unfreeze_top(model, options.fine_tune_layers)
-        log.info("fine-tuning the top %d layers of the backbone", unfrozen)
+        log.info("fine-tuning the top %d layers of the backbone (BatchNormalization stays frozen)", unfrozen)
         compile_model(model, options.learning_rate * options.fine_tune_rate)
         yield Phase("fine-tune", head_epochs, options.epochs)
 
@@ -377,12 +400,14 @@ def _callbacks(options: TrainOptions, phase: Phase) -> list:
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=options.patience, restore_best_weights=True
     )
-    checkpoint = keras.callbacks.ModelCheckpoint(out / MODEL_FILE, monitor="val_loss", save_best_only=True)
+    checkpoint = BestCheckpoint(out / MODEL_FILE)
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=0.5, patience=options.lr_patience, min_lr=1e-6
     )
     callbacks = [
-        # Removed when its fit ends; a pretrained run keeps one per phase in BACKUP_DIR.
+        # Keras removes a BackupAndRestore folder when its fit ends: a pretrained run keeps one
+        # per phase inside BACKUP_DIR, and the head's HeadDone, before it, runs first.
+        *([HeadDone(out / BACKUP_DIR, out / MODEL_FILE)] if phase.name == "head" else []),
         keras.callbacks.BackupAndRestore(
             out / BACKUP_DIR / ("" if phase.name == "train" else phase.name), double_checkpoint=True
         ),
@@ -391,21 +416,62 @@ def _callbacks(options: TrainOptions, phase: Phase) -> list:
         plateau,
         keras.callbacks.CSVLogger(out / HISTORY_FILE, append=options.resume or phase.first_epoch > 0),
         # After the others, so that it restores their state after their on_train_begin resets it.
-        CallbackState(out / BACKUP_DIR / "callbacks.json", early_stopping, checkpoint, plateau),
+        CallbackState(out / BACKUP_DIR / "callbacks.json", phase.name, early_stopping, checkpoint, plateau),
     ]
     if options.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(out / "tensorboard"))
     return callbacks
 
 
+def _save_atomically(save, path: Path, suffix: str) -> None:
+    """`save(file)` into a temporary file renamed onto `path`: a kill never leaves half a model.
+    Keras insists on the file's suffix (`.keras`, `.weights.h5`)."""
+    with atomic_path(path) as tmp:
+        saved = tmp.with_name(tmp.name + suffix)
+        try:
+            save(saved)
+            saved.replace(tmp)
+        finally:
+            saved.unlink(missing_ok=True)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """The model of the epoch with the lowest val_loss so far, replacing `path` atomically
+    (Keras's ModelCheckpoint writes over the file in place)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path, self.best = path, np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and loss < self.best:
+            self.best = float(loss)
+            _save_atomically(self.model.save, self.path, ".keras")
+
+
+class HeadDone(keras.callbacks.Callback):
+    """When the head phase ends, before its backup is removed: the best head so far (the
+    checkpoint) saved where fine-tuning starts, and the phase marked done."""
+
+    def __init__(self, backup: Path, best_model: Path):
+        super().__init__()
+        self.backup, self.best_model = backup, best_model
+
+    def on_train_end(self, logs=None):
+        self.model.load_weights(self.best_model)
+        _save_atomically(self.model.save_weights, self.backup / HEAD_WEIGHTS, ".weights.h5")
+        atomic_write_json(self.backup / PHASE_FILE, {"phase": "fine-tune"})
+
+
 class CallbackState(keras.callbacks.Callback):
     """Saves what BackupAndRestore does not: the best val_loss and patience counters of
-    EarlyStopping, ModelCheckpoint and ReduceLROnPlateau, so a resumed run behaves as if it
-    had never stopped."""
+    EarlyStopping, the checkpoint and ReduceLROnPlateau, so a resumed run behaves as if it had
+    never stopped. A new phase keeps only the best val_loss: its patience starts afresh."""
 
-    def __init__(self, path: Path, early_stopping, checkpoint, plateau):
+    def __init__(self, path: Path, phase: str, early_stopping, checkpoint, plateau):
         super().__init__()
-        self.path = path
+        self.path, self.phase = path, phase
         self.early_stopping, self.checkpoint, self.plateau = early_stopping, checkpoint, plateau
 
     def on_train_begin(self, logs=None):
@@ -413,6 +479,8 @@ class CallbackState(keras.callbacks.Callback):
             return
         state = json.loads(self.path.read_text())
         self.early_stopping.best = self.checkpoint.best = self.plateau.best = state["best"]
+        if state.get("phase", self.phase) != self.phase:
+            return
         self.early_stopping.wait = state["early_stopping_wait"]
         self.early_stopping.best_epoch = state["best_epoch"]
         self.plateau.wait = state["plateau_wait"]
@@ -422,6 +490,7 @@ class CallbackState(keras.callbacks.Callback):
         atomic_write_json(
             self.path,
             {
+                "phase": self.phase,
                 "best": float(self.checkpoint.best),
                 "best_epoch": self.early_stopping.best_epoch,
                 "early_stopping_wait": self.early_stopping.wait,
@@ -459,38 +528,46 @@ def _duration(seconds: float) -> str:
 # --- calibration ---------------------------------------------------------------------------
 
 
-def calibrate(model_path: Path, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
-    """Fit the temperature of the model at `model_path` on these (validation) images and bake
-    it into the model's p_dog layer; return what run.json records about it. Calibrating a
-    calibrated model again multiplies the temperatures."""
-    model = keras.saving.load_model(model_path, compile=False)
+UNCALIBRATED = "uncalibrated.keras"  # in BACKUP_DIR: the best model before calibration
+
+
+def calibrate(run: Path, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
+    """Fit the temperature of the run's best model on these (validation) images, bake it into
+    its p_dog layer, and return what run.json records about it. The uncalibrated model is kept
+    in the backup folder until the run is finished, so calibrating again (after a kill) starts
+    from it and gives the same model."""
+    source = run / BACKUP_DIR / UNCALIBRATED
+    if not source.exists():
+        source.parent.mkdir(exist_ok=True)
+        _save_atomically(lambda tmp: shutil.copyfile(run / MODEL_FILE, tmp), source, ".keras")
+    model = keras.saving.load_model(source, compile=False)
     dense = model.get_layer(OUTPUT_LAYER)
-    features = keras.Model(model.inputs, dense.input).predict(
-        tf.cast(images, tf.float32), batch_size=batch_size, verbose=0
-    )
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
+    features = keras.Model(model.inputs, dense.input).predict(batches, verbose=0)
     kernel, bias = dense.get_weights()
     logits = (features.astype(np.float64) @ kernel.astype(np.float64) + bias).reshape(-1)
+    if not np.all(np.isfinite(logits)):
+        log.warning("not calibrated: the model gives non-finite logits on the validation split")
+        return {"temperature": None, "skipped": "non-finite logits on the validation split"}
     temperature = fit_temperature(labels, logits)
     report = calibration_report(labels, logits, temperature)
     scale_logit(model, temperature)
-    with atomic_path(model_path) as tmp:
-        saved = tmp.with_suffix(".keras")  # Keras insists on the suffix
-        try:
-            model.save(saved)
-            saved.replace(tmp)
-        finally:
-            saved.unlink(missing_ok=True)
+    _save_atomically(model.save, run / MODEL_FILE, ".keras")
     log.info(
         "calibrated: temperature %.3f; validation log loss %.4f -> %.4f, calibration error %.4f -> %.4f",
         temperature, report["log_loss"]["before"], report["log_loss"]["after"],
         report["expected_calibration_error"]["before"], report["expected_calibration_error"]["after"],
     )
-    return {
+    record = {
         "temperature": temperature,
         "fitted_on": f"the validation split ({len(labels)} images)",
         "applied": f"the logit of {OUTPUT_LAYER} is divided by the temperature (its kernel and bias, in the model file)",
         "validation": report,
     }
+    if not TEMPERATURES[0] * 1.01 < temperature < TEMPERATURES[1] / 1.01:
+        log.warning("the temperature %.3f is at the end of its range %s: the model stays miscalibrated", temperature, TEMPERATURES)
+        record["at_limit"] = True
+    return record
 
 
 # --- run record ----------------------------------------------------------------------------

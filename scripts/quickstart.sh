@@ -58,6 +58,6 @@ echo "== 3/3 submission -> submissions/quickstart-$competition"
 if [ -f "submissions/quickstart-$competition/submission.csv" ]; then
     echo "submissions/quickstart-$competition/submission.csv exists (delete it to predict again)"
 else
-    "$catsdogs" submission --model "$run" --test-dir "$data/test" --competition "$competition" \
+    "$catsdogs" submission --model "$run" --test-dir "$data/test" --competition "$competition" --tta \
         --out "submissions/quickstart-$competition"
 fi

@@ -56,12 +56,12 @@ def test_the_flipped_labels_come_first_and_review_shows_them(mislabelled, tmp_pa
 
     job = recorded_job(out)
     assert job["folder"] == str(mislabelled.resolve()) and job["folds"] == 3 and job["seed"] == 0
-    session, _ = open_session(ReviewOptions(out))  # review finds the images through the job
-    queue = session.queue
-    assert session.images == mislabelled.resolve() and queue.uncertain == 0 and len(queue) == summary.issues
-    assert [queue.paths[row] for row in queue.order[:3]] == list(table["path"][:3])
-    assert session.page(0)[0]["true_label"] == table["true_label"][0]
-    assert session.image(int(queue.order[0]))[:2] == b"\xff\xd8"  # a JPEG thumbnail
+    with open_session(ReviewOptions(out)) as session:  # review finds the images through the job
+        queue = session.queue
+        assert session.images == mislabelled.resolve() and queue.uncertain == 0 and len(queue) == summary.issues
+        assert [queue.paths[row] for row in queue.order[:3]] == list(table["path"][:3])
+        assert session.page(0)[0]["true_label"] == table["true_label"][0]
+        assert session.image(int(queue.order[0]))[:2] == b"\xff\xd8"  # a JPEG thumbnail
 
     # Another audit of the same folder is refused without --overwrite, and leaves the table alone.
     before = out.read_bytes()
@@ -96,7 +96,7 @@ def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, c
     assert main(["audit", str(tmp_path / "missing")]) == 1 and "is not a folder" in capsys.readouterr().err
     (tmp_path / "c.csv").write_text("path,label\ncat.1.png,maybe\n")
     assert main(run + ["--corrections", str(tmp_path / "c.csv")]) == 1
-    assert "line 2: not path,cat|dog|skip" in capsys.readouterr().err
+    assert "is not path,cat|dog|skip" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists()
 
 
@@ -134,8 +134,8 @@ def test_a_corrections_file_is_read_strictly_and_hashed(tmp_path):
     assert read.record() == {"file": str(good.resolve()), "sha256": read.sha256}
     for content, message in [
         (b"file,label\na.jpg,cat\n", "is not a corrections file"),
-        (b"path,label\na.jpg,cat\nb.jpg,horse\nc.jpg\n", "line 3 (and 1 more): not path,cat|dog|skip"),
-        (b"path,label\n\"a.jpg,cat\n", "line 2: not path,cat|dog|skip"),  # a quote never closed
+        (b"path,label\na.jpg,cat\nb.jpg,horse\nc.jpg\n", "line 3 of"),
+        (b"path,label\n\"a.jpg,cat\n", "line 2 of"),  # a quote never closed
     ]:
         bad = tmp_path / "bad.csv"
         bad.write_bytes(content)

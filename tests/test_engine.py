@@ -408,3 +408,30 @@ def test_an_ensemble_of_models_of_other_sizes_is_refused(tiny_model, kaggle_trai
     out = tmp_path / "t.csv"
     assert main(["predict", str(tiny_model), str(bigger), str(kaggle_train_folder), "--out", str(out)]) == 1
     assert "must take the same image size" in capsys.readouterr().err and not out.exists()
+
+
+def test_ensembles_are_checked_and_named_briefly(tiny_model, kaggle_train_folder, tmp_path, capsys):
+    from catsdogs_batch.checkpoint import ensemble_name
+
+    out = tmp_path / "t.csv"
+    assert main(["predict", str(tiny_model), str(tiny_model / "model.keras"), str(kaggle_train_folder), "--out", str(out)]) == 1
+    assert "is given twice" in capsys.readouterr().err and not out.exists()
+    runs = [tmp_path / f"a-very-long-run-name-{n:02d}-residual-128px-seed{n}" for n in range(12)]
+    for run in runs:
+        run.mkdir()
+    assert ensemble_name(runs) == "a-very-long-run-name-00-residual-128px-seed0+11more"
+    assert ensemble_name(runs[0]) == runs[0].name
+
+
+def test_records_of_the_previous_version_are_still_recognised(tiny_model, kaggle_train_folder, tmp_path):
+    """An interrupted run of the version before ensembles recorded one "model": it resumes."""
+    from catsdogs_batch.checkpoint import find_checkpoint
+    from catsdogs_batch.shards import job_description, upgraded_job
+
+    options = PredictOptions(tiny_model, kaggle_train_folder, tmp_path / "t.csv")
+    job = job_description(options, [find_checkpoint(tiny_model)])
+    (model,) = job["models"]
+    legacy = {key: value for key, value in job.items() if key != "models"} | model
+    assert upgraded_job(legacy) == job
+    label_job = {"folder": "/x", "model": "/m", "sort_into": None}
+    assert upgraded_job(label_job) == {"folder": "/x", "models": ["/m"], "sort_into": None}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,18 @@ def test_evaluate_writes_metrics_pictures_table_and_report(tiny_model, labelled_
         assert metrics[key] == pytest.approx(expected[key])
     assert metrics["confusion_matrix"] == expected["confusion_matrix"]
 
+    # Calibration: the raw probability is sigmoid(T * logit(p)) for the temperature in run.json.
+    temperature = json.loads((tiny_model / "run.json").read_text())["calibration"]["temperature"]
+    true, p = (used["true_label"] == "dog").to_numpy(), used["p_dog"].to_numpy(dtype=float)
+    raw = [1 / (1 + ((1 - q) / q) ** temperature) for q in p]
+    raw_loss = -sum(math.log(r if dog else 1 - r) for r, dog in zip(raw, true)) / len(raw)
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == temperature
+    assert calibration["log_loss"]["before"] == pytest.approx(raw_loss, rel=1e-4)
+    assert calibration["log_loss"]["after"] == pytest.approx(metrics["log_loss"])
+
     page = (out / "report.html").read_text()
+    assert f"without calibration (temperature {temperature:.3f})" in page
     assert sorted(re.findall(r'<img src="([^"]+)"', page)) == sorted(PICTURES.values())
     for picture in PICTURES.values():
         with Image.open(out / picture) as image:
@@ -105,3 +117,20 @@ def test_an_unlabelled_folder_is_refused(tiny_model, tmp_path, capsys):
         write_image(tmp_path / "test" / f"{n}.jpg", n % 2)
     assert main(["evaluate", str(tiny_model), str(tmp_path / "test"), "--out", str(tmp_path / "e")]) == 1
     assert "no labelled images" in capsys.readouterr().err
+
+
+def test_with_tta_no_uncalibrated_figures_are_made_up(tiny_model, labelled_folder, tmp_path):
+    """The mean of calibrated mirrored predictions does not tell the mean of raw ones."""
+    assert main(["evaluate", str(tiny_model), str(labelled_folder), "--tta", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["calibration"] is None
+
+
+def test_a_model_trained_before_calibration_is_evaluated_as_it_is(tiny_model, labelled_folder, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model, old)
+    run = json.loads((old / "run.json").read_text())
+    del run["calibration"]
+    (old / "run.json").write_text(json.dumps(run))
+    assert main(["evaluate", str(old), str(labelled_folder), "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["calibration"] is None and 0 <= metrics["log_loss"]

@@ -19,7 +19,7 @@ import pytest
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.files import TEXT, CsvWriter
 from catsdogs_batch.options import ReviewOptions
-from catsdogs_batch.review import Corrections, ReviewServer, create_app, open_session, review_queue
+from catsdogs_batch.review import Corrections, ReviewServer, Session, create_app, open_session, review_queue
 from catsdogs_batch.tables import COLUMNS, EVALUATE_COLUMNS, read_table
 
 from conftest import write_image
@@ -47,6 +47,12 @@ def write_table(path: Path, rows: list[dict], true_label: bool = False) -> Path:
             }  # fmt: skip
             writer.writerow("" if full[c] is None else full[c] for c in columns)
     return path
+
+
+def opened(options: ReviewOptions) -> Session:
+    """open_session's session, its lock released at once: for a test that holds no other."""
+    with open_session(options) as session:
+        return session
 
 
 def read_corrections(path: Path) -> list[list[str]]:
@@ -86,26 +92,48 @@ def test_a_label_table_uses_its_recorded_band_folder_and_uncertain_rows(tmp_path
         {"path": "c.jpg", "p_dog": 0.45, "label": "uncertain"},
     ])  # fmt: skip
     (tmp_path / "labels.csv.sorting.json").write_text(json.dumps({"folder": str(photos), "uncertain": [0.4, 0.65]}))
-    session, lock = open_session(ReviewOptions(table))
-    assert session.images == photos.resolve() and lock == tmp_path / "corrections.csv.lock"
+    with open_session(ReviewOptions(table)) as session:
+        assert (tmp_path / "corrections.csv.lock").exists()  # held while the session is used
+    assert session.images == photos.resolve() and not (tmp_path / "corrections.csv.lock").exists()
     assert [session.queue.paths[r] for r in session.queue.order] == ["c.jpg", "a.jpg"]
     assert list(session.queue.model_label[session.queue.order]) == ["cat", "dog"]
     assert session.corrections.path == tmp_path / "corrections.csv"
 
-    wider, _ = open_session(ReviewOptions(table, uncertain=(0.2, 0.8)))
+    wider = opened(ReviewOptions(table, uncertain=(0.2, 0.8)))
     assert [wider.queue.paths[r] for r in wider.queue.order] == ["c.jpg", "a.jpg", "b.jpg"]
+
+
+def test_the_band_is_ordered_around_the_recorded_threshold_once_per_path(tmp_path):
+    table = write_table(tmp_path / "t.csv", [
+        {"path": "a.jpg", "p_dog": 0.5},   # 0.2 from the threshold 0.7
+        {"path": "b.jpg", "p_dog": 0.72},  # 0.02
+        {"path": "a.jpg", "p_dog": 0.69},  # a second row of a.jpg: the first one wins
+        {"path": "c.jpg", "p_dog": None},  # read but without a probability: not reviewable
+        {"path": "d.jpg", "p_dog": 0.6},   # 0.1
+    ])  # fmt: skip
+    queue = review_queue(read_table(table), (0.2, 0.8), threshold=0.7)
+    assert [queue.paths[r] for r in queue.order] == ["b.jpg", "d.jpg", "a.jpg"]
+    assert list(queue.order) == [1, 4, 0]
+
+
+@pytest.mark.parametrize("recorded", [{"uncertain": ["low", "high"]}, {"uncertain": [0.2]}, {"threshold": "half"}])
+def test_a_hand_edited_sidecar_is_a_one_line_error(tmp_path, recorded):
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    (tmp_path / "t.csv.sorting.json").write_text(json.dumps({"folder": str(tmp_path), **recorded}))
+    with pytest.raises(UserError, match="t.csv.sorting.json records"):
+        opened(ReviewOptions(table))
 
 
 def test_the_images_folder_is_needed_when_none_is_recorded(tmp_path):
     table = write_table(tmp_path / "photos.csv", [{"path": "a.jpg", "p_dog": 0.5}])
     with pytest.raises(UserError, match="pass --images DIR"):
-        open_session(ReviewOptions(table))
+        opened(ReviewOptions(table))
     with pytest.raises(UserError, match="is not a folder"):
-        open_session(ReviewOptions(table, images=tmp_path / "missing"))
+        opened(ReviewOptions(table, images=tmp_path / "missing"))
     (tmp_path / "other.csv").write_text("name,score\nx,1\n")
     with pytest.raises(UserError, match="not a results table"):
-        open_session(ReviewOptions(tmp_path / "other.csv", images=tmp_path))
-    session, _ = open_session(ReviewOptions(table, images=tmp_path))
+        opened(ReviewOptions(tmp_path / "other.csv", images=tmp_path))
+    session = opened(ReviewOptions(table, images=tmp_path))
     assert len(session.queue) == 1
 
 
@@ -122,57 +150,101 @@ def session(tmp_path):
     rows = [{"path": name, "p_dog": p} for name, p in zip(names, (0.45, 0.6, 0.5, 0.3))]
     rows.insert(1, {"path": "broken.jpg", "p_dog": None, "status": "error", "error": "empty file"})
     table = write_table(tmp_path / "photos.csv", rows)
-    session, _ = open_session(ReviewOptions(table, images=photos, page_size=2))
-    return session
+    with open_session(ReviewOptions(table, images=photos, page_size=2)) as session:
+        yield session
 
 
 def test_every_decision_is_on_disk_the_last_one_wins_and_undo_restores(session, tmp_path):
     corrections = tmp_path / "corrections.csv"
     in_order = [session.queue.paths[r] for r in session.queue.order]
     assert in_order == ["caf\udce9.jpg", "cat.1.jpg", "dog.2.jpg", "sub/dog.3.jpg"]
-    assert session.decide(0, "dog") == {"position": 0, "decision": "dog", "reviewed": 1}
-    assert session.decide(1, "accept")["decision"] == "cat"  # the model's label for p_dog 0.45
-    assert session.decide(0, "skip")["reviewed"] == 2
+    assert session.decide(0, "dog", "tab") == {"position": 0, "decision": "dog", "reviewed": 1}
+    assert session.decide(1, "accept", "tab")["decision"] == "cat"  # the model's label for p_dog 0.45
+    assert session.decide(0, "skip", "tab")["reviewed"] == 2
     assert read_corrections(corrections) == [["path", "label"], ["caf\udce9.jpg", "skip"], ["cat.1.jpg", "cat"]]
     assert b"caf\xe9.jpg,skip\n" in corrections.read_bytes()  # the name's own bytes
 
-    assert session.undo() == {"position": 0, "decision": "dog", "reviewed": 2}  # the decision before
-    assert session.undo() == {"position": 1, "decision": None, "reviewed": 1}  # none before: row removed
+    assert session.undo("tab") == {"position": 0, "decision": "dog", "reviewed": 2}  # the decision before
+    assert session.undo("tab") == {"position": 1, "decision": None, "reviewed": 1}  # none before: row removed
     assert read_corrections(corrections) == [["path", "label"], ["caf\udce9.jpg", "dog"]]
-    assert session.undo()["decision"] is None and session.undo()["position"] is None  # nothing left
+    assert session.undo("tab")["decision"] is None and session.undo("tab")["position"] is None  # nothing left
     assert read_corrections(corrections) == [["path", "label"]]
 
 
+def test_each_page_undoes_its_own_decisions(session):
+    session.decide(0, "dog", "tab-1")
+    session.decide(1, "cat", "tab-2")
+    assert session.undo("tab-1")["position"] == 0
+    assert session.undo("tab-1")["position"] is None  # tab-2's decision is not tab-1's to undo
+    assert session.undo("tab-2") == {"position": 1, "decision": None, "reviewed": 0}
+
+
+def test_an_undo_that_cannot_be_written_can_be_tried_again(session, monkeypatch):
+    session.decide(0, "dog", "tab")
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError):
+        session.undo("tab")
+    monkeypatch.undo()
+    assert session.undo("tab") == {"position": 0, "decision": None, "reviewed": 0}
+
+
 def test_earlier_decisions_are_shown_and_kept(tmp_path):
-    (tmp_path / "corrections.csv").write_text(
-        "path,label\ncat.1.jpg,dog\nelsewhere.jpg,cat\ncat.1.jpg,cat\nsub/dog.3.jpg,do"  # the last line cut short
-    )
+    (tmp_path / "corrections.csv").write_text("path,label\ncat.1.jpg,dog\nelsewhere.jpg,cat\ncat.1.jpg,cat\n")
     table = write_table(tmp_path / "t.csv", [{"path": "cat.1.jpg", "p_dog": 0.4}, {"path": "sub/dog.3.jpg", "p_dog": 0.6}])
-    session, _ = open_session(ReviewOptions(table, images=tmp_path))
+    session = opened(ReviewOptions(table, images=tmp_path))
     assert session.corrections.labels == {"cat.1.jpg": "cat", "elsewhere.jpg": "cat"}
     summary = session.summary()
     assert (summary["reviewed"], summary["total"], summary["start"]) == (1, 2, 1)  # starts at the first undecided
     assert [item["decision"] for item in session.page(0)] == ["cat", None]
-    session.decide(1, "dog")
+    session.decide(1, "dog", "tab")
     rows = read_corrections(tmp_path / "corrections.csv")[1:]
     assert rows == [["cat.1.jpg", "cat"], ["elsewhere.jpg", "cat"], ["sub/dog.3.jpg", "dog"]]
 
 
+def test_labels_written_by_hand_are_read_and_rows_that_are_not_refuse_to_start(tmp_path):
+    path = tmp_path / "corrections.csv"
+    path.write_bytes(b"\xef\xbb\xbfpath,label\r\nimg0.jpg,Cat\r\nimg1.jpg, dog \r\n\r\nimg 2.jpg,SKIP\r\n")  # Excel's
+    assert Corrections(path).labels == {"img0.jpg": "cat", "img1.jpg": "dog", "img 2.jpg": "skip"}
+
+    for text, line in (
+        ("path,label\na.jpg,cat\nother.jpg,dog,note\n", 3),
+        ("path,label\na.jpg,cat\nb.jpg,do", 3),  # cut short
+        ("path,label\na.jpg,cow\n", 2),
+    ):
+        path.write_text(text)
+        with pytest.raises(UserError, match=f"line {line} of .*corrections.csv is not path,cat\\|dog\\|skip") as error:
+            Corrections(path)
+        assert "\n" not in str(error.value)
+        assert path.read_text() == text  # the user's rows are never dropped
+
+    path.write_text("path,label\n" + "a" * 200_000 + ",cat\n")  # over csv's field limit
+    with pytest.raises(UserError, match="line 2 of .*corrections.csv"):
+        Corrections(path)
+
+
+def test_a_corrections_path_that_is_not_a_regular_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "fifo.csv")  # opening it would wait for a writer forever
+    (tmp_path / "folder.csv").mkdir()
+    for name in ("fifo.csv", "folder.csv"):
+        with pytest.raises(UserError, match=f"{name} is not a regular file"):
+            Corrections(tmp_path / name)
+
+
 def test_a_decision_that_cannot_be_written_is_not_taken(session, tmp_path, monkeypatch):
-    session.decide(0, "cat")
+    session.decide(0, "cat", "tab")
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError):
-        session.decide(0, "dog")
+        session.decide(0, "dog", "tab")
     with pytest.raises(OSError):
-        session.decide(1, "dog")
+        session.decide(1, "dog", "tab")
     monkeypatch.undo()
     assert session.corrections.labels == {"caf\udce9.jpg": "cat"} and session.reviewed() == 1
     assert read_corrections(tmp_path / "corrections.csv")[1:] == [["caf\udce9.jpg", "cat"]]
-    assert session.undo()["decision"] is None  # the decision that was taken
+    assert session.undo("tab")["decision"] is None  # the decision that was taken
 
 
 def test_another_file_named_like_the_corrections_is_not_overwritten(tmp_path):
@@ -209,6 +281,34 @@ def test_a_kill_at_any_moment_loses_no_saved_decision(tmp_path):
     assert Corrections(path).labels.keys() >= {f"photo-{n:07d}.jpg" for n in range(saved + 1)}
 
 
+def test_a_table_of_another_folder_does_not_mix_into_the_same_corrections(tmp_path):
+    cats, dogs = tmp_path / "cats", tmp_path / "dogs"
+    cats.mkdir(), dogs.mkdir()
+    write_table(tmp_path / "cats.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    write_table(tmp_path / "dogs.csv", [{"path": "a.jpg", "p_dog": 0.5}])  # the same name, another image
+    with open_session(ReviewOptions(tmp_path / "cats.csv", images=cats)) as session:
+        session.decide(0, "cat", "tab")
+    owner = json.loads((tmp_path / "corrections.csv.json").read_text())
+    assert owner == {"folder": str(cats.resolve()), "table": str(tmp_path / "cats.csv")}
+    with pytest.raises(UserError, match="corrections.csv holds decisions about the images in .*cats, not .*dogs"):
+        opened(ReviewOptions(tmp_path / "dogs.csv", images=dogs))
+    opened(ReviewOptions(tmp_path / "cats.csv", images=cats))  # the same folder again: fine
+    with open_session(ReviewOptions(tmp_path / "dogs.csv", images=dogs, corrections=tmp_path / "dogs-corrections.csv")) as session:
+        session.decide(0, "dog", "tab")
+    assert read_corrections(tmp_path / "corrections.csv")[1:] == [["a.jpg", "cat"]]
+
+
+def test_the_lock_is_held_before_the_corrections_are_read(tmp_path, monkeypatch):
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    (tmp_path / "corrections.csv").write_text("path,label\n")
+    locked_when_read = []
+    read = Corrections._read
+    monkeypatch.setattr(Corrections, "_read", lambda self: locked_when_read.append(
+        (tmp_path / "corrections.csv.lock").exists()) or read(self))  # fmt: skip
+    ReviewServer(ReviewOptions(table, images=tmp_path)).close()
+    assert locked_when_read == [True]
+
+
 def test_a_second_review_of_the_same_corrections_is_refused(tmp_path):
     table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
     with ReviewServer(ReviewOptions(table, images=tmp_path)):
@@ -224,7 +324,7 @@ def test_a_second_review_of_the_same_corrections_is_refused(tmp_path):
 def client(session, tmp_path):
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(session, "secret-token", 8000), base_url="http://127.0.0.1") as client:
+    with TestClient(create_app(session, "secret-token"), base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -236,31 +336,57 @@ def test_nothing_is_served_without_the_token(client):
     assert client.get("/", headers={"Host": "evil.example:8000"}, params={"token": "secret-token"}).status_code == 400
 
 
-def test_the_token_opens_the_page_and_its_cookie_the_rest(client):
+TOKEN = {"X-Review-Token": "secret-token"}
+CHANGE = {**TOKEN, "X-Review-Client": "tab-1"}
+
+
+def test_the_token_opens_the_page_and_goes_with_every_request(client):
     page = client.get("/?token=secret-token")
-    assert page.status_code == 200 and 'content="secret-token"' in page.text
-    assert "httponly" in page.headers["set-cookie"].lower() and "samesite=strict" in page.headers["set-cookie"].lower()
-    assert client.get("/static/review.js").headers["content-type"].startswith("text/javascript")
-    summary = client.get("/api/summary").json()
+    assert page.status_code == 200 and "set-cookie" not in page.headers  # cookies ignore the port
+    assert 'src="/static/review.js?token=secret-token"' in page.text
+    client.cookies.set("catsdogs-review-8000", "secret-token")  # what an earlier version set: no key
+    assert client.get("/api/summary").status_code == 403
+    assert client.get("/static/review.js?token=secret-token").headers["content-type"].startswith("text/javascript")
+    summary = client.get("/api/summary", headers=TOKEN).json()
     assert (summary["total"], summary["reviewed"], summary["page_size"]) == (4, 0, 2)
-    items = client.get("/api/page?page=1").json()["items"]
+    items = client.get("/api/page?page=1", headers=TOKEN).json()["items"]
     shown = [(i["position"], i["name"], i["section"]) for i in items]
     assert shown == [(2, "dog.2.jpg", "uncertain"), (3, "sub/dog.3.jpg", "uncertain")]
-    assert client.get("/api/page?page=0").json()["items"][0]["name"] == "caf\\xe9.jpg"  # escaped for the screen
-    jpeg = client.get(f"/image/{items[0]['row']}")
+    assert client.get("/api/page?page=0", headers=TOKEN).json()["items"][0]["name"] == "caf\\xe9.jpg"  # escaped for the screen
+    jpeg = client.get(f"/image/{items[0]['row']}?token=secret-token")
     assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
+    assert jpeg.headers["cache-control"] == "no-cache"  # a file replaced meanwhile is shown anew
 
-    # Changes need the header (a cookie alone could come from another site's form)
-    assert client.post("/api/decide", json={"position": 0, "label": "cat"}).status_code == 403
-    header = {"X-Review-Token": "secret-token"}
-    assert client.post("/api/decide", json={"position": 0, "label": "cat"}, headers=header).json()["reviewed"] == 1
-    assert client.post("/api/decide", json={"position": 4, "label": "cat"}, headers=header).status_code == 404
-    assert client.post("/api/decide", json={"position": 0, "label": "cow"}, headers=header).status_code == 400
-    assert client.post("/api/undo", headers=header).json() == {"position": 0, "decision": None, "reviewed": 0}
+    # Changes need the header (a URL's token could come from another site's form), and a page id
+    assert client.post("/api/decide?token=secret-token", json={"position": 0, "label": "cat"}).status_code == 403
+    assert client.post("/api/decide", json={"position": 0, "label": "cat"}, headers=TOKEN).status_code == 400
+    assert client.post("/api/decide", json={"position": 0, "label": "cat"}, headers=CHANGE).json()["reviewed"] == 1
+    assert client.post("/api/decide", json={"position": 4, "label": "cat"}, headers=CHANGE).status_code == 404
+    assert client.post("/api/decide", json={"position": 0, "label": "cow"}, headers=CHANGE).status_code == 400
+    other_tab = {**TOKEN, "X-Review-Client": "tab-2"}
+    assert client.post("/api/undo", headers=other_tab).json()["position"] is None
+    assert client.post("/api/undo", headers=CHANGE).json() == {"position": 0, "decision": None, "reviewed": 0}
+
+
+def test_a_decision_that_cannot_be_saved_is_answered_with_the_reason(client, monkeypatch):
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    answer = client.post("/api/decide", json={"position": 0, "label": "cat"}, headers=CHANGE)
+    assert answer.status_code == 500 and answer.json() == {"error": "not saved: No space left on device"}
+
+
+def test_text_that_is_not_utf_8_is_escaped_in_the_answers(tmp_path):
+    from starlette.testclient import TestClient
+
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5, "true_label": "caf\udce9"}], true_label=True)
+    with open_session(ReviewOptions(table, images=tmp_path)) as session, TestClient(
+        create_app(session, "t"), base_url="http://127.0.0.1"
+    ) as client:
+        answer = client.get("/api/page?page=0", headers={"X-Review-Token": "t"})
+    assert answer.status_code == 200 and answer.json()["items"][0]["true_label"] == "caf\\xe9"
 
 
 def test_only_the_images_of_the_table_inside_the_folder_are_served(client, session, tmp_path):
-    client.cookies.set("catsdogs-review-8000", "secret-token")
+    client.headers["X-Review-Token"] = "secret-token"
     paths = list(session.queue.paths)
     assert client.get(f"/image/{paths.index('cat.1.jpg')}").status_code == 200
     for refused in (
@@ -286,6 +412,34 @@ def test_only_the_images_of_the_table_inside_the_folder_are_served(client, sessi
         assert client.get(f"/image/{paths.index(name)}").status_code == status, name
 
 
+def test_thumbnails_of_images_with_too_many_pixels_are_refused(session, monkeypatch):
+    from PIL import Image
+
+    import catsdogs_batch.review as review
+
+    Image.new("RGB", (600, 600)).save(session.images / "sub" / "dog.3.jpg", "PNG")  # named .jpg, a PNG
+    monkeypatch.setattr(review, "THUMBNAIL_MAX_PIXELS", 300_000)
+    with pytest.raises(review.NotServed, match="too many pixels"):
+        session.image(list(session.queue.paths).index("sub/dog.3.jpg"))
+    Image.new("RGB", (3200, 3200)).save(session.images / "dog.2.jpg", "JPEG")  # a JPEG decodes at 1/8 first
+    assert session.image(list(session.queue.paths).index("dog.2.jpg"))[:2] == b"\xff\xd8"
+
+
+def test_images_moved_by_label_are_found_where_they_were_sorted(tmp_path):
+    photos, sorted_into = tmp_path / "photos", tmp_path / "sorted"
+    write_image(photos / "a.jpg", 0)
+    write_image(sorted_into / "uncertain" / "sub" / "b.jpg", 1)  # moved by label --sort-into --mode move
+    table = write_table(tmp_path / "labels.csv", [
+        {"path": "a.jpg", "p_dog": 0.5, "label": "uncertain"}, {"path": "sub/b.jpg", "p_dog": 0.45, "label": "uncertain"},
+    ])  # fmt: skip
+    job = {"folder": str(photos), "sort_into": str(sorted_into), "mode": "move"}
+    (tmp_path / "labels.csv.job.json").write_text(json.dumps({"folder": str(photos)}))  # predict's
+    (tmp_path / "labels.csv.sorted.json").write_text(json.dumps(job))  # label's, once the sorting is done
+    session = opened(ReviewOptions(table))
+    for row in (0, 1):
+        assert session.image(row)[:2] == b"\xff\xd8"
+
+
 # --- 100,000 rows --------------------------------------------------------------------------
 
 
@@ -299,14 +453,14 @@ def test_a_table_of_100_000_rows_is_served_a_page_at_a_time(tmp_path):
         "width": 640, "height": 480, "status": "ok", "error": "",
     })  # fmt: skip
     frame.to_csv(tmp_path / "big.csv", index=False)
-    session, _ = open_session(ReviewOptions(tmp_path / "big.csv", images=tmp_path, page_size=24))
+    session = opened(ReviewOptions(tmp_path / "big.csv", images=tmp_path, page_size=24))
     in_band = int(((p_dog >= 0.2) & (p_dog <= 0.8)).sum())
     assert len(session.queue) == in_band > 50_000
 
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(session, "t", 8000), base_url="http://127.0.0.1") as client:
-        client.cookies.set("catsdogs-review-8000", "t")
+    with TestClient(create_app(session, "t"), base_url="http://127.0.0.1") as client:
+        client.headers["X-Review-Token"] = "t"
         assert len(client.get("/api/summary").content) < 1000
         last_page = (in_band - 1) // 24
         seen = []
@@ -317,8 +471,7 @@ def test_a_table_of_100_000_rows_is_served_a_page_at_a_time(tmp_path):
         assert len(seen) == 3 * 24 + (in_band - last_page * 24)
         assert abs(seen[0] - 0.5) <= abs(seen[30] - 0.5) <= abs(seen[-1] - 0.5) <= 0.3
         assert client.get(f"/api/page?page={last_page + 1}").status_code == 404
-        header = {"X-Review-Token": "t"}
-        last = client.post("/api/decide", json={"position": in_band - 1, "label": "skip"}, headers=header)
+        last = client.post("/api/decide", json={"position": in_band - 1, "label": "skip"}, headers={"X-Review-Client": "tab"})
         assert last.json()["reviewed"] == 1
 
 
@@ -373,6 +526,16 @@ class Server:
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_like_ctrl_c(tmp_path):
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    server = Server(table, tmp_path)
+    assert (tmp_path / "corrections.csv.lock").exists()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=20) == 0  # not -15: it stopped, it was not killed
+    assert not (tmp_path / "corrections.csv.lock").exists()
 
 
 @pytest.fixture
@@ -439,13 +602,26 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         first_row = ".filter(t => t.offsetTop === document.querySelector('.tile').offsetTop).length"
         columns = chromium.execute_script(TILES + first_row)
 
-        keys = ActionChains(chromium)
+        # A held key (repeats) and a second key while a decision is on its way decide nothing
+        chromium.execute_script("""
+            for (const repeat of [true, false, false])
+                document.dispatchEvent(new KeyboardEvent("keydown", {key: "d", repeat}));""")
+        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 1 / 14')")
+        ActionChains(chromium).send_keys("u").perform()
+        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 0 / 14')")
+        ActionChains(chromium).send_keys("u").perform()
+        wait_for(chromium, "return document.getElementById('status').textContent === 'nothing to undo'")
+
         # 0 dog, 1 cat, 2 neither, 3 the model's (cat), undo it, two on and 5 dog, back to 3 and
-        # accept, one row down and dog, the next page's first cat, and back
+        # accept, one row down and dog, the next page's first cat, and back; a decision key is
+        # pressed once the one before is saved
+        reviewed = 0
         for key in ["d", "c", "x", " ", "u", Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, "d", Keys.ARROW_LEFT,
                     Keys.ARROW_LEFT, Keys.ARROW_LEFT, " ", Keys.ARROW_DOWN, "d", Keys.PAGE_DOWN, "c", Keys.PAGE_UP]:  # fmt: skip
-            keys.send_keys(key)
-        keys.perform()
+            ActionChains(chromium).send_keys(key).perform()
+            if key in "dcx u":
+                reviewed += -1 if key == "u" else 1
+                wait_for(chromium, PROGRESS + f".startsWith('Reviewed {reviewed} / 14')")
         wait_for(chromium, PROGRESS + ".startsWith('Reviewed 7 / 14') && " + PROGRESS[7:] + ".includes('page 1 of 2')")
         expected = {queue[0]: "dog", queue[1]: "cat", queue[2]: "skip", queue[3]: "cat", queue[5]: "dog",
                     queue[4 + columns]: "dog", queue[12]: "cat"}  # fmt: skip
@@ -472,7 +648,7 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         server.kill()  # kill -9: nothing to flush, every decision is on disk
     assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == expected
 
-    server = Server(table, photos)  # a new server: a new token and port; the old cookie is no key
+    server = Server(table, photos)  # a new server: a new token and port
     try:
         chromium.get(server.url)
         wait_for(chromium, TILES + ".length === 12")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -11,11 +12,13 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.model import residual_cnn, seed_cnn
+from catsdogs_batch.options import ARCHITECTURES
 
 from conftest import write_image
 
@@ -227,9 +230,11 @@ def test_the_residual_model_sees_the_whole_image_with_few_parameters():
     assert residual_cnn(image_size=32).output_shape == (None, 1)
 
 
-def test_the_default_run_is_the_residual_model_calibrated(kaggle_train_folder, tmp_path):
+def test_the_default_run_is_the_residual_model_calibrated(kaggle_train_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     out = tmp_path / "run"
-    assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 0
+    assert train_cli(kaggle_train_folder, out, "--epochs", "2") == 0
+    assert "epoch 1/2: " in caplog.text and "left for the 1 epochs to go" in caplog.text  # the whole run's time
     run = json.loads((out / "run.json").read_text())
     assert run["arch"] == run["config"]["arch"] == "residual"
     assert run["config"]["learning_rate"] == 1e-3  # the architecture's default
@@ -313,3 +318,98 @@ def test_a_pretrained_backbone_trains_its_head_then_its_top_and_resumes(
     for format in ("onnx", "openvino"):
         exported, _ = export_model(ExportOptions(model=out, format=format, out=tmp_path / format, force=True))
         assert Predictor(exported).predict(pixels) == pytest.approx(expected, abs=1e-4), format
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [a for a, spec in ARCHITECTURES.items() if spec.backbone])
+def test_every_pretrained_backbone_builds_saves_and_loads(arch, tmp_path):
+    """Random weights (no download here): the model takes uint8-range pixels at any size the
+    backbone allows, its preprocessing inside, and round-trips through a .keras file."""
+    import numpy as np
+
+    from catsdogs_batch.model import pretrained_model
+
+    model = pretrained_model(arch, 32, "none")
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 1)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    assert loaded.predict(pixels, verbose=0) == pytest.approx(model.predict(pixels, verbose=0), abs=1e-5)
+
+
+def test_a_run_interrupted_while_calibrating_resumes_without_training_again(kaggle_train_folder, tmp_path, monkeypatch):
+    import catsdogs_batch.train as train_module
+
+    real_fit = train_module.fit_temperature
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "fit_temperature", ctrl_c)
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--epochs", "2") == 130
+    assert json.loads((out / "run.json").read_text())["status"] == "trained"
+    history, uncalibrated = (out / "history.csv").read_text(), (out / "model.keras").read_bytes()
+
+    monkeypatch.setattr(train_module, "fit_temperature", real_fit)
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "finished" and run["calibration"]["temperature"] > 0
+    assert (out / "history.csv").read_text() == history  # no epoch trained again
+    assert (out / "model.keras").read_bytes() != uncalibrated and not (out / "backup").exists()
+
+
+def test_a_new_phase_keeps_the_best_loss_but_not_the_patience_spent(tmp_path):
+    from catsdogs_batch.train import BestCheckpoint, CallbackState
+
+    state = tmp_path / "callbacks.json"
+    state.write_text(json.dumps({"phase": "head", "best": 0.3, "best_epoch": 1, "early_stopping_wait": 8,
+                                 "plateau_wait": 3, "plateau_cooldown": 0}))  # fmt: skip
+    for phase, waits in (("head", (8, 3)), ("fine-tune", (0, 0))):
+        early_stopping = keras.callbacks.EarlyStopping(patience=8)
+        plateau = keras.callbacks.ReduceLROnPlateau(patience=3)
+        checkpoint = BestCheckpoint(tmp_path / "model.keras")
+        callbacks = [early_stopping, plateau, CallbackState(state, phase, early_stopping, checkpoint, plateau)]
+        for callback in callbacks:
+            callback.on_train_begin()
+        assert early_stopping.best == checkpoint.best == plateau.best == 0.3
+        assert (early_stopping.wait, plateau.wait) == waits, phase
+
+
+def test_two_runs_never_share_a_run_folder(kaggle_train_folder, tmp_path, capsys):
+    from catsdogs_batch.files import exclusive_lock
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import default_run_name
+
+    with exclusive_lock(tmp_path / ".run.lock", "the other run"):  # as a run writing tmp_path/run holds it
+        assert train_cli(kaggle_train_folder, tmp_path / "run", "--epochs", "1") == 1
+    assert "another catsdogs run is writing" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    names = {default_run_name(TrainOptions(seed=seed, image_size=128)) for seed in (0, 1)}
+    assert len(names) == 2  # seeded runs started in the same second get their own folders
+
+
+def test_a_run_of_the_previous_version_resumes_on_its_own_split():
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import _options_from_json, _options_to_json
+
+    config = _options_to_json(TrainOptions(out=Path("models/old"), seed=7, learning_rate=3e-4, image_size=128))
+    for key in ("arch", "split_seed", "weights", "head_epochs", "fine_tune_layers", "fine_tune_rate", "calibrate"):
+        del config[key]  # what run.json held before --arch
+    options = _options_from_json(config, TrainOptions())
+    assert (options.arch, options.split_seed, options.seed) == ("seed", 7, 7)
+
+
+@pytest.mark.slow
+def test_a_backbone_with_random_weights_trains_whole_and_predicts(kaggle_train_folder, tmp_path):
+    from catsdogs_batch.predictor import Predictor
+
+    out = tmp_path / "run"
+    assert train_cli(kaggle_train_folder, out, "--arch", "mobilenetv3-small", "--weights", "none", "--epochs", "2") == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["weights"] == "none" and run["arch"] == "mobilenetv3-small"
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["learning_rate"].round(8)) == [1e-3, 1e-3]  # one phase: nothing to keep frozen
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    assert all(layer.trainable for layer in model.layers)
+    p = Predictor(out).predict(np.zeros((3, 32, 32, 3), dtype=np.uint8))
+    assert p.shape == (3,) and np.all((0 <= p) & (p <= 1))

@@ -1,32 +1,45 @@
 // The review page: pages of thumbnails from the server's queue, decided with the keyboard.
 // Every decision is sent at once (the server writes it to corrections.csv before answering);
-// actions run one after another, in the order of the key presses.
+// actions run one after another, in the order of the key presses. The token comes from this
+// page's URL and goes with every request (a header, or the URL of an image): no cookie.
 "use strict";
 
-const token = document.querySelector('meta[name="review-token"]').content;
+const token = new URLSearchParams(location.search).get("token") || "";
+const client = crypto.randomUUID();  // this page load: its undo takes back its own decisions only
 const grid = document.getElementById("grid");
 const progress = document.getElementById("progress");
 const status = document.getElementById("status");
 const KEYS = { c: "cat", d: "dog", x: "skip", " ": "accept" };
+const CHANGES = new Set([...Object.keys(KEYS), "u"]);
 
 let summary = null;   // from /api/summary, `reviewed` kept up to date
 let page = -1;        // the page shown
 let items = [];       // its items
 let cursor = 0;       // index of the current item in `items`
 let queue = Promise.resolve();
+let changing = false;  // a decision or undo is on its way: a second key press is not one
 
 async function api(path, body) {
   const response = await fetch(path, {
     method: body === undefined ? "GET" : "POST",
-    headers: { "X-Review-Token": token, "Content-Type": "application/json" },
+    headers: { "X-Review-Token": token, "X-Review-Client": client, "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+  if (!response.ok) {
+    const text = await response.text();
+    let reason = text;
+    try { reason = JSON.parse(text).error || text; } catch (e) { /* not JSON: the text itself */ }
+    throw new Error(`${path}: ${response.status} ${reason}`);
+  }
   return response.json();
 }
 
-function run(action) {  // one action at a time, in order; errors shown, not thrown
-  queue = queue.then(action).then(() => { status.textContent = ""; }, (error) => { status.textContent = String(error); });
+function run(action) {  // one action at a time, in order; its message (or error) shown, not thrown
+  queue = queue.then(action).then(
+    (message) => { status.textContent = message || ""; },
+    (error) => { status.textContent = String(error); },
+  );
+  return queue;
 }
 
 function pages() { return Math.max(1, Math.ceil(summary.total / summary.page_size)); }
@@ -51,6 +64,7 @@ function tile(item, index) {
   const img = document.createElement("img");
   img.src = `/image/${item.row}?token=${encodeURIComponent(token)}`;
   img.alt = item.name;
+  img.onerror = () => { figure.classList.add("missing"); img.alt = "file missing or unreadable"; };
   const text = document.createElement("figcaption");
   const name = document.createElement("div");
   name.className = "name";
@@ -65,7 +79,10 @@ function tile(item, index) {
   section.textContent = item.section === "uncertain" ? "uncertain" : "disagrees with the given label";
   section.prepend(decision);
   text.append(name, info, section);
-  figure.append(img, text);
+  const missing = document.createElement("div");
+  missing.className = "missing-note";
+  missing.textContent = "file missing or unreadable";
+  figure.append(img, missing, text);
   figure.addEventListener("click", () => { cursor = index; mark(); });
   return figure;
 }
@@ -119,7 +136,7 @@ async function decide(label) {
 async function undo() {
   const answer = await api("/api/undo", {});
   summary.reviewed = answer.reviewed;
-  if (answer.position === null) { status.textContent = "nothing to undo"; return; }
+  if (answer.position === null) return "nothing to undo";
   await show(answer.position);
   items[cursor].decision = answer.decision;
   mark();
@@ -127,6 +144,10 @@ async function undo() {
 
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || !summary) return;
+  if (CHANGES.has(event.key) && (event.repeat || changing)) {  // a held key decides nothing more
+    event.preventDefault();
+    return;
+  }
   const here = () => page * summary.page_size + cursor;  // when the action runs, after those before it
   let action = null;
   if (event.key in KEYS) action = () => decide(KEYS[event.key]);
@@ -139,7 +160,12 @@ document.addEventListener("keydown", (event) => {
   else if (event.key === "PageUp") action = () => show((page - 1) * summary.page_size);
   if (action) {
     event.preventDefault();
-    run(action);
+    if (CHANGES.has(event.key)) {
+      changing = true;
+      run(action).then(() => { changing = false; });
+    } else {
+      run(action);
+    }
   }
 });
 
