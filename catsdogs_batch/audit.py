@@ -201,12 +201,15 @@ def audit_table(
     (ties in path order), then the unreadable ones (`skipped`, their given label from `items`)."""
     p = np.round(p_dog, 6)
     model_label = np.where(p >= 0.5, "dog", "cat")
+    def text(values: list) -> pd.api.extensions.ExtensionArray:  # names that are not UTF-8 kept as they are
+        return pd.array(values, dtype="string[python]")
+
     readable = pd.DataFrame({
-        "path": [item.path for item in kept],
+        "path": text([item.path for item in kept]),
         "id": [kaggle_id(item.path) for item in kept],
         "p_dog": p,
         "label": model_label,
-        "true_label": [CLASS_NAMES[item.label] for item in kept],
+        "true_label": text([CLASS_NAMES[item.label] for item in kept]),
         "confidence": np.round(np.where(model_label == "dog", p, 1 - p), 6),
         "width": None, "height": None, "status": "ok", "error": "",
         "label_quality": np.round(quality, 6),
@@ -215,11 +218,11 @@ def audit_table(
     readable = readable.sort_values(["label_quality", "path"], kind="stable")
     given = {item.path: CLASS_NAMES[item.label] for item in items}
     errors = pd.DataFrame({
-        "path": [row["path"] for row in skipped],
+        "path": text([row["path"] for row in skipped]),
         "id": [kaggle_id(row["path"]) for row in skipped],
-        "p_dog": np.nan, "label": "", "true_label": [given[row["path"]] for row in skipped],
+        "p_dog": np.nan, "label": "", "true_label": text([given[row["path"]] for row in skipped]),
         "confidence": np.nan, "width": None, "height": None, "status": "error",
-        "error": [row["error"] for row in skipped], "label_quality": np.nan, "label_issue": False,
+        "error": text([row["error"] for row in skipped]), "label_quality": np.nan, "label_issue": False,
     })  # fmt: skip
     dtypes = {**DTYPES, **OPTIONAL_DTYPES}
     frames = [f.astype({c: dtypes[c] for c in AUDIT_COLUMNS}) for f in (readable, errors) if len(f)]

@@ -286,7 +286,8 @@ def relabeller(corrections: dict[str, str]) -> Callable[[pd.DataFrame], pd.DataF
     rest `model`; unreadable rows keep no label and no source)."""
 
     def relabel(frame: pd.DataFrame) -> pd.DataFrame:
-        human = frame["path"].map(corrections)
+        # A plain lookup: pandas would turn the names into UTF-8 strings, which some names are not.
+        human = pd.Series([corrections.get(p) for p in frame["path"].astype(object)], index=frame.index, dtype=object)
         ok = (frame["status"] == "ok").to_numpy(dtype=bool, na_value=False)
         corrected = ok & human.notna().to_numpy()
         p = frame["p_dog"].to_numpy(dtype=float, na_value=np.nan)

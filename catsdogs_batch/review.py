@@ -283,6 +283,12 @@ def read_corrections(path: Path, option: str = "--corrections") -> CorrectionsFi
     """Read a corrections file with the review's reader (a missing file, another header or a row
     that is not path,cat|dog|skip is a one-line error) and the SHA-256 of the bytes it read."""
     try:
+        info = os.stat(path)
+    except OSError as e:
+        raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, a device never end
+        raise UserError(f"{option} {shown(path)} is not a regular file")
+    try:
         before = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as e:
         raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None

@@ -4,7 +4,10 @@ writes as review reads it, and the corrections file that label and train read.""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +148,27 @@ def test_a_corrections_file_is_read_strictly_and_hashed(tmp_path):
         with pytest.raises(UserError, match="--corrections"):
             read_corrections(missing)
 
+
+
+def test_the_audit_table_of_names_that_are_not_utf8(tmp_path):
+    """audit_table builds its columns itself: a name that is not UTF-8 must survive it."""
+    from catsdogs_batch.audit import audit_table
+    from catsdogs_batch.train import LabelledImage
+
+    name = b"cat.caf\xe9.jpg".decode("utf-8", "surrogateescape")
+    kept = [LabelledImage(name, 0), LabelledImage("dog.1.jpg", 1)]
+    unreadable = [{"path": b"dog.\xff.jpg".decode("utf-8", "surrogateescape"), "error": "empty file"}]
+    items = kept + [LabelledImage(unreadable[0]["path"], 1)]
+    table = audit_table(kept, np.array([0.9, 0.8]), np.array([0.1, 0.8]), np.array([True, False]), unreadable, items)
+    assert table["path"].tolist() == [name, "dog.1.jpg", unreadable[0]["path"]]
+    write_table(tmp_path / "a.csv", [table])
+    assert name.encode("utf-8", "surrogateescape") in (tmp_path / "a.csv").read_bytes()
+
+
+def test_a_corrections_file_that_is_not_a_regular_file_is_refused_at_once(tmp_path):
+    """A FIFO would block the read forever; this runs in a child process with a timeout."""
+    fifo = tmp_path / "corrections.csv"
+    os.mkfifo(fifo)
+    code = f"from catsdogs_batch.review import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "is not a regular file" in done.stderr

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -394,3 +395,16 @@ def test_a_bad_corrections_file_is_refused_before_predicting(tiny_model, photos,
     corrections.write_text("path,label\ncat.jpg,uncertain\n")
     assert main(args) == 1 and "is not path,cat|dog|skip" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrections.csv", "photos"]
+
+
+def test_corrections_in_a_folder_with_names_that_are_not_utf8(tiny_model, photos, tmp_path):
+    odd = photos / os.fsdecode(b"caf\xe9.jpg")
+    shutil.copyfile(photos / "cat.jpg", odd)
+    corrections = tmp_path / "corrections.csv"
+    with open(corrections, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(f"path,label\n{odd.name},dog\n")
+    table = tmp_path / "labels.csv"
+    args = ["label", str(tiny_model), str(photos), "--out", str(table), "--corrections", str(corrections), "--no-progress"]
+    assert main(args) == 0
+    rows = read_table(table).set_index("path")
+    assert rows.loc[odd.name, "label"] == "dog" and rows.loc[odd.name, "source"] == "human"
