@@ -375,7 +375,7 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     sort the files by label; an interrupted run finishes when rerun with the same options."""
     started = time.perf_counter()
     out = options.out or default_table(options.folder)
-    corrections = read_corrections(options.corrections) if options.corrections is not None else None
+    corrections = read_corrections(options.corrections, options.folder) if options.corrections is not None else None
     predict = PredictOptions(
         options.model, options.folder, out, options.overwrite, options.engine, options.labelling,
         corrections.sha256 if corrections else None,

@@ -279,9 +279,10 @@ class CorrectionsFile:
         return {"file": str(self.path.resolve()), "sha256": self.sha256}
 
 
-def read_corrections(path: Path, option: str = "--corrections") -> CorrectionsFile:
-    """Read a corrections file with the review's reader (a missing file, another header or a row
-    that is not path,cat|dog|skip is a one-line error) and the SHA-256 of the bytes it read."""
+def read_corrections(path: Path, folder: Path, option: str = "--corrections") -> CorrectionsFile:
+    """Read a corrections file about the images of `folder` with the review's reader (a missing
+    file, another header, a row that is not path,cat|dog|skip, or a file its review made for
+    another folder is a one-line error) and the SHA-256 of the bytes it read."""
     try:
         info = os.stat(path)
     except OSError as e:
@@ -292,6 +293,7 @@ def read_corrections(path: Path, option: str = "--corrections") -> CorrectionsFi
         before = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as e:
         raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
+    refuse_another_folder(path, folder, "its paths would name other images")
     labels = Corrections(path).labels
     if hashlib.sha256(path.read_bytes()).hexdigest() != before:  # a review server saved a decision meanwhile
         raise UserError(f"{option} {shown(path)} changed while it was read: run the command again")
@@ -498,24 +500,24 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
     with exclusive_lock(path.with_name(path.name + ".lock"), shown(path)):
         corrections = Corrections(path, {"folder": str(images), "table": str(table.resolve())})
         if options.corrections is None:
-            _refuse_another_folder(corrections, images)
+            refuse_another_folder(corrections.path, images, "pass --corrections FILE to keep this review's apart")
         yield Session(queue, images, corrections, options.page_size, table, moved_to(table))
 
 
-def _refuse_another_folder(corrections: Corrections, images: Path) -> None:
-    """Two tables beside each other share the default corrections file: refuse to put one
-    folder's paths into a file that records another's."""
+def refuse_another_folder(corrections: Path, images: Path, hint: str) -> None:
+    """Paths in a corrections file are relative to the folder its review showed (recorded in
+    `<file>.json`): refuse to apply them to, or mix them with, another folder's images."""
+    sidecar = corrections.with_name(corrections.name + ".json")
     try:
-        owner = json.loads(corrections.sidecar.read_text(**TEXT))
+        owner = json.loads(sidecar.read_text(**TEXT))
     except FileNotFoundError:
         return
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {shown(corrections.sidecar)}: {e}".splitlines()[0]) from None
+        raise UserError(f"cannot read {shown(sidecar)}: {e}".splitlines()[0]) from None
     folder = owner.get("folder") if isinstance(owner, dict) else None
-    if folder != str(images):
+    if folder != str(images.resolve()):
         raise UserError(
-            f"{shown(corrections.path)} holds decisions about the images in {shown(folder)}, not {shown(images)}: "
-            "pass --corrections FILE to keep this review's apart"
+            f"{shown(corrections)} holds decisions about the images in {shown(folder)}, not {shown(images)}: {hint}"
         )
 
 

@@ -76,31 +76,61 @@ def find_labelled_images(folder: Path) -> list[LabelledImage]:
 
 def corrected_images(folder: Path, corrections: Path | None) -> tuple[list[LabelledImage], dict | None]:
     """The labelled images of `folder` with a review's corrections applied (its labels win, its
-    `skip` images are left out), and what run.json records about them (None without a file).
+    `skip` images are left out), and what a record says about them (None without a file).
     The file is read first, so a bad one stops the run before the folder is walked."""
+    given = _read_corrections(folder, corrections)
+    items = find_labelled_images(folder)
+    if given is None:
+        return items, None
+    (items,), record = _apply_corrections((items,), given, folder)
+    return items, record
+
+
+def corrected_split(options: TrainOptions) -> tuple[list[LabelledImage], list[LabelledImage], dict | None]:
+    """The training and validation images. The split is drawn on the labels the files give and
+    the corrections are applied to each part after it, so a run with corrections validates on
+    the same images as the run without them (and their figures compare)."""
+    given = _read_corrections(options.data, options.corrections)
+    train, val = stratified_split(find_labelled_images(options.data), options.val_split, options.split_seed)
+    if given is None:
+        return train, val, None
+    (train, val), record = _apply_corrections((train, val), given, options.data)
+    if not train or not val:
+        raise UserError(f"the corrections leave no {'training' if not train else 'validation'} image")
+    return train, val, record
+
+
+def _read_corrections(folder: Path, corrections: Path | None):
     if corrections is None:
-        return find_labelled_images(folder), None
+        return None
     from .review import read_corrections
 
-    given = read_corrections(corrections)
-    items, changed, skipped, found = [], 0, 0, set()
-    for item in find_labelled_images(folder):
-        label = given.labels.get(item.path)
-        if label is None:
-            items.append(item)
-            continue
-        found.add(item.path)
-        if label == "skip":
-            skipped += 1
-        else:
-            changed += CLASS_NAMES.index(label) != item.label
-            items.append(LabelledImage(item.path, CLASS_NAMES.index(label)))
+    return read_corrections(corrections, folder)
+
+
+def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Path) -> tuple[tuple, dict]:
+    """Each part with the corrections' labels (`skip` images left out), and the record."""
+    changed, skipped, found, corrected = 0, 0, set(), []
+    for items in parts:
+        kept = []
+        for item in items:
+            label = given.labels.get(item.path)
+            if label is None:
+                kept.append(item)
+                continue
+            found.add(item.path)
+            if label == "skip":
+                skipped += 1
+            else:
+                changed += CLASS_NAMES.index(label) != item.label
+                kept.append(LabelledImage(item.path, CLASS_NAMES.index(label)))
+        corrected.append(kept)
     unknown = len(given.labels) - len(found)
     if unknown:
         log.warning("%d corrections name no labelled image of %s: ignored", unknown, folder)
     log.info("corrections: %d labels changed, %d images skipped", changed, skipped)
     record = given.record() | {"rows": len(given.labels), "changed": changed, "skipped": skipped, "unknown": unknown}
-    return items, record
+    return tuple(corrected), record
 
 
 def stratified_split(
@@ -276,6 +306,13 @@ def _train_locked(options: TrainOptions) -> Path:
         if run.get("status") == "finished":
             raise UserError(f"the run in {out} already finished; train into a new --out")
         trained = run.get("status") == "trained"
+        if options.corrections is not None:  # allowed only as a check: the run keeps its own
+            given = _read_corrections(Path(run["config"]["data"]), options.corrections)
+            if given.sha256 != (run.get("corrections") or {}).get("sha256"):
+                raise UserError(
+                    f"the run in {out} was started with other corrections: --resume continues it with those "
+                    "(recorded in run.json); train into a new --out to use these"
+                )
         options = _options_from_json(run["config"], options)
         corrections = run.get("corrections")  # split.csv holds the corrected labels
         train_items, val_items = read_split(out / SPLIT_FILE)
@@ -288,8 +325,7 @@ def _train_locked(options: TrainOptions) -> Path:
             raise UserError(f"--out {out} is not an empty folder: a run gets a new one (its files would be replaced)")
         if not options.data.is_dir():
             raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
-        items, corrections = corrected_images(options.data, options.corrections)
-        train_items, val_items = stratified_split(items, options.val_split, options.split_seed)
+        train_items, val_items, corrections = corrected_split(options)
 
     # Built first: pretrained weights that cannot be had stop the run before it writes anything.
     keras.utils.set_random_seed(options.seed)

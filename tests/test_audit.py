@@ -81,7 +81,7 @@ def test_the_flipped_labels_come_first_and_review_shows_them(mislabelled, tmp_pa
     assert len(table) == 80 and FLIPPED[2] not in table.index
     assert table.loc[FLIPPED[:2], "true_label"].tolist() == ["cat", "dog"]
     job = recorded_job(again)["corrections"]
-    assert (job["changed"], job["skipped"], job["sha256"]) == (2, 1, read_corrections(corrections).sha256)
+    assert (job["changed"], job["skipped"], job["sha256"]) == (2, 1, read_corrections(corrections, mislabelled).sha256)
 
 
 def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, capsys):
@@ -131,7 +131,7 @@ def _audit_csv(path: Path, name: str) -> Path:
 def test_a_corrections_file_is_read_strictly_and_hashed(tmp_path):
     good = tmp_path / "corrections.csv"
     good.write_bytes(b"path,label\ncat.1.jpg,dog\nsub/x.jpg,skip\ncat.1.jpg,cat\n")
-    read = read_corrections(good)
+    read = read_corrections(good, tmp_path)
     assert read.labels == {"cat.1.jpg": "cat", "sub/x.jpg": "skip"}  # the last decision wins
     assert read.sha256 == hashlib.sha256(good.read_bytes()).hexdigest()
     assert read.record() == {"file": str(good.resolve()), "sha256": read.sha256}
@@ -143,10 +143,10 @@ def test_a_corrections_file_is_read_strictly_and_hashed(tmp_path):
         bad = tmp_path / "bad.csv"
         bad.write_bytes(content)
         with pytest.raises(UserError, match=re.escape(message)):
-            read_corrections(bad)
+            read_corrections(bad, tmp_path)
     for missing in (tmp_path / "nothing.csv", tmp_path):
         with pytest.raises(UserError, match="--corrections"):
-            read_corrections(missing)
+            read_corrections(missing, tmp_path)
 
 
 
@@ -169,6 +169,6 @@ def test_a_corrections_file_that_is_not_a_regular_file_is_refused_at_once(tmp_pa
     """A FIFO would block the read forever; this runs in a child process with a timeout."""
     fifo = tmp_path / "corrections.csv"
     os.mkfifo(fifo)
-    code = f"from catsdogs_batch.review import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}))"
+    code = f"from catsdogs_batch.review import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}), Path('.'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "is not a regular file" in done.stderr

@@ -127,7 +127,7 @@ def test_a_folder_with_other_files_is_never_a_new_run(kaggle_train_folder, tmp_p
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_train_folder, tmp_path, caplog):
+def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_train_folder, tmp_path, caplog, capsys):
     corrections = tmp_path / "corrections.csv"
     corrections.write_text(
         "path,label\n"
@@ -160,6 +160,37 @@ def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_trai
 
     resumed = _options_from_json(run["config"], TrainOptions(resume=True))
     assert resumed.corrections == corrections and resumed.resume
+
+    # Resuming with other corrections would silently keep the recorded ones: refused.
+    (out / "run.json").write_text(json.dumps(run | {"status": "interrupted"}))
+    other = tmp_path / "other.csv"
+    other.write_text("path,label\ncat.1.jpg,dog\n")
+    assert main(["train", "--out", str(out), "--resume", "--corrections", str(other)]) == 1
+    assert "was started with other corrections" in capsys.readouterr().err
+
+
+def test_corrections_leave_the_validation_split_where_it_was(kaggle_train_folder, tmp_path):
+    """The split is drawn before the corrections apply: a skip or a changed label moves no
+    other image between training and validation."""
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import corrected_split
+
+    plain_train, plain_val, _ = corrected_split(TrainOptions(data=kaggle_train_folder))
+    corrections = tmp_path / "corrections.csv"
+    skipped, changed = plain_val[0].path, plain_train[0].path
+    corrections.write_text(f"path,label\n{skipped},skip\n{changed},{'cat' if plain_train[0].label else 'dog'}\n")
+    train, val, record = corrected_split(TrainOptions(data=kaggle_train_folder, corrections=corrections))
+    assert [i.path for i in val] == [i.path for i in plain_val if i.path != skipped]
+    assert [i.path for i in train] == [i.path for i in plain_train]
+    assert train[0].label != plain_train[0].label and (record["changed"], record["skipped"]) == (1, 1)
+
+
+def test_corrections_made_for_another_folder_are_refused(kaggle_train_folder, tmp_path, capsys):
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text("path,label\ncat.0.jpg,dog\n")
+    (tmp_path / "corrections.csv.json").write_text(json.dumps({"folder": "/photos/elsewhere", "table": "/t.csv"}))
+    assert train_cli(kaggle_train_folder, tmp_path / "run", "--corrections", str(corrections)) == 1
+    assert "holds decisions about the images in /photos/elsewhere" in capsys.readouterr().err
 
 
 def test_a_bad_corrections_file_stops_training_before_it_starts(kaggle_train_folder, tmp_path, capsys):
