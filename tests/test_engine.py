@@ -225,7 +225,7 @@ def interrupt_after_first_shard(monkeypatch) -> None:
     real_finish = PartsFolder.finish
 
     def finish_then_stop(self, shard, rows, seconds):
-        stats = real_finish(self, shard, rows, seconds)
+        real_finish(self, shard, rows, seconds)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(PartsFolder, "finish", finish_then_stop)
