@@ -91,20 +91,23 @@ def audit(options: AuditOptions) -> AuditSummary:
     if not options.data.is_dir():
         raise UserError(f"{options.data} is not a folder")
     training = fold_options(options)
-    with table_lock(out):
-        if out.exists() and not options.overwrite:
-            raise UserError(f"{out} already exists: pass --overwrite to replace it")
-        return _audit_locked(options, training, out, started)
+    from .train import corrected_images
 
-
-def _audit_locked(options: AuditOptions, training: TrainOptions, out: Path, started: float) -> AuditSummary:
-    from .train import corrected_images, decode_images
-
-    items, corrections = corrected_images(options.data, options.corrections)
+    items, corrections = corrected_images(options.data, options.corrections)  # checked before anything is written
     counts = np.bincount([item.label for item in items], minlength=2)
     if counts.min() < options.folds:
         fewest = CLASS_NAMES[int(counts.argmin())]
-        raise UserError(f"only {counts.min()} {fewest} images: --folds {options.folds} needs at least that many of each")
+        raise UserError(f"only {counts.min()} {fewest} images: --folds {options.folds} needs at least {options.folds} of each")
+    with table_lock(out):
+        if out.exists() and not options.overwrite:
+            raise UserError(f"{out} already exists: pass --overwrite to replace it")
+        return _audit_locked(options, training, out, started, items, corrections)
+
+
+def _audit_locked(
+    options: AuditOptions, training: TrainOptions, out: Path, started: float, items: list, corrections: dict | None
+) -> AuditSummary:
+    from .train import decode_images
     if ARCHITECTURES[training.arch].backbone is not None:
         from .model import build_model
 

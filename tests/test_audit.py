@@ -88,7 +88,7 @@ def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, c
     run = ["audit", str(mislabelled), "--out", str(tmp_path / "a.csv")]
     for extra, message in [
         (["--out", str(tmp_path / "a.txt")], "must end in .csv or .parquet"),
-        (["--folds", "41"], "--folds 41 needs at least that many"),
+        (["--folds", "41"], "--folds 41 needs at least 41 of each"),
         (["--image-size", "40", "--arch", "nope"], "invalid choice"),
         (["--weights", str(tmp_path / "none.h5")], "--weights is for pretrained backbones"),
         (["--arch", "mobilenetv3-small", "--weights", str(tmp_path / "none.h5")], "none.h5: no such file"),
