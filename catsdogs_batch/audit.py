@@ -34,7 +34,7 @@ from .files import atomic_write_json, shown
 from .images import CLASS_NAMES
 from .options import ARCHITECTURES, AuditOptions, TrainOptions
 from .shards import job_file
-from .tables import AUDIT_COLUMNS, DTYPES, OPTIONAL_DTYPES, check_table_name, kaggle_id, write_table
+from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, kaggle_id, write_table
 
 if TYPE_CHECKING:
     from .train import LabelledImage
@@ -227,8 +227,7 @@ def audit_table(
         "confidence": np.nan, "width": None, "height": None, "status": "error",
         "error": text([row["error"] for row in skipped]), "label_quality": np.nan, "label_issue": False,
     })  # fmt: skip
-    dtypes = {**DTYPES, **OPTIONAL_DTYPES}
-    frames = [f.astype({c: dtypes[c] for c in AUDIT_COLUMNS}) for f in (readable, errors) if len(f)]
+    frames = [f.astype({c: ALL_DTYPES[c] for c in AUDIT_COLUMNS}) for f in (readable, errors) if len(f)]
     return pd.concat(frames, ignore_index=True)[AUDIT_COLUMNS]
 
 

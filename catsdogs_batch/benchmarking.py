@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
@@ -22,3 +23,18 @@ def cpu_description() -> str:
                 flags = set(value.split())
     vectors = " ".join(f for f in VECTOR_FLAGS if f in flags) or "unknown"
     return f"CPU: {model}, {os.cpu_count()} cores, vector extensions: {vectors}"
+
+
+def alternate(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Each measure once per round, in turn, so that drift of a shared machine hits all alike;
+    every result by name (a benchmark reports the best)."""
+    results: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            results[name].append(measure())
+    return results
+
+
+def fmt(values: list[float]) -> str:
+    """All rounds' figures, for the record beside the best."""
+    return ", ".join(f"{v:.1f}" for v in values)

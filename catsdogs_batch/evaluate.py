@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .calibration import logit, sigmoid
+from .calibration import calibration_report, logit
 from .checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
 from .engine import predict_folder
 from .errors import UserError
@@ -86,14 +86,7 @@ def calibration_metrics(checkpoints: list[Checkpoint], true: np.ndarray, p_dog: 
     temperature = checkpoints[0].run.get("calibration", {}).get("temperature")
     if len(checkpoints) > 1 or temperature is None or not len(true):
         return None
-    raw = sigmoid(temperature * logit(p_dog))
-    return {
-        "temperature": temperature,
-        "log_loss": {"before": log_loss(true, raw), "after": log_loss(true, p_dog)},
-        "expected_calibration_error": {
-            "before": expected_calibration_error(true, raw), "after": expected_calibration_error(true, p_dog)
-        },
-    }
+    return {"temperature": temperature, **calibration_report(true, temperature * logit(p_dog), temperature)}
 
 
 def _calibration_rows(calibration: dict | None) -> str:

@@ -196,19 +196,23 @@ class Corrections:
     never dropped. `owner` ({"folder", "table"}) is recorded in `<file>.json` with the first
     decision, so that another folder's review does not mix its paths in."""
 
-    def __init__(self, path: Path, owner: dict | None = None):
+    def __init__(self, path: Path, owner: dict | None = None, data: bytes | None = None):
+        """`data`: the file's bytes, when the caller has read them already."""
         self.path, self.owner = path, owner
         self.labels: dict[str, str] = {}
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the open below
-            raise UserError(f"{shown(path)} is not a regular file: name a corrections file with --corrections")
-        self._read()
+        if data is None:
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                return
+            if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below
+                raise UserError(f"{shown(path)} is not a regular file: name a corrections file with --corrections")
+            data = path.read_bytes()
+        self._read(data)
 
-    def _read(self) -> None:
-        with open(self.path, newline="", **{**TEXT, "encoding": "utf-8-sig"}) as f:  # -sig: Excel's BOM
+    def _read(self, data: bytes) -> None:
+        # -sig: Excel's BOM; surrogateescape: names that are not UTF-8 keep their bytes
+        with io.StringIO(data.decode("utf-8-sig", TEXT["errors"]), newline="") as f:
             rows = csv.reader(f)
             try:
                 header = next(rows, None)
@@ -290,14 +294,11 @@ def read_corrections(path: Path, folder: Path, option: str = "--corrections") ->
     if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, a device never end
         raise UserError(f"{option} {shown(path)} is not a regular file")
     try:
-        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()  # read once: the labels come from the bytes the hash is of
     except OSError as e:
         raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
     refuse_another_folder(path, folder, "its paths would name other images")
-    labels = Corrections(path).labels
-    if hashlib.sha256(path.read_bytes()).hexdigest() != before:  # a review server saved a decision meanwhile
-        raise UserError(f"{option} {shown(path)} changed while it was read: run the command again")
-    return CorrectionsFile(path, labels, before)
+    return CorrectionsFile(path, Corrections(path, data=data).labels, hashlib.sha256(data).hexdigest())
 
 
 # --- the images ----------------------------------------------------------------------------

@@ -56,8 +56,9 @@ OPTIONAL_DTYPES = {
     "label_quality": "float64",
     "label_issue": "boolean",
 }
+ALL_DTYPES = {**DTYPES, **OPTIONAL_DTYPES}  # of any column a table of this tool may have
 _READ_CSV = {
-    "dtype": DTYPES, "keep_default_na": False,
+    "dtype": ALL_DTYPES, "keep_default_na": False,
     "na_values": {"p_dog": [""], "confidence": [""], "label_quality": [""]},
     "encoding": "utf-8", "encoding_errors": "surrogateescape",
 }  # fmt: skip
@@ -117,12 +118,11 @@ def read_table(path: str | os.PathLike, *, true_label: bool = False) -> pd.DataF
     evaluate's and audit's tables (a `true_label` column after `label`) are accepted too."""
     path = Path(path)
     layouts = _layouts(true_label)
-    dtypes = {**DTYPES, **OPTIONAL_DTYPES}
     with _as_table(path):
         if path.suffix == ".parquet":
             frame = _checked(path, pd.read_parquet(path), layouts)
-            return frame.astype({c: dtypes[c] for c in frame.columns})
-        return _checked(path, pd.read_csv(path, **{**_READ_CSV, "dtype": dtypes}), layouts)
+            return frame.astype({c: ALL_DTYPES[c] for c in frame.columns})
+        return _checked(path, pd.read_csv(path, **_READ_CSV), layouts)
 
 
 def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
@@ -130,16 +130,15 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[p
     that memory stays bounded for a table of any length."""
     path = Path(path)
     layouts = _layouts(true_label=False)
-    dtypes = {**DTYPES, **OPTIONAL_DTYPES}
     with _as_table(path):
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
                 frame = _checked(path, batch.to_pandas(), layouts)
-                yield frame.astype({c: dtypes[c] for c in frame.columns})
+                yield frame.astype({c: ALL_DTYPES[c] for c in frame.columns})
             return
-        for chunk in pd.read_csv(path, chunksize=chunk_rows, **{**_READ_CSV, "dtype": dtypes}):
+        for chunk in pd.read_csv(path, chunksize=chunk_rows, **_READ_CSV):
             yield _checked(path, chunk, layouts)
 
 
@@ -221,7 +220,7 @@ def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
 
 def _utf8(frame: pd.DataFrame) -> pd.DataFrame:
     """Parquet strings must be UTF-8: bytes of a name that are not are written as \\xNN."""
-    for column, dtype in {**DTYPES, **OPTIONAL_DTYPES}.items():
+    for column, dtype in ALL_DTYPES.items():
         if dtype.startswith("string") and column in frame.columns:
             frame[column] = frame[column].map(
                 lambda v: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
+from catsdogs_batch.benchmarking import alternate, cpu_description, fmt  # noqa: E402
 
 
 class ThroughputRuntime:
@@ -70,16 +71,16 @@ def main() -> None:
     reference = variants["latency (the runtime)"].predict(pixels)
     for name, predictor in variants.items():
         assert np.abs(predictor.predict(pixels) - reference).max() < 1e-5, name
-    best = dict.fromkeys(variants, 0.0)
-    for _ in range(args.rounds):  # alternate, so drift of the machine hits all alike
-        for name, predictor in variants.items():
-            with tempfile.TemporaryDirectory() as tmp:
-                options = PredictOptions(args.export, args.images, Path(tmp) / "t.csv", engine=EngineOptions(progress=False))
-                start = time.perf_counter()
-                rows = predict_folder(options, predictor).rows
-                best[name] = max(best[name], rows / (time.perf_counter() - start))
-    for name, rate in best.items():
-        print(f"{name}: {rate:.0f} img/s end to end ({rate / best['latency (the runtime)']:.3f}x)")
+    def end_to_end(predictor: Predictor) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            options = PredictOptions(args.export, args.images, Path(tmp) / "t.csv", engine=EngineOptions(progress=False))
+            start = time.perf_counter()
+            return predict_folder(options, predictor).rows / (time.perf_counter() - start)
+
+    results = alternate({name: partial(end_to_end, p) for name, p in variants.items()}, args.rounds)
+    latency = max(results["latency (the runtime)"])
+    for name, rates in results.items():
+        print(f"{name}: {max(rates):.0f} img/s end to end ({max(rates) / latency:.3f}x; all: {fmt(rates)})")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
+from catsdogs_batch.benchmarking import cpu_description, fmt  # noqa: E402
 
 EXPORTS = [("onnx", False), ("openvino", False), ("onnx", True), ("openvino", True)]
 
@@ -134,10 +134,6 @@ def decode_sample(folder: Path, size: int, count: int):
 
     paths = [p for _, p in zip(range(count), iter_image_files(folder))]
     return np.stack([d.pixels for _, d in decode_many(paths, size, os.cpu_count() or 1)])
-
-
-def fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.1f}" for v in values)
 
 
 def main() -> None:

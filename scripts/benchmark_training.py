@@ -25,12 +25,13 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
+from catsdogs_batch.benchmarking import alternate, cpu_description, fmt  # noqa: E402
 
 FULL_SET_TRAINING_IMAGES = 20_000  # Kaggle's 25,000 labelled images, 20% held out
 
@@ -62,19 +63,18 @@ def throughput(data: Path, archs: list[str], batch_size: int, rounds: int, limit
             backbone_of(model).trainable = True  # the cost of fine-tuning all of it
         compile_model(model, options.learning_rate)
         runs[arch] = {"size": size, "images": images, "labels": labels, "model": model, "steps": steps,
-                      "n": n, "data": {"bare": bare, "pipeline": pipeline}, "bare": [], "pipeline": []}  # fmt: skip
+                      "n": n, "data": {"bare": bare, "pipeline": pipeline}}  # fmt: skip
 
     def epoch(run: dict, kind: str) -> float:
         start = time.perf_counter()
         run["model"].fit(run["data"][kind], epochs=1, steps_per_epoch=run["steps"], verbose=0)
         return run["n"] / (time.perf_counter() - start)
 
-    for run in runs.values():  # warm-up: tracing, allocation
-        epoch(run, "bare"), epoch(run, "pipeline")
-    for _ in range(rounds):  # alternate, so drift of the machine hits all alike
-        for run in runs.values():
-            run["bare"].append(epoch(run, "bare"))
-            run["pipeline"].append(epoch(run, "pipeline"))
+    measures = {(arch, kind): partial(epoch, run, kind) for arch, run in runs.items() for kind in ("bare", "pipeline")}
+    for measure in measures.values():  # warm-up: tracing, allocation
+        measure()
+    for (arch, kind), results in alternate(measures, rounds).items():
+        runs[arch][kind] = results
     print(f"batch {batch_size}, rounds {rounds}, {len(items)} images per epoch (the best round counts)")
     for arch, run in runs.items():
         bare, pipeline = max(run["bare"]), max(run["pipeline"])
@@ -89,20 +89,15 @@ def throughput(data: Path, archs: list[str], batch_size: int, rounds: int, limit
         print(f"seconds per epoch, residual / seed: {ratio:.2f} (target <= 1.5: {'met' if ratio <= 1.5 else 'MISSED'})")
 
 
-def fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.1f}" for v in values)
-
-
 def accuracy(data: Path, out: Path, arch: str, epochs: int, seeds: list[int]) -> None:
     import numpy as np
 
     from catsdogs_batch.calibration import logit, sigmoid
-    from catsdogs_batch.images import load_image
     from catsdogs_batch.metrics import accuracy as accuracy_of
     from catsdogs_batch.metrics import expected_calibration_error, log_loss
     from catsdogs_batch.options import TrainOptions
     from catsdogs_batch.predictor import Predictor
-    from catsdogs_batch.train import read_split, train
+    from catsdogs_batch.train import decode_images, read_split, train
 
     folders = []
     for seed in seeds:
@@ -119,8 +114,8 @@ def accuracy(data: Path, out: Path, arch: str, epochs: int, seeds: list[int]) ->
 
     _, val = read_split(folders[0] / "split.csv")
     run = json.loads((folders[0] / "run.json").read_text())
-    pixels = np.stack([load_image(data / item.path, run["image_size"]).pixels for item in val])
-    true = np.array([item.label for item in val])
+    pixels, labels, _ = decode_images(data, val, run["image_size"], os.cpu_count() or 1, "validation")
+    true = labels[:, 0].astype(int)
     print(f"validation split: {len(true)} images (split seed {run['split']['seed']}, the same for every run)")
 
     def line(name: str, p: np.ndarray) -> float:

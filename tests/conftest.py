@@ -77,3 +77,21 @@ def tiny_model(tmp_path_factory) -> Path:
         learning_rate=3e-3, dense_units=16, dropout=0.0,
     )  # fmt: skip
     return train(options)
+
+
+@pytest.fixture(scope="session")
+def second_model(tiny_model, tmp_path_factory) -> Path:
+    """Another model of the same input size that answers differently: the tiny model with its
+    logit halved (as a temperature of 2 would)."""
+    import shutil
+
+    import keras
+
+    from catsdogs_batch.model import scale_logit
+
+    folder = tmp_path_factory.mktemp("second") / "model"
+    shutil.copytree(tiny_model, folder)
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    scale_logit(model, 2.0)
+    model.save(folder / "model.keras")
+    return folder

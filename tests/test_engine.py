@@ -368,22 +368,6 @@ def test_an_export_predicts_labels_evaluates_and_submits_without_tensorflow(onnx
     assert len(read_table(tmp_path / "p.csv")) == 24
 
 
-@pytest.fixture(scope="module")
-def second_model(tiny_model, tmp_path_factory) -> Path:
-    """Another model of the same input size that answers differently: the tiny model with its
-    logit halved (as a temperature of 2 would)."""
-    import keras
-
-    from catsdogs_batch.model import scale_logit
-
-    folder = tmp_path_factory.mktemp("second") / "model"
-    shutil.copytree(tiny_model, folder)
-    model = keras.saving.load_model(folder / "model.keras", compile=False)
-    scale_logit(model, 2.0)
-    model.save(folder / "model.keras")
-    return folder
-
-
 @pytest.mark.slow
 def test_an_ensemble_averages_the_probabilities_of_its_models(tiny_model, second_model, kaggle_train_folder, tmp_path):
     tables = {}

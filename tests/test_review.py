@@ -303,8 +303,8 @@ def test_the_lock_is_held_before_the_corrections_are_read(tmp_path, monkeypatch)
     (tmp_path / "corrections.csv").write_text("path,label\n")
     locked_when_read = []
     read = Corrections._read
-    monkeypatch.setattr(Corrections, "_read", lambda self: locked_when_read.append(
-        (tmp_path / "corrections.csv.lock").exists()) or read(self))  # fmt: skip
+    monkeypatch.setattr(Corrections, "_read", lambda self, data: locked_when_read.append(
+        (tmp_path / "corrections.csv.lock").exists()) or read(self, data))  # fmt: skip
     ReviewServer(ReviewOptions(table, images=tmp_path)).close()
     assert locked_when_read == [True]
 

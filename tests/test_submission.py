@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from catsdogs_batch.cli import main
+
+from conftest import write_image
 
 
 def submission_cli(model, test_dir, out, *extra: str) -> int:
@@ -138,3 +143,24 @@ def test_a_results_table_replaced_by_hand_is_not_submitted(tiny_model, sample_di
     results.to_csv(out / "results.csv", index=False)
     assert submission_cli(tiny_model, sample_dir / "test", out) == 1
     assert "changed since it was computed" in capsys.readouterr().err
+
+
+def test_a_submission_of_an_ensemble_averages_its_models(tiny_model, second_model, tmp_path, monkeypatch):
+    """`--model` repeated: p_dog is the mean of the models' (each run on its own here), the
+    job record lists both, and the default folder is named after the first and how many more."""
+    from catsdogs_batch.images import load_image
+    from catsdogs_batch.predictor import Predictor
+
+    test_dir = tmp_path / "test"
+    for n in range(1, 5):
+        write_image(test_dir / f"{n}.jpg", n % 2, seed=n)
+    monkeypatch.chdir(tmp_path)
+    assert main(["submission", "--model", str(tiny_model), "--model", str(second_model),
+                 "--test-dir", str(test_dir), "--no-progress"]) == 0  # fmt: skip
+    out = tmp_path / "submissions" / "model+1more"
+    submitted = pd.read_csv(out / "submission.csv").set_index("id")["label"]
+    pixels = np.stack([load_image(test_dir / f"{n}.jpg", 32).pixels for n in range(1, 5)])
+    expected = (Predictor(tiny_model).predict(pixels) + Predictor(second_model).predict(pixels)) / 2
+    assert submitted.loc[[1, 2, 3, 4]].to_numpy() == pytest.approx(np.clip(expected, 0.005, 0.995), abs=2e-6)
+    job = json.loads((out / "results.csv.job.json").read_text())
+    assert [m["model"] for m in job["models"]] == [str((m / "model.keras").resolve()) for m in (tiny_model, second_model)]
