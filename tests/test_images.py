@@ -70,6 +70,55 @@ def test_exif_rotated_photo_is_classified_upright(tmp_path):
     assert top[0] > 200 and bottom[2] > 200
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_every_exif_orientation_is_turned_upright_as_pillow_does(tmp_path, orientation, suffix):
+    """Quadrants of four colours stored 64 wide x 32 high; the reference is Pillow's own
+    ImageOps.exif_transpose of the decoded file, resized as load_image resizes."""
+    import cv2
+    from PIL import ImageOps
+
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:16, :32], pixels[:16, 32:] = (255, 0, 0), (0, 255, 0)
+    pixels[16:, :32], pixels[16:, 32:] = (0, 0, 255), (255, 255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"turned{suffix}"
+    Image.fromarray(pixels).save(path, exif=exif, **({"quality": 95} if suffix == ".jpg" else {}))
+    with Image.open(path) as img:
+        upright = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    image = load_image(path, 24)  # under half the stored size: no DCT scaling
+    assert (image.width, image.height) == (upright.shape[1], upright.shape[0])
+    expected = cv2.resize(upright, (24, 24), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(image.pixels, expected)
+
+
+@pytest.mark.parametrize(("stored", "size"), [((200, 150), 128), ((1000, 800), 128), ((1000, 800), 64)])
+def test_colour_jpegs_give_pillows_pixels_at_its_dct_scale(tmp_path, stored, size):
+    """The fast JPEG decoder must not change what a model sees: the pixels are Pillow's, at the
+    scale Pillow's draft picks (none, 1/4 and 1/8 here), then resized as load_image does."""
+    import cv2
+
+    noise = np.random.default_rng(0).integers(0, 256, (stored[1], stored[0], 3), dtype=np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(noise).save(path, quality=90)
+    with Image.open(path) as img:
+        img.draft("RGB", (size, size))
+        reference = np.asarray(img.convert("RGB"))
+    expected = cv2.resize(reference, (size, size), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(load_image(path, size).pixels, expected)
+
+
+def test_a_jpeg_followed_by_other_data_still_decodes(tmp_path):
+    """Some cameras append data after the end-of-image marker: Pillow decodes such files."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(buffer, "JPEG")
+    path = tmp_path / "tail.jpg"
+    path.write_bytes(buffer.getvalue() + b"camera maker's data" * 10)
+    image = load_image(path, 32)
+    assert (image.width, image.height) == (60, 40) and image.pixels[..., 0].min() > 150
+
+
 def test_very_large_photo_is_decoded_at_reduced_scale(tmp_path):
     path = tmp_path / "big.jpg"
     Image.new("RGB", (6000, 4000), (10, 200, 10)).save(path, quality=80)
