@@ -559,7 +559,11 @@ def parse_review(sub: argparse._SubParsersAction) -> None:
         "c cat, d dog, x neither/unusable, space the model's label, u undo, arrows move. Every "
         "decision is saved at once to corrections.csv (path,label) beside the table.",
     )
-    p.add_argument("table", type=Path, help="results table of predict, label or evaluate (or its folder)")
+    p.add_argument(
+        "table", type=Path,
+        help="results table of predict, label, evaluate or audit (or evaluate's folder), or a training run "
+        "folder: its validation images, predicted by its model",
+    )  # fmt: skip
     p.add_argument(
         "--images", type=Path, metavar="DIR",
         help="the folder the table's paths are relative to (default: the one recorded beside the table)",

@@ -9,7 +9,9 @@ but left out of them.
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from .calibration import calibration_report, logit
 from .checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
 from .engine import predict_folder
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, atomic_write_text, shown
+from .files import atomic_write_json, atomic_write_text, sha256, shown
 from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
 from .metrics import (
     EPS,
@@ -36,12 +38,14 @@ from .metrics import (
     roc_curve,
 )
 from .options import EvaluateOptions, PredictOptions
-from .tables import read_table
+from .tables import COLUMNS, DTYPES, read_table, write_table
 
 log = logging.getLogger(__name__)
 
 LISTED_ERRORS = 100  # unreadable files listed by name in metrics.json
 RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
+VALIDATION_TABLE = "validation.csv"  # in a run folder: its validation images, predicted (for review)
+VALIDATION_BATCH = 64
 PICTURES = {
     "confusion_matrix": "confusion_matrix.png",
     "roc_curve": "roc_curve.png",
@@ -287,6 +291,64 @@ def _check_labelled(folder: Path) -> None:
     )
 
 
+def with_true_labels(results: pd.DataFrame, truth: list[int | None]) -> pd.DataFrame:
+    """Evaluate's table: `results` with the true label of each row (0 cat, 1 dog, None: not
+    known, an empty cell) in a `true_label` column after `label`."""
+    results = results.copy()
+    results.insert(
+        results.columns.get_loc("label") + 1, "true_label",
+        pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string[python]"),
+    )  # fmt: skip
+    return results
+
+
+def validation_results(run: Path) -> Path:
+    """The validation images of a training run predicted by its model, as evaluate's table
+    `<run>/validation.csv` with the labels the run trained against (its corrections included):
+    what `catsdogs review RUN` shows. Written on first use, and again once the model file has
+    changed (its sha256 is in the table's job file, with the images folder)."""
+    from .checkpoint import find_checkpoint
+    from .engine import table_lock
+    from .predictor import Predictor
+    from .shards import job_file
+    from .train import SPLIT_FILE, read_split
+
+    checkpoint = find_checkpoint(run)
+    if checkpoint.is_export:
+        raise UserError(f"{checkpoint.model_path} is an export: name the run folder it came from")
+    data = Path(checkpoint.run.get("config", {}).get("data", ""))
+    split = checkpoint.folder / SPLIT_FILE
+    if not split.is_file():
+        raise UserError(f"{shown(checkpoint.folder)} has no {SPLIT_FILE}: no validation images to review")
+    if not data.is_dir():
+        raise UserError(f"the validation images of {shown(checkpoint.folder)} are not at {shown(data)}")
+    table = checkpoint.folder / VALIDATION_TABLE
+    model = sha256(checkpoint.model_path)
+    with table_lock(table):
+        try:
+            recorded = json.loads(job_file(table).read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        if table.is_file() and isinstance(recorded, dict) and recorded.get("model_sha256") == model:
+            return table
+        items = read_split(split)[1]
+        predictor = Predictor(checkpoint.model_path)
+        rows = [
+            row
+            for k in range(0, len(items), VALIDATION_BATCH)
+            for row in predictor.predict_files(data, [item.path for item in items[k : k + VALIDATION_BATCH]])
+        ]
+        frame = pd.DataFrame([dataclasses.astuple(row) for row in rows], columns=COLUMNS).astype(DTYPES)
+        job_file(table).unlink(missing_ok=True)  # a table being replaced loses its record first
+        write_table(table, [with_true_labels(frame, [item.label for item in items])])
+        atomic_write_json(job_file(table), {
+            "command": "validation", "folder": str(data.resolve()), "model": str(checkpoint.model_path.resolve()),
+            "model_sha256": model, "images": len(items),
+        })  # fmt: skip
+    log.info("validation images of %s predicted -> %s", shown(checkpoint.folder), shown(table))
+    return table
+
+
 def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     """Predict every image of a labelled folder and write the metrics, pictures and report."""
     out = options.out or default_out(options.model, options.folder)
@@ -301,16 +363,8 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     predict_folder(PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine))
 
     results = read_table(results_path)
-    truth = [label_from_path(p) for p in results["path"]]
-    results.insert(
-        results.columns.get_loc("label") + 1, "true_label",
-        pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string[python]"),
-    )  # fmt: skip
-    with atomic_path(results_path) as tmp:
-        with open(tmp, "w", newline="", **TEXT) as f:
-            writer = CsvWriter(f)
-            writer.writerow(results.columns)
-            writer.writerows(results.astype(object).where(results.notna(), None).itertuples(index=False))
+    results = with_true_labels(results, [label_from_path(p) for p in results["path"]])
+    write_table(results_path, [results])
 
     ok = results["status"] == "ok"
     errors = results[~ok]

@@ -189,7 +189,7 @@ class ExportOptions:
 class ReviewOptions:
     """`catsdogs review`: a local web page to decide the images a results table is unsure of."""
 
-    table: Path  # a results table of predict, label or evaluate (or a folder holding results.csv)
+    table: Path  # a results table of predict, label, evaluate or audit (or a folder holding results.csv), or a training run
     images: Path | None = None  # the labelled folder its paths are relative to; default: the one recorded beside it
     corrections: Path | None = None  # default: corrections.csv beside the table
     uncertain: tuple[float, float] | None = None  # (LOW, HIGH) of p_dog to review; default: recorded, else DEFAULT_BAND

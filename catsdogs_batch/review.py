@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
+from .checkpoint import RUN_FILE
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, shown
 from .options import DEFAULT_BAND, ReviewOptions
@@ -66,11 +67,16 @@ PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}  # serve
 
 
 def find_table(path: Path) -> Path:
-    """The results table: `path` itself, or the results.csv of an evaluate or submission folder."""
+    """The results table: `path` itself, the results.csv of an evaluate or submission folder,
+    or a training run's validation images predicted by its model (see `validation_results`)."""
     if path.is_dir():
         if (path / "results.csv").is_file():
             return path / "results.csv"
-        raise UserError(f"{path} is a folder without results.csv: name the results table")
+        if (path / RUN_FILE).is_file():
+            from .evaluate import validation_results
+
+            return validation_results(path)
+        raise UserError(f"{path} is a folder without results.csv: name the results table (or a training run)")
     if not path.is_file():
         raise UserError(f"no results table at {path}")
     return path

@@ -137,6 +137,42 @@ def test_the_images_folder_is_needed_when_none_is_recorded(tmp_path):
     assert len(session.queue) == 1
 
 
+def test_a_training_run_is_reviewed_on_its_validation_images(tiny_model, second_model, tmp_path):
+    """The run's split.csv names the validation images and the labels it trained against; its
+    model's p_dog of them must be what `catsdogs predict` gives for the same files."""
+    import shutil
+
+    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.options import PredictOptions
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model, run)  # the review writes into the run folder
+    with open(run / "split.csv", newline="", **TEXT) as f:
+        validation = {row["path"]: row["label"] for row in csv.DictReader(f) if row["subset"] == "val"}
+    data = Path(json.loads((run / "run.json").read_text())["config"]["data"])
+
+    session = opened(ReviewOptions(run))
+    table = read_table(run / "validation.csv", true_label=True)
+    assert session.images == data.resolve() and session.table == run / "validation.csv"
+    assert len(validation) == 12 and dict(zip(table["path"], table["true_label"])) == validation
+    predict_folder(PredictOptions(run, data, tmp_path / "all.csv"))
+    predicted = read_table(tmp_path / "all.csv").set_index("path")["p_dog"]
+    assert np.allclose(table["p_dog"], predicted.loc[list(table["path"])], atol=2e-6)
+
+    written = (run / "validation.csv").stat().st_mtime_ns
+    opened(ReviewOptions(run))  # the same model: the table is kept
+    assert (run / "validation.csv").stat().st_mtime_ns == written
+    shutil.copyfile(second_model / "model.keras", run / "model.keras")  # another model: predicted again
+    opened(ReviewOptions(run))
+    again = read_table(run / "validation.csv", true_label=True)
+    assert not np.allclose(again["p_dog"], table["p_dog"])
+
+    (run / "split.csv").unlink()
+    (run / "validation.csv").unlink()
+    with pytest.raises(UserError, match="has no split.csv"):
+        opened(ReviewOptions(run))
+
+
 # --- the corrections -----------------------------------------------------------------------
 
 
