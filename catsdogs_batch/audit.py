@@ -1,25 +1,32 @@
 """`catsdogs audit`: find the images of a labelled folder whose label is likely wrong, and write
 them first in a results table that `catsdogs review` shows.
 
-Each image gets its p_dog from a model that never saw it: the images are cut into `folds`
-stratified folds and each fold is predicted by a small model trained, in memory, on the others
-(out-of-fold predictions, decoded once at a small size; the training pieces are train.py's).
+Each image gets its p_dog from a classifier that never saw it: the images are cut into `folds`
+stratified, seeded folds and each fold is predicted by what was fitted on the others
+(out-of-fold predictions). Two methods give them:
+- a pretrained --arch (the default): its ImageNet backbone embeds every image once (decoded and
+  embedded a batch at a time: memory holds the embeddings, never the folder's pixels), and each
+  fold gets a logistic regression on the other folds' embeddings;
+- a from-scratch --arch (residual, seed): the images are decoded once at a small size and each
+  fold gets a small model trained in memory (train.py's pieces).
 cleanlab's confident learning then flags the likely label issues (`find_label_issues`) and
 scores every label (`get_label_quality_scores`: the out-of-fold probability of the given label).
 The table is sorted by that score, lowest (most likely wrong) first; unreadable images last.
 
 With a review's corrections, their labels are the given ones and their `skip` images are left
 out (train's rules). Nothing is written until the end: the table atomically, then `<table>.job.json` (the folder,
-folds, seed and settings), which is how review finds the images. An interrupted audit starts over.
+folds, seed, method and settings), which is how review finds the images. An interrupted audit starts over.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import platform
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +39,7 @@ from .engine import table_lock
 from .errors import UserError
 from .files import atomic_write_json, shown
 from .images import CLASS_NAMES
-from .options import ARCHITECTURES, AuditOptions, TrainOptions
+from .options import ARCHITECTURES, MIN_IMAGE_SIZE, AuditOptions, FoldTraining, TrainOptions
 from .shards import job_file
 from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, kaggle_id, write_table
 
@@ -47,18 +54,70 @@ def default_table(folder: Path) -> Path:
     return Path("submissions") / f"audit-{folder.resolve().name}.csv"
 
 
-def fold_options(options: AuditOptions) -> TrainOptions:
-    """The training options of each fold's model, checked (train's rules) before any work."""
-    from .train import resolve_options
+EMBED_BATCH = 32  # images decoded and embedded at a time (twice that through the backbone with TTA)
+C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the logistic regression's inverse regularization, chosen per fold
+INNER_FOLDS = 3  # the k-fold within the training folds that chooses C
 
+
+def pretrained(arch: str) -> bool:
+    """Whether `arch` audits by embeddings + logistic regression (else: by k-fold training)."""
+    return ARCHITECTURES[arch].backbone is not None
+
+
+def resolve_options(options: AuditOptions) -> AuditOptions:
+    """Check every option before any work (train's rules for those it shares) and fill in the
+    method's defaults: the backbone's native size for a pretrained --arch, FoldTraining's and the
+    architecture's learning rate for a from-scratch one."""
+    if options.folds < 2:
+        raise UserError(f"--folds must be at least 2, not {options.folds}")
+    if options.arch not in ARCHITECTURES:
+        raise UserError(f"unknown --arch {options.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    if options.image_size is not None and options.image_size < MIN_IMAGE_SIZE:
+        raise UserError(f"--image-size must be at least {MIN_IMAGE_SIZE}, not {options.image_size}")
     if options.weights == "none":
-        raise UserError("--weights none: a frozen backbone with random weights learns nothing; say imagenet or a file")
-    return resolve_options(
+        raise UserError("--weights none: a backbone with random weights tells nothing; say imagenet or a file")
+    if pretrained(options.arch):
+        given = [flag for flag, value in (("--epochs", options.epochs), ("--batch-size", options.batch_size),
+                                          ("--learning-rate", options.learning_rate)) if value is not None]  # fmt: skip
+        if given:
+            raise UserError(
+                f"{', '.join(given)}: --arch {options.arch} trains no network (a logistic regression on its "
+                "ImageNet embeddings); they apply to --arch residual or seed"
+            )
+        options = dataclasses.replace(options, image_size=options.image_size or ARCHITECTURES[options.arch].image_size)
+    else:
+        options = dataclasses.replace(
+            options,
+            image_size=options.image_size or FoldTraining.image_size,
+            epochs=options.epochs or FoldTraining.epochs,
+            batch_size=options.batch_size or FoldTraining.batch_size,
+        )
+    training = fold_options(options)  # train's checks of the size and the weights file
+    if pretrained(options.arch):
+        return dataclasses.replace(options, weights=training.weights)
+    return dataclasses.replace(options, learning_rate=training.learning_rate)
+
+
+def least_of_each(options: AuditOptions) -> int:
+    """The fewest images of a class the folds can hold: one per fold; with embeddings, enough
+    that the training folds still hold one per inner fold (each inner fold's log loss needs both
+    classes)."""
+    if not pretrained(options.arch):
+        return options.folds
+    return next(n for n in itertools.count(options.folds) if n - -(-n // options.folds) >= INNER_FOLDS)
+
+
+def fold_options(options: AuditOptions) -> TrainOptions:
+    """`options` as train's, checked by train's rules: every option both methods share, and the
+    model each fold trains from scratch."""
+    from .train import resolve_options as resolve_training
+
+    training = {"epochs": options.epochs, "batch_size": options.batch_size, "learning_rate": options.learning_rate}
+    return resolve_training(
         TrainOptions(
             data=options.data, arch=options.arch, weights=options.weights, image_size=options.image_size,
-            batch_size=options.batch_size,
-            epochs=options.epochs, learning_rate=options.learning_rate, seed=options.seed, calibrate=False,
-            workers=options.workers,
+            seed=options.seed, calibrate=False, workers=options.workers,
+            **{name: value for name, value in training.items() if value is not None},
         )
     )  # fmt: skip
 
@@ -86,40 +145,51 @@ def audit(options: AuditOptions) -> AuditSummary:
     started = time.perf_counter()
     out = options.out or default_table(options.data)
     check_table_name(out)
-    if options.folds < 2:
-        raise UserError(f"--folds must be at least 2, not {options.folds}")
+    options = resolve_options(options)
     if not options.data.is_dir():
         raise UserError(f"{options.data} is not a folder")
-    training = fold_options(options)
     from .train import corrected_images
 
     items, corrections = corrected_images(options.data, options.corrections)  # checked before anything is written
     counts = np.bincount([item.label for item in items], minlength=2)
-    if counts.min() < options.folds:
+    if counts.min() < least_of_each(options):
         fewest = CLASS_NAMES[int(counts.argmin())]
-        raise UserError(f"only {counts.min()} {fewest} images: --folds {options.folds} needs at least {options.folds} of each")
+        raise UserError(
+            f"only {counts.min()} {fewest} images: --folds {options.folds} needs at least {least_of_each(options)} of each"
+        )
     with table_lock(out):
         if out.exists() and not options.overwrite:
             raise UserError(f"{out} already exists: pass --overwrite to replace it")
-        return _audit_locked(options, training, out, started, items, corrections)
+        return _audit_locked(options, out, started, items, corrections)
 
 
-def _audit_locked(
-    options: AuditOptions, training: TrainOptions, out: Path, started: float, items: list, corrections: dict | None
-) -> AuditSummary:
-    from .train import decode_images
-    if ARCHITECTURES[training.arch].backbone is not None:
-        from .model import build_model
+def _audit_locked(options: AuditOptions, out: Path, started: float, items: list, corrections: dict | None) -> AuditSummary:
+    if pretrained(options.arch):
+        from .model import pretrained_features
 
-        build_model(training)  # ImageNet weights that cannot be had stop the audit before any work
-    images, labels, skipped = decode_images(options.data, items, training.image_size, options.workers, "audit")
+        # ImageNet weights that cannot be had stop the audit here, before any decoding
+        backbone = pretrained_features(options.arch, options.image_size, options.weights)
+        features, skipped = embed_images(
+            options.data, items, backbone.predict_on_batch, options.image_size, options.workers, options.tta
+        )
+    else:
+        from .train import decode_images
+
+        training = fold_options(options)
+        images, _, skipped = decode_images(options.data, items, options.image_size, options.workers, "audit")
     unreadable = {row["path"] for row in skipped}
     kept = [item for item in items if item.path not in unreadable]
-    given = labels[:, 0].astype(np.int64)
-    if min(np.bincount(given, minlength=2)) < options.folds:
+    given = np.array([item.label for item in kept], dtype=np.int64)
+    if min(np.bincount(given, minlength=2)) < least_of_each(options):
         raise UserError(f"too few readable images of each class for --folds {options.folds}")
-    p_dog = out_of_fold(images, given, training, options.folds, options.tta)
-    del images
+    if pretrained(options.arch):
+        p_dog, method = classify_out_of_fold(features, given, options.folds, options.seed)
+        del features
+    else:
+        p_dog = out_of_fold(images, given, training, options.folds, options.tta)
+        method = {"method": "k-fold training", "epochs": options.epochs, "batch_size": options.batch_size,
+                  "learning_rate": options.learning_rate}  # fmt: skip
+        del images
 
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -132,25 +202,108 @@ def _audit_locked(
     write_table(out, [table])
     seconds = time.perf_counter() - started
     accuracy = float(np.mean((p_dog >= 0.5) == given))
-    record = _job_record(options, training, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
+    record = _job_record(options, method, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
     atomic_write_json(job_file(out), record | ({"corrections": corrections} if corrections else {}))
     return AuditSummary(out, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
+
+
+def _folds(labels: np.ndarray, folds: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(training rows, held-out rows) of each of `folds` stratified, seeded folds: both methods'."""
+    from sklearn.model_selection import StratifiedKFold
+
+    return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+
+
+# --- pretrained: embeddings + logistic regression -------------------------------------------
+
+
+def embed_images(
+    folder: Path, items: list[LabelledImage], embed: Callable[[np.ndarray], np.ndarray], size: int, workers: int,
+    tta: bool,
+) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """The embeddings of the readable images of `items` (float32, one row each, in order) and the
+    unreadable ones (train's rows). Images are decoded (train's decoder, on `workers` threads) and
+    embedded EMBED_BATCH at a time, so memory holds the embeddings and a batch of pixels, whatever
+    the number of images. With `tta`, each row is the mean of the image's and its mirror's: the
+    classifier is linear, so its logit of the mean is the mean of the two logits (what averaging
+    the two predictions would give), for half the memory and one classifier fit."""  # fmt: skip
+    from .train import decode_labelled
+
+    skipped: list[dict[str, str]] = []
+    decoded = decode_labelled(folder, items, size, workers, "audit", skipped)
+    features, count = np.empty((0, 0), np.float32), 0
+    while chunk := [pixels for _, pixels in itertools.islice(decoded, EMBED_BATCH)]:
+        batch = np.stack(chunk)
+        if tta:
+            both = np.asarray(embed(np.concatenate([batch, batch[:, :, ::-1]]).astype(np.float32)))
+            rows = (both[: len(batch)] + both[len(batch) :]) / 2
+        else:
+            rows = np.asarray(embed(batch.astype(np.float32)))
+        if count == 0:
+            features = np.empty((len(items), rows.shape[1]), np.float32)
+        features[count : count + len(batch)] = rows
+        count += len(batch)
+    return features[:count], skipped
+
+
+def classify_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, dict]:
+    """p_dog of every image from a logistic regression fitted on the other folds' embeddings,
+    and the job record's account of it. Each fold's classifier (features standardized) takes the
+    C of C_GRID with the best log loss in an inner seeded k-fold of its training folds, then is
+    refitted on all of them: nothing of the held-out fold reaches it. The training folds choose C
+    because the best one depends on how well the features separate the classes (on synthetic
+    embeddings: 1e-3 when they separate 88%, 1e-2 to 1e-1 at 99%), unknown in advance."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    p_dog = np.full(len(labels), np.nan)
+    chosen = []
+    for fold, (train_rows, held_out) in enumerate(_folds(labels, folds, seed)):
+        fold_started = time.perf_counter()
+        classifier = GridSearchCV(
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+            {"logisticregression__C": list(C_GRID)},
+            scoring="neg_log_loss",
+            cv=StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=seed),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a weak C's fit is as good as it needs to be
+            classifier.fit(features[train_rows], labels[train_rows])
+        p_dog[held_out] = classifier.predict_proba(features[held_out])[:, 1]
+        chosen.append(classifier.best_params_["logisticregression__C"])
+        log.info(
+            "fold %d/%d: logistic regression (C=%g) fitted on %d embeddings, predicted %d (accuracy %.3f) in %.1f s",
+            fold + 1, folds, chosen[-1], len(train_rows), len(held_out),
+            np.mean((p_dog[held_out] >= 0.5) == labels[held_out]), time.perf_counter() - fold_started,
+        )  # fmt: skip
+    method = {
+        "method": "embeddings + logistic regression",
+        "features": int(features.shape[1]),
+        "classifier": {"standardized": True, "C_grid": list(C_GRID), "inner_folds": INNER_FOLDS,
+                       "chosen_by": "log loss", "C": chosen},  # fmt: skip
+    }
+    return p_dog, method
+
+
+# --- from scratch: k-fold training ----------------------------------------------------------
 
 
 def out_of_fold(images: np.ndarray, labels: np.ndarray, training: TrainOptions, folds: int, tta: bool) -> np.ndarray:
     """p_dog of every image from the model of the one fold that held it out (stratified, seeded
     folds); each model trains `training.epochs` epochs on the other folds, with a cosine-decaying
     learning rate and no early stopping (the held-out fold must not choose the epoch)."""
-    from sklearn.model_selection import StratifiedKFold
-
     p_dog = np.full(len(images), np.nan)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=training.seed)
     # A new model per fold is traced anew, by design: TensorFlow's warning about it is noise here.
     tf_log = logging.getLogger("tensorflow")
     level = tf_log.level
     tf_log.setLevel(logging.ERROR)
     try:
-        for fold, (train_rows, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        for fold, (train_rows, held_out) in enumerate(_folds(labels, folds, training.seed)):
             p_dog[held_out] = _fold(images, labels, train_rows, held_out, training, fold, folds, tta)
     finally:
         tf_log.setLevel(level)
@@ -168,7 +321,7 @@ def _fold(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, held_o
     fold_started = time.perf_counter()
     keras.backend.clear_session()
     keras.utils.set_random_seed(training.seed + fold)
-    model = build_model(training)  # a pretrained backbone stays frozen: only its head learns
+    model = build_model(training)
     steps = int(np.ceil(len(train_rows) / training.batch_size)) * training.epochs
     compile_model(model, keras.optimizers.schedules.CosineDecay(training.learning_rate, steps))
     fold_labels = labels[:, None].astype(np.float32)
@@ -231,9 +384,10 @@ def audit_table(
     return pd.concat(frames, ignore_index=True)[AUDIT_COLUMNS]
 
 
-def _job_record(options: AuditOptions, training: TrainOptions, images: int, unreadable: int, issues: int,
+def _job_record(options: AuditOptions, method: dict, images: int, unreadable: int, issues: int,
                 accuracy: float, seconds: float) -> dict:  # fmt: skip
-    """`<table>.job.json`: what the audit was computed from (review reads its `folder`)."""
+    """`<table>.job.json`: what the audit was computed from (review reads its `folder`), with the
+    settings of the method that ran only."""
     import cleanlab
 
     return {
@@ -241,13 +395,11 @@ def _job_record(options: AuditOptions, training: TrainOptions, images: int, unre
         "folder": str(options.data.resolve()),
         "folds": options.folds,
         "seed": options.seed,
-        "arch": training.arch,
-        **({"weights": training.weights} if ARCHITECTURES[training.arch].backbone else {}),
-        "image_size": training.image_size,
-        "epochs": training.epochs,
-        "batch_size": training.batch_size,
-        "learning_rate": training.learning_rate,
+        "arch": options.arch,
+        **({"weights": options.weights} if pretrained(options.arch) else {}),
+        "image_size": options.image_size,
         "tta": options.tta,
+        **method,
         "images": images,
         "unreadable": unreadable,
         "label_issues": issues,

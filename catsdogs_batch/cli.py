@@ -28,6 +28,7 @@ from .options import (
     EngineOptions,
     EvaluateOptions,
     ExportOptions,
+    FoldTraining,
     LabelOptions,
     Labelling,
     PredictOptions,
@@ -601,15 +602,18 @@ def run_review(args: argparse.Namespace) -> None:
 
 
 def parse_audit(sub: argparse._SubParsersAction) -> None:
-    d = AuditOptions(Path())
+    d, scratch = AuditOptions(Path()), FoldTraining()
     p = sub.add_parser(
         "audit",
         help="find likely label errors in a labelled folder, for review",
         description="Predict every image of a labelled folder (cat.N.jpg / dog.N.jpg, or cat/ and "
-        "dog/ folders) with a model that did not train on it (k-fold: each fold's small model trains "
-        "on the others), find the likely label errors with cleanlab (confident learning) and write "
-        "a results table ranked by how likely each given label is wrong (label_quality, lowest "
-        "first; label_issue flags cleanlab's finds). `catsdogs review TABLE` shows the flagged ones.",
+        "dog/ folders) with a classifier that did not see it (k-fold), find the likely label errors "
+        "with cleanlab (confident learning) and write a results table ranked by how likely each given "
+        "label is wrong (label_quality, lowest first; label_issue flags cleanlab's finds). With a "
+        "pretrained --arch (the default) its ImageNet backbone embeds every image once and each fold "
+        "gets a logistic regression on the others' embeddings; with --arch residual or seed each fold "
+        "trains a small model from scratch on the others (offline, slower and much less accurate). "
+        "`catsdogs review TABLE` shows the flagged ones.",
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("data", type=Path, help="folder of labelled images")
@@ -618,24 +622,34 @@ def parse_audit(sub: argparse._SubParsersAction) -> None:
         help="the table, .csv or .parquet (default: submissions/audit-<folder name>.csv)",
     )  # fmt: skip
     p.add_argument("--folds", type=number(int, 2), default=d.folds, help="k of the k-fold predictions")
-    p.add_argument("--epochs", type=POSITIVE, default=d.epochs, help="training epochs of each fold's model")
-    p.add_argument("--image-size", type=number(int, MIN_IMAGE_SIZE), default=d.image_size, help="model input, pixels")
     p.add_argument(
         "--arch", choices=tuple(ARCHITECTURES), default=d.arch,
-        help="each fold's model (a pretrained backbone stays frozen, its ImageNet weights needed)",
+        help="a pretrained backbone embeds the images (its ImageNet weights needed); residual or seed "
+        "train a model per fold from scratch",
     )  # fmt: skip
     p.add_argument(
         "--weights", default=d.weights, metavar="imagenet|FILE",
         help="pretrained --arch: ImageNet weights (downloaded once into ~/.keras/models/) or a Keras "
-        "weights file of that backbone",
+        "weights file of that backbone (offline: that, or --arch residual)",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help="images per training step")
+    p.add_argument(
+        "--image-size", type=number(int, MIN_IMAGE_SIZE),
+        help=f"model input, pixels (default: the backbone's native size, 224; {scratch.image_size} from scratch)",
+    )  # fmt: skip
+    p.add_argument(
+        "--epochs", type=POSITIVE,
+        help=f"--arch residual|seed only: training epochs of each fold's model (default: {scratch.epochs})",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=POSITIVE,
+        help=f"--arch residual|seed only: images per training step (default: {scratch.batch_size})",
+    )  # fmt: skip
     p.add_argument(
         "--learning-rate", type=number(float, 1e-12),
-        help="Adam's initial rate, decaying to 0 over the epochs (default: the architecture's)",
+        help="--arch residual|seed only: Adam's initial rate, decaying to 0 over the epochs (default: the architecture's)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the folds, weights and augmentation")
-    p.add_argument("--no-tta", action="store_true", help="do not average with the mirrored image")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the folds (from scratch: also weights and augmentation)")
+    p.add_argument("--no-tta", action="store_true", help="do not also embed (or predict) the mirrored image")
     p.add_argument(
         "--corrections", type=Path, metavar="CSV",
         help="a review's corrections.csv (path,label): its labels are the given ones, images labelled skip are left out",

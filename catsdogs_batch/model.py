@@ -94,10 +94,11 @@ _PREPROCESSING = {
 }
 
 
-def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 0.5) -> keras.Model:
+def pretrained_features(arch: str, image_size: int, weights: str) -> keras.Model:
     """An ImageNet backbone from keras.applications (without its classifier), its own
-    preprocessing inside, then global average pooling, Dropout and one sigmoid unit. The backbone
-    starts frozen; with pretrained weights it always runs in inference mode."""
+    preprocessing inside, then global average pooling: uint8-range pixels in, one feature vector
+    per image out (1280 numbers for EfficientNetV2-B0). Frozen; with pretrained weights it always
+    runs in inference mode. A backbone without its weights stops here with a one-line UserError."""
     name = ARCHITECTURES[arch].backbone
     constructor = getattr(keras.applications, name)
     try:
@@ -118,18 +119,29 @@ def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 
         x = layer(x)
     # ImageNet statistics stay (BatchNormalization in inference mode); random weights learn theirs.
     x = backbone(x) if weights == "none" else backbone(x, training=False)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(dropout)(x)
+    features = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, features, name=f"{arch.replace('-', '_')}_features")
+
+
+def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 0.5) -> keras.Model:
+    """`pretrained_features` of `arch`, then Dropout and one sigmoid unit (the backbone starts
+    frozen). Its layers are those of the features model, not the model itself: `backbone_of`
+    finds the backbone."""
+    features = pretrained_features(arch, image_size, weights)
+    x = layers.Dropout(dropout)(features.output)
     outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)(x)
-    return keras.Model(inputs, outputs, name=f"catsdogs_{arch.replace('-', '_')}")
+    return keras.Model(features.input, outputs, name=f"catsdogs_{arch.replace('-', '_')}")
 
 
 def _weights_error(arch: str, weights: str, error: Exception) -> str:
+    """One line: what failed, and the ways out (a weights file, or training from scratch)."""
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
     if weights == "imagenet":
         return (
             f"cannot get the ImageNet weights of {arch} ({first_line}): Keras downloads them once into "
-            "~/.keras/models/; on a machine without internet copy that file there, or pass --weights FILE"
+            "~/.keras/models/; on a machine without internet copy that file there, or pass --weights FILE "
+            "(a Keras weights file of that backbone), or --arch residual (trained from scratch: no download, "
+            "much less accurate)"
         )
     return f"cannot load --weights {weights} into {arch}: {first_line}"
 

@@ -201,23 +201,36 @@ class ReviewOptions:
 DEFAULT_BAND = (0.2, 0.8)
 
 
+@dataclass(frozen=True)
+class FoldTraining:
+    """`catsdogs audit` with a from-scratch --arch trains one model per fold: these defaults."""
+
+    image_size: int = 64
+    epochs: int = 10  # a fixed number: the held-out fold never chooses the epoch
+    batch_size: int = 32
+
+
+DEFAULT_AUDIT_ARCH = "efficientnetv2-b0"
+
+
 @dataclass
 class AuditOptions:
     """`catsdogs audit`: rank a labelled folder's images by how likely their label is wrong, from
-    out-of-fold predictions of small models (k-fold) and cleanlab. Small and fast by default:
-    the residual CNN at 64 px, 10 epochs per fold."""
+    out-of-fold predictions (k-fold) and cleanlab. A pretrained --arch (the default) embeds every
+    image once and fits a logistic regression per fold; a from-scratch one (residual, seed) trains
+    a small model per fold (FoldTraining's defaults; epochs, batch_size and learning_rate are its)."""
 
     data: Path  # labelled like the training data: cat.N.jpg / dog.N.jpg or cat/ and dog/ folders
     out: Path | None = None  # the table; default: submissions/audit-<folder name>.csv
-    folds: int = 4  # each image is predicted by the model trained on the other folds
-    epochs: int = 10  # per fold: a fixed number (the held-out fold never chooses the epoch)
-    image_size: int = 64
-    arch: str = DEFAULT_ARCH  # pretrained backbones stay frozen: only their head is trained
+    folds: int = 4  # each image is predicted by the classifier/model fitted on the other folds
+    arch: str = DEFAULT_AUDIT_ARCH
     weights: str = "imagenet"  # of a pretrained backbone: imagenet, or a Keras weights file of it
-    batch_size: int = 32
-    learning_rate: float | None = None  # default: the architecture's, decaying to 0 (cosine)
-    seed: int = 0  # folds, weights, shuffling and augmentation
-    tta: bool = True  # average each prediction with that of the mirrored image
+    image_size: int | None = None  # default: the backbone's native size; FoldTraining's from scratch
+    epochs: int | None = None  # from scratch only (default: FoldTraining's)
+    batch_size: int | None = None  # from scratch only: images per training step (default: FoldTraining's)
+    learning_rate: float | None = None  # from scratch only; default: the architecture's, decaying to 0 (cosine)
+    seed: int = 0  # folds, and from scratch weights, shuffling and augmentation
+    tta: bool = True  # also embed (or predict) the mirrored image
     corrections: Path | None = None  # a review's corrections.csv: its labels are the given ones, `skip` left out
     overwrite: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads

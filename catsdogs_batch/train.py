@@ -173,8 +173,6 @@ def decode_images(
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Decode once into uint8 arrays held in memory (the cache every epoch reads);
     unreadable files are skipped and returned with their error."""
-    from tqdm import tqdm
-
     needed = len(items) * size * size * 3
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if needed > 0.6 * available:
@@ -183,20 +181,31 @@ def decode_images(
             f"the {available / 2**30:.1f} GiB free: lower --image-size"
         )
     images = np.empty((len(items), size, size, 3), dtype=np.uint8)
-    keep = np.ones(len(items), dtype=bool)
-    skipped = []
-    paths = [folder / i.path for i in items]
-    decoded = decode_many(paths, size, workers)
-    for k, (_, result) in enumerate(tqdm(decoded, total=len(paths), desc=f"decode {what}", unit="img")):
+    keep = np.zeros(len(items), dtype=bool)
+    skipped: list[dict[str, str]] = []
+    for k, pixels in decode_labelled(folder, items, size, workers, what, skipped):
+        images[k] = pixels
+        keep[k] = True
+    labels = np.array([[i.label] for i in items], dtype=np.float32)
+    return images[keep], labels[keep], skipped
+
+
+def decode_labelled(
+    folder: Path, items: list[LabelledImage], size: int, workers: int, what: str, skipped: list[dict[str, str]]
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index in `items`, uint8 pixels) of each readable image, in order, decoded on `workers`
+    threads a bounded window ahead, with a progress bar. Each unreadable file is appended to
+    `skipped` as {"path", "error"} and logged once the bar is done."""
+    from tqdm import tqdm
+
+    decoded = decode_many([folder / i.path for i in items], size, workers)
+    for k, (_, result) in enumerate(tqdm(decoded, total=len(items), desc=f"decode {what}", unit="img")):
         if isinstance(result, Exception):
-            keep[k] = False
             skipped.append({"path": items[k].path, "error": str(result)})
         else:
-            images[k] = result.pixels
-    labels = np.array([[i.label] for i in items], dtype=np.float32)
+            yield k, result.pixels
     for row in skipped:
         log.warning("skipped %s: %s", row["path"], row["error"])
-    return images[keep], labels[keep], skipped
 
 
 def make_datasets(options: TrainOptions, train_data, val_data):

@@ -1,9 +1,11 @@
-"""`catsdogs audit` on generated labelled folders with deliberately flipped names, the table it
-writes as review reads it, and the corrections file that label and train read."""
+"""`catsdogs audit` on generated labelled folders with deliberately flipped names (by embeddings
+of a backbone whose weights file the tests save themselves, and by k-fold training from scratch),
+the table it writes as review reads it, and the corrections file that label and train read."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -13,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catsdogs_batch.audit import audit
+from catsdogs_batch.audit import EMBED_BATCH, audit, classify_out_of_fold, embed_images
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.options import AuditOptions, ReviewOptions
 from catsdogs_batch.review import open_session, read_corrections, recorded_job
 from catsdogs_batch.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
+
+from catsdogs_batch.images import load_image
+from catsdogs_batch.train import find_labelled_images
 
 from conftest import write_image
 
@@ -41,6 +46,133 @@ def mislabelled(tmp_path: Path) -> Path:
 FAST = AuditOptions(Path(), folds=3, epochs=6, image_size=32, arch="seed", batch_size=16, learning_rate=3e-3)
 
 
+@pytest.fixture
+def backbone_weights(tmp_path: Path) -> Path:
+    """A Keras weights file of MobileNetV3-Small at 32 px, random but seeded (no ImageNet here):
+    its pooled features still tell the generated reddish cats from the bluish dogs."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "mobilenet.weights.h5"
+    backbone.save_weights(path)
+    return path
+
+
+def no_whole_folder_decoding(monkeypatch) -> None:
+    """The embeddings' path decodes a batch at a time: decoding the folder at once fails the test."""
+    import catsdogs_batch.train as train_module
+
+    def decode_images(*args):
+        raise AssertionError("the whole folder was decoded into memory")
+
+    monkeypatch.setattr(train_module, "decode_images", decode_images)
+
+
+@pytest.mark.slow
+def test_embeddings_of_a_backbone_put_the_flipped_labels_first(mislabelled, backbone_weights, tmp_path, monkeypatch):
+    """The default method with a weights file: one embedding per image, a logistic regression per
+    fold. A classifier that saw the held-out fold would not flag all three (checked by hand)."""
+    no_whole_folder_decoding(monkeypatch)
+    out = tmp_path / "audit.csv"
+    run = ["audit", str(mislabelled), "--out", str(out), "--arch", "mobilenetv3-small", "--weights",
+           str(backbone_weights), "--image-size", "32", "--folds", "3"]  # fmt: skip
+    assert main(run) == 0
+
+    table = read_table(out, true_label=True)
+    assert list(table.columns) == AUDIT_COLUMNS and len(table) == 81
+    assert set(table["path"][:3]) == set(FLIPPED), table.head(6)
+    assert table["label_issue"][:3].all() and not table["label_issue"][3:].any()
+    flipped = table.set_index("path").loc[FLIPPED]
+    assert (flipped["label"] != flipped["true_label"]).all()  # the classifier saw through the names
+    last = table.iloc[-1]
+    assert (last["path"], last["status"], last["error"]) == ("cat.broken.jpg", "error", "not an image file")
+
+    job = json.loads((tmp_path / "audit.csv.job.json").read_text())
+    assert job["method"] == "embeddings + logistic regression" and job["out_of_fold_accuracy"] > 0.9
+    assert (job["arch"], job["weights"], job["image_size"], job["tta"]) == (
+        "mobilenetv3-small", str(backbone_weights.resolve()), 32, True
+    )
+    assert job["features"] == 576 and len(job["classifier"]["C"]) == 3  # MobileNetV3-Small's; one C per fold
+    assert not {"epochs", "batch_size", "learning_rate"} & set(job)
+    assert recorded_job(out)["folder"] == str(mislabelled.resolve())
+
+
+@pytest.mark.slow
+def test_imagenet_weights_that_cannot_be_downloaded_stop_the_audit_in_one_line(mislabelled, tmp_path, monkeypatch, capsys):
+    """No cached weights and no way to the weights server (a proxy that refuses, so this holds
+    on a machine with internet too): one line naming the URL and both ways out, before decoding."""
+    import catsdogs_batch.train as train_module
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # the discard port: nothing listens
+    for name in ("HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def decode_labelled(*args):
+        raise AssertionError("decoding started before the weights were there")
+
+    monkeypatch.setattr(train_module, "decode_labelled", decode_labelled)
+    assert main(["audit", str(mislabelled), "--out", str(tmp_path / "a.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cannot get the ImageNet weights of efficientnetv2-b0" in err and "https://storage.googleapis.com/" in err
+    assert "--weights FILE" in err and "--arch residual" in err
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_images_are_decoded_and_embedded_a_batch_at_a_time(tmp_path, monkeypatch):
+    """embed_images with a stand-in embedding (the mean colour of an image's left half): batches
+    of EMBED_BATCH images (with their mirrors), rows in order, the unreadable file skipped."""
+    no_whole_folder_decoding(monkeypatch)
+    folder = tmp_path / "labelled"
+    for n in range(EMBED_BATCH + 5):
+        write_image(folder / f"cat.{n}.png", 0, size=32, seed=n)
+        write_image(folder / f"dog.{n}.png", 1, size=32, seed=100 + n)
+    (folder / "dog.broken.jpg").write_bytes(b"")
+    items = find_labelled_images(folder)
+    readable = [item for item in items if item.path != "dog.broken.jpg"]
+    pixels = np.stack([load_image(folder / item.path, 32).pixels for item in readable]).astype(np.float32)
+
+    batches = []
+
+    def left_half_colour(batch: np.ndarray) -> np.ndarray:
+        batches.append(len(batch))
+        return batch[:, :, :16].mean(axis=(1, 2))
+
+    for tta, expected in ((True, pixels.mean(axis=(1, 2))), (False, pixels[:, :, :16].mean(axis=(1, 2)))):
+        batches.clear()
+        features, skipped = embed_images(folder, items, left_half_colour, 32, 2, tta)
+        assert skipped == [{"path": "dog.broken.jpg", "error": "empty file"}]
+        assert features.dtype == np.float32 and features == pytest.approx(expected, abs=1e-3)  # the mirror's right half
+        whole = [EMBED_BATCH] * (len(readable) // EMBED_BATCH)
+        assert batches == [n * (2 if tta else 1) for n in whole + [len(readable) % EMBED_BATCH]]
+
+
+def test_the_out_of_fold_classifier_never_sees_the_held_out_fold(monkeypatch):
+    """Features of pure noise, more of them than images: a classifier that had seen an image
+    could rank it by its label (AUC near 1, as the leaking folds below show); out of fold it can
+    only guess (AUC near 0.5). Features that do hold the label are read well."""
+    import catsdogs_batch.audit as audit_module
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 120)
+    noise = rng.normal(size=(120, 400)).astype(np.float32)
+    p_dog, method = classify_out_of_fold(noise, labels, 4, seed=0)
+    assert abs(roc_auc_score(labels, p_dog) - 0.5) < 0.2
+
+    informative = noise + 1.5 * labels[:, None] * (np.arange(400) < 20)
+    p_dog, method = classify_out_of_fold(informative, labels, 4, seed=0)
+    assert np.mean((p_dog >= 0.5) == labels) > 0.9
+    assert method["method"] == "embeddings + logistic regression" and method["features"] == 400
+    assert len(method["classifier"]["C"]) == 4 and set(method["classifier"]["C"]) <= set(method["classifier"]["C_grid"])
+
+    folds = audit_module._folds  # the check above can fail: with the held-out fold in training, it does
+    monkeypatch.setattr(audit_module, "_folds", lambda *a: ((np.arange(120), held) for _, held in folds(*a)))
+    assert roc_auc_score(labels, classify_out_of_fold(noise, labels, 4, seed=0)[0]) > 0.9
+
+
 @pytest.mark.slow
 def test_the_flipped_labels_come_first_and_review_shows_them(mislabelled, tmp_path):
     out = tmp_path / "audit.csv"
@@ -59,6 +191,10 @@ def test_the_flipped_labels_come_first_and_review_shows_them(mislabelled, tmp_pa
 
     job = recorded_job(out)
     assert job["folder"] == str(mislabelled.resolve()) and job["folds"] == 3 and job["seed"] == 0
+    assert (job["method"], job["arch"], job["epochs"], job["batch_size"], job["image_size"]) == (
+        "k-fold training", "seed", 6, 16, 32
+    )
+    assert "weights" not in job and "classifier" not in job
     with open_session(ReviewOptions(out)) as session:  # review finds the images through the job
         queue = session.queue
         assert session.images == mislabelled.resolve() and queue.uncertain == 0 and len(queue) == summary.issues
@@ -90,12 +226,24 @@ def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, c
         (["--out", str(tmp_path / "a.txt")], "must end in .csv or .parquet"),
         (["--folds", "41"], "--folds 41 needs at least 41 of each"),
         (["--image-size", "40", "--arch", "nope"], "invalid choice"),
-        (["--weights", str(tmp_path / "none.h5")], "--weights is for pretrained backbones"),
-        (["--arch", "mobilenetv3-small", "--weights", str(tmp_path / "none.h5")], "none.h5: no such file"),
+        (["--arch", "residual", "--weights", str(tmp_path / "none.h5")], "--weights is for pretrained backbones"),
+        (["--weights", str(tmp_path / "none.h5")], "none.h5: no such file"),
+        (["--weights", "none"], "--weights none: a backbone with random weights tells nothing"),
+        (["--epochs", "3"], "--epochs: --arch efficientnetv2-b0 trains no network"),
+        (["--batch-size", "8", "--learning-rate", "0.1"], "--batch-size, --learning-rate: --arch efficientnetv2-b0"),
     ]:
         assert main(run + extra) in (1, 2)
         assert message in capsys.readouterr().err
     assert main(run + ["--folds", "1"]) == 2 and "out of range" in capsys.readouterr().err
+    few = tmp_path / "few"  # each fold's classifier chooses its C in a 3-fold of its training folds
+    for n in range(5):
+        write_image(few / f"cat.{n}.png", 0, size=32, seed=n)
+        write_image(few / f"dog.{n + 1}.png", 1, size=32, seed=n)
+    write_image(few / "dog.0.png", 1, size=32)
+    assert main(["audit", str(few), "--out", str(tmp_path / "a.csv"), "--folds", "2"]) == 1
+    assert "only 5 cat images: --folds 2 needs at least 6 of each" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--image-size must be at least 32, not 16"):  # from Python
+        audit(AuditOptions(mislabelled, out=tmp_path / "a.csv", image_size=16))
     assert main(["audit", str(tmp_path / "missing")]) == 1 and "is not a folder" in capsys.readouterr().err
     (tmp_path / "c.csv").write_text("path,label\ncat.1.png,maybe\n")
     assert main(run + ["--corrections", str(tmp_path / "c.csv")]) == 1
