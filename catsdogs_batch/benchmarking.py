@@ -22,7 +22,11 @@ def cpu_description() -> str:
             elif key.strip() == "flags":
                 flags = set(value.split())
     vectors = " ".join(f for f in VECTOR_FLAGS if f in flags) or "unknown"
-    return f"CPU: {model}, {os.cpu_count()} cores, vector extensions: {vectors}"
+    text = f"CPU: {model}, {os.cpu_count()} cores, vector extensions: {vectors}"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if cap:  # how an AVX-512 machine measures an AVX2 one: TensorFlow's and OpenVINO's kernels capped
+        text += f"; oneDNN capped at {cap} (ONEDNN_MAX_CPU_ISA: TensorFlow and OpenVINO only, not ONNX Runtime)"
+    return text
 
 
 def alternate(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:

@@ -54,9 +54,17 @@ def default_threads() -> int:
     return os.cpu_count() or 1
 
 
+# oneDNN instruction sets (ONEDNN_MAX_CPU_ISA) without 8-bit dot products
+ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+
+
 def has_vnni() -> bool:
     """Whether this CPU has 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX),
-    whose int8 arithmetic cannot saturate as the older AVX2/AVX-512 one can (Linux only)."""
+    whose int8 arithmetic cannot saturate as the older AVX2/AVX-512 one can (Linux only). A
+    oneDNN capped below them (ONEDNN_MAX_CPU_ISA=AVX2, which OpenVINO and TensorFlow honour)
+    runs int8 as a CPU without them does, and counts as one."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_VNNI:
+        return False
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
