@@ -60,13 +60,12 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
     `Image.MAX_IMAGE_PIXELS`) is an error, not a memory blow-up.
     """
     try:
-        with _open_regular_file(path) as file, Image.open(file) as img:
-            img.seek(0)  # first frame of an animated GIF/WebP/TIFF
-            width, height = img.size
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-            pixels = _decode_jpeg(file, img.size, size) if img.format == "JPEG" and img.mode == "RGB" else None
-            if pixels is None:
-                pixels = _decode_with_pillow(img, size)
+        with _open_regular_file(path) as file:
+            decoded = _decode_plain_jpeg(file, size)
+            if decoded is None:
+                file.seek(0)
+                decoded = _decode_with_pillow(file, size)
+        pixels, width, height, orientation = decoded
         if orientation in _UPRIGHT:
             pixels = np.ascontiguousarray(_UPRIGHT[orientation](pixels))
         if orientation in (5, 6, 7, 8):
@@ -86,37 +85,101 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
         raise ImageError(f"unreadable image: {e}".splitlines()[0]) from None
 
 
-def _decode_jpeg(file: BinaryIO, stored_size: tuple[int, int], size: int) -> np.ndarray | None:
-    """RGB pixels of a colour JPEG by OpenCV's libjpeg-turbo: the same pixels as Pillow's, at the
-    same DCT scale as Pillow's `draft` (1/2, 1/4 or 1/8 when the photo is that much larger than
-    `size`), in about two thirds of the time. None where Pillow must judge: data that does not
-    end with the end-of-image marker (truncated, or followed by other data) or that OpenCV
-    cannot read."""
-    file.seek(0)
-    data = file.read()
-    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+Decoded = tuple[np.ndarray, int, int, int]  # RGB pixels as stored, the stored width and height, EXIF orientation
+
+
+def _decode_plain_jpeg(file: BinaryIO, size: int) -> Decoded | None:
+    """A colour JPEG decoded by OpenCV's libjpeg-turbo, its header read here: the same pixels
+    as Pillow's, at the DCT scale Pillow's `draft` picks (1/2, 1/4 or 1/8 when the photo is that
+    much larger than `size`), in about half the time. None where Pillow must judge: another
+    format, a header this does not follow (no EXIF orientation where it expects one, XMP, not
+    three components, more pixels than Pillow allows without a warning), data that does not end
+    with the end-of-image marker (truncated, or followed by other data), or data OpenCV cannot
+    decode."""
+    data = file.read(3)
+    if data != b"\xff\xd8\xff":
         return None
-    scale = next(s for s in (8, 4, 2, 1) if s <= min(stored_size) // size or s == 1)
+    data += file.read()
+    header = _jpeg_header(data)
+    if header is None or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    width, height, orientation = header
+    scale = next(s for s in (8, 4, 2, 1) if s <= min(width, height) // size or s == 1)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_SCALES[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         return None
     factor = min(bgr.shape[:2]) // (2 * size)
     if factor >= 2:  # beyond 1/8: a box reduction to within 2x of the target, as Pillow's below
         bgr = cv2.resize(bgr, (bgr.shape[1] // factor, bgr.shape[0] // factor), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width, height, orientation
 
 
-def _decode_with_pillow(img: Image.Image, size: int) -> np.ndarray:
-    """RGB pixels of any image Pillow reads, reduced cheaply to within 2x of `size`."""
-    if img.format == "JPEG":
-        img.draft("RGB", (size, size))  # DCT scaling: decode at 1/2, 1/4 or 1/8
-    img.load()
-    factor = min(img.size) // (2 * size)
-    if factor >= 2:  # other formats: a fast box reduction to within 2x of the target
-        if img.mode in _UNREDUCIBLE_MODES:
-            img = _to_rgb(img)
-        img = img.reduce(factor)
-    return np.asarray(_to_rgb(img), dtype=np.uint8)
+def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, EXIF orientation) from a JPEG's markers up to its frame header, for a
+    plain colour JPEG (three components, at most Image.MAX_IMAGE_PIXELS); None for anything
+    else."""
+    orientation, pos = 1, 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment = data[pos + 4 : pos + 2 + length]
+        if length < 2 or len(segment) != length - 2 or marker == 0xDA:  # cut short, or scan data before a frame
+            return None
+        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
+            found = _tiff_orientation(segment[6:])
+            if found is None:
+                return None
+            orientation = found
+        elif marker == 0xE1:  # XMP, which Pillow reads an orientation from
+            return None
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (SOFn)
+            if len(segment) < 6:
+                return None
+            height, width, components = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big"), segment[5]
+            if components != 3 or not 0 < width * height <= Image.MAX_IMAGE_PIXELS:
+                return None
+            return width, height, orientation
+        pos += 2 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    """The orientation tag of an EXIF block's first image (1 without one); None if unreadable."""
+    order = {b"II*\0": "little", b"MM\0*": "big"}.get(tiff[:4])
+    if order is None or len(tiff) < 8:
+        return None
+    offset = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[offset : offset + 2], order)
+    for start in range(offset + 2, offset + 2 + 12 * count, 12):
+        entry = tiff[start : start + 12]
+        if len(entry) < 12:
+            return None
+        if int.from_bytes(entry[:2], order) == _EXIF_ORIENTATION:
+            return int.from_bytes(entry[8:10], order) if int.from_bytes(entry[2:4], order) == 3 else None
+    return 1 if offset + 2 <= len(tiff) else None
+
+
+def _decode_with_pillow(file: BinaryIO, size: int) -> Decoded:
+    """Any image Pillow reads (the first frame of an animation): RGB pixels reduced cheaply to
+    within 2x of `size`, with its stored size and EXIF orientation."""
+    with Image.open(file) as img:
+        img.seek(0)
+        width, height = img.size
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))  # DCT scaling: decode at 1/2, 1/4 or 1/8
+        img.load()
+        factor = min(img.size) // (2 * size)
+        if factor >= 2:  # other formats: a fast box reduction to within 2x of the target
+            if img.mode in _UNREDUCIBLE_MODES:
+                img = _to_rgb(img)
+            img = img.reduce(factor)
+        return np.asarray(_to_rgb(img), dtype=np.uint8), width, height, orientation
 
 
 def _open_regular_file(path: str | os.PathLike) -> BinaryIO:

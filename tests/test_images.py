@@ -109,6 +109,53 @@ def test_colour_jpegs_give_pillows_pixels_at_its_dct_scale(tmp_path, stored, siz
     assert np.array_equal(load_image(path, size).pixels, expected)
 
 
+def _with_app1(jpeg: bytes, payload: bytes) -> bytes:
+    """`jpeg` with an APP1 segment holding `payload` right after its start marker."""
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+@pytest.mark.parametrize("block", ["big-endian EXIF", "XMP"])
+def test_orientations_pillow_reads_from_other_blocks_are_followed(tmp_path, block):
+    """EXIF in Motorola byte order, and XMP's tiff:Orientation (which Pillow reads when there is
+    no EXIF): both turned as Pillow's exif_transpose turns them (here 6: 90 degrees clockwise)."""
+    import cv2
+    from PIL import ImageOps
+
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = (255, 0, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    if block == "XMP":
+        payload = b"http://ns.adobe.com/xap/1.0/\0" + b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    else:  # a TIFF header, one IFD entry: orientation (0x0112), SHORT, count 1, value 6
+        payload = b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + b"\0\x01" + b"\x01\x12\0\x03\0\0\0\x01\0\x06\0\0" + bytes(4)
+    path = tmp_path / "turned.jpg"
+    path.write_bytes(_with_app1(buffer.getvalue(), payload))
+    with Image.open(path) as img:
+        upright = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    assert upright.shape[:2] == (64, 32)  # Pillow itself sees the orientation
+    image = load_image(path, 24)
+    assert (image.width, image.height) == (32, 64)
+    assert np.array_equal(image.pixels, cv2.resize(upright, (24, 24), interpolation=cv2.INTER_LINEAR))
+    if block != "XMP":  # read by the fast decoder itself, not left to Pillow
+        from catsdogs_batch.images import _decode_plain_jpeg
+
+        with open(path, "rb") as f:
+            assert _decode_plain_jpeg(f, 24)[1:] == (64, 32, 6)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_jpegs_that_are_not_three_components_give_pillows_pixels(tmp_path, mode):
+    import cv2
+
+    noise = np.random.default_rng(1).integers(0, 256, (40, 60, 4 if mode == "CMYK" else 1), dtype=np.uint8)
+    path = tmp_path / "other.jpg"
+    Image.fromarray(noise.squeeze(), mode).save(path, quality=90)
+    with Image.open(path) as img:
+        expected = cv2.resize(np.asarray(img.convert("RGB")), (24, 24), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(load_image(path, 24).pixels, expected)
+
+
 def test_a_jpeg_followed_by_other_data_still_decodes(tmp_path):
     """Some cameras append data after the end-of-image marker: Pillow decodes such files."""
     buffer = io.BytesIO()
