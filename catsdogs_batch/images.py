@@ -24,6 +24,11 @@ CLASS_NAMES = ("cat", "dog")  # index = label: 0 = cat, 1 = dog
 _FOLDER_LABELS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _EXIF_ORIENTATION = 0x0112
 _KAGGLE_NAME = re.compile(r"^(cat|dog)\.", re.IGNORECASE)
+FAST_JPEG_BYTES = 64 * 2**20  # larger JPEGs go to Pillow, which reads them as it decodes
+# JPEG markers a header holds before its first scan, each with a length: frames (SOF0-3, 5-7,
+# 9-11, 13-15), Huffman and arithmetic tables, quantization tables, restart interval, APPn, COM
+_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_HEADER_MARKERS = _FRAME_MARKERS | {0xC4, 0xCC, 0xDB, 0xDD, 0xFE} | set(range(0xE0, 0xF0))
 _JPEG_SCALES = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 # EXIF orientation -> what turns the stored pixels upright (as Pillow's ImageOps.exif_transpose)
 _UPRIGHT = {
@@ -91,34 +96,35 @@ Decoded = tuple[np.ndarray, int, int, int]  # RGB pixels as stored, the stored w
 def _decode_plain_jpeg(file: BinaryIO, size: int) -> Decoded | None:
     """A colour JPEG decoded by OpenCV's libjpeg-turbo, its header read here: the same pixels
     as Pillow's, at the DCT scale Pillow's `draft` picks (1/2, 1/4 or 1/8 when the photo is that
-    much larger than `size`), in about half the time. None where Pillow must judge: another
-    format, a header this does not follow (no EXIF orientation where it expects one, XMP, not
-    three components, more pixels than Pillow allows without a warning), data that does not end
-    with the end-of-image marker (truncated, or followed by other data), or data OpenCV cannot
-    decode."""
-    data = file.read(3)
-    if data != b"\xff\xd8\xff":
+    much larger than `size`), in about two thirds of the time. None where Pillow must judge:
+    another format, a file over FAST_JPEG_BYTES, a header `_jpeg_header` does not follow, data
+    that does not end with the end-of-image marker (truncated, or followed by other data), or
+    pixels OpenCV cannot decode to the size the header gives."""
+    if os.fstat(file.fileno()).st_size > FAST_JPEG_BYTES or file.read(3) != b"\xff\xd8\xff":
         return None
-    data += file.read()
+    data = b"\xff\xd8\xff" + file.read()
     header = _jpeg_header(data)
     if header is None or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
     width, height, orientation = header
     scale = next(s for s in (8, 4, 2, 1) if s <= min(width, height) // size or s == 1)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_SCALES[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None:
+    if bgr is None or bgr.shape != (-(-height // scale), -(-width // scale), 3):
         return None
-    factor = min(bgr.shape[:2]) // (2 * size)
-    if factor >= 2:  # beyond 1/8: a box reduction to within 2x of the target, as Pillow's below
-        bgr = cv2.resize(bgr, (bgr.shape[1] // factor, bgr.shape[0] // factor), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width, height, orientation
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    factor = min(rgb.shape[:2]) // (2 * size)
+    if factor >= 2:  # beyond 1/8: Pillow's box reduction to within 2x of the target, as below
+        rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
+    return rgb, width, height, orientation
 
 
 def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, EXIF orientation) from a JPEG's markers up to its frame header, for a
-    plain colour JPEG (three components, at most Image.MAX_IMAGE_PIXELS); None for anything
-    else."""
-    orientation, pos = 1, 2
+    """(width, height, EXIF orientation) of a plain colour JPEG from its markers up to the first
+    scan: one 8-bit frame of three components within Pillow's pixel limit, only the markers a
+    header holds (each with its length), the orientation of the first EXIF block. None for
+    anything else (standalone or unknown markers, XMP, which Pillow also reads an orientation
+    from, a second frame...): Pillow decides those."""
+    frame, orientation, pos = None, None, 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return None
@@ -126,42 +132,56 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        if marker == 0xDA:  # the first scan: the header is complete
+            break
+        if marker not in _HEADER_MARKERS:
+            return None
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         segment = data[pos + 4 : pos + 2 + length]
-        if length < 2 or len(segment) != length - 2 or marker == 0xDA:  # cut short, or scan data before a frame
+        if length < 2 or len(segment) != length - 2:
             return None
         if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
-            found = _tiff_orientation(segment[6:])
-            if found is None:
-                return None
-            orientation = found
-        elif marker == 0xE1:  # XMP, which Pillow reads an orientation from
+            if orientation is None:  # Pillow keeps the first EXIF block
+                orientation = _tiff_orientation(segment[6:])
+                if orientation is None:
+                    return None
+        elif marker == 0xE1:  # XMP (or another APP1)
             return None
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (SOFn)
-            if len(segment) < 6:
+        elif marker in _FRAME_MARKERS:
+            if frame is not None or len(segment) < 6 or segment[0] != 8:
                 return None
-            height, width, components = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big"), segment[5]
-            if components != 3 or not 0 < width * height <= Image.MAX_IMAGE_PIXELS:
-                return None
-            return width, height, orientation
+            frame = int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"), segment[5]
         pos += 2 + length
-    return None
+    else:
+        return None
+    if frame is None:
+        return None
+    width, height, components = frame
+    limit = Image.MAX_IMAGE_PIXELS
+    if components != 3 or width * height == 0 or (limit is not None and width * height > limit):
+        return None
+    return width, height, orientation or 1
 
 
 def _tiff_orientation(tiff: bytes) -> int | None:
-    """The orientation tag of an EXIF block's first image (1 without one); None if unreadable."""
+    """The orientation tag of an EXIF block's first image (1 without one); None if unreadable or
+    not one SHORT."""
     order = {b"II*\0": "little", b"MM\0*": "big"}.get(tiff[:4])
     if order is None or len(tiff) < 8:
         return None
     offset = int.from_bytes(tiff[4:8], order)
+    if offset + 2 > len(tiff):
+        return None
     count = int.from_bytes(tiff[offset : offset + 2], order)
     for start in range(offset + 2, offset + 2 + 12 * count, 12):
         entry = tiff[start : start + 12]
         if len(entry) < 12:
             return None
         if int.from_bytes(entry[:2], order) == _EXIF_ORIENTATION:
-            return int.from_bytes(entry[8:10], order) if int.from_bytes(entry[2:4], order) == 3 else None
-    return 1 if offset + 2 <= len(tiff) else None
+            if entry[2:8] != (b"\x03\0\x01\0\0\0" if order == "little" else b"\0\x03\0\0\0\x01"):
+                return None  # not one SHORT: Pillow's reading of it decides
+            return int.from_bytes(entry[8:10], order)
+    return 1
 
 
 def _decode_with_pillow(file: BinaryIO, size: int) -> Decoded:
@@ -171,7 +191,7 @@ def _decode_with_pillow(file: BinaryIO, size: int) -> Decoded:
         img.seek(0)
         width, height = img.size
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-        if img.format == "JPEG":
+        if img.format in ("JPEG", "MPO"):  # (MPO: a phone's JPEG with more pictures after it)
             img.draft("RGB", (size, size))  # DCT scaling: decode at 1/2, 1/4 or 1/8
         img.load()
         factor = min(img.size) // (2 * size)

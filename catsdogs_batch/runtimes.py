@@ -63,7 +63,8 @@ def has_vnni() -> bool:
     whose int8 arithmetic cannot saturate as the older AVX2/AVX-512 one can (Linux only). A
     oneDNN capped below them (ONEDNN_MAX_CPU_ISA=AVX2, which OpenVINO and TensorFlow honour)
     runs int8 as a CPU without them does, and counts as one."""
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_VNNI:
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""  # (its older name)
+    if cap.strip().upper() in ISAS_WITHOUT_VNNI:
         return False
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()

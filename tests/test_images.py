@@ -93,7 +93,9 @@ def test_every_exif_orientation_is_turned_upright_as_pillow_does(tmp_path, orien
     assert np.array_equal(image.pixels, expected)
 
 
-@pytest.mark.parametrize(("stored", "size"), [((200, 150), 128), ((1000, 800), 128), ((1000, 800), 64)])
+@pytest.mark.parametrize(
+    ("stored", "size"), [((200, 150), 128), ((1000, 800), 128), ((1000, 800), 64), ((800, 800), 16), ((1000, 1030), 16)]
+)
 def test_colour_jpegs_give_pillows_pixels_at_its_dct_scale(tmp_path, stored, size):
     """The fast JPEG decoder must not change what a model sees: the pixels are Pillow's, at the
     scale Pillow's draft picks (none, 1/4 and 1/8 here), then resized as load_image does."""
@@ -104,7 +106,8 @@ def test_colour_jpegs_give_pillows_pixels_at_its_dct_scale(tmp_path, stored, siz
     Image.fromarray(noise).save(path, quality=90)
     with Image.open(path) as img:
         img.draft("RGB", (size, size))
-        reference = np.asarray(img.convert("RGB"))
+        factor = min(img.size) // (2 * size)  # past 1/8, Pillow's box reduction (the last two)
+        reference = np.asarray((img.reduce(factor) if factor >= 2 else img).convert("RGB"))
     expected = cv2.resize(reference, (size, size), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(load_image(path, size).pixels, expected)
 
@@ -142,6 +145,48 @@ def test_orientations_pillow_reads_from_other_blocks_are_followed(tmp_path, bloc
 
         with open(path, "rb") as f:
             assert _decode_plain_jpeg(f, 24)[1:] == (64, 32, 6)
+
+
+def _exif_orientation_block(orientation: int) -> bytes:
+    """An APP1 EXIF payload: a big-endian TIFF header and one IFD entry, orientation (0x0112),
+    SHORT, count 1."""
+    entry = b"\x01\x12\0\x03\0\0\0\x01" + orientation.to_bytes(2, "big") + b"\0\0"
+    return b"Exif\0\0MM\0*" + (8).to_bytes(4, "big") + b"\0\x01" + entry + bytes(4)
+
+
+def test_the_first_exif_block_counts_wherever_the_header_holds_it(tmp_path):
+    """As Pillow: of two EXIF blocks the first (6: 90 degrees clockwise) counts, and an EXIF
+    block after the frame header counts too."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 32), (200, 20, 20)).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    two = _with_app1(_with_app1(jpeg, _exif_orientation_block(3)), _exif_orientation_block(6))
+    frame = jpeg.index(b"\xff\xc0")
+    after = frame + 2 + int.from_bytes(jpeg[frame + 2 : frame + 4], "big")
+    late = _with_app1(jpeg[after - 2 :], _exif_orientation_block(6))  # a "file" from the frame's end
+    late = jpeg[:after] + late[2:]
+    for name, data in (("two.jpg", two), ("late.jpg", late)):
+        (tmp_path / name).write_bytes(data)
+        with Image.open(tmp_path / name) as img:
+            assert img.getexif().get(0x0112) == 6  # what Pillow reads
+        assert (load_image(tmp_path / name, 16).width, load_image(tmp_path / name, 16).height) == (32, 64), name
+
+
+def test_a_huge_frame_hidden_behind_a_marker_without_length_is_still_a_bomb(tmp_path):
+    """FFD0 (a restart marker) has no length: a reader that takes the next two bytes for one
+    would skip the real 20000 x 10000 frame and see a small one; Pillow refuses the file."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    start = data.index(b"\xff\xc0")
+    end = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+    small = data[start:end]
+    huge = small[:5] + (10000).to_bytes(2, "big") + (20000).to_bytes(2, "big") + small[9:]
+    hidden = huge + b"\xff\xe5" + (2 + len(small)).to_bytes(2, "big")  # the small frame inside an APP5
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(data[:start] + b"\xff\xd0" + (2 + len(hidden)).to_bytes(2, "big") + hidden + small + data[end:])
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(path, 32)
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK"])
