@@ -302,11 +302,13 @@ def with_true_labels(results: pd.DataFrame, truth: list[int | None]) -> pd.DataF
     return results
 
 
-def validation_results(run: Path) -> Path:
+def validation_results(run: Path, images: Path | None = None) -> Path:
     """The validation images of a training run predicted by its model, as evaluate's table
     `<run>/validation.csv` with the labels the run trained against (its corrections included):
-    what `catsdogs review RUN` shows. Written on first use, and again once the model file has
-    changed (its sha256 is in the table's job file, with the images folder)."""
+    what `catsdogs review RUN` shows. `images`: the training folder, when it is no longer where
+    run.json says. Written on first use, and again when the model, the split or the folder
+    changed (the job file beside the table records their sha256s and the folder); a
+    validation.csv this tool did not write is never replaced."""
     from .checkpoint import find_checkpoint
     from .engine import table_lock
     from .predictor import Predictor
@@ -316,20 +318,28 @@ def validation_results(run: Path) -> Path:
     checkpoint = find_checkpoint(run)
     if checkpoint.is_export:
         raise UserError(f"{checkpoint.model_path} is an export: name the run folder it came from")
-    data = Path(checkpoint.run.get("config", {}).get("data", ""))
     split = checkpoint.folder / SPLIT_FILE
     if not split.is_file():
         raise UserError(f"{shown(checkpoint.folder)} has no {SPLIT_FILE}: no validation images to review")
-    if not data.is_dir():
-        raise UserError(f"the validation images of {shown(checkpoint.folder)} are not at {shown(data)}")
+    config = checkpoint.run.get("config")
+    recorded_data = config.get("data") if isinstance(config, dict) else None
+    data = images or (Path(recorded_data) if isinstance(recorded_data, str) and recorded_data else None)
+    if data is None or not data.is_dir():
+        where = f"not at {shown(data)}" if data is not None else "not recorded in its run.json"
+        raise UserError(f"the training images of {shown(checkpoint.folder)} are {where}: pass --images DIR")
     table = checkpoint.folder / VALIDATION_TABLE
-    model = sha256(checkpoint.model_path)
+    made_from = {
+        "folder": str(data.resolve()), "model_sha256": sha256(checkpoint.model_path), "split_sha256": sha256(split),
+    }  # fmt: skip
     with table_lock(table):
         try:
             recorded = json.loads(job_file(table).read_text())
         except (OSError, ValueError):
-            recorded = {}
-        if table.is_file() and isinstance(recorded, dict) and recorded.get("model_sha256") == model:
+            recorded = None
+        ours = isinstance(recorded, dict) and recorded.get("command") == "validation"
+        if table.exists() and not ours:
+            raise UserError(f"{shown(table)} was not written by catsdogs review: move it away (it is never replaced)")
+        if table.is_file() and all(recorded.get(key) == value for key, value in made_from.items()):
             return table
         items = read_split(split)[1]
         predictor = Predictor(checkpoint.model_path)
@@ -342,8 +352,7 @@ def validation_results(run: Path) -> Path:
         job_file(table).unlink(missing_ok=True)  # a table being replaced loses its record first
         write_table(table, [with_true_labels(frame, [item.label for item in items])])
         atomic_write_json(job_file(table), {
-            "command": "validation", "folder": str(data.resolve()), "model": str(checkpoint.model_path.resolve()),
-            "model_sha256": model, "images": len(items),
+            "command": "validation", **made_from, "model": str(checkpoint.model_path.resolve()), "images": len(items),
         })  # fmt: skip
     log.info("validation images of %s predicted -> %s", shown(checkpoint.folder), shown(table))
     return table

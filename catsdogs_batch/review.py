@@ -66,16 +66,17 @@ PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}  # serve
 # --- the table and its order ---------------------------------------------------------------
 
 
-def find_table(path: Path) -> Path:
+def find_table(path: Path, images: Path | None = None) -> Path:
     """The results table: `path` itself, the results.csv of an evaluate or submission folder,
-    or a training run's validation images predicted by its model (see `validation_results`)."""
+    or a training run's validation images predicted by its model (see `validation_results`;
+    `images`: its training folder, if not where the run says)."""
     if path.is_dir():
         if (path / "results.csv").is_file():
             return path / "results.csv"
         if (path / RUN_FILE).is_file():
             from .evaluate import validation_results
 
-            return validation_results(path)
+            return validation_results(path, images)
         raise UserError(f"{path} is a folder without results.csv: name the results table (or a training run)")
     if not path.is_file():
         raise UserError(f"no results table at {path}")
@@ -484,7 +485,7 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
     """Read the table, settle the images folder, band and corrections file, and order the queue;
     the session is used while the corrections' lock (`<corrections>.lock`) is held, taken before
     the file is read so that no other writer changes it underneath."""
-    table = find_table(options.table)
+    table = find_table(options.table, options.images)
     job = recorded_job(table)
     images = options.images
     if images is None:

@@ -167,6 +167,24 @@ def test_a_training_run_is_reviewed_on_its_validation_images(tiny_model, second_
     again = read_table(run / "validation.csv", true_label=True)
     assert not np.allclose(again["p_dog"], table["p_dog"])
 
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps(record | {"config": {**record["config"], "data": str(tmp_path / "gone")}}))
+    with pytest.raises(UserError, match="pass --images DIR"):
+        opened(ReviewOptions(run))
+    assert opened(ReviewOptions(run, images=moved)).images == moved.resolve()  # another folder: predicted again
+    assert json.loads((run / "validation.csv.job.json").read_text())["folder"] == str(moved.resolve())
+    (run / "run.json").write_text(json.dumps(record | {"config": {**record["config"], "data": None}}))
+    with pytest.raises(UserError, match="not recorded in its run.json: pass --images DIR"):
+        opened(ReviewOptions(run))
+
+    (run / "validation.csv.job.json").unlink()  # a validation.csv this tool did not write is kept
+    mine = (run / "validation.csv").read_bytes()
+    with pytest.raises(UserError, match="not written by catsdogs review"):
+        opened(ReviewOptions(run, images=moved))
+    assert (run / "validation.csv").read_bytes() == mine
+
     (run / "split.csv").unlink()
     (run / "validation.csv").unlink()
     with pytest.raises(UserError, match="has no split.csv"):
