@@ -7,7 +7,9 @@ In one process, same model, same folder, images per second of:
   (c) the model alone on decoded tensors already in memory (the ceiling),
   (d) this engine end to end, decoding and writing the results table, its start-up (to the
       first batch's rows: walking, the first decoding, the model's first call) subtracted as
-      the targets say (printed with it too).
+      the targets say (printed with it too);
+then where the engine's time goes: (e) decoding alone on the same threads, and (f) the engine
+with a model that costs nothing (walking, decoding, rows, shards, table).
 Targets: d/c >= 0.95 and d/b >= 1.15; d/a is the speed-up over the per-image script.
 Under ONEDNN_MAX_CPU_ISA=AVX2, TensorFlow (and OpenVINO) run as on an AVX2-only CPU.
 With --runtimes, then Keras against its ONNX Runtime and OpenVINO exports, fp32 and int8
@@ -84,6 +86,27 @@ def engine(predictor, folder: Path, batch_size: int, workers: int, n: int) -> tu
         return summary.images_per_second_after_startup, summary.images_per_second
 
 
+def decoding(paths: list[Path], size: int, workers: int) -> float:
+    from catsdogs_batch.images import decode_many
+
+    start = time.perf_counter()
+    for _ in decode_many(paths, size, workers):
+        pass
+    return rate(len(paths), time.perf_counter() - start)
+
+
+def without_model(predictor):
+    """`predictor` with a model that costs nothing (p_dog 0.5 for every image): the engine's
+    own work, measured through the same code."""
+    import copy
+
+    import numpy as np
+
+    stub = copy.copy(predictor)
+    stub.predict = lambda pixels: np.full(len(pixels), 0.5)
+    return stub
+
+
 def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds: int, naive_count: int) -> None:
     import numpy as np
 
@@ -104,7 +127,7 @@ def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds:
     # warm-up: tracing and first allocations for every path
     naive_loop(model, paths[:5], size), keras_dataset(model, folder, size, batch_size, n)
     model_only(predictor, pixels, batch_size), engine(predictor, folder, batch_size, workers, n)
-    results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
+    results: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": [], "e": [], "f": []}
     whole = []  # (d) with its start-up
     for _ in range(rounds):  # interleaved, so machine drift hits all alike
         results["a"].append(naive_loop(model, paths[:naive_count], size))
@@ -113,12 +136,16 @@ def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds:
         after_startup, with_startup = engine(predictor, folder, batch_size, workers, n)
         results["d"].append(after_startup)
         whole.append(with_startup)
+        results["e"].append(decoding(paths, size, workers))
+        results["f"].append(engine(without_model(predictor), folder, batch_size, workers, n)[0])
     best = {k: max(v) for k, v in results.items()}
     names = {
         "a": f"(a) naive load_img + predict per image ({naive_count} images)",
         "b": "(b) image_dataset_from_directory + model.predict",
         "c": "(c) model alone on tensors in memory",
         "d": "(d) catsdogs engine end to end, start-up subtracted",
+        "e": f"(e) where the rest goes: decoding alone ({workers} threads)",
+        "f": "(f) the engine with a model that costs nothing",
     }
     for key, name in names.items():
         print(f"{name:58s} {best[key]:8.1f} img/s   (all: {', '.join(f'{v:.1f}' for v in results[key])})")
@@ -126,6 +153,9 @@ def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds:
     print(f"d/c = {best['d'] / best['c']:.3f}  (target >= 0.95: {'met' if best['d'] / best['c'] >= 0.95 else 'MISSED'})")
     print(f"d/b = {best['d'] / best['b']:.3f}  (target >= 1.15: {'met' if best['d'] / best['b'] >= 1.15 else 'MISSED'})")
     print(f"d/a = {best['d'] / best['a']:.1f}x faster than the per-image script")
+    serial = 1 / (1 / best["c"] + 1 / best["f"])
+    print(f"the engine's own work (f) and the model (c) one after the other: {serial:.1f} img/s = {serial / best['c']:.3f} of c "
+          f"(on cores the model keeps busy, d can only gain on this by overlapping them)")  # fmt: skip
 
 
 def memory(folder: Path, model_path: Path, counts: list[int]) -> None:
