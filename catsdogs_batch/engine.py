@@ -130,7 +130,8 @@ class Progress:
 
         self.bar = tqdm(unit="img", desc="predict", disable=not self.options.engine.progress, smoothing=0.1)
         self._stop = threading.Event()
-        threading.Thread(target=self._count, daemon=True).start()
+        if self.options.engine.progress:  # no bar, no second walk of the folder
+            threading.Thread(target=self._count, daemon=True).start()
         return self.bar
 
     def _count(self) -> None:

@@ -9,7 +9,6 @@ but left out of them.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import logging
@@ -38,7 +37,7 @@ from .metrics import (
     roc_curve,
 )
 from .options import EvaluateOptions, PredictOptions
-from .tables import COLUMNS, DTYPES, read_table, write_table
+from .tables import COLUMNS, DTYPES, read_table, row_values, write_table
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +347,7 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
             for k in range(0, len(items), VALIDATION_BATCH)
             for row in predictor.predict_files(data, [item.path for item in items[k : k + VALIDATION_BATCH]])
         ]
-        frame = pd.DataFrame([dataclasses.astuple(row) for row in rows], columns=COLUMNS).astype(DTYPES)
+        frame = pd.DataFrame([row_values(row) for row in rows], columns=COLUMNS).astype(DTYPES)
         job_file(table).unlink(missing_ok=True)  # a table being replaced loses its record first
         write_table(table, [with_true_labels(frame, [item.label for item in items])])
         atomic_write_json(job_file(table), {

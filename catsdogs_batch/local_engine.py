@@ -26,18 +26,21 @@ def distributor(
 def distribute(options: PredictOptions, predictor: Predictor, shards: Iterator[Shard]) -> Iterator[int | FinishedShard]:
     engine = options.engine
     todo: deque[Shard] = deque()
+    relative: deque[str] = deque()  # the table's path of each file handed to the decoders, in order
 
     def paths():
         for shard in shards:
             todo.append(shard)
-            yield from (options.folder / p for p in shard.paths)
+            for path in shard.paths:
+                relative.append(path)
+                yield options.folder / path
 
     rows = []
     shard_started = time.perf_counter()
     decoded = decode_many(paths(), predictor.image_size, engine.workers, window=4 * engine.batch_size)
     for chunk in chunks(decoded, engine.batch_size):
-        relative = [p.relative_to(options.folder).as_posix() for p, _ in chunk]
-        rows += predictor.rows(relative, [d for _, d in chunk], options.labelling)
+        names = [relative.popleft() for _ in chunk]
+        rows += predictor.rows(names, [d for _, d in chunk], options.labelling)
         yield len(chunk)
         while todo and len(rows) >= len(todo[0].paths):
             shard = todo.popleft()

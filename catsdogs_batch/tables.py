@@ -7,7 +7,8 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import astuple, dataclass, fields
+import operator
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +32,8 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+# A row's values in column order (dataclasses.astuple deep-copies each one: 45 us a row)
+row_values = operator.attrgetter(*COLUMNS)
 # `catsdogs evaluate` writes the true label (from the file's name or folder) beside the prediction.
 EVALUATE_COLUMNS = [*COLUMNS[: COLUMNS.index("label") + 1], "true_label", *COLUMNS[COLUMNS.index("label") + 1 :]]
 # `catsdogs label --corrections` says who gave each label: `model`, or `human` (a corrections file).
@@ -109,7 +112,7 @@ def write_shard(path: Path, rows: Iterable[Row]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
         writer = CsvWriter(f)
         writer.writerow(COLUMNS)
-        writer.writerows(["" if v is None else v for v in astuple(row)] for row in rows)
+        writer.writerows(["" if v is None else v for v in row_values(row)] for row in rows)
 
 
 def read_table(path: str | os.PathLike, *, true_label: bool = False) -> pd.DataFrame:
