@@ -122,9 +122,9 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, EXIF orientation) of a plain colour JPEG from its markers up to the first
     scan: one 8-bit frame of three components within Pillow's pixel limit, only the markers a
     header holds (each with its length), the orientation of the first EXIF block. None for
-    anything else (standalone or unknown markers, XMP, which Pillow also reads an orientation
-    from, a second frame...): Pillow decides those."""
-    frame, orientation, pos = None, None, 2
+    anything else (standalone or unknown markers, XMP without an EXIF orientation, since Pillow
+    then reads one from the XMP, a second frame...): Pillow decides those."""
+    frame, orientation, xmp, pos = None, None, False, 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return None
@@ -146,7 +146,7 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
                 if orientation is None:
                     return None
         elif marker == 0xE1:  # XMP (or another APP1)
-            return None
+            xmp = True
         elif marker in _FRAME_MARKERS:
             if frame is not None or len(segment) < 6 or segment[0] != 8:
                 return None
@@ -154,18 +154,21 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
         pos += 2 + length
     else:
         return None
-    if frame is None:
+    if frame is None or (xmp and orientation in (None, NO_ORIENTATION)):
         return None
     width, height, components = frame
     limit = Image.MAX_IMAGE_PIXELS
     if components != 3 or width * height == 0 or (limit is not None and width * height > limit):
         return None
-    return width, height, orientation or 1
+    return width, height, 1 if orientation in (None, NO_ORIENTATION) else orientation
+
+
+NO_ORIENTATION = -1
 
 
 def _tiff_orientation(tiff: bytes) -> int | None:
-    """The orientation tag of an EXIF block's first image (1 without one); None if unreadable or
-    not one SHORT."""
+    """The orientation tag of an EXIF block's first image (NO_ORIENTATION without one); None if
+    unreadable or not one SHORT."""
     order = {b"II*\0": "little", b"MM\0*": "big"}.get(tiff[:4])
     if order is None or len(tiff) < 8:
         return None
@@ -181,7 +184,7 @@ def _tiff_orientation(tiff: bytes) -> int | None:
             if entry[2:8] != (b"\x03\0\x01\0\0\0" if order == "little" else b"\0\x03\0\0\0\x01"):
                 return None  # not one SHORT: Pillow's reading of it decides
             return int.from_bytes(entry[8:10], order)
-    return 1
+    return NO_ORIENTATION
 
 
 def _decode_with_pillow(file: BinaryIO, size: int) -> Decoded:

@@ -172,6 +172,23 @@ def test_the_first_exif_block_counts_wherever_the_header_holds_it(tmp_path):
         assert (load_image(tmp_path / name, 16).width, load_image(tmp_path / name, 16).height) == (32, 64), name
 
 
+def test_an_exif_orientation_wins_over_xmp_as_in_pillow(tmp_path):
+    """Phones write both: Pillow reads XMP's tiff:Orientation only where EXIF has none."""
+    from catsdogs_batch.images import _decode_plain_jpeg
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 32), (200, 20, 20)).save(buffer, "JPEG")
+    xmp = b"http://ns.adobe.com/xap/1.0/\0" + b'<x:xmpmeta><rdf:Description tiff:Orientation="3"/></x:xmpmeta>'
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(_with_app1(_with_app1(buffer.getvalue(), xmp), _exif_orientation_block(6)))
+    with Image.open(path) as img:
+        assert img.getexif().get(0x0112) == 6
+    image = load_image(path, 16)
+    assert (image.width, image.height) == (32, 64)
+    with open(path, "rb") as f:
+        assert _decode_plain_jpeg(f, 16)[1:] == (64, 32, 6)  # the fast decoder's own reading
+
+
 def test_a_huge_frame_hidden_behind_a_marker_without_length_is_still_a_bomb(tmp_path):
     """FFD0 (a restart marker) has no length: a reader that takes the next two bytes for one
     would skip the real 20000 x 10000 frame and see a small one; Pillow refuses the file."""
