@@ -23,6 +23,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 CLASS_NAMES = ("cat", "dog")  # index = label: 0 = cat, 1 = dog
 _FOLDER_LABELS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _EXIF_ORIENTATION = 0x0112
+_NO_ORIENTATION = -1  # an EXIF block without the orientation tag
 _KAGGLE_NAME = re.compile(r"^(cat|dog)\.", re.IGNORECASE)
 FAST_JPEG_BYTES = 64 * 2**20  # larger JPEGs go to Pillow, which reads them as it decodes
 # JPEG markers a header holds before its first scan, each with a length: frames (SOF0-3, 5-7,
@@ -154,20 +155,17 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
         pos += 2 + length
     else:
         return None
-    if frame is None or (xmp and orientation in (None, NO_ORIENTATION)):
+    if frame is None or (xmp and orientation in (None, _NO_ORIENTATION)):
         return None
     width, height, components = frame
     limit = Image.MAX_IMAGE_PIXELS
     if components != 3 or width * height == 0 or (limit is not None and width * height > limit):
         return None
-    return width, height, 1 if orientation in (None, NO_ORIENTATION) else orientation
-
-
-NO_ORIENTATION = -1
+    return width, height, 1 if orientation in (None, _NO_ORIENTATION) else orientation
 
 
 def _tiff_orientation(tiff: bytes) -> int | None:
-    """The orientation tag of an EXIF block's first image (NO_ORIENTATION without one); None if
+    """The orientation tag of an EXIF block's first image (_NO_ORIENTATION without one); None if
     unreadable or not one SHORT."""
     order = {b"II*\0": "little", b"MM\0*": "big"}.get(tiff[:4])
     if order is None or len(tiff) < 8:
@@ -184,7 +182,7 @@ def _tiff_orientation(tiff: bytes) -> int | None:
             if entry[2:8] != (b"\x03\0\x01\0\0\0" if order == "little" else b"\0\x03\0\0\0\x01"):
                 return None  # not one SHORT: Pillow's reading of it decides
             return int.from_bytes(entry[8:10], order)
-    return NO_ORIENTATION
+    return _NO_ORIENTATION
 
 
 def _decode_with_pillow(file: BinaryIO, size: int) -> Decoded:
