@@ -6,6 +6,7 @@ uint8-range RGB pixels and ends in one sigmoid unit named `p_dog`."""
 from __future__ import annotations
 
 import math
+import socket
 import zipfile
 
 import keras
@@ -14,6 +15,8 @@ from keras import layers, ops
 from .checkpoint import RUN_FILE, Checkpoint
 from .errors import UserError
 from .options import ARCHITECTURES, Augmentation, TrainOptions
+
+DOWNLOAD_TIMEOUT = 60  # seconds without data before a download of ImageNet weights gives up
 
 OUTPUT_LAYER = "p_dog"
 
@@ -101,6 +104,8 @@ def pretrained_features(arch: str, image_size: int, weights: str) -> keras.Model
     runs in inference mode. A backbone without its weights stops here with a one-line UserError."""
     name = ARCHITECTURES[arch].backbone
     constructor = getattr(keras.applications, name)
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # Keras' download would wait forever on a silent network
     try:
         backbone = constructor(
             include_top=False,
@@ -112,6 +117,8 @@ def pretrained_features(arch: str, image_size: int, weights: str) -> keras.Model
         raise
     except Exception as e:  # a failed download, a weights file of another network...
         raise UserError(_weights_error(arch, weights, e)) from None
+    finally:
+        socket.setdefaulttimeout(timeout)
     backbone.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = inputs

@@ -299,6 +299,33 @@ def test_imagenet_weights_that_cannot_be_downloaded_are_one_line(kaggle_train_fo
     assert len(err.splitlines()) == 1
 
 
+def test_a_weights_download_that_hangs_gives_up_in_one_line(tmp_path, monkeypatch):
+    """A network that accepts and never answers (here a proxy that listens and stays silent)
+    must not hang the command: the download gives up after DOWNLOAD_TIMEOUT seconds."""
+    import socket
+    import time
+
+    from catsdogs_batch import model as model_module
+    from catsdogs_batch.errors import UserError
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    for name in ("HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(model_module, "DOWNLOAD_TIMEOUT", 1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UserError, match="cannot get the ImageNet weights of mobilenetv3-small"):
+            model_module.pretrained_features("mobilenetv3-small", 32, "imagenet")
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 30
+    assert socket.getdefaulttimeout() is None  # the process's own setting is given back
+
+
 @pytest.mark.slow
 def test_a_pretrained_backbone_trains_its_head_then_its_top_and_resumes(
     kaggle_train_folder, tmp_path, monkeypatch
