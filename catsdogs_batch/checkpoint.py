@@ -78,6 +78,14 @@ def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(model_path, run)
 
 
+def training_folder(checkpoint: Checkpoint) -> Path | None:
+    """The labelled folder the run trained on, as its run.json records it (relative to the
+    folder `train` ran in, if it was given so); None where it records none."""
+    config = checkpoint.run.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    return Path(data) if isinstance(data, str) and data else None
+
+
 def run_name(path: Path) -> str:
     """The run a model path names: its folder's name (of a model file, its parent's)."""
     return path.name if path.is_dir() else path.parent.name

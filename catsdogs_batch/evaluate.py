@@ -308,7 +308,7 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     run.json says. Written on first use, and again when the model, the split or the folder
     changed (the job file beside the table records their sha256s and the folder); a
     validation.csv this tool did not write is never replaced."""
-    from .checkpoint import find_checkpoint
+    from .checkpoint import find_checkpoint, training_folder
     from .engine import table_lock
     from .predictor import Predictor
     from .shards import job_file
@@ -320,9 +320,7 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     split = checkpoint.folder / SPLIT_FILE
     if not split.is_file():
         raise UserError(f"{shown(checkpoint.folder)} has no {SPLIT_FILE}: no validation images to review")
-    config = checkpoint.run.get("config")
-    recorded_data = config.get("data") if isinstance(config, dict) else None
-    data = images or (Path(recorded_data) if isinstance(recorded_data, str) and recorded_data else None)
+    data = images or training_folder(checkpoint)
     if data is None or not data.is_dir():
         where = f"not at {shown(data)}" if data is not None else "not recorded in its run.json"
         raise UserError(f"the training images of {shown(checkpoint.folder)} are {where}: pass --images DIR")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint
+from .checkpoint import MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, training_folder
 from .errors import UserError
-from .files import atomic_write_json, sha256, umask_mode
+from .files import atomic_write_json, sha256, shown, umask_mode
 from .metrics import accuracy, log_loss, predicted_labels
 from .model import load_keras_model
 from .options import ExportOptions
@@ -110,22 +110,26 @@ def check_images(
     labelled images of `calibration`. Returns pixels, labels (1 = dog) and where they came from."""
     from .train import SPLIT_FILE, decode_images, find_labelled_images, read_split
 
-    data = Path(checkpoint.run.get("config", {}).get("data", ""))
+    data = training_folder(checkpoint)
     split = checkpoint.folder / SPLIT_FILE
-    if split.exists() and data.is_dir():
+    if split.exists() and data is not None and data.is_dir():
         items, source = read_split(split)[1], f"validation split of {checkpoint.folder / RUN_FILE}"
     elif calibration is not None:
         data, source = calibration, f"labelled images in {calibration}"
         items = find_labelled_images(calibration)
     else:
         raise UserError(
-            f"the validation images of this run are not at {data}: pass --calibration with a folder "
+            f"the validation images of this run are {_where(data)}: pass --calibration with a folder "
             "of labelled images (cat.N.jpg/dog.N.jpg or cat/ and dog/) to check the export on"
         )
     images, labels, _ = decode_images(data, items, checkpoint.image_size, workers, "check")
     if len(images) == 0:
         raise UserError(f"no readable images to check the export on ({source})")
     return images, labels.reshape(-1), source
+
+
+def _where(folder: Path | None) -> str:
+    return f"not at {shown(folder)}" if folder is not None else "not recorded in its run.json"
 
 
 def calibration_images(
@@ -141,11 +145,11 @@ def calibration_images(
         folder, source = calibration, str(calibration)
         paths = [p.relative_to(calibration).as_posix() for p in iter_image_files(calibration)]
     else:
-        folder = Path(checkpoint.run.get("config", {}).get("data", ""))
+        folder = training_folder(checkpoint)
         split = checkpoint.folder / SPLIT_FILE
-        if not (split.exists() and folder.is_dir()):
+        if not (split.exists() and folder is not None and folder.is_dir()):
             raise UserError(
-                f"the training images of this run are not at {folder}: pass --calibration with a "
+                f"the training images of this run are {_where(folder)}: pass --calibration with a "
                 "folder of a few hundred images like the ones you will predict"
             )
         paths, source = [i.path for i in read_split(split)[0]], f"training split of {checkpoint.folder / RUN_FILE}"

@@ -175,6 +175,10 @@ def test_a_model_away_from_its_training_images_is_calibrated_and_checked_on_othe
     (moved / "run.json").write_text(json.dumps(run))
     assert main(["export", str(moved), "--int8"]) == 1
     assert "pass --calibration" in capsys.readouterr().err
+    del run["config"]["data"]  # a run.json that records no folder: not this folder instead
+    (moved / "run.json").write_text(json.dumps(run))
+    assert main(["export", str(moved), "--int8"]) == 1
+    assert "not recorded in its run.json: pass --calibration" in capsys.readouterr().err
 
     labelled = tmp_path / "labelled"
     for n in range(10):
