@@ -41,7 +41,7 @@ from .files import atomic_write_json, shown
 from .images import CLASS_NAMES
 from .options import ARCHITECTURES, MIN_IMAGE_SIZE, AuditOptions, FoldTraining, TrainOptions
 from .shards import job_file
-from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, kaggle_id, write_table
+from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, confidences, kaggle_id, write_table
 
 if TYPE_CHECKING:
     from .train import LabelledImage
@@ -366,7 +366,7 @@ def audit_table(
         "p_dog": p,
         "label": model_label,
         "true_label": text([CLASS_NAMES[item.label] for item in kept]),
-        "confidence": np.round(np.where(model_label == "dog", p, 1 - p), 6),
+        "confidence": confidences(model_label, p),
         "width": None, "height": None, "status": "ok", "error": "",
         "label_quality": np.round(quality, 6),
         "label_issue": issues.astype(bool),

@@ -10,7 +10,6 @@ but left out of them.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from .calibration import calibration_report, logit
 from .checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
 from .engine import predict_folder
 from .errors import UserError
-from .files import atomic_write_json, atomic_write_text, sha256, shown
+from .files import atomic_write_json, atomic_write_text, read_json_object, sha256, shown
 from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
 from .metrics import (
     EPS,
@@ -329,12 +328,8 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
         "folder": str(data.resolve()), "model_sha256": sha256(checkpoint.model_path), "split_sha256": sha256(split),
     }  # fmt: skip
     with table_lock(table):
-        try:
-            recorded = json.loads(job_file(table).read_text())
-        except (OSError, ValueError):
-            recorded = None
-        ours = isinstance(recorded, dict) and recorded.get("command") == "validation"
-        if table.exists() and not ours:
+        recorded = read_json_object(job_file(table)) or {}
+        if table.exists() and recorded.get("command") != "validation":
             raise UserError(f"{shown(table)} was not written by catsdogs review: move it away (it is never replaced)")
         if table.is_file() and all(recorded.get(key) == value for key, value in made_from.items()):
             return table

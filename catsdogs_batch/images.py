@@ -198,9 +198,9 @@ def _decode_with_pillow(file: BinaryIO, size: int) -> Decoded:
         factor = min(img.size) // (2 * size)
         if factor >= 2:  # other formats: a fast box reduction to within 2x of the target
             if img.mode in _UNREDUCIBLE_MODES:
-                img = _to_rgb(img)
+                img = to_rgb(img)
             img = img.reduce(factor)
-        return np.asarray(_to_rgb(img), dtype=np.uint8), width, height, orientation
+        return np.asarray(to_rgb(img), dtype=np.uint8), width, height, orientation
 
 
 def _open_regular_file(path: str | os.PathLike) -> BinaryIO:
@@ -250,7 +250,7 @@ def _not_a_file_reason(path: str | os.PathLike, mode: int | None = None) -> str 
     return "not a regular file (a device)"
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparent areas become white, 16-bit is scaled."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)

@@ -44,7 +44,7 @@ from .errors import UserError
 from .files import atomic_write_json, shown
 from .options import LabelOptions, PredictOptions
 from .review import CorrectionsFile, read_corrections
-from .tables import iter_table, label_for
+from .tables import confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def relabeller(corrections: dict[str, str]) -> Callable[[pd.DataFrame], pd.DataF
         corrected = ok & human.notna().to_numpy()
         p = frame["p_dog"].to_numpy(dtype=float, na_value=np.nan)
         label = np.where(corrected, human.to_numpy(dtype=object, na_value=""), frame["label"].to_numpy(dtype=object))
-        confidence = np.select([label == "dog", label == "cat"], [p, 1 - p], np.maximum(p, 1 - p)).round(6)
+        confidence = confidences(label, p)
         frame = frame.copy()
         frame["label"] = pd.array(label, dtype="string[python]")
         frame["confidence"] = np.where(corrected, confidence, frame["confidence"].to_numpy(dtype=float, na_value=np.nan))

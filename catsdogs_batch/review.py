@@ -45,7 +45,8 @@ import pandas as pd
 
 from .checkpoint import RUN_FILE
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, shown
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, read_json_object, shown
+from .images import to_rgb
 from .options import DEFAULT_BAND, ReviewOptions
 from .shards import job_file
 from .tables import read_table
@@ -94,11 +95,8 @@ def recorded_job(table: Path) -> dict:
         table.with_name(table.name + ".sorting.json"),
         table.with_name("metrics.json"),
     ):
-        try:
-            job = json.loads(sidecar.read_text())
-        except (OSError, ValueError, UnicodeError):
-            continue
-        if isinstance(job, dict) and isinstance(job.get("folder"), str):
+        job = read_json_object(sidecar)
+        if job is not None and isinstance(job.get("folder"), str):
             return job | {"_file": sidecar}
     return {}
 
@@ -108,11 +106,8 @@ def moved_to(table: Path) -> Path | None:
     says (`<table>.sorting.json` while unfinished, `<table>.sorted.json` once done); None when
     they were not moved."""
     for sidecar in (table.with_name(table.name + ".sorting.json"), table.with_name(table.name + ".sorted.json")):
-        try:
-            job = json.loads(sidecar.read_text())
-        except (OSError, ValueError, UnicodeError):
-            continue
-        if isinstance(job, dict) and job.get("mode") == "move" and isinstance(job.get("sort_into"), str):
+        job = read_json_object(sidecar)
+        if job is not None and job.get("mode") == "move" and isinstance(job.get("sort_into"), str):
             return Path(job["sort_into"])
     return None
 
@@ -350,11 +345,8 @@ def thumbnail(file: BinaryIO, size: int = THUMBNAIL_PX) -> bytes:
                 raise NotServed(f"too many pixels for a thumbnail ({img.width}x{img.height})")
             img = ImageOps.exif_transpose(img)
             img.thumbnail((size, size))
-            if img.mode in ("RGBA", "LA", "PA", "P"):
-                img = img.convert("RGBA")
-                img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img)
             out = io.BytesIO()
-            img.convert("RGB").save(out, "JPEG", quality=80)
+            to_rgb(img).save(out, "JPEG", quality=80)  # transparency on white, as the models see it
             return out.getvalue()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise NotServed(f"unreadable image: {e}") from None

@@ -11,6 +11,7 @@ import operator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import UserError
@@ -85,6 +86,13 @@ def ok_row(relative_path: str, p_dog: float, width: int, height: int, label: str
     return Row(
         relative_path, kaggle_id(relative_path), p, label, round(confidence, 6), width, height, "ok", "",
     )  # fmt: skip
+
+
+def confidences(labels: np.ndarray, p_dog: np.ndarray) -> np.ndarray:
+    """ok_row's confidence for whole columns: p_dog for dog, 1 - p_dog for cat, the larger of
+    the two for any other label (uncertain), rounded as the table stores it."""
+    p = np.asarray(p_dog, dtype=float)
+    return np.select([labels == "dog", labels == "cat"], [p, 1 - p], np.maximum(p, 1 - p)).round(6)
 
 
 def label_for(p_dog: float, labelling: Labelling) -> str:
@@ -169,31 +177,17 @@ def _checked(path: Path, frame: pd.DataFrame, layouts: list[list[str]] | None = 
 def merge_shards(shards: list[Path], out: Path, relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> None:
     """Concatenate shard files in order into `out`, streaming (memory holds one shard at a
     time); written atomically. `relabel` rewrites each shard's rows on the way (label's
-    corrections)."""
-    if relabel is not None:
-        write_table(out, (relabel(read_table(shard)) for shard in shards))
+    corrections). CSV shards as they are go through as text."""
+    if relabel is not None or out.suffix == ".parquet":
+        frames = (read_table(shard) for shard in shards) if shards else iter([pd.DataFrame(columns=COLUMNS).astype(DTYPES)])
+        write_table(out, (relabel(frame) for frame in frames) if relabel is not None else frames)
         return
-    with atomic_path(out) as tmp:
-        if out.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            writer = None
-            for shard in shards:
-                table = pa.Table.from_pandas(_utf8(read_table(shard)), preserve_index=False)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-            if writer is None:
-                pq.write_table(pa.Table.from_pandas(pd.DataFrame(columns=COLUMNS).astype(DTYPES)), tmp)
-            else:
-                writer.close()
-        else:
-            with open(tmp, "w", newline="", **TEXT) as f:
-                f.write(",".join(COLUMNS) + "\n")
-                for shard in shards:
-                    with open(shard, newline="", **TEXT) as s:
-                        next(s)  # header
-                        shutil.copyfileobj(s, f)
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", **TEXT) as f:
+        f.write(",".join(COLUMNS) + "\n")
+        for shard in shards:
+            with open(shard, newline="", **TEXT) as s:
+                next(s)  # header
+                shutil.copyfileobj(s, f)
 
 
 def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:

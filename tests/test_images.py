@@ -218,6 +218,42 @@ def test_jpegs_that_are_not_three_components_give_pillows_pixels(tmp_path, mode)
     assert np.array_equal(load_image(path, 24).pixels, expected)
 
 
+def test_a_jpeg_over_the_fast_path_size_is_read_by_pillow_without_being_held_whole(tmp_path):
+    """A JPEG file over FAST_JPEG_BYTES (here a small photo padded with zeros) is left to
+    Pillow, which reads only what it decodes; the image is the same."""
+    from catsdogs_batch.images import FAST_JPEG_BYTES, _decode_plain_jpeg
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 40), (10, 200, 10)).save(buffer, "JPEG")
+    path = tmp_path / "padded.jpg"
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+        f.truncate(FAST_JPEG_BYTES + 1)
+    with open(path, "rb") as f:
+        assert _decode_plain_jpeg(f, 32) is None
+    image = load_image(path, 32)
+    assert (image.width, image.height) == (60, 40) and image.pixels[..., 1].min() > 150
+
+
+@pytest.mark.parametrize("xmp", [False, True])
+def test_a_phones_mpo_is_decoded_at_the_dct_scale_of_its_first_picture(tmp_path, xmp):
+    """MPO (a JPEG with more pictures after it, as phones write) is drafted like a JPEG,
+    whichever decoder reads it (XMP without EXIF sends it to Pillow): the first picture's
+    pixels at Pillow's DCT scale."""
+    import cv2
+
+    noise = np.random.default_rng(2).integers(0, 256, (400, 600, 3), dtype=np.uint8)
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(noise).save(path, "MPO", save_all=True, append_images=[Image.new("RGB", (600, 400))])
+    if xmp:
+        path.write_bytes(_with_app1(path.read_bytes(), b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>"))
+    with Image.open(path) as img:
+        assert img.format == "MPO"
+        img.draft("RGB", (64, 64))
+        expected = cv2.resize(np.asarray(img.convert("RGB")), (64, 64), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(load_image(path, 64).pixels, expected)
+
+
 def test_a_jpeg_followed_by_other_data_still_decodes(tmp_path):
     """Some cameras append data after the end-of-image marker: Pillow decodes such files."""
     buffer = io.BytesIO()
