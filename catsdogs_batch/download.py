@@ -5,7 +5,9 @@ The archive is checked whole before anything is unpacked: every entry name (no a
 no `..`, no links, in the outer zip and in the nested train/test zips), every CRC, and that its
 files are the competition's (cat.N.jpg and dog.N.jpg in train, numbered images in test).
 Unpacking happens in a hidden folder inside DATA_DIR that is renamed into place at the end;
-manifest.json is written last, so a folder without one is never complete. A downloaded archive
+manifest.json is written last, so a folder without one is never complete; it lists every file
+the stage wrote, and an existing folder is replaced (--force) only when it holds nothing else: a
+folder this tool cannot prove is its own is refused, never deleted. A downloaded archive
 is deleted once unpacked, kept when unpacking fails for another reason than the archive itself
 (a re-run then reuses it instead of downloading again), and deleted when it is found broken or
 unsafe.
@@ -31,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from .errors import UserError
-from .files import sha256, umask_mode
+from .files import sha256, shown, umask_mode
 from .images import CLASS_NAMES, is_image_file, label_from_path
 from .options import DownloadOptions
 
@@ -53,9 +55,10 @@ class ArchiveError(UserError):
 def download(options: DownloadOptions) -> Path:
     """Make DATA_DIR/<competition>/ hold the unpacked competition data; return that folder."""
     target = options.data_dir / options.competition
-    if (target / MANIFEST).is_file() and not options.force:
+    if (target / MANIFEST).is_file() and not options.force and not target.is_symlink():
         log.info("%s is complete (it has %s): nothing to do; --force redoes it", target, MANIFEST)
         return target
+    _check_replaceable(target)
     _make_dir(options.data_dir)
     if options.archive is not None:
         if options.archive.is_dir():
@@ -169,6 +172,7 @@ def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
         "test_files": counts["test"],
         "sample_submission": _basename(csv) if csv is not None else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": sorted(_relative_files(work)),  # what --force may replace, and nothing else
     }
 
 
@@ -331,8 +335,54 @@ def _write_manifest(path: Path, manifest: dict) -> None:
         os.fsync(f.fileno())
 
 
+def _relative_files(folder: Path, *, with_folders: bool = False) -> list[str]:
+    """The entries below FOLDER (links not followed; folders only if asked), as posix paths
+    relative to it."""
+    return [
+        (Path(root) / name).relative_to(folder).as_posix()
+        for root, dirs, files in os.walk(folder)
+        for name in files + [d for d in dirs if with_folders or os.path.islink(os.path.join(root, d))]
+    ]
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse (one line) unless TARGET is missing, empty, or holds only what this stage wrote,
+    as its manifest lists it: --force re-downloads, it never deletes what the user put there."""
+    if target.is_symlink():
+        raise UserError(f"{shown(target)} is a link, which this tool does not replace: remove it or choose another --data-dir")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise UserError(f"{shown(target)} exists and is not a folder: move it away or choose another --data-dir")
+    present = _relative_files(target, with_folders=True)
+    if not present:
+        return
+    try:
+        listed = json.loads((target / MANIFEST).read_text())["files"]
+        ours = {name for name in listed if isinstance(name, str)} | {MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{shown(target)} exists and this tool cannot tell that it wrote it (no {MANIFEST} "
+            "listing its files): move it away or choose another --data-dir"
+        ) from None
+    ours |= {str(parent) for name in ours for parent in PurePosixPath(name).parents}
+    foreign = [
+        name
+        for name in present
+        if name not in ours or (target / name).is_symlink()
+    ]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UserError(
+            f"{shown(target)} holds files this tool did not write ({shown(min(foreign))}{more}): "
+            "move them out or choose another --data-dir; --force replaces only what this tool wrote"
+        )
+
+
 def _swap_into_place(work: Path, target: Path) -> None:
-    """Rename the finished WORK folder to TARGET; an old TARGET is removed only afterwards."""
+    """Rename the finished WORK folder to TARGET; an old TARGET, checked again to hold only what
+    this stage wrote, is removed only afterwards."""
+    _check_replaceable(target)
     if not (target.exists() or target.is_symlink()):
         os.rename(work, target)
         return

@@ -296,7 +296,6 @@ def test_import_sample_archive_then_noop_then_force(tmp_path, capsys, caplog):
     assert "nothing to do" in caplog.text
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
-    (folder / "train" / "stray.txt").write_text("not from the archive")
     code, _, err = run_cli([*argv, "--force"], capsys)
     assert code == 0, err
     assert len(files_in(folder / "train")) == 5000  # rebuilt from the archive
@@ -469,16 +468,84 @@ def test_failed_force_keeps_the_complete_folder(tmp_path):
     assert sorted(p.name for p in data.iterdir()) == [REDUX]
 
 
-def test_folder_without_manifest_is_not_complete(tmp_path):
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every entry below FOLDER: a file's bytes, None for a folder."""
+    return {
+        p.relative_to(folder).as_posix(): None if p.is_dir() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_this_tool_did_not_write_is_refused_not_deleted(force, tmp_path, capsys):
     archive = tmp_path / "archive.zip"
     archive.write_bytes(competition_zip())
-    half_done = tmp_path / "data" / REDUX / "train"
-    half_done.mkdir(parents=True)
-    (half_done / "cat.0.jpg").write_bytes(b"half")
+    notes = tmp_path / "data" / REDUX / "notes"
+    notes.mkdir(parents=True)
+    (notes / "important.txt").write_text("x")
+    argv = ["download", "--archive", str(archive), "--data-dir", str(tmp_path / "data")]
+
+    code, _, err = run_cli(argv + ["--force"] * force, capsys)
+
+    assert_one_line_error(code, err, "cannot tell that it wrote it", "move it away")
+    assert (notes / "important.txt").read_text() == "x"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [REDUX]
+
+
+def test_force_keeps_what_the_user_added_to_a_downloaded_folder(tmp_path, capsys):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    data = tmp_path / "data"
+    argv = ["download", "--archive", str(archive), "--data-dir", str(data), "--force"]
+    assert run_cli(argv, capsys)[0] == 0
+    folder = data / REDUX
+    (folder / "notes").mkdir()  # an empty folder of the user's is theirs too
+    (folder / "train" / "cat.0.jpg.txt").write_text("my note")
+    before = tree(folder)
+
+    code, _, err = run_cli(argv, capsys)
+
+    assert_one_line_error(code, err, "holds files this tool did not write (notes and 1 more)")
+    assert tree(folder) == before
+    shutil.rmtree(folder / "notes")
+    (folder / "train" / "cat.0.jpg.txt").unlink()
+    (folder / "train" / "cat.0.jpg").write_bytes(b"edited by hand")  # still a file the tool wrote
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert (folder / "train" / "cat.0.jpg").read_bytes() != b"edited by hand"
+
+
+def test_a_link_in_place_of_the_folder_or_a_file_is_refused(tmp_path, capsys):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    data = tmp_path / "data"
+    argv = ["download", "--archive", str(archive), "--data-dir", str(data), "--force"]
+    assert run_cli(argv, capsys)[0] == 0
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"mine")
+    (data / REDUX / "test" / "1.jpg").unlink()
+    (data / REDUX / "test" / "1.jpg").symlink_to(outside)
+
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "did not write (test/1.jpg)")
+
+    elsewhere = tmp_path / "elsewhere"
+    (data / REDUX).rename(elsewhere)
+    (data / REDUX).symlink_to(elsewhere)
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "is a link")
+    assert outside.read_bytes() == b"mine" and (elsewhere / MANIFEST).is_file()
+
+
+def test_an_empty_folder_is_filled(tmp_path):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    (tmp_path / "data" / REDUX).mkdir(parents=True)
 
     folder = download(DownloadOptions(data_dir=tmp_path / "data", archive=archive))
 
     assert (folder / MANIFEST).is_file() and len(files_in(folder / "train")) == 6
+    assert "train/cat.0.jpg" in json.loads((folder / MANIFEST).read_text())["files"]
 
 
 # --- scripts/quickstart.sh ----------------------------------------------------------------------
