@@ -26,7 +26,7 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +39,7 @@ from .engine import table_lock
 from .errors import UserError
 from .files import atomic_write_json, shown
 from .images import CLASS_NAMES
+from .linear_head import INNER_FOLDS
 from .options import ARCHITECTURES, MIN_IMAGE_SIZE, AuditOptions, FoldTraining, TrainOptions
 from .shards import job_file
 from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, confidences, kaggle_id, write_table
@@ -54,9 +55,6 @@ def default_table(folder: Path) -> Path:
     return Path("submissions") / f"audit-{folder.resolve().name}.csv"
 
 
-EMBED_BATCH = 32  # images decoded and embedded at a time (twice that through the backbone with TTA)
-C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the logistic regression's inverse regularization, chosen per fold
-INNER_FOLDS = 3  # the k-fold within the training folds that chooses C
 
 
 def pretrained(arch: str) -> bool:
@@ -169,9 +167,16 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
 
         # ImageNet weights that cannot be had stop the audit here, before any decoding
         backbone = pretrained_features(options.arch, options.image_size, options.weights)
-        features, skipped = embed_images(
-            options.data, items, backbone.predict_on_batch, options.image_size, options.workers, options.tta
+        from .train import embed_images
+
+        # With TTA, each image's row is the mean of its and its mirror's: the classifier is linear, so
+        # its logit of the mean is the mean of the two logits, for half the memory and one fit.
+        features, mirrored, skipped = embed_images(
+            options.data, items, backbone.predict_on_batch, options.image_size, options.workers, "audit", options.tta
         )
+        if mirrored is not None:
+            features = (features + mirrored) / 2
+            del mirrored
     else:
         from .train import decode_images
 
@@ -217,76 +222,27 @@ def _folds(labels: np.ndarray, folds: int, seed: int) -> Iterator[tuple[np.ndarr
 # --- pretrained: embeddings + logistic regression -------------------------------------------
 
 
-def embed_images(
-    folder: Path, items: list[LabelledImage], embed: Callable[[np.ndarray], np.ndarray], size: int, workers: int,
-    tta: bool,
-) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """The embeddings of the readable images of `items` (float32, one row each, in order) and the
-    unreadable ones (train's rows). Images are decoded (train's decoder, on `workers` threads) and
-    embedded EMBED_BATCH at a time, so memory holds the embeddings and a batch of pixels, whatever
-    the number of images. With `tta`, each row is the mean of the image's and its mirror's: the
-    classifier is linear, so its logit of the mean is the mean of the two logits (what averaging
-    the two predictions would give), for half the memory and one classifier fit."""  # fmt: skip
-    from .train import decode_labelled
-
-    skipped: list[dict[str, str]] = []
-    decoded = decode_labelled(folder, items, size, workers, "audit", skipped)
-    features, count = np.empty((0, 0), np.float32), 0
-    while chunk := [pixels for _, pixels in itertools.islice(decoded, EMBED_BATCH)]:
-        batch = np.stack(chunk)
-        if tta:
-            both = np.asarray(embed(np.concatenate([batch, batch[:, :, ::-1]]).astype(np.float32)))
-            rows = (both[: len(batch)] + both[len(batch) :]) / 2
-        else:
-            rows = np.asarray(embed(batch.astype(np.float32)))
-        if count == 0:
-            features = np.empty((len(items), rows.shape[1]), np.float32)
-        features[count : count + len(batch)] = rows
-        count += len(batch)
-    return features[:count], skipped
-
-
 def classify_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, dict]:
-    """p_dog of every image from a logistic regression fitted on the other folds' embeddings,
-    and the job record's account of it. Each fold's classifier (features standardized) takes the
-    C of C_GRID with the best log loss in an inner seeded k-fold of its training folds, then is
-    refitted on all of them: nothing of the held-out fold reaches it. The training folds choose C
-    because the best one depends on how well the features separate the classes (on synthetic
-    embeddings: 1e-3 when they separate 88%, 1e-2 to 1e-1 at 99%), unknown in advance."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """p_dog of every image from a logistic regression fitted on the other folds' embeddings
+    (linear_head.fit_head: C chosen in an inner k-fold of the training folds only, so nothing of
+    the held-out fold reaches it), and the job record's account of it."""
+    from .linear_head import fit_head
 
     p_dog = np.full(len(labels), np.nan)
     chosen = []
     for fold, (train_rows, held_out) in enumerate(_folds(labels, folds, seed)):
         fold_started = time.perf_counter()
-        classifier = GridSearchCV(
-            make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-            {"logisticregression__C": list(C_GRID)},
-            scoring="neg_log_loss",
-            cv=StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=seed),
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # a weak C's fit is as good as it needs to be
-            classifier.fit(features[train_rows], labels[train_rows])
-        p_dog[held_out] = classifier.predict_proba(features[held_out])[:, 1]
-        chosen.append(classifier.best_params_["logisticregression__C"])
+        head = fit_head(features[train_rows], labels[train_rows], seed)
+        p_dog[held_out] = head.p_dog(features[held_out])
+        chosen.append(head.C)
         log.info(
             "fold %d/%d: logistic regression (C=%g) fitted on %d embeddings, predicted %d (accuracy %.3f) in %.1f s",
-            fold + 1, folds, chosen[-1], len(train_rows), len(held_out),
+            fold + 1, folds, head.C, len(train_rows), len(held_out),
             np.mean((p_dog[held_out] >= 0.5) == labels[held_out]), time.perf_counter() - fold_started,
         )  # fmt: skip
-    method = {
-        "method": "embeddings + logistic regression",
-        "features": int(features.shape[1]),
-        "classifier": {"standardized": True, "C_grid": list(C_GRID), "inner_folds": INNER_FOLDS,
-                       "chosen_by": "log loss", "C": chosen},  # fmt: skip
-    }
+    method = {"method": "embeddings + logistic regression", "features": int(features.shape[1])}
+    method["classifier"] = head.record() | {"C": chosen}
+    del method["classifier"]["cv_log_loss"]
     return p_dog, method
 
 

@@ -26,7 +26,7 @@ Models = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 PREPROCESSING = (
     "catsdogs_batch.images.load_image: upright RGB, JPEG DCT scaling or box reduction to within "
     "2x of the target, then bilinear resize to image_size x image_size "
-    "(aspect ratio not kept); uint8 0-255 pixels in, rescaled to 0-1 inside the model"
+    "(aspect ratio not kept); uint8 0-255 pixels in, normalized inside the model"
 )
 
 
@@ -105,8 +105,8 @@ def model_paths(models: Models) -> list[Path]:
 
 
 def find_checkpoints(models: Models) -> list[Checkpoint]:
-    """`find_checkpoint` of each model; the members of an ensemble must take the same input
-    (each image is decoded once, at that size)."""
+    """`find_checkpoint` of each model: one, or the different members of an ensemble (each
+    takes its own image size, see predictor.Predictor)."""
     checkpoints = [find_checkpoint(path) for path in model_paths(models)]
     if not checkpoints:
         raise UserError("no model given")
@@ -114,10 +114,6 @@ def find_checkpoints(models: Models) -> list[Checkpoint]:
     twice = next((c.model_path for c, f in zip(checkpoints, files) if files.count(f) > 1), None)
     if twice is not None:
         raise UserError(f"{twice} is given twice: an ensemble averages different models")
-    sizes = {c.image_size for c in checkpoints}
-    if len(sizes) > 1:
-        listed = ", ".join(f"{c.model_path} {c.image_size}px" for c in checkpoints)
-        raise UserError(f"the models of an ensemble must take the same image size, not {listed}")
     return checkpoints
 
 

@@ -22,6 +22,7 @@ from .options import (
     ARCHITECTURES,
     AuditOptions,
     COMPETITIONS,
+    DEFAULT_BAND,
     ENGINES,
     MIN_IMAGE_SIZE,
     Augmentation,
@@ -133,7 +134,10 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
         help="train a model on labelled images",
         description="Train a model on a folder of labelled images (Kaggle names cat.N.jpg/dog.N.jpg "
         "or class folders cat/ and dog/), calibrate its probabilities on the validation split, and "
-        "save the best checkpoint, run.json, split.csv, history.csv and curves.png into the run folder. "
+        "save the best checkpoint, run.json and split.csv (and, for epochs trained, history.csv and "
+        "curves.png) into the run folder. EfficientNet-Lite's head is a logistic regression fitted on "
+        "its ImageNet features of each image and its mirror, in minutes on a CPU; --epochs N then "
+        "fine-tunes the top of the backbone. "
         "Architectures: " + "; ".join(f"{name}: {a.about}" for name, a in ARCHITECTURES.items()) + ".",
         formatter_class=DefaultsHelpFormatter,
     )
@@ -142,15 +146,20 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="the model to train")
     p.add_argument(
         "--weights", default=d.weights, metavar="imagenet|none|FILE",
-        help="pretrained --arch: ImageNet weights (downloaded once into ~/.keras/models/), none "
-        "(random), or a Keras weights file of that backbone",
+        help="pretrained --arch: ImageNet weights (EfficientNet-Lite: from its installed package; "
+        "the others: downloaded once into ~/.keras/models/), none (random), or a weights file of "
+        "that backbone (EfficientNet-Lite: its PyTorch checkpoint; the others: a Keras weights file)",
     )  # fmt: skip
     p.add_argument(
         "--image-size", type=number(int, MIN_IMAGE_SIZE),
-        help="model input, pixels (default: 128 from scratch; 224, the native size, pretrained)",
+        help="model input, pixels (default: the architecture's: 128 from scratch, the native size pretrained)",
     )  # fmt: skip
     p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help="images per training step")
-    p.add_argument("--epochs", type=POSITIVE, default=d.epochs, help="at most this many epochs")
+    p.add_argument(
+        "--epochs", type=number(int, 0),
+        help="at most this many epochs (default: 50; EfficientNet-Lite: 0, the fitted head alone, "
+        "N fine-tunes it)",
+    )  # fmt: skip
     p.add_argument(
         "--head-epochs", type=number(int, 0), default=d.head_epochs,
         help="pretrained --arch: epochs of the new head alone, before fine-tuning",
@@ -289,7 +298,7 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
 
 MODELS_HELP = (
     "a run folder (models/<run>) or its model file; several make an ensemble (their calibrated "
-    "p_dog averaged; they must take the same image size)"
+    "p_dog averaged; each sees the image at its own size)"
 )
 
 
@@ -381,8 +390,10 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
         "with a few hundred calibration images, into a folder with a copy of its run.json that every "
         "command accepts as --model. The export is checked against the Keras model on the run's "
         "validation images (or the labelled --calibration images when those are not here) and "
-        "refused if fewer than 99.5% of labels agree or its log loss is worse by more than 0.005; "
-        "int8 keeps more layers in fp32, one step at a time, until it passes.",
+        f"refused if its accuracy drops by more than {d.max_accuracy_drop:.1%}, its log loss rises by more "
+        f"than {d.max_log_loss_increase}, or under {d.min_agreement:.1%} of the images the Keras model is "
+        f"sure of (p_dog below {DEFAULT_BAND[0]} or above {DEFAULT_BAND[1]}) keep its label; int8 keeps "
+        "more layers in fp32, one step at a time, until it passes.",
     )
     p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model.keras")
     p.add_argument("--format", choices=("onnx", "openvino"), default=d.format, help=f"default: {d.format}")
@@ -399,26 +410,29 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--out", type=Path, help="output folder (default: <run>/export/<format>[-int8])")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in the --out folder")
-    p.add_argument("--force", action="store_true", help="keep an export that fails the agreement check")
+    p.add_argument("--force", action="store_true", help="keep an export that fails its check (see --help)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
     from .export import export_model
 
-    out, agreement = export_model(
-        ExportOptions(
-            model=args.model,
-            format=args.format,
-            int8=args.int8,
-            calibration=args.calibration,
-            calibration_images=args.calibration_images,
-            out=args.out,
-            overwrite=args.overwrite,
-            force=args.force,
-        )
+    options = ExportOptions(
+        model=args.model,
+        format=args.format,
+        int8=args.int8,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+        out=args.out,
+        overwrite=args.overwrite,
+        force=args.force,
     )
-    say(f"exported to {shown(out)}: {agreement.describe()}")
+    out, agreement = export_model(options)
+    failed = agreement.failures(options)
+    if failed:
+        say(f"kept {shown(out)} although it FAILED its check (--force): {'; '.join(failed)} ({agreement.describe()})")
+    else:
+        say(f"exported to {shown(out)}: {agreement.describe()}")
 
 
 # --- submit --------------------------------------------------------------------------------

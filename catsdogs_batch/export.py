@@ -2,9 +2,12 @@
 int8 calibrated on a few hundred images), beside a copy of its run.json, so that every command
 takes the export wherever it takes the checkpoint.
 
-Every export is checked against the Keras model on held-out labelled images before it is kept:
-label agreement, largest probability difference, accuracy and log loss of both. The figures go
-into the export's run.json; an export that fails them is refused unless forced.
+Every export is checked against the Keras model on held-out labelled images before it is kept,
+by what users see: its accuracy and log loss may be only slightly worse, and it must give the
+Keras model's label to the images that model is sure of (outside the review's uncertain band;
+images near p_dog = 0.5 flip under any rounding). The figures, with the overall label agreement
+and the largest probability difference, go into the export's run.json; an export that fails the
+check is refused unless forced.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .errors import UserError
 from .files import atomic_write_json, sha256, shown, umask_mode
 from .metrics import accuracy, log_loss, predicted_labels
 from .model import load_keras_model
-from .options import ExportOptions
+from .options import DEFAULT_BAND, ExportOptions
 from .runtimes import has_vnni, load_runtime, require
 
 log = logging.getLogger(__name__)
@@ -59,40 +62,80 @@ class Agreement:
     """How an export's probabilities compare with the Keras model's on the same images."""
 
     images: int
-    label_agreement: float  # share of images given the same label (p_dog >= 0.5)
+    label_agreement: float  # share of all images given the same label (p_dog >= 0.5)
+    confident_images: int  # images the Keras model is sure of: p_dog outside `uncertain_band`
+    confident_agreement: float  # share of those given the same label (1.0 when there are none)
     max_difference: float  # largest |p_export - p_keras|
     keras_accuracy: float
     export_accuracy: float
     keras_log_loss: float
     export_log_loss: float
+    uncertain_band: tuple[float, float] = DEFAULT_BAND  # (LOW, HIGH), inclusive, as `catsdogs review`'s
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.keras_accuracy - self.export_accuracy
 
     @property
     def log_loss_increase(self) -> float:
         return self.export_log_loss - self.keras_log_loss
 
-    def passes(self, min_agreement: float, max_log_loss_increase: float) -> bool:
-        return self.label_agreement >= min_agreement and self.log_loss_increase <= max_log_loss_increase
+    def failures(self, options: ExportOptions) -> list[str]:
+        """The criteria of `options` this export fails, one phrase each (none: it passes)."""
+        low, high = self.uncertain_band
+        failed = []
+        if self.accuracy_drop > options.max_accuracy_drop + ROUNDING:
+            failed.append(
+                f"accuracy dropped {self.accuracy_drop * 100:.2f} points ({self.keras_accuracy:.4f} -> "
+                f"{self.export_accuracy:.4f}), more than the {options.max_accuracy_drop * 100:.2f} allowed"
+            )
+        if self.log_loss_increase > options.max_log_loss_increase + ROUNDING:
+            failed.append(
+                f"log loss rose by {self.log_loss_increase:.4f}, more than the {options.max_log_loss_increase} allowed"
+            )
+        if self.confident_agreement < options.min_agreement - ROUNDING:
+            failed.append(
+                f"labels agree on {self.confident_agreement:.2%} of the {self.confident_images} images the Keras "
+                f"model is sure of (p_dog < {low} or > {high}), under the {options.min_agreement:.1%} needed"
+            )
+        return failed
+
+    def passes(self, options: ExportOptions) -> bool:
+        return not self.failures(options)
 
     def describe(self) -> str:
+        low, high = self.uncertain_band
         return (
-            f"label agreement {self.label_agreement:.2%} on {self.images} images, largest probability "
-            f"difference {self.max_difference:.4f}; accuracy {self.keras_accuracy:.4f} (keras) vs "
+            f"label agreement {self.label_agreement:.2%} on {self.images} images ({self.confident_agreement:.2%} "
+            f"on the {self.confident_images} the Keras model is sure of, p_dog < {low} or > {high}), largest "
+            f"probability difference {self.max_difference:.4f}; accuracy {self.keras_accuracy:.4f} (keras) vs "
             f"{self.export_accuracy:.4f}, log loss {self.keras_log_loss:.4f} vs {self.export_log_loss:.4f} "
             f"({self.log_loss_increase:+.4f})"
         )
 
 
-def compare(keras_p: np.ndarray, export_p: np.ndarray, labels: np.ndarray) -> Agreement:
-    """The agreement report of two sets of probabilities for the same labelled images (1 = dog)."""
+ROUNDING = 1e-9  # a figure exactly at its limit passes, whatever float rounding made of it
+
+
+def compare(
+    keras_p: np.ndarray, export_p: np.ndarray, labels: np.ndarray, band: tuple[float, float] = DEFAULT_BAND
+) -> Agreement:
+    """The agreement report of two sets of probabilities for the same labelled images (1 = dog);
+    the Keras model is sure of the images whose p_dog lies outside `band`."""
     keras_p, export_p, labels = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (keras_p, export_p, labels))
+    same = predicted_labels(keras_p) == predicted_labels(export_p)
+    confident = (keras_p < band[0]) | (keras_p > band[1])
     return Agreement(
         images=len(labels),
-        label_agreement=float(np.mean(predicted_labels(keras_p) == predicted_labels(export_p))),
+        label_agreement=float(np.mean(same)),
+        confident_images=int(confident.sum()),
+        confident_agreement=float(np.mean(same[confident])) if confident.any() else 1.0,
         max_difference=float(np.max(np.abs(keras_p - export_p))),
         keras_accuracy=accuracy(labels, keras_p),
         export_accuracy=accuracy(labels, export_p),
         keras_log_loss=log_loss(labels, keras_p),
         export_log_loss=log_loss(labels, export_p),
+        uncertain_band=(float(band[0]), float(band[1])),
     )
 
 
@@ -174,10 +217,14 @@ def convert(model, format: str, path: Path, image_size: int, calibration: np.nda
     return _to_openvino(model, path, image_size, calibration, plan)
 
 
-def _uint8_signature(image_size: int):
+def _forward(model, image_size: int):
+    """The model as a TensorFlow function of uint8 (n, size, size, 3) pixels named `image`."""
     import tensorflow as tf
 
-    return [tf.TensorSpec((None, image_size, image_size, 3), tf.uint8, name="image")]
+    return tf.function(
+        lambda image: model(tf.cast(image, tf.float32), training=False),
+        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8, name="image")],
+    )
 
 
 def _to_onnx(model, path: Path, image_size: int, calibration: np.ndarray | None, plan: int) -> dict:
@@ -185,10 +232,8 @@ def _to_onnx(model, path: Path, image_size: int, calibration: np.ndarray | None,
     tf2onnx = require("tf2onnx", "an onnx export")
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     fp32_path = path if calibration is None else path.with_name("fp32.onnx")
-    with warnings.catch_warnings():  # Keras' numpy-2 patch of tf2onnx warns about np.object
-        warnings.simplefilter("ignore", FutureWarning)
-        model.export(str(fp32_path), format="onnx", input_signature=_uint8_signature(image_size), verbose=False)
-    done = {"converter": f"keras.Model.export (tf2onnx {tf2onnx.__version__})"}
+    _tf_to_onnx(model, image_size, fp32_path)
+    done = {"converter": f"tf2onnx {tf2onnx.__version__} (frozen graph)"}
     if calibration is None:
         return done
     import onnx
@@ -225,16 +270,44 @@ def _to_onnx(model, path: Path, image_size: int, calibration: np.ndarray | None,
     }
 
 
-def _to_openvino(model, path: Path, image_size: int, calibration: np.ndarray | None, plan: int) -> dict:
+def _tf_to_onnx(model, image_size: int, path: Path) -> None:
+    """Write `model` as fp32 ONNX with one input, `image`, and one output, `p_dog`. The graph is
+    frozen first: tf2onnx's from_function (which keras.Model.export calls) would make every
+    constant tensor the function captures a graph input, as the mean and variance of
+    EfficientNetV2's Normalization layer, which the model then needs fed."""
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tf2onnx.convert import from_graph_def
 
+    # Variables and captured tensors become constants, the function's only input is `image`;
+    # the arguments are those tf2onnx freezes with.
+    frozen = convert_variables_to_constants_v2(
+        _forward(model, image_size).get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
+    )
+    (image,), (p_dog,) = frozen.inputs, frozen.outputs
+    with warnings.catch_warnings(), tf.device("/cpu:0"):
+        warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx warns about np.object
+        _patch_tf2onnx()
+        from_graph_def(
+            frozen.graph.as_graph_def(), name=model.name, input_names=[image.name], output_names=[p_dog.name],
+            tensors_to_rename={image.name: "image", p_dog.name: "p_dog"}, output_path=str(path),
+        )  # fmt: skip
+
+
+def _patch_tf2onnx() -> None:
+    """Keras' fixes of tf2onnx for numpy 2, which keras.Model.export applies before converting
+    (tf2onnx 1.16 calls numpy functions that numpy 2 removed)."""
+    try:
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    except ImportError:  # a Keras without it: a tf2onnx that needs none
+        return
+    patch_tf2onnx()
+
+
+def _to_openvino(model, path: Path, image_size: int, calibration: np.ndarray | None, plan: int) -> dict:
     ov = require("openvino", "an openvino export")
     nncf = require("nncf", "an int8 openvino export") if calibration is not None else None
-    forward = tf.function(
-        lambda image: model(tf.cast(image, tf.float32), training=False),
-        input_signature=_uint8_signature(image_size),
-    )
-    ov_model = ov.convert_model(forward)
+    ov_model = ov.convert_model(_forward(model, image_size))
     done = {"converter": f"openvino.convert_model {ov.__version__}"}
     if calibration is not None:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
@@ -369,16 +442,24 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
 
             export_p = predict_all(load_runtime(find_checkpoint(work), options.format), images)
             agreement = compare(keras_p, export_p, labels)
-            passed = agreement.passes(options.min_agreement, options.max_log_loss_increase)
+            failed = agreement.failures(options)
             attempts.append({"fp32": kept, "label_agreement": agreement.label_agreement,
-                             "log_loss_increase": agreement.log_loss_increase, "passed": passed})  # fmt: skip
-            if passed:
+                             "confident_agreement": agreement.confident_agreement,
+                             "accuracy_drop": agreement.accuracy_drop,
+                             "log_loss_increase": agreement.log_loss_increase, "failed": failed,
+                             "passed": not failed})  # fmt: skip
+            if not failed:
                 break
-            log.info("%s in fp32: %s; trying the next plan", kept, agreement.describe())
+            log.info("%s in fp32: %s (%s); trying the next plan", kept, "; ".join(failed), agreement.describe())
+        passed = not failed
         export["check"] = asdict(agreement) | {
+            "accuracy_drop": agreement.accuracy_drop,
+            "log_loss_increase": agreement.log_loss_increase,
             "images_from": check_source,
-            "min_agreement": options.min_agreement,
+            "min_agreement": options.min_agreement,  # of confident_agreement
+            "max_accuracy_drop": options.max_accuracy_drop,
             "max_log_loss_increase": options.max_log_loss_increase,
+            "failed": failed,  # the criteria it fails, in words
             "passed": passed,
             "forced": not passed and options.force,
             "attempts": attempts,  # the plans tried, fastest first, and why the kept one was chosen
@@ -386,13 +467,12 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
         atomic_write_json(work / RUN_FILE, run)
         if not passed and not options.force:
             raise UserError(
-                f"export refused: {agreement.describe()}; needs label agreement >= "
-                f"{options.min_agreement:.1%} and log loss worse by at most {options.max_log_loss_increase} "
-                f"({ALTERNATIVE.get((options.format, options.int8), 'more calibration images may help')}; "
-                "--force keeps it anyway)"
+                f"export refused: {'; '.join(failed)} ({agreement.describe()}); "
+                f"{ALTERNATIVE.get((options.format, options.int8), 'more calibration images may help')}; "
+                "--force keeps it anyway"
             )
         if not passed:
-            log.warning("kept despite failing the check (--force): %s", agreement.describe())
+            log.warning("kept despite failing the check (--force): %s", "; ".join(failed))
         check_out(out, checkpoint, options.overwrite)  # again: minutes have passed
         _replace(work, out)
     finally:

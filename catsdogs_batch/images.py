@@ -91,6 +91,14 @@ def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
         raise ImageError(f"unreadable image: {e}".splitlines()[0]) from None
 
 
+def resize_batch(pixels: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (n, s, s, 3) images at `size` x `size`: themselves when s is already `size`, else
+    each reduced with area interpolation (an ensemble's smaller members, from the largest's decode)."""
+    if pixels.shape[1:3] == (size, size):
+        return pixels
+    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in pixels])
+
+
 Decoded = tuple[np.ndarray, int, int, int]  # RGB pixels as stored, the stored width and height, EXIF orientation
 
 

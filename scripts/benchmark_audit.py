@@ -4,8 +4,8 @@
 Copies a labelled Kaggle train/ folder (the sample's 5,000 images) into a temporary folder,
 renames ten images picked at random (seeded) to the other class's name (cat.N.jpg <->
 dog.N.jpg, under a number the other class does not use), runs `catsdogs audit` on the copy with
-its defaults (ImageNet embeddings of EfficientNetV2-B0 + a logistic regression per fold: the
-weights are downloaded once, or pass `-- --weights FILE`) plus the options after `--`, and counts
+its defaults (ImageNet embeddings of EfficientNet-Lite0, whose weights come installed, + a
+logistic regression per fold) plus the options after `--`, and counts
 the flipped images among the table's first 50 rows. Target: at least 8 of the 10. The source
 folder is only read.
 

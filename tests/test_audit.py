@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catsdogs_batch.audit import EMBED_BATCH, audit, classify_out_of_fold, embed_images
+from catsdogs_batch.audit import audit, classify_out_of_fold
+from catsdogs_batch.train import EMBED_BATCH, embed_images
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.options import AuditOptions, ReviewOptions
@@ -113,7 +114,7 @@ def test_imagenet_weights_that_cannot_be_downloaded_stop_the_audit_in_one_line(m
         raise AssertionError("decoding started before the weights were there")
 
     monkeypatch.setattr(train_module, "decode_labelled", decode_labelled)
-    assert main(["audit", str(mislabelled), "--out", str(tmp_path / "a.csv")]) == 1
+    assert main(["audit", str(mislabelled), "--arch", "efficientnetv2-b0", "--out", str(tmp_path / "a.csv")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "cannot get the ImageNet weights of efficientnetv2-b0" in err and "https://storage.googleapis.com/" in err
@@ -140,13 +141,18 @@ def test_images_are_decoded_and_embedded_a_batch_at_a_time(tmp_path, monkeypatch
         batches.append(len(batch))
         return batch[:, :, :16].mean(axis=(1, 2))
 
-    for tta, expected in ((True, pixels.mean(axis=(1, 2))), (False, pixels[:, :, :16].mean(axis=(1, 2)))):
+    left, right = pixels[:, :, :16].mean(axis=(1, 2)), pixels[:, :, 16:].mean(axis=(1, 2))
+    for mirrored in (True, False):
         batches.clear()
-        features, skipped = embed_images(folder, items, left_half_colour, 32, 2, tta)
+        features, mirror, skipped = embed_images(folder, items, left_half_colour, 32, 2, "audit", mirrored)
         assert skipped == [{"path": "dog.broken.jpg", "error": "empty file"}]
-        assert features.dtype == np.float32 and features == pytest.approx(expected, abs=1e-3)  # the mirror's right half
+        assert features.dtype == np.float32 and features == pytest.approx(left, abs=1e-3)
+        if mirrored:  # the mirror's left half is the image's right half
+            assert mirror.dtype == np.float32 and mirror == pytest.approx(right, abs=1e-3)
+        else:
+            assert mirror is None
         whole = [EMBED_BATCH] * (len(readable) // EMBED_BATCH)
-        assert batches == [n * (2 if tta else 1) for n in whole + [len(readable) % EMBED_BATCH]]
+        assert batches == [n * (2 if mirrored else 1) for n in whole + [len(readable) % EMBED_BATCH]]
 
 
 def test_the_out_of_fold_classifier_never_sees_the_held_out_fold(monkeypatch):
@@ -229,8 +235,8 @@ def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, c
         (["--arch", "residual", "--weights", str(tmp_path / "none.h5")], "--weights is for pretrained backbones"),
         (["--weights", str(tmp_path / "none.h5")], "none.h5: no such file"),
         (["--weights", "none"], "--weights none: a backbone with random weights tells nothing"),
-        (["--epochs", "3"], "--epochs: --arch efficientnetv2-b0 trains no network"),
-        (["--batch-size", "8", "--learning-rate", "0.1"], "--batch-size, --learning-rate: --arch efficientnetv2-b0"),
+        (["--epochs", "3"], "--epochs: --arch efficientnet-lite0 trains no network"),
+        (["--batch-size", "8", "--learning-rate", "0.1"], "--batch-size, --learning-rate: --arch efficientnet-lite0"),
     ]:
         assert main(run + extra) in (1, 2)
         assert message in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_the_temperature_is_in_the_model_for_every_runtime(tiny_model, tmp_path)
     # Overconfident labels would give T < 1; flipping a third of them makes the model overconfident.
     noisy = labels.copy()
     noisy[::3] = 1 - noisy[::3]
-    record = calibrate(model, pixels, noisy, batch_size=16)
+    record = calibrate(model, noisy, images=pixels, batch_size=16)
     temperature = record["temperature"]
     assert temperature > 1
     expected = 1 / (1 + np.exp(-logit(before) / temperature))

@@ -38,7 +38,7 @@ def test_bad_numbers_are_refused_by_the_parser(tiny_model, photos, tmp_path, cap
         assert main(predict + [option, value]) == 2
         err = capsys.readouterr().err
         assert f"argument {option}:" in err and "Traceback" not in err
-    for option, value in [("--epochs", "0"), ("--image-size", "4"), ("--val-split", "1.5"), ("--dropout", "-0.1")]:
+    for option, value in [("--epochs", "-1"), ("--image-size", "4"), ("--val-split", "1.5"), ("--dropout", "-0.1")]:
         assert main(["train", "--out", str(tmp_path / "run"), option, value]) == 2
         assert f"argument {option}:" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists() and not (tmp_path / "run").exists()

@@ -18,7 +18,7 @@ from catsdogs_batch.predictor import Predictor
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.export import compare, export_model
 from catsdogs_batch.images import load_image
-from catsdogs_batch.options import ExportOptions
+from catsdogs_batch.options import ARCHITECTURES, LITE, ExportOptions
 from catsdogs_batch.tables import read_table
 
 from conftest import write_image
@@ -84,12 +84,46 @@ def test_the_agreement_report():
     keras_p = np.array([0.1, 0.4, 0.6, 0.9])
     report = compare(keras_p, np.array([0.1, 0.6, 0.6, 0.8]), labels)
     assert report.label_agreement == 0.75 and report.max_difference == pytest.approx(0.2)
+    assert (report.confident_images, report.confident_agreement) == (2, 1.0)  # 0.1 and 0.9, outside (0.2, 0.8)
     assert report.keras_accuracy == 1.0 and report.export_accuracy == 0.75
-    assert report.log_loss_increase > 0.01 and not report.passes(0.995, 0.01)
-    assert compare(keras_p, keras_p + 1e-4, labels).passes(0.995, 0.01)
+    # -(ln .9 + ln .6 + ln .6 + ln .9)/4 = 0.30809 and -(ln .9 + ln .4 + ln .6 + ln .8)/4 = 0.43891
+    assert report.log_loss_increase == pytest.approx(0.13082, abs=1e-5)
+    failed = report.failures(ExportOptions(Path("m")))
+    assert len(failed) == 2 and failed[0].startswith("accuracy dropped 25.00 points") and "log loss rose" in failed[1]
+    assert compare(keras_p, keras_p + 1e-4, labels).passes(ExportOptions(Path("m")))
 
 
-def test_a_broken_export_is_refused_unless_forced(model, monkeypatch):
+def sure_and_unsure(flip_sure: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """200 images: 198 the Keras model is sure of and right about, one cat at 0.51 (wrong) and
+    one at 0.49 (right), whose labels the export swaps (accuracy unchanged); and, if
+    `flip_sure`, a cat at p_dog 0.1 that the export calls a dog (0.6)."""
+    labels = np.array([0] * 100 + [1] * 98 + [0, 0])
+    keras_p = np.concatenate([np.full(100, 0.1), np.full(98, 0.9), [0.51, 0.49]])
+    export_p = keras_p.copy()
+    export_p[-2:] = [0.49, 0.51]
+    if flip_sure:
+        export_p[0] = 0.6
+    return keras_p, export_p, labels
+
+
+def test_label_flips_where_the_model_is_unsure_pass_the_check_and_one_where_it_is_sure_fails_it():
+    """Images near p_dog = 0.5 change label under any rounding: the check counts agreement only
+    where the Keras model is sure (outside the review's band), so 99% overall agreement passes
+    and 99.49% among sure images fails."""
+    options = ExportOptions(Path("m"))
+    report = compare(*sure_and_unsure(flip_sure=False))
+    assert report.label_agreement == 0.99 and report.accuracy_drop == 0.0 and report.passes(options)
+
+    report = compare(*sure_and_unsure(flip_sure=True))
+    assert (report.confident_images, report.confident_agreement) == (198, pytest.approx(197 / 198))
+    assert report.accuracy_drop == pytest.approx(0.005)  # 1 of 200: at the limit, allowed
+    # (ln .9... unchanged) ln(0.9 / 0.4) / 200 = 0.00405: under the 0.005 allowed
+    assert report.log_loss_increase == pytest.approx(0.004055, abs=1e-5)
+    (failed,) = report.failures(options)
+    assert failed.startswith("labels agree on 99.49% of the 198 images the Keras model is sure of")
+
+
+def test_a_broken_export_is_refused_unless_forced(model, monkeypatch, capsys):
     """An export whose model says the opposite of the checkpoint never replaces a good one."""
     import catsdogs_batch.export as export
 
@@ -103,13 +137,17 @@ def test_a_broken_export_is_refused_unless_forced(model, monkeypatch):
 
     monkeypatch.setattr(export, "convert", convert_flipped)
     out = model / "export" / "broken"
-    with pytest.raises(UserError, match=r"export refused: label agreement 0\.00% on 12 images"):
+    with pytest.raises(UserError, match=r"export refused: accuracy dropped .*labels agree on 0\.00% of the"):
         export_model(ExportOptions(model, "onnx", out=out))
     assert not out.exists() and not list(out.parent.glob(".broken*"))
 
-    export_model(ExportOptions(model, "onnx", out=out, force=True))
+    assert main(["export", str(model), "--format", "onnx", "--out", str(out), "--force"]) == 0
+    said = capsys.readouterr().out
+    assert f"exported to {out}" not in said
+    assert f"kept {out} although it FAILED its check (--force): accuracy dropped" in said
     check = json.loads((out / "run.json").read_text())["export"]["check"]
     assert (check["passed"], check["forced"], check["label_agreement"]) == (False, True, 0.0)
+    assert check["failed"][0].startswith("accuracy dropped")
 
 
 def test_predict_and_submission_give_the_same_tables_with_an_export(model, exports, tmp_path):
@@ -263,3 +301,31 @@ def test_int8_keeps_more_in_fp32_until_the_check_passes(model, tmp_path, format)
     assert [a["fp32"] for a in export["check"]["attempts"]] == list(INT8_PLANS[format])
     assert export["fp32"] == INT8_PLANS[format][-1] and export["check"]["forced"]
     assert agreement.label_agreement >= 0.9  # the safest plan still gives the model's answers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [name for name, spec in ARCHITECTURES.items() if spec.backbone])
+def test_every_pretrained_architecture_exports_with_the_image_as_its_only_input(arch, tmp_path):
+    """Both converters on each backbone (random weights where ImageNet's would be downloaded):
+    the graph takes the pixels alone (tf2onnx made EfficientNetV2's normalization constants
+    graph inputs) and gives the Keras model's probabilities."""
+    import onnxruntime
+    import openvino
+
+    from catsdogs_batch.export import convert
+    from catsdogs_batch.model import pretrained_model
+
+    model = pretrained_model(arch, 64, "imagenet" if arch in LITE else "none")
+    images = np.random.default_rng(3).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    keras_p = np.asarray(model(images.astype(np.float32), training=False))
+
+    convert(model, "onnx", tmp_path / "model.onnx", 64, None)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert np.allclose(session.run(None, {"image": images})[0], keras_p, atol=1e-4)
+
+    convert(model, "openvino", tmp_path / "model.xml", 64, None)
+    # In fp32 as the runtime runs it (OpenVINO would pick bf16 where the CPU has it)
+    compiled = openvino.Core().compile_model(str(tmp_path / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert len(compiled.inputs) == 1
+    assert np.allclose(compiled(images)[0], keras_p, atol=1e-4)

