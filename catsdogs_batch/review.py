@@ -134,9 +134,10 @@ class Queue:
 
     paths: np.ndarray  # object: every row's path, as in the table
     p_dog: np.ndarray  # float
-    model_label: np.ndarray  # object: cat or dog (the threshold's side for uncertain rows)
-    label: np.ndarray  # object: the table's label (cat, dog or uncertain; the folder label sorts into)
+    model_label: np.ndarray  # object: the model's cat or dog (the threshold's side for uncertain and corrected rows)
+    label: np.ndarray  # object: the table's label (cat, dog, uncertain or a correction's skip; the folder label sorts into)
     true_label: np.ndarray | None  # object: the given label ("" where none); None without that column
+    corrected: np.ndarray  # object: the person's label `label --corrections` applied (source human), "" elsewhere
     ok: np.ndarray  # bool: the row was read
     order: np.ndarray  # int64 row indices
     uncertain: int
@@ -158,7 +159,12 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
     first = ~table["path"].duplicated(keep="first").to_numpy(dtype=bool)
     ok = (table["status"] == "ok").to_numpy(dtype=bool, na_value=False) & ~np.isnan(p_dog) & first
     label = table["label"].to_numpy(dtype=object, na_value="")
-    model_label = np.where(np.isin(label, ("cat", "dog")), label, np.where(p_dog >= threshold, "dog", "cat"))
+    # `label --corrections` put a person's label in `label` (source human): the model's is p_dog's side
+    human = np.zeros(len(table), dtype=bool)
+    if "source" in table.columns:
+        human = (table["source"] == "human").to_numpy(dtype=bool, na_value=False)
+    corrected = np.where(human, label, "").astype(object)
+    model_label = np.where(np.isin(label, ("cat", "dog")) & ~human, label, np.where(p_dog >= threshold, "dog", "cat"))
     distance = np.abs(p_dog - threshold)
     in_band = ok & (((band[0] <= p_dog) & (p_dog <= band[1])) | (label == "uncertain"))
     band_rows = np.flatnonzero(in_band)
@@ -182,6 +188,7 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
         model_label=model_label.astype(object),
         label=label,
         true_label=true_label,
+        corrected=corrected,
         ok=ok,
         order=np.concatenate([band_rows, wrong_rows]).astype(np.int64),
         uncertain=len(band_rows),
@@ -410,7 +417,8 @@ class Session:
                     "row": int(row),
                     "name": shown(q.paths[row]),
                     "p_dog": float(q.p_dog[row]),
-                    "label": q.model_label[row],
+                    "label": q.model_label[row],  # the model's own, even where a correction was applied
+                    "corrected": shown(q.corrected[row]) or None,  # the person's label the table holds instead
                     "true_label": shown(q.true_label[row]) or None if q.true_label is not None else None,
                     "section": q.section(position),
                     "decision": self.corrections.labels.get(q.paths[row]),

@@ -191,6 +191,47 @@ def test_a_training_run_is_reviewed_on_its_validation_images(tiny_model, second_
         opened(ReviewOptions(run))
 
 
+def test_a_table_with_corrections_shows_the_models_answer_and_the_correction_apart(tiny_model, tmp_path):
+    """`label --corrections` writes a person's label into the table's `label` column (source
+    human): the page still shows the model's own answer as "model", the applied correction
+    beside it, and `accept` (space) records the model's label, not the person's."""
+    from starlette.testclient import TestClient
+
+    from catsdogs_batch.cli import main
+
+    photos = tmp_path / "photos"
+    for n in range(3):
+        write_image(photos / f"cat.{n}.jpg", 0, seed=n)
+        write_image(photos / f"dog.{n}.jpg", 1, seed=100 + n)
+    band = ["--uncertain", "0", "1", "--no-progress"]  # every image in the band: all of them queued
+    assert main(["label", str(tiny_model), str(photos), "--out", str(tmp_path / "plain.csv"), *band]) == 0
+    plain = read_table(tmp_path / "plain.csv").set_index("path")["p_dog"]
+    model = {path: "dog" if p >= 0.5 else "cat" for path, p in plain.items()}  # the model's own answers
+    other = {"cat": "dog", "dog": "cat"}
+    given = tmp_path / "given.csv"
+    given.write_text(f"path,label\ncat.0.jpg,{other[model['cat.0.jpg']]}\ndog.1.jpg,skip\n")
+    table = tmp_path / "out" / "labels.csv"
+    assert main(["label", str(tiny_model), str(photos), "--out", str(table), "--corrections", str(given), *band]) == 0
+    assert read_table(table).set_index("path").loc["cat.0.jpg", "source"] == "human"
+
+    with open_session(ReviewOptions(table)) as session, TestClient(
+        create_app(session, "t"), base_url="http://127.0.0.1"
+    ) as client:
+        items = client.get("/api/page?page=0", headers={"X-Review-Token": "t"}).json()["items"]
+        assert len(items) == 6
+        assert {item["name"]: item["label"] for item in items} == model  # "model: ..." on the page
+        corrected = {"cat.0.jpg": other[model["cat.0.jpg"]], "dog.1.jpg": "skip"}
+        assert {item["name"]: item.get("corrected") for item in items} == {path: corrected.get(path) for path in model}
+        position = {item["name"]: item["position"] for item in items}
+        for path in ("cat.0.jpg", "dog.1.jpg", "cat.2.jpg"):
+            answer = client.post("/api/decide", json={"position": position[path], "label": "accept"},
+                                 headers={"X-Review-Token": "t", "X-Review-Client": "tab"})  # fmt: skip
+            assert answer.json()["decision"] == model[path]
+    assert dict(read_corrections(table.with_name("corrections.csv"))[1:]) == {
+        path: model[path] for path in ("cat.0.jpg", "dog.1.jpg", "cat.2.jpg")
+    }
+
+
 # --- the corrections -----------------------------------------------------------------------
 
 

@@ -52,9 +52,10 @@ function showProgress() {
   progress.textContent = parts.join(" · ");
 }
 
-function caption(item) {
+function caption(item) {  // the model's own answer; a correction the table applied, apart
   const given = item.true_label ? ` · given: ${item.true_label}` : "";
-  return `p(dog) ${item.p_dog.toFixed(3)} · model: ${item.label}${given}`;
+  const corrected = item.corrected ? ` · corrected: ${item.corrected}` : "";
+  return `p(dog) ${item.p_dog.toFixed(3)} · model: ${item.label}${corrected}${given}`;
 }
 
 function tile(item, index) {
