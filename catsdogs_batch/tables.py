@@ -8,8 +8,10 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 import operator
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,8 +133,10 @@ def read_table(path: str | os.PathLike, *, true_label: bool = False) -> pd.DataF
     layouts = _layouts(true_label)
     with _as_table(path):
         if path.suffix == ".parquet":
-            frame = _checked(path, pd.read_parquet(path), layouts)
-            return frame.astype({c: ALL_DTYPES[c] for c in frame.columns})
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            return _from_parquet(path, table.to_pandas(), layouts, _escaped_names(table.schema))
         return _checked(path, pd.read_csv(path, **_READ_CSV), layouts)
 
 
@@ -145,9 +149,10 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[p
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                frame = _checked(path, batch.to_pandas(), layouts)
-                yield frame.astype({c: ALL_DTYPES[c] for c in frame.columns})
+            file = pq.ParquetFile(path)
+            escaped = _escaped_names(file.schema_arrow)
+            for batch in file.iter_batches(batch_size=chunk_rows):
+                yield _from_parquet(path, batch.to_pandas(), layouts, escaped)
             return
         for chunk in pd.read_csv(path, chunksize=chunk_rows, **_READ_CSV):
             yield _checked(path, chunk, layouts)
@@ -174,6 +179,16 @@ def _checked(path: Path, frame: pd.DataFrame, layouts: list[list[str]] | None = 
     return frame
 
 
+def _from_parquet(path: Path, frame: pd.DataFrame, layouts: list[list[str]], escaped: bool) -> pd.DataFrame:
+    """A Parquet table's frame with the column types above; names escaped by this tool (see
+    _escape) as the file system has them."""
+    frame = _checked(path, frame, layouts)
+    if escaped:
+        for column in _string_columns(frame):
+            frame[column] = _each(frame[column], _unescape)
+    return frame.astype({c: ALL_DTYPES[c] for c in frame.columns})
+
+
 def merge_shards(shards: list[Path], out: Path, relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> None:
     """Concatenate shard files in order into `out`, streaming (memory holds one shard at a
     time); written atomically. `relabel` rewrites each shard's rows on the way (label's
@@ -192,7 +207,7 @@ def merge_shards(shards: list[Path], out: Path, relabel: Callable[[pd.DataFrame]
 
 def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
     """Write frames of one layout (at least one) as a CSV or Parquet table, atomically and
-    streaming: names keep their bytes in CSV, and are written \\xNN in Parquet."""
+    streaming: names keep their bytes in CSV, and are escaped (see _escape) in Parquet."""
     with atomic_path(out) as tmp:
         if out.suffix == ".parquet":
             import pyarrow as pa
@@ -200,7 +215,11 @@ def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
 
             writer = None
             for frame in frames:
-                table = pa.Table.from_pandas(_utf8(frame.copy()), preserve_index=False)
+                frame = frame.copy()
+                for column in _string_columns(frame):
+                    frame[column] = _each(frame[column], _escape)
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), _NAMES[0]: _NAMES[1]})
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
             writer.close()
@@ -215,15 +234,38 @@ def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
                     )
 
 
-def _utf8(frame: pd.DataFrame) -> pd.DataFrame:
-    """Parquet strings must be UTF-8: bytes of a name that are not are written as \\xNN."""
-    for column, dtype in ALL_DTYPES.items():
-        if dtype.startswith("string") and column in frame.columns:
-            frame[column] = frame[column].map(
-                lambda v: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
-                na_action="ignore",
-            )
-    return frame
+# Parquet strings must be UTF-8, which a file name need not be: a byte that is not is written
+# \xNN (80-ff, lower case), and a backslash an escape could be read into (one before another
+# backslash, an x or such a byte) is written \\. Other names are stored as they are, for other
+# programs to read. The schema's metadata marks the tables written so; one without the mark (an
+# older version's, another program's) is read as it is.
+_NAMES = (b"catsdogs.names", b"escaped")
+_TO_ESCAPE = re.compile("\\\\(?=[\\\\x\udc80-\udcff])|[\udc80-\udcff]")
+_ESCAPED = re.compile(r"\\(\\|x[89a-f][0-9a-f])")
+
+
+def _escape(text: str) -> str:
+    """`text` (surrogates for bytes that are not UTF-8) as valid UTF-8 that _unescape reverses."""
+    return _TO_ESCAPE.sub(lambda m: "\\\\" if m[0] == "\\" else f"\\x{ord(m[0]) - 0xDC00:02x}", text)
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPED.sub(lambda m: "\\" if m[1] == "\\" else chr(0xDC00 + int(m[1][1:], 16)), text)
+
+
+def _escaped_names(schema: Any) -> bool:
+    return (schema.metadata or {}).get(_NAMES[0]) == _NAMES[1]
+
+
+def _each(column: pd.Series, function: Callable[[str], str]) -> pd.Series:
+    """`function` of each string of `column`, as Python strings (pandas would make them Arrow's
+    UTF-8, which a name with surrogates is not)."""
+    values = [v if pd.isna(v) else function(v) for v in column.astype(object)]
+    return pd.Series(values, index=column.index, dtype="string[python]")
+
+
+def _string_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if ALL_DTYPES.get(c, "").startswith("string")]
 
 
 def check_table_name(path: Path) -> None:

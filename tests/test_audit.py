@@ -264,7 +264,7 @@ def test_audit_and_corrected_tables_keep_names_byte_for_byte(tmp_path):
         write_table(out, [frame])
         again = read_table(out, true_label=True)
         assert list(again.columns) == AUDIT_COLUMNS and again["label_issue"].tolist() == [True, False]
-        assert again["path"][0] == (name if out.suffix == ".csv" else "caf\\xe9/\x1b[31m.jpg")
+        assert again["path"][0] == name
     assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "in.csv").read_bytes()
     source = tmp_path / "label.csv"
     source.write_text(",".join(SOURCE_COLUMNS) + "\na.jpg,,0.9,cat,human,0.1,48,48,ok,\n")

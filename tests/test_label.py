@@ -408,3 +408,22 @@ def test_corrections_in_a_folder_with_names_that_are_not_utf8(tiny_model, photos
     assert main(args) == 0
     rows = read_table(table).set_index("path")
     assert rows.loc[odd.name, "label"] == "dog" and rows.loc[odd.name, "source"] == "human"
+
+
+@pytest.mark.parametrize("names", [[b"b\xff.jpg", b"b\\xff.jpg"], [b"b\xff.jpg"]], ids=["with-its-escape", "alone"])
+def test_a_parquet_move_sorts_names_that_are_not_utf8(tiny_model, tmp_path, names, capsys):
+    """A raw 0xFF byte and the four characters `\\xff` are two names, both sorted, in either format."""
+    folder = tmp_path / "photos"
+    for n, name in enumerate(names):
+        write_image(folder / os.fsdecode(name), n % 2, seed=n)
+    before = {os.fsdecode(name): (folder / os.fsdecode(name)).read_bytes() for name in names}
+    table, sorted_dir = tmp_path / "labels.parquet", tmp_path / "sorted"
+    args = ["label", str(tiny_model), str(folder), "--out", str(table), "--sort-into", str(sorted_dir),
+            "--mode", "move", "--no-progress"]  # fmt: skip
+
+    assert main(args) == 0
+    assert f"{len(names)} placed, 0 already there, 0 left in place" in capsys.readouterr().out
+    assert os.listdir(folder) == []
+    labels = read_table(table).set_index("path")["label"]
+    assert sorted(labels.index) == sorted(before)
+    assert {name: (sorted_dir / labels[name] / name).read_bytes() for name in before} == before
