@@ -2,7 +2,9 @@
 deterministic ids, each written to its own file in `<table>.parts/` with, once that file is
 complete, a small JSON done marker (img2dataset's design). A rerun of the same job skips marked
 shards, so an interrupted run (Ctrl-C, kill -9) resumes with no duplicated and no missing rows;
-`--overwrite` starts over instead. When every shard is done they are merged into the table
+a marker records its files' names, sizes and modification times as the walk found them (before
+they were read), and a shard whose files changed since is predicted again. `--overwrite` starts
+over instead. When every shard is done they are merged into the table
 (atomically) and the parts folder is removed. The driver (engine.py) writes every shard through
 this module; the engines only compute rows.
 """
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 class Shard:
     index: int
     paths: list[str]  # relative to the folder
+    states: list[str]  # file_state of each path, taken when the walk found it (before it is read)
 
     @property
     def name(self) -> str:
@@ -43,7 +46,26 @@ class Shard:
 
     @property
     def fingerprint(self) -> str:
+        """Its file names: another answer means the folder's files are not those of the run."""
         return hashlib.sha1("\n".join(self.paths).encode(errors="surrogateescape")).hexdigest()
+
+    @property
+    def files(self) -> str:
+        """Its file names, sizes and modification times: another answer means its rows are out of date."""
+        digest = hashlib.sha1()
+        for path, state in zip(self.paths, self.states, strict=True):
+            digest.update(f"{path}\0{state}\n".encode(errors="surrogateescape"))
+        return digest.hexdigest()
+
+
+def file_state(path: Path) -> str:
+    """What a row of `path` depends on besides its name: its size and modification time (or
+    why they cannot be read). Another state means another content, to be predicted again."""
+    try:
+        stat = path.stat()
+        return f"{stat.st_size} {stat.st_mtime_ns}"
+    except OSError as e:
+        return f"error {e.errno}"
 
 
 def files_fingerprint(folder: Path) -> str:
@@ -51,23 +73,19 @@ def files_fingerprint(folder: Path) -> str:
     a different answer means a table of this folder is out of date."""
     digest = hashlib.sha1()
     for path in iter_image_files(folder):
-        try:
-            stat = path.stat()
-            state = f"{stat.st_size} {stat.st_mtime_ns}"
-        except OSError as e:
-            state = f"error {e.errno}"
-        digest.update(f"{path.relative_to(folder)}\0{state}\n".encode(errors="surrogateescape"))
+        digest.update(f"{path.relative_to(folder)}\0{file_state(path)}\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 
 def iter_shards(folder: Path, shard_size: int) -> Iterator[Shard]:
-    """The folder's image files, in their stable order, cut into shards of `shard_size`."""
-    relative = (p.relative_to(folder).as_posix() for p in iter_image_files(folder))
+    """The folder's image files, in their stable order, cut into shards of `shard_size`, each
+    with the state of its files as the walk found them."""
+    files = iter_image_files(folder)
     for index in itertools.count():
-        paths = list(itertools.islice(relative, shard_size))
+        paths = list(itertools.islice(files, shard_size))
         if not paths:
             return
-        yield Shard(index, paths)
+        yield Shard(index, [p.relative_to(folder).as_posix() for p in paths], [file_state(p) for p in paths])
 
 
 class PartsFolder:
@@ -108,6 +126,9 @@ class PartsFolder:
         return self.path / f"{shard.name}.csv"
 
     def done(self, shard: Shard) -> dict | None:
+        """The done marker of `shard` if its rows are of its files as they are now; None if it
+        is to be predicted (again: a file changed since, or an older version, which recorded no
+        sizes and times, wrote it)."""
         marker = self.path / f"{shard.name}.json"
         if not marker.exists():
             return None
@@ -117,6 +138,11 @@ class PartsFolder:
                 f"the folder changed since the interrupted run in {self.path} "
                 "(different files): pass --overwrite to start over"
             )
+        if stats.get("files") != shard.files:
+            why = "a file changed since" if "files" in stats else "an older version, which kept no sizes and times, did"
+            log.info("predicting %s again: %s", shard.name, why)
+            marker.unlink()  # until its new rows are complete, this shard is not done
+            return None
         return stats
 
     def finish(self, shard: Shard, rows: list[Row], seconds: float) -> dict:
@@ -124,6 +150,7 @@ class PartsFolder:
         errors = sum(r.status == "error" for r in rows)
         stats = {
             "fingerprint": shard.fingerprint,
+            "files": shard.files,
             "rows": len(rows),
             "ok": len(rows) - errors,
             "errors": errors,

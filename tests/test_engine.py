@@ -249,6 +249,51 @@ def test_overwrite_after_an_interrupted_run_starts_over(tiny_model, tmp_path, mo
     assert table["p_dog"].tolist() == fresh["p_dog"].tolist() and table["p_dog"][0] != old
 
 
+@pytest.mark.parametrize("suffix", [".png", ".bmp"])  # a .bmp of the same pixel size is the same byte size
+def test_a_photo_replaced_after_an_interrupted_run_is_predicted_again(tiny_model, tmp_path, monkeypatch, suffix):
+    """Ctrl-C once a.* is predicted, then a.* becomes another photo (a dog where a cat was): the
+    rerun predicts it again instead of keeping the cat's row, even when only the time tells."""
+    from catsdogs_batch.images import load_image
+
+    folder = tmp_path / "photos"
+    photo = write_image(folder / f"a{suffix}", 0, seed=1)
+    write_image(folder / f"b{suffix}", 0, seed=2)
+    out = tmp_path / "r.csv"
+    args = ["predict", str(tiny_model), str(folder), "--out", str(out), "--shard-size", "1", "--no-progress"]
+    interrupt_after_first_shard(monkeypatch)
+    assert main(args) == 130
+    monkeypatch.undo()
+    size = photo.stat().st_size
+
+    write_image(photo, 1, seed=3)
+    assert suffix != ".bmp" or photo.stat().st_size == size
+    expected = Predictor(tiny_model).predict(load_image(photo, 32).pixels[None])[0]
+    assert expected > 0.5  # a dog to the model
+    assert main(args) == 0
+    row = read_table(out).set_index("path").loc[photo.name]
+    assert row["label"] == "dog" and row["p_dog"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_shard_finished_by_an_older_version_is_predicted_again(tiny_model, tmp_path):
+    """Its done marker names the files but not their sizes and times, so nothing says its rows
+    are of the files as they are now: the rerun predicts it again rather than trusting it."""
+    folder = tmp_path / "photos"
+    write_image(folder / "a.png", 0, seed=1)
+    write_image(folder / "b.png", 1, seed=2)
+    options = PredictOptions(tiny_model, folder, tmp_path / "r.csv", engine=EngineOptions(progress=False, shard_size=1))
+    with pytest.MonkeyPatch.context() as patch:
+        interrupt_after_first_shard(patch)
+        with pytest.raises(KeyboardInterrupt):
+            predict_folder(options)
+    marker = tmp_path / "r.csv.parts" / "shard-000000.json"
+    stats = json.loads(marker.read_text())
+    older = {key: stats[key] for key in ("fingerprint", "rows", "ok", "errors", "labels", "seconds")}
+    marker.write_text(json.dumps(older))  # as the version before this one wrote it
+
+    assert predict_folder(options).processed == 2
+    pd.testing.assert_frame_equal(read_table(options.out), predict(tiny_model, folder, tmp_path / "fresh.csv"))
+
+
 @pytest.mark.slow
 def test_names_real_folders_hold_become_rows(tiny_model, tmp_path, capsys):
     """A name that is not UTF-8, digits other than 0-9, a number too long for 64 bits, and a

@@ -107,6 +107,50 @@ def test_results_are_reused_only_when_computed_the_same_way(tiny_model, sample_d
     pd.testing.assert_frame_equal(pd.read_csv(out / "submission.csv"), plain)
 
 
+def test_a_photo_replaced_after_an_interrupted_submission_is_predicted_again(tiny_model, tmp_path, monkeypatch, capsys, caplog):
+    """Ctrl-C once 1.jpg is predicted, then 1.jpg becomes another photo (a dog where a cat was):
+    the rerun submits the dog's answer, so does a later run that reuses results.csv, and a test
+    file touched since (same bytes, another time) is not answered from it."""
+    import os
+
+    from catsdogs_batch.images import load_image
+    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.shards import PartsFolder
+
+    test_dir = tmp_path / "test"
+    for n in range(1, 4):
+        write_image(test_dir / f"{n}.jpg", 0, seed=n)
+    out = tmp_path / "sub"
+    finish = PartsFolder.finish
+
+    def finish_then_stop(self, *args):
+        finish(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PartsFolder, "finish", finish_then_stop)
+    assert submission_cli(tiny_model, test_dir, out, "--shard-size", "1") == 130
+    monkeypatch.undo()
+
+    write_image(test_dir / "1.jpg", 1, seed=4)
+    p_dog = Predictor(tiny_model).predict(load_image(test_dir / "1.jpg", 32).pixels[None])[0]
+    assert p_dog > 0.5  # a dog to the model
+    assert submission_cli(tiny_model, test_dir, out, "--shard-size", "1") == 0
+    assert pd.read_csv(out / "submission.csv").set_index("id").loc[1, "label"] == pytest.approx(p_dog, abs=1e-6)
+
+    (out / "submission.csv").unlink()
+    with caplog.at_level("INFO"):
+        assert submission_cli(tiny_model, test_dir, out, "--shard-size", "1") == 0
+    assert "reusing" in caplog.text
+    assert pd.read_csv(out / "submission.csv").set_index("id").loc[1, "label"] == pytest.approx(p_dog, abs=1e-6)
+
+    (out / "submission.csv").unlink()
+    mtime = (test_dir / "2.jpg").stat().st_mtime_ns
+    os.utime(test_dir / "2.jpg", ns=(mtime, mtime + 1_000_000_000))
+    capsys.readouterr()
+    assert submission_cli(tiny_model, test_dir, out, "--shard-size", "1") == 1
+    assert "computed with another set of test files" in capsys.readouterr().err
+
+
 def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, sample_dir, tmp_path, capsys):
     from catsdogs_batch.errors import UserError
     from catsdogs_batch.options import SubmissionOptions
