@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .errors import UserError
+from .files import sha256, shown
 
 MODEL_FILE = "model.keras"
 # What a folder may hold: a trained checkpoint, or an export of one (`catsdogs export`).
@@ -114,7 +115,43 @@ def find_checkpoints(models: Models) -> list[Checkpoint]:
     twice = next((c.model_path for c, f in zip(checkpoints, files) if files.count(f) > 1), None)
     if twice is not None:
         raise UserError(f"{twice} is given twice: an ensemble averages different models")
+    if len(checkpoints) > 1:
+        refuse_the_same_model(checkpoints)
     return checkpoints
+
+
+def trained_model(checkpoint: Checkpoint) -> str | None:
+    """The SHA-256 of the trained model behind a checkpoint: of its model.keras, or for an export
+    the one its run.json records of the file it came from (None where none is recorded)."""
+    if not checkpoint.is_export:
+        try:
+            return sha256(checkpoint.model_path)
+        except OSError as e:
+            raise UserError(f"cannot read {shown(checkpoint.model_path)}: {e.strerror or e}") from None
+    export = checkpoint.run.get("export")
+    source = export.get("source_sha256") if isinstance(export, dict) else None
+    return source if isinstance(source, str) and source else None
+
+
+def refuse_the_same_model(checkpoints: list[Checkpoint]) -> None:
+    """An ensemble of a model and its own export, two exports of one model (fp32 and int8) or two
+    copies of one file would average a model with itself: a one-line error naming both."""
+    seen: dict[str, Checkpoint] = {}
+    for checkpoint in checkpoints:
+        model = trained_model(checkpoint)
+        first = seen.setdefault(model, checkpoint) if model else checkpoint
+        if first is checkpoint:
+            continue
+        a, b = shown(first.model_path), shown(checkpoint.model_path)
+        if first.is_export and checkpoint.is_export:
+            source = first.run["export"].get("source")
+            how = f"{a} and {b} are exports of the same model" + (f" ({shown(source)})" if isinstance(source, str) else "")
+        elif first.is_export or checkpoint.is_export:
+            export, source = (a, b) if first.is_export else (b, a)
+            how = f"{export} is an export of {source}, the same model"
+        else:
+            how = f"{a} and {b} are the same model (identical files)"
+        raise UserError(f"{how}: an ensemble averages different models")
 
 
 def latest_checkpoint(models_dir: Path = Path("models")) -> Path:

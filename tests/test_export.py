@@ -190,6 +190,30 @@ def test_a_runtime_can_be_named(model, exports, photos, tmp_path, capsys):
     assert "already an export" in capsys.readouterr().err
 
 
+def test_a_model_and_its_own_export_are_not_an_ensemble(model, exports, second_model, photos, tmp_path, capsys):
+    """An export's run.json records the checksum of the model it came from: the model beside its
+    export, two exports of it (fp32 and int8) or a copy of its file would average the model with
+    itself, and are refused with one line naming both; an export beside another model is an ensemble."""
+    keras_file, onnx, openvino_int8 = model / "model.keras", exports("onnx", False), exports("openvino", True)
+    copy = tmp_path / "copy" / "model.keras"
+    copy.parent.mkdir()
+    shutil.copyfile(keras_file, copy)
+    shutil.copyfile(model / "run.json", copy.parent / "run.json")
+    capsys.readouterr()  # the exports' progress
+    for given, named in (
+        ([model, onnx], [keras_file, onnx / "model.onnx"]),
+        ([onnx / "model.onnx", openvino_int8], [onnx / "model.onnx", openvino_int8 / "model.xml"]),
+        ([openvino_int8, second_model, copy.parent], [openvino_int8 / "model.xml", copy]),
+        ([model, copy], [keras_file, copy]),
+    ):
+        out = tmp_path / "t.csv"
+        assert main(["predict", *map(str, given), str(photos), "--out", str(out), "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and all(str(path) in err for path in named), err
+        assert "the same model" in err and not out.exists()
+    assert main(["predict", str(second_model), str(onnx), str(photos), "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 0
+
+
 @pytest.mark.parametrize("module, extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
 def test_a_missing_extra_names_its_install_command(
     model, exports, photos, tmp_path, monkeypatch, capsys, module, extra
