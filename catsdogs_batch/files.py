@@ -91,6 +91,23 @@ def sha256(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
+def made_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Make the folder `path` (and its missing parents) for the block; those this made and that are
+    empty when the block ends are removed again, so a run refused in it leaves no empty folder."""
+    path = Path(path)
+    made = [folder for folder in (path, *path.parents) if not folder.exists() and not folder.is_symlink()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        for folder in made:  # the deepest first; one that holds anything ends the walk
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+@contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold `path` (a lock file, removed afterwards) for the block, or stop at once with a
     one-line error naming `what` when another run holds it. The kernel drops the lock of a

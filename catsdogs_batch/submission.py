@@ -12,7 +12,7 @@ import pandas as pd
 from .checkpoint import find_checkpoints
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
-from .files import atomic_path, atomic_write_json, sha256
+from .files import atomic_path, atomic_write_json, made_folder, sha256
 from .shards import files_fingerprint, job_description, job_file, upgraded_job
 from .options import COMPETITIONS, PredictOptions, SubmissionOptions
 from .tables import read_table
@@ -40,7 +40,7 @@ def make_submission(options: SubmissionOptions) -> Path:
         raise UserError(f"{submission_path} already exists: pass --overwrite to replace it")
     sample_path = options.sample_submission or find_sample_submission(options.test_dir)
     sample = read_sample_submission(sample_path) if sample_path else None  # a bad one: refused before predicting
-    with table_lock(results_path):
+    with made_folder(out), table_lock(results_path):  # refused: no --out folder left that it made
         job = {
             **job_description(predict, find_checkpoints(options.model)),
             "files": files_fingerprint(options.test_dir),

@@ -28,7 +28,7 @@ import tensorflow as tf
 from . import __version__
 from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, sha256
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, made_folder, sha256
 from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
@@ -90,15 +90,29 @@ def corrected_images(folder: Path, corrections: Path | None) -> tuple[list[Label
 def corrected_split(options: TrainOptions) -> tuple[list[LabelledImage], list[LabelledImage], dict | None]:
     """The training and validation images. The split is drawn on the labels the files give and
     the corrections are applied to each part after it, so a run with corrections validates on
-    the same images as the run without them (and their figures compare)."""
+    the same images as the run without them (and their figures compare). Either way each part
+    must hold cats and dogs (check_split)."""
     given = _read_corrections(options.data, options.corrections)
     train, val = stratified_split(find_labelled_images(options.data), options.val_split, options.split_seed)
-    if given is None:
-        return train, val, None
-    (train, val), record = _apply_corrections((train, val), given, options.data)
-    if not train or not val:
-        raise UserError(f"the corrections leave no {'training' if not train else 'validation'} image")
+    record = None
+    if given is not None:
+        (train, val), record = _apply_corrections((train, val), given, options.data)
+    check_split(train, val, f"the corrections in {options.corrections}" if given else f"the labels of {options.data}")
     return train, val, record
+
+
+def check_split(train: list[LabelledImage], val: list[LabelledImage], source: str) -> None:
+    """Refuse a split whose training or validation part lacks cats or dogs: what a folder's
+    stratified split guarantees, checked on the final labels, which `source` (the corrections)
+    may have changed. Nothing is written before it."""
+    lacking = []
+    for part, items in (("training", train), ("validation", val)):
+        counts = [sum(item.label == label for item in items) for label in (0, 1)]
+        if not all(counts):
+            absent = " and no ".join(CLASS_NAMES[label] for label in (0, 1) if not counts[label])
+            lacking.append(f"no {absent} image in the {part} split ({counts[0]} cats, {counts[1]} dogs)")
+    if lacking:
+        raise UserError(f"{source} leave {' and '.join(lacking)}: training needs cats and dogs in both splits")
 
 
 def _read_corrections(folder: Path, corrections: Path | None):
@@ -334,8 +348,8 @@ def train(options: TrainOptions) -> Path:
         options = resolve_options(options)
     if options.out is None:
         options = dataclasses.replace(options, out=Path("models") / default_run_name(options))
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(options.out.with_name(f".{options.out.name}.lock"), str(options.out)):
+    lock = options.out.with_name(f".{options.out.name}.lock")
+    with made_folder(options.out.parent), exclusive_lock(lock, str(options.out)):  # refused: no folder left
         return _train_locked(options)
 
 
@@ -566,7 +580,7 @@ def _callbacks(options: TrainOptions, phase: Phase, best: float | None = None) -
         early_stopping,
         checkpoint,
         plateau,
-        keras.callbacks.CSVLogger(out / HISTORY_FILE, append=options.resume or phase.first_epoch > 0),
+        HistoryLogger(out / HISTORY_FILE, append=options.resume or phase.first_epoch > 0),
         # After the others, so that it restores their state after their on_train_begin resets it.
         CallbackState(out / BACKUP_DIR / "callbacks.json", phase.name, early_stopping, checkpoint, plateau),
     ]
@@ -614,6 +628,34 @@ class HeadDone(keras.callbacks.Callback):
         self.model.load_weights(self.best_model)
         _save_atomically(self.model.save_weights, self.backup / HEAD_WEIGHTS, ".weights.h5")
         atomic_write_json(self.backup / PHASE_FILE, {"phase": "fine-tune"})
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger (a header, then a row per epoch; appended to by a later phase or a
+    resumed run) with "\\n" line ends, like every other table here, where it writes "\\r\\n".
+    A history an earlier version wrote is converted before rows are added to it."""
+
+    def on_train_begin(self, logs=None):
+        path = Path(self.filename)
+        if self.append and path.is_file() and b"\r\n" in (old := path.read_bytes()):
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(old.replace(b"\r\n", b"\n"))
+        super().on_train_begin(logs)
+        self.csv_file = _LineFeeds(self.csv_file)
+
+
+class _LineFeeds:
+    """A text file whose writes have their "\\r\\n" turned into "\\n" (csv's excel dialect, which
+    CSVLogger's writer uses, ends each row with "\\r\\n")."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, text: str) -> int:
+        return self._file.write(text.replace("\r\n", "\n"))
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
 
 
 class CallbackState(keras.callbacks.Callback):

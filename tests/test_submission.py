@@ -208,3 +208,34 @@ def test_a_submission_of_an_ensemble_averages_its_models(tiny_model, second_mode
     assert submitted.loc[[1, 2, 3, 4]].to_numpy() == pytest.approx(np.clip(expected, 0.005, 0.995), abs=2e-6)
     job = json.loads((out / "results.csv.job.json").read_text())
     assert [m["model"] for m in job["models"]] == [str((m / "model.keras").resolve()) for m in (tiny_model, second_model)]
+
+
+def test_a_refused_submission_leaves_no_folder_it_made(tmp_path, monkeypatch, capsys):
+    """A model that is missing, has no run.json or is not a Keras file: refused in one line, and
+    the --out folders the run made for its table (nested, or the default submissions/<model>)
+    are gone again, while a folder that was there before stays."""
+    test_dir = tmp_path / "test"
+    for n in range(1, 4):
+        write_image(test_dir / f"{n}.jpg", n % 2, seed=n)
+    (tmp_path / "no-run-json").mkdir()
+    (tmp_path / "no-run-json" / "model.keras").write_bytes(b"not a model")
+    (tmp_path / "not-keras").mkdir()
+    (tmp_path / "not-keras" / "model.keras").write_bytes(b"not a model")
+    (tmp_path / "not-keras" / "run.json").write_text(json.dumps({"kind": "catsdogs-batch model", "image_size": 32}))
+    causes = {
+        tmp_path / "missing": "no model at",
+        tmp_path / "no-run-json": "no run.json beside it",
+        tmp_path / "not-keras": "not a Keras model file",
+    }
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for model, message in causes.items():
+        for out in (tmp_path / "subs" / "a" / "b", mine):
+            assert submission_cli(model, test_dir, out) == 1
+            err = capsys.readouterr().err
+            assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "subs").exists(), model
+        assert mine.is_dir() and not any(mine.iterdir())
+        monkeypatch.chdir(tmp_path)
+        assert main(["submission", "--model", str(model), "--test-dir", str(test_dir), "--no-progress"]) == 1
+        assert message in capsys.readouterr().err and not (tmp_path / "submissions").exists()

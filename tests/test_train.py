@@ -186,6 +186,45 @@ def test_corrections_leave_the_validation_split_where_it_was(kaggle_train_folder
     assert train[0].label != plain_train[0].label and (record["changed"], record["skipped"]) == (1, 1)
 
 
+def test_corrections_that_leave_a_split_without_cats_or_dogs_are_refused_before_the_run_folder(
+    kaggle_train_folder, tmp_path, capsys
+):
+    """Plain training refuses a folder of one class or too few to hold some of each out; corrections
+    that leave the same (every cat relabelled a dog, all but two images skipped) are refused as
+    well, in one line that blames them, before the run folder (or its missing parent) is made."""
+    names = sorted(p.name for p in kaggle_train_folder.iterdir())
+    cases = {
+        "every cat relabelled": ([(n, "dog") for n in names if n.startswith("cat.")], ["no cat image in the training split", "no cat image in the validation split"]),
+        "all but two skipped": ([(n, "skip") for n in names if n not in ("cat.0.jpg", "dog.0.jpg")], []),
+        "all skipped": ([(n, "skip") for n in names], ["no cat and no dog image in the training split"]),
+    }  # fmt: skip
+    for case, (rows, expected) in cases.items():
+        corrections = tmp_path / "corrections.csv"
+        corrections.write_text("path,label\n" + "".join(f"{name},{label}\n" for name, label in rows))
+        out = tmp_path / "models" / "run"
+        assert train_cli(kaggle_train_folder, out, "--epochs", "1", "--corrections", str(corrections)) == 1, case
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(errors) == 1, (case, errors)
+        assert f"the corrections in {corrections} leave" in errors[0], errors[0]
+        assert "training needs cats and dogs in both splits" in errors[0], errors[0]
+        assert all(text in errors[0] for text in expected), (case, errors[0])
+        assert not (tmp_path / "models").exists(), case
+
+
+def test_corrections_that_skip_the_validation_cats_are_refused(kaggle_train_folder, tmp_path):
+    from catsdogs_batch.errors import UserError
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import corrected_split
+
+    _, plain_val, _ = corrected_split(TrainOptions(data=kaggle_train_folder))
+    cats = [item.path for item in plain_val if item.path.startswith("cat.")]
+    assert cats  # a stratified split holds some of each class out
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text("path,label\n" + "".join(f"{path},skip\n" for path in cats))
+    with pytest.raises(UserError, match=r"leave no cat image in the validation split \(0 cats, \d+ dogs\)"):
+        corrected_split(TrainOptions(data=kaggle_train_folder, corrections=corrections))
+
+
 def test_corrections_made_for_another_folder_are_refused(kaggle_train_folder, tmp_path, capsys):
     corrections = tmp_path / "corrections.csv"
     corrections.write_text("path,label\ncat.0.jpg,dog\n")
@@ -246,9 +285,40 @@ def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folde
     assert main(["train", "--out", str(out), "--resume"]) == 0
     history = pd.read_csv(out / "history.csv")
     assert list(history["epoch"]) == [0, 1, 2, 3, 4]  # continued at epoch 3: no repeats, no gaps
+    assert b"\r" not in (out / "history.csv").read_bytes()  # "\n" line ends, like every other table
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["epochs_run"] == 5
     assert main(["train", "--out", str(out), "--resume"]) == 1  # nothing left to resume
+
+
+def test_history_csv_has_lf_line_ends_and_is_appended_to_by_later_phases_and_resumes(tmp_path):
+    """history.csv ends its lines with "\\n" like every other table, whichever fit writes it: a
+    first phase starts it, a later phase or a resumed run appends, a history an earlier version
+    wrote with "\\r\\n" is converted before rows are added to it."""
+    import dataclasses
+
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import Phase, _callbacks
+
+    history = tmp_path / "history.csv"
+    options = TrainOptions(out=tmp_path, arch="residual")
+
+    def fit(phase: Phase, resume: bool = False) -> None:
+        run = dataclasses.replace(options, resume=resume)
+        logger = next(c for c in _callbacks(run, phase) if isinstance(c, keras.callbacks.CSVLogger))
+        logger.on_train_begin()
+        for epoch in range(phase.first_epoch, phase.end_epoch):
+            logger.on_epoch_end(epoch, {"loss": 0.5, "val_loss": 0.25})
+        logger.on_train_end()
+
+    fit(Phase("head", 0, 2))
+    fit(Phase("fine-tune", 2, 3))
+    assert history.read_bytes() == b"epoch,loss,val_loss\n0,0.5,0.25\n1,0.5,0.25\n2,0.5,0.25\n"
+    history.write_bytes(b"epoch,loss,val_loss\r\n0,0.5,0.25\r\n")  # an interrupted run of the previous version
+    fit(Phase("train", 1, 2), resume=True)
+    assert history.read_bytes() == b"epoch,loss,val_loss\n0,0.5,0.25\n1,0.5,0.25\n"
+    fit(Phase("train", 0, 1))  # a new run starts it afresh
+    assert history.read_bytes() == b"epoch,loss,val_loss\n0,0.5,0.25\n"
 
 
 def test_the_residual_model_sees_the_whole_image_with_few_parameters():
