@@ -13,8 +13,10 @@ the table (never by a path from the request) and only files that resolve inside 
 folder, so a link in it that points elsewhere is not served.
 `corrections.csv` (`path,label`, one row per decided image, label `cat`, `dog` or `skip`) is
 rewritten whole on each decision (write beside, fsync, rename), so a kill at any moment leaves
-the previous or the next version, never half of one; a lock file keeps a second review server
-of the same corrections out.
+the previous or the next version, never half of one (the temporary file such a kill leaves is
+removed by the next start); a lock file keeps a second review server of the same corrections
+out, whatever symbolic link names them (links are followed to the file, which is locked and
+replaced; the link stays).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -296,6 +299,7 @@ def read_corrections(path: Path, folder: Path, option: str = "--corrections") ->
     """Read a corrections file about the images of `folder` with the review's reader (a missing
     file, another header, a row that is not path,cat|dog|skip, or a file its review made for
     another folder is a one-line error) and the SHA-256 of the bytes it read."""
+    path = corrections_file(path, option)  # its record of the folder sits beside the file, not a link
     try:
         info = os.stat(path)
     except OSError as e:
@@ -503,13 +507,39 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
         raise UserError(f"--uncertain LOW HIGH needs 0 <= LOW <= HIGH <= 1, not {band[0]} {band[1]}")
     if options.page_size < 1:
         raise UserError(f"the page size must be at least 1, not {options.page_size}")
-    path = options.corrections or table.with_name(CORRECTIONS_FILE)
+    path = corrections_file(options.corrections or table.with_name(CORRECTIONS_FILE))
     queue = review_queue(read_table(table, true_label=True), band, threshold)
     with exclusive_lock(path.with_name(path.name + ".lock"), shown(path)):
+        remove_unfinished_saves(path)
         corrections = Corrections(path, {"folder": str(images), "table": str(table.resolve())})
         if options.corrections is None:
             refuse_another_folder(corrections.path, images, "pass --corrections FILE to keep this review's apart")
         yield Session(queue, images, corrections, options.page_size, table, moved_to(table))
+
+
+def corrections_file(path: Path, option: str = "--corrections") -> Path:
+    """The file `path` names, symbolic links followed: whatever link leads to a corrections file,
+    it has one lock, one record of its folder, and its saves replace the file, never the link."""
+    real = Path(os.path.realpath(path))
+    if real.is_symlink():  # realpath stops at a loop
+        raise UserError(f"{option} {shown(path)} is a loop of symbolic links")
+    return real
+
+
+def remove_unfinished_saves(path: Path) -> None:
+    """Remove the temporary files that a review killed while saving left beside `path` or its
+    `.json` (atomic_path's mkstemp names, `.<name>.XXXXXXXX.tmp`, 0600): regular files of that
+    pattern only, and only while the lock is held, so that no save of another review is cut."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}(\.json)?\.[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+    if removed:
+        log.info("removed %d unfinished save(s) a stopped review left: %s", len(removed), shown(", ".join(removed)))
 
 
 def refuse_another_folder(corrections: Path, images: Path, hint: str) -> None:

@@ -412,6 +412,73 @@ def test_a_second_review_of_the_same_corrections_is_refused(tmp_path):
     ReviewServer(ReviewOptions(table, images=tmp_path)).close()  # released
 
 
+def test_a_link_to_the_corrections_is_the_same_review(tmp_path):
+    """`--corrections link.csv` (a symbolic link to corrections.csv) is the file it points to:
+    a second review of it is refused while the first holds it, and a review through the link
+    saves into the file (the link stays a link), so decisions never split between two files."""
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}, {"path": "b.jpg", "p_dog": 0.45}])
+    corrections, link = tmp_path / "corrections.csv", tmp_path / "link.csv"
+    corrections.write_text("path,label\n")
+    link.symlink_to("corrections.csv")
+    with ReviewServer(ReviewOptions(table, images=tmp_path)):
+        with pytest.raises(UserError, match="another catsdogs run is writing .*corrections.csv"):
+            ReviewServer(ReviewOptions(table, images=tmp_path, corrections=link))
+    with open_session(ReviewOptions(table, images=tmp_path, corrections=link)) as session:
+        session.decide(0, "cat", "tab")
+    assert link.is_symlink() and read_corrections(corrections)[1:] == [["a.jpg", "cat"]]
+    with open_session(ReviewOptions(table, images=tmp_path)) as session:
+        session.decide(1, "dog", "tab")
+    assert read_corrections(link)[1:] == [["a.jpg", "cat"], ["b.jpg", "dog"]]
+
+
+def test_the_corrections_of_another_folder_are_refused_through_a_link(tmp_path):
+    """The record of which folder a corrections file is about sits beside the file, not the link:
+    `label --corrections link.csv` of another folder's decisions is refused like the file itself."""
+    from catsdogs_batch.review import read_corrections as read_for_label
+
+    cats, dogs = tmp_path / "cats", tmp_path / "dogs"
+    cats.mkdir(), dogs.mkdir()
+    with open_session(ReviewOptions(write_table(tmp_path / "cats.csv", [{"path": "a.jpg", "p_dog": 0.5}]), images=cats)) as session:
+        session.decide(0, "cat", "tab")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "corrections.csv")
+    for given in ("corrections.csv", "link.csv"):
+        with pytest.raises(UserError, match="holds decisions about the images in .*cats, not .*dogs"):
+            read_for_label(tmp_path / given, dogs)
+    assert read_for_label(tmp_path / "link.csv", cats).labels == {"a.jpg": "cat"}
+
+
+def test_a_save_killed_halfway_leaves_nothing_after_the_next_start(tmp_path):
+    """kill -9 while the new version is written leaves `.corrections.csv.*.tmp` (0600) beside
+    the file: the next review removes it once it holds the lock, and nothing
+    else (other names, folders, links, another file's temporary files)."""
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    path = tmp_path / "corrections.csv"
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from catsdogs_batch.review import Corrections
+        Corrections(Path({str(path)!r})).set("a.jpg", "cat")  # the first version, complete
+        os.fsync = lambda fd: os.kill(os.getpid(), 9)  # killed once written, before the rename
+        Corrections(Path({str(path)!r})).set("a.jpg", "dog")
+    """)
+    assert subprocess.run([sys.executable, "-c", script], cwd=REPOSITORY).returncode == -signal.SIGKILL
+    (left,) = tmp_path.glob(".corrections.csv.*.tmp")
+    assert left.stat().st_mode & 0o777 == 0o600 and read_corrections(path)[1:] == [["a.jpg", "cat"]]
+    others = [".corrections.csv.abcd1234.tmp.keep", ".other.csv.abcd1234.tmp", "corrections.csv.abcd1234.tmp",
+              ".corrections.csv.ab.tmp", "notes.txt"]  # fmt: skip
+    for name in others:
+        (tmp_path / name).write_text("mine")
+    (tmp_path / ".corrections.csv.folder12.tmp").mkdir()
+    (tmp_path / ".corrections.csv.linklink.tmp").symlink_to("notes.txt")
+    with ReviewServer(ReviewOptions(table, images=tmp_path)):
+        with pytest.raises(UserError, match="another catsdogs run"):  # a start without the lock removes nothing
+            ReviewServer(ReviewOptions(table, images=tmp_path))
+    assert not left.exists()
+    assert all((tmp_path / name).read_text() == "mine" for name in others)
+    assert (tmp_path / ".corrections.csv.folder12.tmp").is_dir() and (tmp_path / ".corrections.csv.linklink.tmp").is_symlink()
+    assert read_corrections(path)[1:] == [["a.jpg", "cat"]]
+
+
 # --- what the server serves and refuses ----------------------------------------------------
 
 
