@@ -9,6 +9,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 # CSV files hold file names byte for byte, like the file system: UTF-8, except names that are not.
 TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
@@ -135,6 +138,29 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)  # while still held, so no one locks a removed file
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, busy: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold a lock on `folder` itself for the block, shared with other shared holders or
+    exclusive, or stop at once with the one-line error `busy`. Nothing is written: the lock is
+    the folder's own (flock), and the kernel drops it when the run dies, kill -9 included."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise UserError(f"cannot open the folder {shown(folder)}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError(busy) from None
+            # A file system without locks on folders (NFS): go on as without one
+            log.warning("cannot lock the folder %s (%s): another run could sort it at the same time",
+                        shown(folder), e.strerror)  # fmt: skip
+        yield
+    finally:
         os.close(fd)
 
 

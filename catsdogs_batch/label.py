@@ -13,6 +13,10 @@ DIR no link is followed: a link where a folder should be leaves that image unsor
 removes a source only once its placed file is proven to be a regular file in another folder
 with the same content (a hard link on the same file system, else a flushed copy).
 
+Two runs at once: a run that moves holds the folder alone (a lock on the folder itself, which
+dies with the run), so a second run sorting it, with any table, stops at once with one line;
+runs that copy or hard-link share it.
+
 Corrections (`--corrections`, a review's corrections.csv): a person's label wins over the
 model's. The table then has a `source` column (`human` or `model`), each corrected row the
 person's label (`skip` included: such images are not sorted) and, as `confidence`, the model's
@@ -22,6 +26,7 @@ never continues or reuses the work of these.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import filecmp
 import json
@@ -41,7 +46,7 @@ from .checkpoint import model_paths
 from .engine import check_engine_options, predict_folder, table_lock
 from .shards import upgraded_job
 from .errors import UserError
-from .files import atomic_write_json, shown
+from .files import atomic_write_json, folder_lock, shown
 from .options import LabelOptions, PredictOptions
 from .review import CorrectionsFile, read_corrections
 from .tables import confidences, iter_table, label_for
@@ -386,8 +391,19 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     if options.sort_into is not None:
         check_sort_target(options.folder, options.sort_into)
         check_sort_into(options.sort_into)
-    with table_lock(out):
+    sorting = sorting_lock(options.folder, options.mode) if options.sort_into else contextlib.nullcontext()
+    with table_lock(out), sorting:
         return _label_locked(options, predict, corrections, started)
+
+
+def sorting_lock(folder: Path, mode: str) -> contextlib.AbstractContextManager[None]:
+    """The lock on the folder that a run sorting it holds: a move holds it alone (a run reading
+    the folder would find its files gone), copies and links share it."""
+    if mode == "move":
+        busy = f"another catsdogs run is sorting {shown(folder)} (it holds a lock on the folder): move when it has finished"
+    else:
+        busy = f"another catsdogs run is moving the files of {shown(folder)} (it holds a lock on the folder): wait for it"
+    return folder_lock(folder, busy, shared=mode != "move")
 
 
 def _label_locked(

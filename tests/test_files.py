@@ -1,7 +1,8 @@
-"""What the tool writes: permissions the umask gives, and one writer per table."""
+"""What the tool writes: permissions the umask gives, one writer per table and one move per folder."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -58,3 +59,26 @@ def test_a_lock_is_held_by_one_run_and_dies_with_it(tmp_path):
     assert lock.exists()
     with exclusive_lock(lock, "t.csv"):
         pass
+
+
+def test_a_folder_lock_is_shared_or_held_alone_and_writes_nothing(tmp_path, monkeypatch, caplog):
+    from catsdogs_batch import files
+    from catsdogs_batch.files import folder_lock
+
+    with folder_lock(tmp_path, "busy", shared=True), folder_lock(tmp_path, "busy", shared=True):
+        with pytest.raises(UserError, match="^busy$"):
+            with folder_lock(tmp_path, "busy"):
+                pass
+    with folder_lock(tmp_path, "busy"):
+        with pytest.raises(UserError, match="^busy$"):
+            with folder_lock(tmp_path, "busy", shared=True):
+                pass
+    assert os.listdir(tmp_path) == []
+
+    def no_locks_here(fd, operation):  # NFS: flock on a folder opened for reading
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(files.fcntl, "flock", no_locks_here)
+    with folder_lock(tmp_path, "busy"):  # goes on, as it did before there was a lock
+        pass
+    assert "cannot lock the folder" in caplog.text

@@ -9,6 +9,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -427,3 +430,94 @@ def test_a_parquet_move_sorts_names_that_are_not_utf8(tiny_model, tmp_path, name
     labels = read_table(table).set_index("path")["label"]
     assert sorted(labels.index) == sorted(before)
     assert {name: (sorted_dir / labels[name] / name).read_bytes() for name in before} == before
+
+
+def sorting_args(model: Path, folder: Path, tmp_path: Path, name: str, mode: str) -> list[str]:
+    """`catsdogs label` sorting `folder` with a table and a sorted folder of its own."""
+    return ["label", str(model), str(folder), "--out", str(tmp_path / f"{name}.csv"),
+            "--sort-into", str(tmp_path / name), "--mode", mode, "--no-progress"]  # fmt: skip
+
+
+def sorted_photos(photos: Path, *sorted_dirs: Path) -> list[tuple[str, bytes]]:
+    """(path relative to the photo folder, content) of every file in it and in the sorted folders."""
+    found = list(files_under(photos).items())
+    return sorted(found + [(p.split("/", 1)[1], c) for d in sorted_dirs if d.exists() for p, c in files_under(d).items()])
+
+
+@pytest.mark.parametrize("first_mode, second_mode", [("move", "move"), ("move", "copy"), ("copy", "move"), ("copy", "copy")])
+def test_a_second_run_sorting_the_folder_a_move_is_sorting_stops_at_once(tiny_model, photos, tmp_path, monkeypatch, capsys, first_mode, second_mode):
+    """Two runs sorting one folder at once (other tables, other sorted folders): while one moves
+    files out, the other stops with one line, and every photo is sorted once; copies share it."""
+    before = files_under(photos)
+    first = sorting_args(tiny_model, photos, tmp_path, "first", first_mode)
+    second = sorting_args(tiny_model, photos, tmp_path, "second", second_mode)
+    place, answers = Sorter.place, []
+
+    def place_while_the_second_runs(self: Sorter, relative: str, label: str) -> None:
+        if not answers:  # the first run is sorting: start the second now
+            answers.append(None)
+            answers[0] = (main(second), capsys.readouterr())
+        place(self, relative, label)
+
+    monkeypatch.setattr(Sorter, "place", place_while_the_second_runs)
+    assert main(first) == 0
+    assert "8 placed, 0 already there, 0 left in place" in capsys.readouterr().out
+    code, (printed, errors) = answers[0]
+    if "move" in (first_mode, second_mode):
+        assert code == 1 and errors.count("\n") == 1 and printed == ""
+        assert errors.startswith("catsdogs label: error: another catsdogs run is") and str(photos) in errors, errors
+        assert not (tmp_path / "second").exists() and not (tmp_path / "second.csv").exists()
+        copies = 1 if first_mode == "move" else 2  # a copy leaves the photo where it was
+    else:
+        assert code == 0 and "8 placed" in printed
+        copies = 3
+    unreadable = ["2024/empty.jpg", "notes.jpg"]  # never sorted
+    readable = [(path, content) for path, content in before.items() if path not in unreadable]
+    expected = readable * copies + [(path, before[path]) for path in unreadable]
+    assert sorted_photos(photos, tmp_path / "first", tmp_path / "second") == sorted(expected)
+
+
+def test_the_lock_of_a_killed_move_never_blocks_the_next(tiny_model, photos, tmp_path, capsys):
+    """The lock is the folder's own, held by a process: nothing is written into the folder, and
+    kill -9 of the run that holds it frees it."""
+    before = files_under(photos)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from catsdogs_batch.label import sorting_lock
+        with sorting_lock({str(photos)!r}, "move"):  # as a move that is sorting it
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        args = sorting_args(tiny_model, photos, tmp_path, "sorted", "move")
+        assert main(args) == 1
+        assert f"another catsdogs run is sorting {photos}" in capsys.readouterr().err
+        assert files_under(photos) == before and not (tmp_path / "sorted").exists()
+    finally:
+        holder.kill()  # kill -9
+        holder.wait()
+    assert main(args) == 0
+    assert "8 placed" in capsys.readouterr().out
+    assert set(files_under(photos)) == {"2024/empty.jpg", "notes.jpg"}
+
+
+@pytest.mark.slow
+def test_two_moves_of_one_folder_started_together(tiny_model, tmp_path):
+    """The report's case, as two real processes: however they meet, no photo is lost or reported
+    missing (exit 3); a run either sorts everything or stops with one line before touching any."""
+    photos = tmp_path / "photos"
+    for n in range(48):
+        write_image(photos / f"{n // 10}" / f"{n}.jpg", n % 2, seed=n)
+    before = files_under(photos)
+    runs = [subprocess.Popen([sys.executable, "-m", "catsdogs_batch.cli", *sorting_args(tiny_model, photos, tmp_path, name, "move")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("first", "second")]  # fmt: skip
+    finished = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    for code, printed, errors in finished:
+        assert code in (0, 1), errors
+        if code == 1:  # stopped by the other's lock, or started once the other had emptied the folder
+            assert "another catsdogs run is sorting" in errors or "no image files in" in errors, errors
+        else:
+            assert "48 placed, 0 already there, 0 left in place" in printed
+    assert 0 in [code for code, _, _ in finished]
+    assert sorted_photos(photos, tmp_path / "first", tmp_path / "second") == sorted(before.items())
