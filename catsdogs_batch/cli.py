@@ -344,8 +344,8 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-dir", type=Path, help="default: data/<competition>/test")
     _add_competition(p)
     p.add_argument(
-        "--clip", type=number(float, 0, 0.5, open_high=True), default=0.005,
-        help="redux: clip p_dog to [clip, 1-clip] (default: 0.005)",
+        "--clip", type=number(float, 0, 0.5, open_high=True), default=SubmissionOptions.clip,
+        help=f"redux: clip p_dog to [clip, 1-clip] (default: {SubmissionOptions.clip})",
     )  # fmt: skip
     p.add_argument("--sample-submission", type=Path, help="default: found beside the test folder")
     p.add_argument("--out", type=Path, help="output folder (default: submissions/<run-name>)")

