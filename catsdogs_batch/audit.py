@@ -162,6 +162,7 @@ def audit(options: AuditOptions) -> AuditSummary:
 
 
 def _audit_locked(options: AuditOptions, out: Path, started: float, items: list, corrections: dict | None) -> AuditSummary:
+    sizes = np.zeros((len(items), 2), dtype=np.int64)  # each image's (width, height), as predict's rows give it
     if pretrained(options.arch):
         from .model import pretrained_features
 
@@ -172,7 +173,8 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
         # With TTA, each image's row is the mean of its and its mirror's: the classifier is linear, so
         # its logit of the mean is the mean of the two logits, for half the memory and one fit.
         features, mirrored, skipped = embed_images(
-            options.data, items, backbone.predict_on_batch, options.image_size, options.workers, "audit", options.tta
+            options.data, items, backbone.predict_on_batch, options.image_size, options.workers, "audit", options.tta,
+            sizes,
         )
         if mirrored is not None:
             features = (features + mirrored) / 2
@@ -181,9 +183,10 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
         from .train import decode_images
 
         training = fold_options(options)
-        images, _, skipped = decode_images(options.data, items, options.image_size, options.workers, "audit")
+        images, _, skipped = decode_images(options.data, items, options.image_size, options.workers, "audit", sizes)
     unreadable = {row["path"] for row in skipped}
-    kept = [item for item in items if item.path not in unreadable]
+    readable = [k for k, item in enumerate(items) if item.path not in unreadable]
+    kept = [items[k] for k in readable]
     given = np.array([item.label for item in kept], dtype=np.int64)
     if min(np.bincount(given, minlength=2)) < least_of_each(options):
         raise UserError(f"too few readable images of each class for --folds {options.folds}")
@@ -202,7 +205,7 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
     pred_probs = np.column_stack([1 - p_dog, p_dog])
     issues = find_label_issues(given, pred_probs, n_jobs=1)  # no worker processes forked from TensorFlow's
     quality = get_label_quality_scores(given, pred_probs)
-    table = audit_table(kept, p_dog, quality, issues, skipped, items)
+    table = audit_table(kept, p_dog, quality, issues, skipped, items, sizes[readable])
     job_file(out).unlink(missing_ok=True)  # a table being replaced loses its record first
     write_table(out, [table])
     seconds = time.perf_counter() - started
@@ -307,10 +310,11 @@ def _predict(model, images: np.ndarray, tta: bool, batch_size: int) -> np.ndarra
 
 def audit_table(
     kept: list[LabelledImage], p_dog: np.ndarray, quality: np.ndarray, issues: np.ndarray,
-    skipped: list[dict], items: list[LabelledImage],
+    skipped: list[dict], items: list[LabelledImage], sizes: np.ndarray | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """The audit's results table: the `kept` (readable) images by label quality, lowest first
-    (ties in path order), then the unreadable ones (`skipped`, their given label from `items`)."""
+    (ties in path order), then the unreadable ones (`skipped`, their given label from `items`).
+    `sizes`: the (width, height) of each kept image (else the columns are empty)."""
     p = np.round(p_dog, 6)
     model_label = np.where(p >= 0.5, "dog", "cat")
     def text(values: list) -> pd.api.extensions.ExtensionArray:  # names that are not UTF-8 kept as they are
@@ -323,7 +327,8 @@ def audit_table(
         "label": model_label,
         "true_label": text([CLASS_NAMES[item.label] for item in kept]),
         "confidence": confidences(model_label, p),
-        "width": None, "height": None, "status": "ok", "error": "",
+        "width": None if sizes is None else sizes[:, 0], "height": None if sizes is None else sizes[:, 1],
+        "status": "ok", "error": "",
         "label_quality": np.round(quality, 6),
         "label_issue": issues.astype(bool),
     })  # fmt: skip

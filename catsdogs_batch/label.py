@@ -20,7 +20,7 @@ runs that copy or hard-link share it.
 Corrections (`--corrections`, a review's corrections.csv): a person's label wins over the
 model's. The table then has a `source` column (`human` or `model`), each corrected row the
 person's label (`skip` included: such images are not sorted) and, as `confidence`, the model's
-probability of it. The file's SHA-256 is part of the job, so a rerun with other corrections
+probability of it (none for `skip`, which the model cannot answer; p_dog stays the model's). The file's SHA-256 is part of the job, so a rerun with other corrections
 never continues or reuses the work of these.
 """
 
@@ -287,8 +287,9 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
 
 
 def relabeller(corrections: dict[str, str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """A function that gives the rows of one shard the corrections' labels (`source` human; the
-    rest `model`; unreadable rows keep no label and no source)."""
+    """A function that gives the rows of one shard the corrections' labels (`source` human, the
+    confidence the model's probability of that label, none for `skip`; the rest `model`;
+    unreadable rows keep no label and no source)."""
 
     def relabel(frame: pd.DataFrame) -> pd.DataFrame:
         # A plain lookup: pandas would turn the names into UTF-8 strings, which some names are not.
@@ -297,7 +298,8 @@ def relabeller(corrections: dict[str, str]) -> Callable[[pd.DataFrame], pd.DataF
         corrected = ok & human.notna().to_numpy()
         p = frame["p_dog"].to_numpy(dtype=float, na_value=np.nan)
         label = np.where(corrected, human.to_numpy(dtype=object, na_value=""), frame["label"].to_numpy(dtype=object))
-        confidence = confidences(label, p)
+        # a person's skip is no answer of the model's: no confidence (p_dog stays the model's)
+        confidence = np.where(label == SKIP, np.nan, confidences(label, p))
         frame = frame.copy()
         frame["label"] = pd.array(label, dtype="string[python]")
         frame["confidence"] = np.where(corrected, confidence, frame["confidence"].to_numpy(dtype=float, na_value=np.nan))

@@ -184,10 +184,10 @@ def read_split(path: Path) -> tuple[list[LabelledImage], list[LabelledImage]]:
 
 
 def decode_images(
-    folder: Path, items: list[LabelledImage], size: int, workers: int, what: str
+    folder: Path, items: list[LabelledImage], size: int, workers: int, what: str, sizes: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Decode once into uint8 arrays held in memory (the cache every epoch reads);
-    unreadable files are skipped and returned with their error."""
+    unreadable files are skipped and returned with their error. `sizes`: see decode_labelled."""
     needed = len(items) * size * size * 3
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if needed > 0.6 * available:
@@ -198,7 +198,7 @@ def decode_images(
     images = np.empty((len(items), size, size, 3), dtype=np.uint8)
     keep = np.zeros(len(items), dtype=bool)
     skipped: list[dict[str, str]] = []
-    for k, pixels in decode_labelled(folder, items, size, workers, what, skipped):
+    for k, pixels in decode_labelled(folder, items, size, workers, what, skipped, sizes):
         images[k] = pixels
         keep[k] = True
     labels = np.array([[i.label] for i in items], dtype=np.float32)
@@ -206,11 +206,13 @@ def decode_images(
 
 
 def decode_labelled(
-    folder: Path, items: list[LabelledImage], size: int, workers: int, what: str, skipped: list[dict[str, str]]
+    folder: Path, items: list[LabelledImage], size: int, workers: int, what: str, skipped: list[dict[str, str]],
+    sizes: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(index in `items`, uint8 pixels) of each readable image, in order, decoded on `workers`
     threads a bounded window ahead, with a progress bar. Each unreadable file is appended to
-    `skipped` as {"path", "error"} and logged once the bar is done."""
+    `skipped` as {"path", "error"} and logged once the bar is done. With `sizes` (one row per
+    item), each readable image's original (width, height), upright, is written to its row."""
     from tqdm import tqdm
 
     decoded = decode_many([folder / i.path for i in items], size, workers)
@@ -218,6 +220,8 @@ def decode_labelled(
         if isinstance(result, Exception):
             skipped.append({"path": items[k].path, "error": str(result)})
         else:
+            if sizes is not None:
+                sizes[k] = result.width, result.height
             yield k, result.pixels
     for row in skipped:
         log.warning("skipped %s: %s", row["path"], row["error"])
@@ -227,14 +231,16 @@ EMBED_BATCH = 32  # images decoded and embedded at a time (twice that through th
 
 
 def embed_images(
-    folder: Path, items: list[LabelledImage], embed, size: int, workers: int, what: str, mirrored: bool
+    folder: Path, items: list[LabelledImage], embed, size: int, workers: int, what: str, mirrored: bool,
+    sizes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, str]]]:
     """The embeddings of the readable images of `items` (float32, one row each, in order), with
     `mirrored` those of their mirror images too (else None), and the unreadable ones (rows of
     `decode_labelled`). Images are decoded and embedded EMBED_BATCH at a time, so memory holds
-    the embeddings and a batch of pixels, whatever the number of images."""
+    the embeddings and a batch of pixels, whatever the number of images. `sizes`: see
+    decode_labelled."""
     skipped: list[dict[str, str]] = []
-    decoded = decode_labelled(folder, items, size, workers, what, skipped)
+    decoded = decode_labelled(folder, items, size, workers, what, skipped, sizes)
     plain, mirror, count = np.empty((0, 0), np.float32), None, 0
     while chunk := [pixels for _, pixels in itertools.islice(decoded, EMBED_BATCH)]:
         batch = np.stack(chunk)

@@ -155,6 +155,30 @@ def test_images_are_decoded_and_embedded_a_batch_at_a_time(tmp_path, monkeypatch
         assert batches == [n * (2 if mirrored else 1) for n in whole + [len(readable) % EMBED_BATCH]]
 
 
+def test_the_audit_table_gives_each_image_its_size(mislabelled, tmp_path, monkeypatch):
+    """Like predict's and evaluate's tables, the audit's gives the width and height of each
+    readable image (of the upright original, not the decoded size); unreadable rows have none.
+    A stand-in backbone (mean colour) keeps this fast: the sizes come from the decoding."""
+    import catsdogs_batch.model as model_module
+
+    class MeanColour:
+        def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+            return batch.mean(axis=(1, 2))
+
+    monkeypatch.setattr(model_module, "pretrained_features", lambda *args: MeanColour())
+    from PIL import Image
+
+    (mislabelled / "wide").mkdir()
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(mislabelled / "wide" / "cat.wide.png")
+    out = tmp_path / "audit.csv"
+    audit(AuditOptions(mislabelled, out=out, folds=3, image_size=32))
+    table = read_table(out, true_label=True).set_index("path")
+    ok = table[table["status"] == "ok"]
+    assert ok.loc["wide/cat.wide.png", ["width", "height"]].fillna(0).tolist() == [60, 40]
+    assert (ok.drop("wide/cat.wide.png")[["width", "height"]].fillna(0) == 32).all().all()
+    assert table.loc["cat.broken.jpg", ["width", "height"]].isna().all()
+
+
 def test_the_out_of_fold_classifier_never_sees_the_held_out_fold(monkeypatch):
     """Features of pure noise, more of them than images: a classifier that had seen an image
     could rank it by its label (AUC near 1, as the leaking folds below show); out of fold it can

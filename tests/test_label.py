@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from catsdogs_batch import label as label_module
@@ -348,6 +349,7 @@ def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos
     assert (rows.loc[rows["status"] == "ok", "source"] != "").all() and (rows.loc[rows["status"] != "ok", "source"] == "").all()
     machine = rows[rows["source"] == "model"]
     assert (machine["label"] == model[machine.index]).all()
+    assert np.isnan(rows.loc["2024/IMG_0002.jpg", "confidence"])  # skip: the model gave no such answer
     p = rows.loc["2023/IMG_0001.jpg", "p_dog"]
     assert rows.loc["2023/IMG_0001.jpg", "confidence"] == pytest.approx(p if human.loc["2023/IMG_0001.jpg", "label"] == "dog" else 1 - p)
     sorted_files = files_under(sorted_dir)
@@ -366,6 +368,24 @@ def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos
     counts = summary.corrections
     assert (counts.given, counts.applied, counts.changed, counts.unknown) == (4, 3, 2, 1)  # skip changes it too
     assert summary.labels["skip"] == 1 and "1 skip" in summary.describe()
+
+
+def test_a_skipped_image_has_no_confidence_in_the_table():
+    """`skip` is a person's "neither": the table keeps the model's p_dog but gives no confidence,
+    which would read as the model's certainty of a label it never gave; cat and dog keep theirs."""
+    from catsdogs_batch.tables import DTYPES
+
+    frame = pd.DataFrame({
+        "path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "id": [None] * 4, "p_dog": [0.9, 0.9, 0.2, np.nan],
+        "label": ["dog", "dog", "cat", ""], "confidence": [0.9, 0.9, 0.8, np.nan], "width": [48, 48, 48, None],
+        "height": [48, 48, 48, None], "status": ["ok", "ok", "ok", "error"], "error": ["", "", "", "empty file"],
+    }).astype(DTYPES)  # fmt: skip
+    relabelled = label_module.relabeller({"a.jpg": "skip", "b.jpg": "cat", "d.jpg": "dog"})(frame).set_index("path")
+    assert relabelled["label"].tolist() == ["skip", "cat", "cat", ""]
+    assert relabelled["source"].tolist() == ["human", "human", "model", ""]
+    assert relabelled["p_dog"].tolist()[:3] == [0.9, 0.9, 0.2]
+    assert relabelled.loc["a.jpg", "confidence"] is pd.NA or np.isnan(relabelled.loc["a.jpg", "confidence"])
+    assert relabelled.loc[["b.jpg", "c.jpg"], "confidence"].tolist() == pytest.approx([0.1, 0.8])
 
 
 def test_an_interrupted_sorting_continues_only_with_the_same_corrections(tiny_model, photos, tmp_path, monkeypatch, capsys):
