@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from .checkpoint import find_checkpoints
 from .errors import UserError
 from .files import exclusive_lock
-from .images import iter_image_files
+from .images import HiddenEntries, iter_image_files
 from .options import ENGINES, PredictOptions
 from .predictor import Predictor
 from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
@@ -88,12 +88,13 @@ def predict_folder(
 
     shard_files: list[Path] = []
     stats: list[dict] = []
+    hidden = HiddenEntries()  # counted by the walk, said once the bar is gone
     processed, startup_seconds, startup_rows = 0, 0.0, 0
     with Progress(options) as bar:
 
         def pending() -> Iterator[Shard]:
             """Shards not done yet, in order, registering every shard as the walk finds it."""
-            for shard in iter_shards(options.folder, options.engine.shard_size):
+            for shard in iter_shards(options.folder, options.engine.shard_size, hidden):
                 shard_files.append(parts.rows_file(shard))
                 done = parts.done(shard)
                 if done:
@@ -110,6 +111,7 @@ def predict_folder(
                 startup_seconds, startup_rows = time.perf_counter() - started, event
             processed += event
             bar.update(event)
+    hidden.log(options.folder)
     merge_table(options, parts, shard_files, relabel)
     rows, errors, labels = count(stats)
     seconds = time.perf_counter() - started

@@ -3,6 +3,7 @@ prediction share, so the two can never disagree."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -18,12 +19,14 @@ import numpy as np
 from PIL import Image
 
 from .errors import UserError
+from .files import shown
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CLASS_NAMES = ("cat", "dog")  # index = label: 0 = cat, 1 = dog
 _FOLDER_LABELS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _EXIF_ORIENTATION = 0x0112
 _NO_ORIENTATION = -1  # an EXIF block without the orientation tag
+log = logging.getLogger(__name__)
 _KAGGLE_NAME = re.compile(r"^(cat|dog)\.", re.IGNORECASE)
 FAST_JPEG_BYTES = 64 * 2**20  # larger JPEGs go to Pillow, which reads them as it decodes
 # JPEG markers a header holds before its first scan, each with a length: frames (SOF0-3, 5-7,
@@ -292,11 +295,27 @@ def is_image_file(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
+@dataclass
+class HiddenEntries:
+    """The hidden files and folders (names starting with '.') a walk left out, counted as it
+    goes: a command says how many without walking the folder again."""
+
+    files: int = 0
+    folders: int = 0  # their content is not looked into
+
+    def log(self, folder: str | os.PathLike) -> None:
+        """One line saying what was left out, if anything."""
+        if self.files or self.folders:
+            counts = [f"{n} hidden {what}{'' if n == 1 else 's'}"
+                      for n, what in ((self.files, "file"), (self.folders, "folder")) if n]  # fmt: skip
+            log.info("skipped %s in %s (names starting with '.')", " and ".join(counts), shown(folder))
+
+
+def iter_image_files(folder: str | os.PathLike, hidden: HiddenEntries | None = None) -> Iterator[Path]:
     """Yield image files under `folder` recursively, in a stable order, without listing it all first.
 
     Each directory is read and sorted on its own, so memory grows with the largest directory,
-    not with the tree. Hidden files and folders are skipped. Links to files and folders outside
+    not with the tree. Hidden files and folders are skipped (and counted in `hidden`). Links to files and folders outside
     `folder` are followed, each real folder walked once (so link loops end); links to what is
     inside it are skipped, since that is listed under its own path. A subfolder that cannot be
     listed is yielded itself, so that load_image reports it as an error row.
@@ -323,7 +342,14 @@ def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
             continue
         subdirs = []
         for entry in entries:
-            if entry.name.startswith(".") or _links_inside(entry, inside):
+            if entry.name.startswith("."):
+                if hidden is not None:
+                    if _is_dir(entry):
+                        hidden.folders += 1
+                    else:
+                        hidden.files += 1
+                continue
+            if _links_inside(entry, inside):
                 continue
             if _is_dir(entry):
                 subdirs.append(Path(entry.path))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from .checkpoint import Checkpoint
 from .errors import UserError
 from .files import atomic_write_json, shown
-from .images import iter_image_files
+from .images import HiddenEntries, iter_image_files
 from .options import PredictOptions
 from .tables import Row, merge_shards, write_shard
 
@@ -68,19 +68,20 @@ def file_state(path: Path) -> str:
         return f"error {e.errno}"
 
 
-def files_fingerprint(folder: Path) -> str:
+def files_fingerprint(folder: Path, hidden: HiddenEntries | None = None) -> str:
     """What the folder's image files are: their names, sizes and modification times, hashed;
-    a different answer means a table of this folder is out of date."""
+    a different answer means a table of this folder is out of date. `hidden`: see iter_image_files."""
     digest = hashlib.sha1()
-    for path in iter_image_files(folder):
+    for path in iter_image_files(folder, hidden):
         digest.update(f"{path.relative_to(folder)}\0{file_state(path)}\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 
-def iter_shards(folder: Path, shard_size: int) -> Iterator[Shard]:
+def iter_shards(folder: Path, shard_size: int, hidden: HiddenEntries | None = None) -> Iterator[Shard]:
     """The folder's image files, in their stable order, cut into shards of `shard_size`, each
-    with the state of its files as the walk found them."""
-    files = iter_image_files(folder)
+    with the state of its files as the walk found them; the hidden names left out are counted
+    in `hidden`."""
+    files = iter_image_files(folder, hidden)
     for index in itertools.count():
         paths = list(itertools.islice(files, shard_size))
         if not paths:

@@ -13,6 +13,7 @@ from .checkpoint import find_checkpoints
 from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_path, atomic_write_json, made_folder, sha256
+from .images import HiddenEntries
 from .shards import files_fingerprint, job_description, job_file, upgraded_job
 from .options import COMPETITIONS, PredictOptions, SubmissionOptions
 from .tables import read_table
@@ -41,13 +42,15 @@ def make_submission(options: SubmissionOptions) -> Path:
     sample_path = options.sample_submission or find_sample_submission(options.test_dir)
     sample = read_sample_submission(sample_path) if sample_path else None  # a bad one: refused before predicting
     with made_folder(out), table_lock(results_path):  # refused: no --out folder left that it made
+        hidden = HiddenEntries()
         job = {
             **job_description(predict, find_checkpoints(options.model)),
-            "files": files_fingerprint(options.test_dir),
+            "files": files_fingerprint(options.test_dir, hidden),
         }
         if results_path.exists() and not options.overwrite:
             _check_reusable(job_file(results_path), job, results_path)
             log.info("reusing %s, computed with the same model, settings and test files", results_path)
+            hidden.log(options.test_dir)  # else predicting says it, from its own walk
         else:
             predict_folder(predict, locked=True)
             atomic_write_json(job_file(results_path), job | {"results_sha256": sha256(results_path)})

@@ -29,7 +29,7 @@ from . import __version__
 from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, made_folder, sha256
-from .images import CLASS_NAMES, decode_many, iter_image_files, label_from_path
+from .images import CLASS_NAMES, HiddenEntries, decode_many, iter_image_files, label_from_path
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
 from .options import ARCHITECTURES, MIN_IMAGE_SIZE, Augmentation, TrainOptions
@@ -53,14 +53,15 @@ class LabelledImage:
 
 def find_labelled_images(folder: Path) -> list[LabelledImage]:
     """All images under `folder` with a label from their Kaggle name or class folder."""
-    items, unlabelled = [], 0
-    for path in iter_image_files(folder):
+    items, unlabelled, hidden = [], 0, HiddenEntries()
+    for path in iter_image_files(folder, hidden):
         relative = path.relative_to(folder)
         label = label_from_path(relative)
         if label is None:
             unlabelled += 1
         else:
             items.append(LabelledImage(relative.as_posix(), label))
+    hidden.log(folder)
     if unlabelled:
         log.warning("ignored %d images whose name or folder says neither cat nor dog", unlabelled)
     if not items:

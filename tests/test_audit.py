@@ -179,6 +179,15 @@ def test_the_audit_table_gives_each_image_its_size(mislabelled, tmp_path, monkey
     assert table.loc["cat.broken.jpg", ["width", "height"]].isna().all()
 
 
+def test_the_labelled_images_reader_says_how_many_hidden_names_it_left_out(mislabelled, caplog):
+    """audit's and train's reader of a labelled folder: hidden files are no images of it, counted."""
+    write_image(mislabelled / ".cat.100.png", 0)
+    with caplog.at_level("INFO"):
+        items = find_labelled_images(mislabelled)
+    assert len(items) == 81 and ".cat.100.png" not in {item.path for item in items}
+    assert f"skipped 1 hidden file in {mislabelled} (names starting with '.')" in caplog.messages
+
+
 def test_the_out_of_fold_classifier_never_sees_the_held_out_fold(monkeypatch):
     """Features of pure noise, more of them than images: a classifier that had seen an image
     could rank it by its label (AUC near 1, as the leaking folds below show); out of fold it can

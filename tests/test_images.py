@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import socket
 import threading
@@ -15,6 +16,7 @@ from PIL import Image
 
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.images import (
+    HiddenEntries,
     ImageError,
     decode_many,
     iter_image_files,
@@ -321,6 +323,29 @@ def test_image_files_are_found_recursively_in_a_stable_order(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
     assert found == ["a.jpg", "b/1.png", "b/2.jpg", "c/d/e.webp"]
+
+
+def test_the_walk_counts_the_hidden_files_and_folders_it_leaves_out(tmp_path, monkeypatch, caplog):
+    """Hidden names are still left out, but counted as the walk goes (each folder listed once,
+    no second walk of a huge folder), so that a command can say how many it skipped."""
+    import catsdogs_batch.images as images_module
+
+    for rel in ["a.jpg", ".hidden.jpg", ".DS_Store", "sub/.cat.1.jpg", "sub/b.png", ".git/x.jpg", ".git/y.jpg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(images_module.os, "scandir", lambda path: listed.append(path) or scandir(path))
+    hidden = HiddenEntries()
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path, hidden)]
+    assert found == ["a.jpg", "sub/b.png"]
+    assert (hidden.files, hidden.folders) == (3, 1) and len(listed) == 2  # .git/ is neither listed nor counted into
+    with caplog.at_level(logging.INFO):
+        hidden.log(tmp_path)
+        HiddenEntries().log(tmp_path)  # none: nothing said
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipped 3 hidden files and 1 hidden folder in {tmp_path} (names starting with '.')"
+    ]
 
 
 def test_finding_images_in_a_missing_folder_is_a_user_error(tmp_path):

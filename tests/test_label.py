@@ -370,6 +370,18 @@ def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos
     assert summary.labels["skip"] == 1 and "1 skip" in summary.describe()
 
 
+def test_hidden_files_are_left_out_and_counted_once(tiny_model, photos, tmp_path, caplog):
+    """A hidden photo has no row (as before), but the run says how many hidden names it left out."""
+    write_image(photos / ".cat.9.jpg", 0)
+    write_image(photos / "2024" / ".trash" / "dog.1.jpg", 1)
+    (photos / "._cat.jpg").write_bytes(b"AppleDouble")
+    with caplog.at_level("INFO"):
+        summary = label_folder(LabelOptions(tiny_model, photos, tmp_path / "labels.csv", engine=QUIET))
+    assert summary.rows == 10 and not any(".cat.9" in p for p in read_table(tmp_path / "labels.csv")["path"])
+    said = [m for m in caplog.messages if m.startswith("skipped")]
+    assert said == [f"skipped 2 hidden files and 1 hidden folder in {photos} (names starting with '.')"]
+
+
 def test_a_skipped_image_has_no_confidence_in_the_table():
     """`skip` is a person's "neither": the table keeps the model's p_dog but gives no confidence,
     which would read as the model's certainty of a label it never gave; cat and dog keep theirs."""

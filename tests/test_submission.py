@@ -239,3 +239,20 @@ def test_a_refused_submission_leaves_no_folder_it_made(tmp_path, monkeypatch, ca
         monkeypatch.chdir(tmp_path)
         assert main(["submission", "--model", str(model), "--test-dir", str(test_dir), "--no-progress"]) == 1
         assert message in capsys.readouterr().err and not (tmp_path / "submissions").exists()
+
+
+def test_hidden_test_files_are_counted_when_predicting_and_when_reusing(tiny_model, tmp_path, caplog):
+    """A hidden file of the test folder is no test image (Kaggle's have none); each run says how
+    many it left out, once, whether it predicts or reuses results.csv."""
+    test_dir, out = tmp_path / "test", tmp_path / "sub"
+    for n in (1, 2):
+        write_image(test_dir / f"{n}.jpg", n - 1)
+    write_image(test_dir / ".3.jpg", 0)
+    for run in ("predicts", "reuses"):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            assert submission_cli(tiny_model, test_dir, out) == 0, run
+        said = [m for m in caplog.messages if m.startswith("skipped")]
+        assert said == [f"skipped 1 hidden file in {test_dir} (names starting with '.')"], run
+        assert len(pd.read_csv(out / "submission.csv")) == 2
+        (out / "submission.csv").unlink()
