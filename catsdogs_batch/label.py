@@ -35,7 +35,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -48,6 +48,7 @@ from .shards import upgraded_job
 from .errors import UserError
 from .files import atomic_write_json, folder_lock, shown
 from .options import LabelOptions, PredictOptions
+from .corrections import CorrectionsIndex
 from .review import CorrectionsFile, read_corrections
 from .tables import confidences, iter_table, label_for
 
@@ -286,14 +287,16 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
 # --- corrections ---------------------------------------------------------------------------
 
 
-def relabeller(corrections: dict[str, str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def relabeller(corrections: Mapping[str, str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A function that gives the rows of one shard the corrections' labels (`source` human, the
     confidence the model's probability of that label, none for `skip`; the rest `model`;
     unreadable rows keep no label and no source)."""
 
     def relabel(frame: pd.DataFrame) -> pd.DataFrame:
         # A plain lookup: pandas would turn the names into UTF-8 strings, which some names are not.
-        human = pd.Series([corrections.get(p) for p in frame["path"].astype(object)], index=frame.index, dtype=object)
+        paths = frame["path"].astype(object).tolist()
+        found = corrections.get_many(paths) if isinstance(corrections, CorrectionsIndex) else [corrections.get(p) for p in paths]
+        human = pd.Series(found, index=frame.index, dtype=object)
         ok = (frame["status"] == "ok").to_numpy(dtype=bool, na_value=False)
         corrected = ok & human.notna().to_numpy()
         p = frame["p_dog"].to_numpy(dtype=float, na_value=np.nan)

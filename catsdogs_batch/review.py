@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -37,7 +36,7 @@ import sys
 import threading
 import webbrowser
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -47,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import RUN_FILE
+from .corrections import DECISIONS, CorrectionsIndex, HashedReader
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, read_json_object, shown
 from .images import to_rgb
@@ -56,7 +56,6 @@ from .tables import read_table
 
 log = logging.getLogger(__name__)
 
-DECISIONS = ("cat", "dog", "skip")  # skip: neither, or unusable
 CORRECTIONS_FILE = "corrections.csv"
 CORRECTIONS_COLUMNS = ["path", "label"]
 THUMBNAIL_PX = 384  # longest side of a thumbnail
@@ -208,10 +207,14 @@ class Corrections:
     never dropped. `owner` ({"folder", "table"}) is recorded in `<file>.json` with the first
     decision, so that another folder's review does not mix its paths in."""
 
-    def __init__(self, path: Path, owner: dict | None = None, data: bytes | None = None):
-        """`data`: the file's bytes, when the caller has read them already."""
+    def __init__(
+        self, path: Path, owner: dict | None = None, data: bytes | BinaryIO | None = None,
+        labels: MutableMapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """`data`: the file's bytes, or a binary stream of them, when the caller has read or
+        opened it; `labels`: what the decisions are put in (a dict unless given)."""
         self.path, self.owner = path, owner
-        self.labels: dict[str, str] = {}
+        self.labels: MutableMapping[str, str] = {} if labels is None else labels
         if data is None:
             try:
                 info = os.stat(path)
@@ -222,9 +225,11 @@ class Corrections:
             data = path.read_bytes()
         self._read(data)
 
-    def _read(self, data: bytes) -> None:
-        # -sig: Excel's BOM; surrogateescape: names that are not UTF-8 keep their bytes
-        with io.StringIO(data.decode("utf-8-sig", TEXT["errors"]), newline="") as f:
+    def _read(self, data: bytes | BinaryIO) -> None:
+        # -sig: Excel's BOM; surrogateescape: names that are not UTF-8 keep their bytes; read as a
+        # stream, never decoded whole (a StringIO holds 4 bytes a character)
+        stream = io.BytesIO(data) if isinstance(data, bytes) else data
+        with io.TextIOWrapper(stream, "utf-8-sig", TEXT["errors"], newline="") as f:
             rows = csv.reader(f)
             try:
                 header = next(rows, None)
@@ -284,11 +289,12 @@ class Corrections:
 
 @dataclass(frozen=True)
 class CorrectionsFile:
-    """A corrections file as `label` and `train` use it: path -> cat|dog|skip, and the SHA-256
-    of the bytes those labels were read from (what a job records)."""
+    """A corrections file as `label` and `train` use it: path -> cat|dog|skip (a compact index,
+    for files of millions of rows), and the SHA-256 of the bytes those labels were read from
+    (what a job records)."""
 
     path: Path
-    labels: dict[str, str]
+    labels: CorrectionsIndex
     sha256: str
 
     def record(self) -> dict:
@@ -306,12 +312,15 @@ def read_corrections(path: Path, folder: Path, option: str = "--corrections") ->
         raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
     if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, a device never end
         raise UserError(f"{option} {shown(path)} is not a regular file")
+    refuse_another_folder(path, folder, "its paths would name other images")
+    labels = CorrectionsIndex.builder()
     try:
-        data = path.read_bytes()  # read once: the labels come from the bytes the hash is of
+        with open(path, "rb") as file:  # read once, as a stream: the labels come from the bytes the hash is of
+            hashed = HashedReader(file)
+            Corrections(path, data=io.BufferedReader(hashed, 1 << 20), labels=labels)
     except OSError as e:
         raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
-    refuse_another_folder(path, folder, "its paths would name other images")
-    return CorrectionsFile(path, Corrections(path, data=data).labels, hashlib.sha256(data).hexdigest())
+    return CorrectionsFile(path, labels.build(), hashed.sha256)
 
 
 # --- the images ----------------------------------------------------------------------------
