@@ -734,6 +734,13 @@ class EscapedFormatter(logging.Formatter):
         return shown(super().format(record))
 
 
+def own_or_error(record: logging.LogRecord) -> bool:
+    """Without --verbose, a command prints its own lines: this package's messages, and only the
+    errors of the libraries it runs (not matplotlib's "generated new fontManager", nor
+    TensorFlow's notices)."""
+    return record.name.partition(".")[0] == __package__ or record.levelno >= logging.ERROR
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Send what C libraries write straight to the stderr descriptor (TensorFlow's and oneDNN's
@@ -768,12 +775,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        # Pillow warns about photos of 90 to 180 megapixels (and refuses larger ones): they are
-        # decoded all the same, so the warning only gets in the way here.
-        warnings.filterwarnings("ignore", message="Image size .* exceeds limit")
-    with contextlib.nullcontext() if args.verbose else native_stderr_silenced():
+    with contextlib.ExitStack() as quiet:
+        if not args.verbose:
+            quiet.enter_context(native_stderr_silenced())
+            # Libraries' warnings (Keras' one per layer of a weights file it cannot match, Pillow's
+            # about photos of 90 to 180 megapixels, decoded all the same) are theirs, not the
+            # command's: its errors still end it with one line.
+            quiet.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
         handler = logging.StreamHandler()  # after the silencing: it writes to sys.stderr
         handler.setFormatter(EscapedFormatter("%(message)s"))
+        if not args.verbose:
+            handler.addFilter(own_or_error)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
         try:
             return args.func(args) or 0

@@ -30,6 +30,7 @@ from .files import atomic_write_json, sha256, shown, umask_mode
 from .metrics import accuracy, log_loss, predicted_labels
 from .model import load_keras_model
 from .options import DEFAULT_BAND, ExportOptions
+from .quiet import held_back
 from .runtimes import has_vnni, load_runtime, require
 
 log = logging.getLogger(__name__)
@@ -324,13 +325,14 @@ def _to_openvino(model, path: Path, image_size: int, calibration: np.ndarray | N
         # this CPU has VNNI it is left out and the export says so; the second plan keeps the
         # first layer in fp32, which needs no fix on any CPU.
         needs_vnni = has_vnni() and plan == 0
-        ov_model = nncf.quantize(
-            ov_model, dataset, subset_size=len(calibration),
-            ignored_scope=nncf.IgnoredScope(names=[last] if plan == 0 else [first, last]), fast_bias_correction=False,
-            advanced_parameters=AdvancedQuantizationParameters(
-                overflow_fix=OverflowFix.FIRST_LAYER if plan == 0 and not needs_vnni else OverflowFix.DISABLE
-            ),
-        )  # fmt: skip
+        with held_back("nncf"):  # its log and progress bars, on stdout
+            ov_model = nncf.quantize(
+                ov_model, dataset, subset_size=len(calibration),
+                ignored_scope=nncf.IgnoredScope(names=[last] if plan == 0 else [first, last]), fast_bias_correction=False,
+                advanced_parameters=AdvancedQuantizationParameters(
+                    overflow_fix=OverflowFix.FIRST_LAYER if plan == 0 and not needs_vnni else OverflowFix.DISABLE
+                ),
+            )  # fmt: skip
         done["quantizer"] = (
             f"nncf {nncf.__version__} (post-training, full bias correction; {INT8_PLANS['openvino'][plan]} fp32)"
         )

@@ -6,6 +6,7 @@ uint8-range RGB pixels and ends in one sigmoid unit named `p_dog`."""
 from __future__ import annotations
 
 import math
+import re
 import socket
 import zipfile
 
@@ -15,6 +16,7 @@ from keras import layers, ops
 from .checkpoint import RUN_FILE, Checkpoint
 from .errors import UserError
 from .options import ARCHITECTURES, LITE, Augmentation, TrainOptions
+from .quiet import held_back
 
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download of ImageNet weights gives up
 
@@ -128,12 +130,13 @@ def _keras_application(arch: str, name: str, image_size: int, weights: str) -> k
     timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # Keras' download would wait forever on a silent network
     try:
-        backbone = constructor(
-            include_top=False,
-            weights=None if weights == "none" else weights,
-            input_shape=(image_size, image_size, 3),
-            pooling=None,
-        )
+        with held_back():  # Keras' "Downloading data from ..." and its progress bar, on stdout
+            backbone = constructor(
+                include_top=False,
+                weights=None if weights == "none" else weights,
+                input_shape=(image_size, image_size, 3),
+                pooling=None,
+            )
     except MemoryError:
         raise
     except Exception as e:  # a failed download, a weights file of another network...
@@ -153,9 +156,24 @@ def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 
     return keras.Model(features.input, outputs, name=f"catsdogs_{arch.replace('-', '_')}")
 
 
+# Keras' error for a weights file whose layers do not fit: a count, then on later lines the
+# first layer's own error (for another backbone: its shapes, and the tensor's values)
+_NOT_LOADED = re.compile(r"A total of (\d+) objects could not be loaded\. Example error message for object <\w+ name=([^,>]+)")
+_SHAPES = re.compile(r"variable\.shape=(\(.*?\)), Received: value\.shape=(\(.*?\))")
+
+
 def _weights_error(arch: str, weights: str, error: Exception) -> str:
     """One line: what failed, and the ways out (a weights file, or training from scratch)."""
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    not_loaded = _NOT_LOADED.match(first_line)
+    if not_loaded:
+        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
+        shapes = _SHAPES.search(detail)
+        detail = f"shape {shapes[1]} here, {shapes[2]} in the file" if shapes else detail.split(" Target variable:")[0][:200]
+        return (
+            f"cannot load --weights {weights} into {arch}: not a weights file of that backbone "
+            f"({not_loaded[1]} of its layers do not match; the first, {not_loaded[2]}: {detail})"
+        )
     if weights == "imagenet":
         return (
             f"cannot get the ImageNet weights of {arch} ({first_line}): Keras downloads them once into "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,39 @@ def test_usage_errors_are_printed_escaped(capsys):
     assert main(["predict", "m", "f", "--out", "x.csv", "\x1b[31mred"]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\\x1b[31mred" in err
+
+
+# What a command runs inside `download` here: matplotlib building its font cache on a first run,
+# a library's warning and its logger's notice, beside a line of the command's own.
+OTHER_LIBRARIES_TALK = """
+import logging, sys, warnings
+from catsdogs_batch import cli, download
+
+def talkative(options):
+    import matplotlib.figure  # a first run: "generated new fontManager"
+    warnings.warn("Skipping nested container: no matching group found in the saved file")
+    logging.getLogger("tensorflow").warning("5 out of the last 5 calls triggered tf.function retracing")
+    logging.getLogger("catsdogs_batch.download").info("the command's own line")
+    raise download.UserError("the command's own error")
+
+download.download = talkative
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_command_prints_its_own_lines_only_unless_verbose(tmp_path):
+    def run(*options: str) -> subprocess.CompletedProcess:
+        (tmp_path / "matplotlib").mkdir(exist_ok=True)
+        shutil.rmtree(tmp_path / "matplotlib")  # its font cache is built again: a first run
+        return subprocess.run(
+            [sys.executable, "-c", OTHER_LIBRARIES_TALK, *options, "download", "--archive", "a.zip"],
+            capture_output=True, text=True, timeout=120, env=os.environ | {"MPLCONFIGDIR": str(tmp_path / "matplotlib")},
+        )  # fmt: skip
+
+    quiet = run()
+    assert quiet.returncode == 1 and quiet.stdout == ""
+    assert quiet.stderr.splitlines() == ["the command's own line", "catsdogs download: error: the command's own error"]
+    verbose = run("-v")
+    assert verbose.returncode == 1
+    for chatter in ("generated new fontManager", "Skipping nested container", "tf.function retracing"):
+        assert chatter in verbose.stderr

@@ -5,6 +5,7 @@ command takes an export wherever it takes the checkpoint."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -302,6 +303,23 @@ def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(model, exp
     assert sorted(p.name for p in earlier.iterdir()) == ["model.onnx", "run.json"]
     assert (earlier / "run.json").read_text() != before  # a new export, not the old one
     assert not [p for p in earlier.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_an_int8_openvino_export_prints_its_own_lines_only(model, tmp_path):
+    """NNCF logs on stdout and draws its progress bars there; the command says what it did."""
+    import subprocess
+
+    copy = Path(shutil.copytree(model, tmp_path / "model", ignore=shutil.ignore_patterns("export")))
+    done = subprocess.run(
+        [sys.executable, "-m", "catsdogs_batch.cli", "export", str(copy), "--format", "openvino", "--int8",
+         "--calibration-images", "40"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"exported to \S+openvino-int8: label agreement [^\n]*\n", done.stdout), done.stdout
+    for chatter in ("nncf", "Statistics collection", "Bias correction", "━"):
+        assert chatter not in done.stdout + done.stderr
 
 
 def files_in(folder: Path) -> dict[str, bytes]:

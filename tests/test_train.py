@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -442,6 +443,49 @@ def test_a_weights_download_that_hangs_gives_up_in_one_line(tmp_path, monkeypatc
         silent.close()
     assert time.monotonic() - started < 30
     assert socket.getdefaulttimeout() is None  # the process's own setting is given back
+
+
+@pytest.mark.slow
+def test_a_weights_file_of_another_backbone_is_one_clear_line_without_kerass_warnings(kaggle_train_folder, tmp_path):
+    """Keras warns once per layer it cannot match (about 170 lines), then raises an error whose
+    first line ends in a colon: the user gets one line saying the file is of another backbone."""
+    other = tmp_path / "mobilenetv3-small.weights.h5"
+    keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(other)
+    argv = ["train", "--data", str(kaggle_train_folder), "--out", str(tmp_path / "run"), "--arch", "mobilenetv3-large",
+            "--weights", str(other), "--image-size", "32", "--epochs", "1"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "catsdogs_batch.cli", *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr[:2000]
+    assert re.fullmatch(
+        r"catsdogs train: error: cannot load --weights \S+ into mobilenetv3-large: not a weights file of that "
+        r"backbone \(\d+ of its layers do not match; the first, \w+: .+\)\n", done.stderr,
+    ), done.stderr  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_download_of_imagenet_weights_prints_nothing_on_stdout(tmp_path, monkeypatch, capsys):
+    """Keras announces "Downloading data from ..." on stdout; offline, that line is all a script
+    reading the command's output would get. Here a proxy that refuses every connection."""
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: every connection is refused at once
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+    for name in ("HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    data = tmp_path / "train"
+    for n in range(4):
+        write_image(data / f"cat.{n}.jpg", 0, seed=n)
+        write_image(data / f"dog.{n}.jpg", 1, seed=10 + n)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--arch", "mobilenetv3-small",
+            "--image-size", "32", "--epochs", "1"]  # fmt: skip
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert re.fullmatch(r"catsdogs train: error: cannot get the ImageNet weights of mobilenetv3-small \(.*\n", err)
 
 
 @pytest.mark.slow
