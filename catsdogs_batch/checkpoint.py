@@ -162,7 +162,7 @@ def latest_checkpoint(models_dir: Path = Path("models")) -> Path:
             run = json.loads(run_path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if run.get("kind") == RUN_KIND and run.get("status") == "finished":
+        if isinstance(run, dict) and run.get("kind") == RUN_KIND and run.get("status") == "finished":
             finished.append(run_path)
     if not finished:
         raise UserError(f"no finished training run in {models_dir}/: run `catsdogs train` or pass --model")

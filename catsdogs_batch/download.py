@@ -61,10 +61,12 @@ def download(options: DownloadOptions) -> Path:
     _check_replaceable(target)
     _make_dir(options.data_dir)
     if options.archive is not None:
+        if not options.archive.exists():
+            raise UserError(f"archive not found: {options.archive}")
         if options.archive.is_dir():
             raise UserError(f"archive {options.archive} is a folder, not a zip archive")
-        if not options.archive.is_file():
-            raise UserError(f"archive not found: {options.archive}")
+        if not options.archive.is_file():  # reading a FIFO would wait for a writer, a device never end
+            raise UserError(f"archive {options.archive} is not a regular file (a device, FIFO or socket): give the zip file itself")
         _install(options.archive, target, options.competition, source=str(options.archive.resolve()))
         return target
 

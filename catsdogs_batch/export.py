@@ -356,7 +356,9 @@ def check_out(out: Path, checkpoint: Checkpoint, overwrite: bool) -> None:
         raise UserError(f"--out {out} holds the checkpoint being exported: choose another folder")
     if not (out.exists() or out.is_symlink()):
         return
-    if out.is_symlink() or not out.is_dir():
+    if out.is_symlink():
+        raise UserError(f"--out {out} is a symbolic link: refused (an export is never written through one); choose another --out")
+    if not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder: choose another --out")
     names = {p.name for p in out.iterdir()}
     if not names:

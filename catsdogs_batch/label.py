@@ -146,6 +146,10 @@ class Sorter:
             return
         if os.path.islink(target):
             raise NotSorted(f"not sorted: {target} is a link")
+        if os.path.isdir(target):
+            raise NotSorted(f"not sorted: {target} is a folder, in the place of the photo")
+        if not os.path.isfile(target):
+            raise NotSorted(f"not sorted: {target} is not a regular file, in the place of the photo")
         if not (os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False)):
             raise NotSorted(f"not sorted: {target} exists with other content")
         if self.mode == "move":

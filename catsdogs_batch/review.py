@@ -45,7 +45,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from .checkpoint import RUN_FILE
+from .checkpoint import MODEL_FILES, RUN_FILE
 from .corrections import DECISIONS, CorrectionsIndex, HashedReader
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, read_json_object, shown
@@ -64,6 +64,7 @@ THUMBNAIL_MAX_PIXELS = 40_000_000  # after a JPEG's reduced decode: about 160 MB
 DECODING_AT_ONCE = 2  # the server's threads would otherwise decode up to 40 images at once
 HOST = "127.0.0.1"
 PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}  # served by these names only
+MODEL_SUFFIXES = {PurePosixPath(name).suffix for name in MODEL_FILES} | {".h5"}  # not tables: named as models
 
 
 # --- the table and its order ---------------------------------------------------------------
@@ -83,6 +84,17 @@ def find_table(path: Path, images: Path | None = None) -> Path:
         raise UserError(f"{path} is a folder without results.csv: name the results table (or a training run)")
     if not path.is_file():
         raise UserError(f"no results table at {path}")
+    if path.suffix in MODEL_SUFFIXES:
+        run = path.parent
+        which = (
+            f"review its run folder {run} (the folder with {RUN_FILE} and split.csv)"
+            if (run / RUN_FILE).is_file()
+            else f"name a training run folder (the folder with {RUN_FILE} and split.csv)"
+        )
+        raise UserError(
+            f"{path} is a model, not a results table: {which} to see its validation images, or a "
+            "results table of predict, label, evaluate or audit"
+        )
     return path
 
 
@@ -234,7 +246,9 @@ class Corrections:
             try:
                 header = next(rows, None)
                 if header not in (None, CORRECTIONS_COLUMNS):
-                    raise UserError(f"{shown(self.path)} is not a corrections file (its header is {shown(header)}): move it away")
+                    raise UserError(
+                        f"{shown(self.path)} is not a corrections file (its header is {shown(','.join(header))}): move it away"
+                    )
                 for row in rows:
                     label = row[1].strip().lower() if len(row) == 2 else None
                     if label in DECISIONS:
@@ -562,6 +576,11 @@ def refuse_another_folder(corrections: Path, images: Path, hint: str) -> None:
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {shown(sidecar)}: {e}".splitlines()[0]) from None
     folder = owner.get("folder") if isinstance(owner, dict) else None
+    if not isinstance(folder, str):
+        raise UserError(
+            f"{shown(sidecar)} is damaged: it should record the folder whose images {shown(corrections)} "
+            f'is about ({{"folder": ...}}); remove it only if that folder is {shown(images)}'
+        )
     if folder != str(images.resolve()):
         raise UserError(
             f"{shown(corrections)} holds decisions about the images in {shown(folder)}, not {shown(images)}: {hint}"

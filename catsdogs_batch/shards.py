@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .checkpoint import Checkpoint
 from .errors import UserError
-from .files import atomic_write_json, shown
+from .files import atomic_write_json, read_json_object, shown
 from .images import HiddenEntries, iter_image_files
 from .options import PredictOptions
 from .tables import Row, merge_shards, write_shard
@@ -133,7 +133,11 @@ class PartsFolder:
         marker = self.path / f"{shard.name}.json"
         if not marker.exists():
             return None
-        stats = json.loads(marker.read_text())
+        stats = read_json_object(marker)
+        if stats is None or "fingerprint" not in stats:  # cut short or edited: its rows are not trusted
+            log.info("predicting %s again: its done marker is damaged", shard.name)
+            marker.unlink()
+            return None
         if stats["fingerprint"] != shard.fingerprint:
             raise UserError(
                 f"the folder changed since the interrupted run in {self.path} "

@@ -28,7 +28,7 @@ import tensorflow as tf
 from . import __version__
 from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, made_folder, sha256
+from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, made_folder, read_json_object, sha256
 from .images import CLASS_NAMES, HiddenEntries, decode_many, iter_image_files, label_from_path
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
@@ -366,18 +366,25 @@ def _train_locked(options: TrainOptions) -> Path:
     if options.resume:
         if not run_path.exists():
             raise UserError(f"nothing to resume in {out}: no {RUN_FILE}")
-        run = json.loads(run_path.read_text())
+        run = read_json_object(run_path)
+        try:
+            resumed = _options_from_json(run["config"], options)
+        except (KeyError, TypeError, ValueError):  # not JSON, not an object, a config that is not one
+            raise UserError(
+                f"{run_path} is damaged (not the record of a training run): nothing to resume in {out}; "
+                "train into a new --out"
+            ) from None
         if run.get("status") == "finished":
             raise UserError(f"the run in {out} already finished; train into a new --out")
         trained = run.get("status") == "trained"
         if options.corrections is not None:  # allowed only as a check: the run keeps its own
-            given = _read_corrections(Path(run["config"]["data"]), options.corrections)
+            given = _read_corrections(resumed.data, options.corrections)
             if given.sha256 != (run.get("corrections") or {}).get("sha256"):
                 raise UserError(
                     f"the run in {out} was started with other corrections: --resume continues it with those "
                     "(recorded in run.json); train into a new --out to use these"
                 )
-        options = _options_from_json(run["config"], options)
+        options = resumed
         corrections = run.get("corrections")  # split.csv holds the corrected labels
         train_items, val_items = read_split(out / SPLIT_FILE)
         log.info("resuming %s", out)

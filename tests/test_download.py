@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import socket
 import stat
@@ -440,6 +441,17 @@ def test_archive_that_is_a_folder(tmp_path, capsys):
 
     assert_one_line_error(code, err, str(folder), "is a folder, not a zip archive")
     assert_nothing_unpacked(tmp_path / "data")
+
+
+def test_archive_that_is_not_a_regular_file(tmp_path, capsys):
+    fifo = tmp_path / "archive.zip"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    for archive in (Path("/dev/null"), fifo):
+        args = ["download", "--archive", str(archive), "--data-dir", str(tmp_path / "data")]
+        code, _, err = run_cli(args, capsys)
+        assert_one_line_error(code, err, str(archive))
+        assert re.search(r"archive \S+ is not a regular file", err) and "not found" not in err, err
+        assert_nothing_unpacked(tmp_path / "data")
 
 
 def test_files_beside_the_test_images_are_tolerated(tmp_path, capsys):

@@ -210,7 +210,10 @@ def test_the_newest_finished_run_is_the_default_model(tiny_model, tmp_path, monk
     (models / "newest-but-interrupted").mkdir()
     (models / "newest-but-interrupted" / "run.json").write_text(json.dumps(unfinished))
     os.utime(models / "old" / "run.json", (1, 1))
-    assert latest_checkpoint(models) == models / "new"
+    for damaged in ("[]", "null", '"a run"'):  # not a run's record: passed over, like invalid JSON
+        (models / "newest-but-damaged").mkdir(exist_ok=True)
+        (models / "newest-but-damaged" / "run.json").write_text(damaged)
+        assert latest_checkpoint(models) == models / "new"
     with pytest.raises(UserError, match="no finished training run"):
         latest_checkpoint(tmp_path / "nothing")
 
@@ -291,6 +294,24 @@ def test_a_shard_finished_by_an_older_version_is_predicted_again(tiny_model, tmp
     marker.write_text(json.dumps(older))  # as the version before this one wrote it
 
     assert predict_folder(options).processed == 2
+    pd.testing.assert_frame_equal(read_table(options.out), predict(tiny_model, folder, tmp_path / "fresh.csv"))
+
+
+@pytest.mark.parametrize("damaged", ["[]", '{"rows": 1}', "{", ""])
+def test_a_shard_with_a_damaged_done_marker_is_predicted_again(tiny_model, tmp_path, caplog, damaged):
+    folder = tmp_path / "photos"
+    write_image(folder / "a.png", 0, seed=1)
+    write_image(folder / "b.png", 1, seed=2)
+    options = PredictOptions(tiny_model, folder, tmp_path / "r.csv", engine=EngineOptions(progress=False, shard_size=1))
+    with pytest.MonkeyPatch.context() as patch:
+        interrupt_after_first_shard(patch)
+        with pytest.raises(KeyboardInterrupt):
+            predict_folder(options)
+    (tmp_path / "r.csv.parts" / "shard-000000.json").write_text(damaged)
+
+    with caplog.at_level("INFO"):
+        assert predict_folder(options).processed == 2
+    assert "predicting shard-000000 again: its done marker is damaged" in caplog.text
     pd.testing.assert_frame_equal(read_table(options.out), predict(tiny_model, folder, tmp_path / "fresh.csv"))
 
 

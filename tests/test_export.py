@@ -305,6 +305,19 @@ def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(model, exp
     assert not [p for p in earlier.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_an_out_that_is_a_link_is_refused_as_a_link(model, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for target in (elsewhere, tmp_path / "nowhere"):  # a link to a folder, a dangling one
+        link = tmp_path / "link"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        assert main(["export", str(model), "--out", str(link)]) == 1
+        err = capsys.readouterr().err
+        assert re.search(r"--out \S*link is a symbolic link.*refused", err) and "not a folder" not in err, err
+    assert not any(elsewhere.iterdir())
+
+
 @pytest.mark.slow
 def test_an_int8_openvino_export_prints_its_own_lines_only(model, tmp_path):
     """NNCF logs on stdout and draws its progress bars there; the command says what it did."""

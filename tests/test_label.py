@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -168,6 +169,22 @@ def test_a_move_across_file_systems_copies_before_removing(tmp_path, monkeypatch
     write_image(tmp_path / "in" / "y.jpg", 0)
     with pytest.raises(UserError, match="different file systems"):
         Sorter(tmp_path / "in", tmp_path / "out", "link").place("y.jpg", "cat")
+
+
+def test_a_folder_or_fifo_where_a_photo_goes_is_named_as_such(tmp_path):
+    photo = write_image(tmp_path / "in" / "x.jpg", 1)
+    (tmp_path / "out" / "dog" / "x.jpg").mkdir(parents=True)  # a folder in the photo's place
+    os.mkfifo(tmp_path / "out" / "dog" / "y.jpg")
+    write_image(tmp_path / "in" / "y.jpg", 1)
+    for mode in ("copy", "move"):
+        sorter = Sorter(tmp_path / "in", tmp_path / "out", mode)
+        sorter.place("x.jpg", "dog")
+        sorter.place("y.jpg", "dog")
+        (x, x_why), (y, y_why) = sorter.counts.problems
+        assert (x, y) == ("x.jpg", "y.jpg") and "other content" not in x_why + y_why
+        assert re.fullmatch(r"not sorted: \S+/dog/x\.jpg is a folder, in the place of the photo", x_why), x_why
+        assert re.fullmatch(r"not sorted: \S+/dog/y\.jpg is not a regular file, in the place of the photo", y_why), y_why
+        assert photo.exists()
 
 
 def test_bad_options_are_refused_before_any_work(tiny_model, photos, tmp_path, capsys):

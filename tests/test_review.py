@@ -137,6 +137,21 @@ def test_the_images_folder_is_needed_when_none_is_recorded(tmp_path):
     assert len(session.queue) == 1
 
 
+def test_a_model_file_is_not_a_table_and_its_run_folder_is_named_instead(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "run.json", "split.csv"):
+        (run / name).write_text("")
+    with pytest.raises(UserError, match=r"model\.keras is a model, not a results table: .*review its run folder .*run \(the folder with run\.json and split\.csv\)") as error:
+        opened(ReviewOptions(run / "model.keras"))
+    assert "--images" not in str(error.value)
+    lone = tmp_path / "exported" / "model.onnx"  # no run beside it
+    lone.parent.mkdir()
+    lone.write_text("")
+    with pytest.raises(UserError, match=r"model\.onnx is a model, not a results table: .*training run folder \(the folder with run\.json and split\.csv\)"):
+        opened(ReviewOptions(lone))
+
+
 def test_a_training_run_is_reviewed_on_its_validation_images(tiny_model, second_model, tmp_path):
     """The run's split.csv names the validation images and the labels it trained against; its
     model's p_dog of them must be what `catsdogs predict` gives for the same files."""
@@ -315,6 +330,23 @@ def test_labels_written_by_hand_are_read_and_rows_that_are_not_refuse_to_start(t
     path.write_text("path,label\n" + "a" * 200_000 + ",cat\n")  # over csv's field limit
     with pytest.raises(UserError, match="line 2 of .*corrections.csv"):
         Corrections(path)
+
+
+def test_a_header_that_is_not_utf_8_is_shown_with_its_bytes(tmp_path):
+    path = tmp_path / "corrections.csv"
+    path.write_bytes(b"\xff\xfe\x80garbage,x\n")
+    with pytest.raises(UserError, match=r"its header is \\xff\\xfe\\x80garbage,x\)") as error:
+        Corrections(path)
+    assert "udc" not in str(error.value) and "[" not in str(error.value)
+
+
+def test_a_damaged_record_of_the_corrections_folder_is_one_clear_line(tmp_path):
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    for damaged in ("[]", '{"folder": 3}', "{}", "null"):
+        (tmp_path / "corrections.csv.json").write_text(damaged)
+        with pytest.raises(UserError, match=r"corrections\.csv\.json is damaged: .*folder") as error:
+            opened(ReviewOptions(table, images=tmp_path))
+        assert "None" not in str(error.value) and "\n" not in str(error.value)
 
 
 def test_a_corrections_path_that_is_not_a_regular_file_is_refused(tmp_path):

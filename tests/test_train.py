@@ -266,6 +266,16 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_resume_continues(kaggle_train_fold
 
 
 @pytest.mark.slow
+def test_resume_of_a_damaged_run_record_is_one_line(kaggle_train_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for damaged in ("[]", "{", '{"status": "interrupted"}', "\xff"):
+        (run / "run.json").write_text(damaged, encoding="latin-1")
+        assert train_cli(kaggle_train_folder, run, "--resume") == 1
+        err = capsys.readouterr().err
+        assert re.fullmatch(r"catsdogs train: error: \S+run\.json is damaged .*nothing to resume.*\n", err), err
+
+
 def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folder, tmp_path, monkeypatch):
     import catsdogs_batch.train as train_module
 
