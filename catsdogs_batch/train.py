@@ -754,8 +754,10 @@ def calibrate(
     model = keras.saving.load_model(source, compile=False)
     dense = model.get_layer(OUTPUT_LAYER)
     if features is None:
-        batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
-        features = keras.Model(model.inputs, dense.input).predict(batches, verbose=0)
+        embed = keras.Model(model.inputs, dense.input).predict_on_batch
+        features = np.concatenate(
+            [np.asarray(embed(images[k : k + batch_size].astype(np.float32))) for k in range(0, len(images), batch_size)]
+        )
     kernel, bias = dense.get_weights()
     logits = (features.astype(np.float64) @ kernel.astype(np.float64) + bias).reshape(-1)
     if not np.all(np.isfinite(logits)):
