@@ -136,8 +136,8 @@ def _load(stream: io.BytesIO, path: Path, storages: dict[str, _Storage]) -> obje
 
 def _parse(data: bytes, path: Path) -> dict[str, np.ndarray]:
     if data.startswith(b"PK\x03\x04"):
-        raise UserError(f"{path} is a zip-format PyTorch checkpoint (torch 1.6 or later); "
-                        "only the legacy format can be read without torch")
+        raise UserError(f"{path} is a zip file (a Keras model, or a PyTorch checkpoint saved by torch 1.6 "
+                        "or later), not a legacy PyTorch checkpoint, the only format read without torch")
     stream, storages = io.BytesIO(data), {}
     if _load(stream, path, storages) != MAGIC:
         raise UserError(f"{path} is not a legacy PyTorch checkpoint (no magic number)")

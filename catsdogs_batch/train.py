@@ -28,7 +28,17 @@ import tensorflow as tf
 from . import __version__
 from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, made_folder, read_json_object, sha256
+from .files import (
+    TEXT,
+    CsvWriter,
+    atomic_path,
+    atomic_write_json,
+    exclusive_lock,
+    made_folder,
+    read_json_object,
+    sha256,
+    shown,
+)
 from .images import CLASS_NAMES, HiddenEntries, decode_many, iter_image_files, label_from_path
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
@@ -317,7 +327,8 @@ def resolve_options(options: TrainOptions) -> TrainOptions:
             raise UserError(f"--weights is for pretrained backbones; {options.arch} is trained from scratch")
     elif options.weights not in ("imagenet", "none"):
         if not Path(options.weights).is_file():
-            raise UserError(f"--weights {options.weights}: no such file (or say imagenet or none)")
+            what = "is not a regular file" if Path(options.weights).exists() else "no such file"
+            raise UserError(f"--weights {shown(options.weights)}: {what} (or say imagenet or none)")
         options = dataclasses.replace(options, weights=str(Path(options.weights).resolve()))  # for --resume
     if options.head_epochs < 0 or (options.fine_tune_layers is not None and options.fine_tune_layers < 0):
         raise UserError("--head-epochs and --fine-tune-layers must be 0 or more")

@@ -359,9 +359,10 @@ def test_int8_keeps_more_in_fp32_until_the_check_passes(model, tmp_path, format)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [name for name, spec in ARCHITECTURES.items() if spec.backbone])
+@pytest.mark.parametrize("arch", [name for name, spec in ARCHITECTURES.items() if spec.backbone and name not in LITE[1:]])
 def test_every_pretrained_architecture_exports_with_the_image_as_its_only_input(arch, tmp_path):
-    """Both converters on each backbone (random weights where ImageNet's would be downloaded):
+    """Both converters on each backbone (random weights where ImageNet's would be downloaded;
+    Lite1 and Lite2 are Lite0's code with the shapes of their checkpoints, left out for time):
     the graph takes the pixels alone (tf2onnx made EfficientNetV2's normalization constants
     graph inputs) and gives the Keras model's probabilities."""
     import onnxruntime

@@ -409,6 +409,7 @@ def test_bad_architecture_options_are_refused_before_any_work(kaggle_train_folde
     cases = [
         (["--weights", "none"], "--weights is for pretrained backbones"),
         (["--arch", "mobilenetv3-small", "--weights", str(tmp_path / "missing.weights.h5")], "no such file"),
+        (["--arch", "efficientnet-lite0", "--weights", str(kaggle_train_folder)], "is not a regular file"),
     ]
     for extra, message in cases:
         assert train_cli(kaggle_train_folder, tmp_path / "run", "--epochs", "1", *extra) == 1
