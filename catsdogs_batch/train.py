@@ -449,11 +449,16 @@ def _train_locked(options: TrainOptions) -> Path:
             raise KeyboardInterrupt
         val_features = None
     if options.calibrate and (out / MODEL_FILE).exists():
+        # A fitted head that no epoch beat keeps temperature 1: its C was chosen by cross-validated
+        # log loss, so it is calibrated already (see calibrate's `fit`)
+        fit = not (fitted and "epoch" not in run.get("best", {}))
         try:
             if val_features is not None:
-                run["calibration"] = calibrate(out, val_labels, features=val_features)
+                run["calibration"] = calibrate(out, val_labels, features=val_features, fit=fit)
             else:
-                run["calibration"] = calibrate(out, val_data[1], images=val_data[0], batch_size=options.batch_size)
+                run["calibration"] = calibrate(
+                    out, val_data[1], images=val_data[0], batch_size=options.batch_size, fit=fit
+                )
         except KeyboardInterrupt:
             log.warning("interrupted while calibrating: finish it with --resume --out %s", out)
             raise
@@ -751,13 +756,18 @@ UNCALIBRATED = "uncalibrated.keras"  # in BACKUP_DIR: the best model before cali
 
 def calibrate(
     run: Path, labels: np.ndarray, *, images: np.ndarray | None = None, features: np.ndarray | None = None,
-    batch_size: int = 32,
+    batch_size: int = 32, fit: bool = True,
 ) -> dict:
     """Fit the temperature of the run's best model on these (validation) images, or on their
     `features` (the inputs of its p_dog layer, when they are known already), bake it into its
     p_dog layer, and return what run.json records about it. The uncalibrated model is kept in
     the backup folder until the run is finished, so calibrating again (after a kill) starts
-    from it and gives the same model."""
+    from it and gives the same model.
+
+    Without `fit` (a fitted linear head) the temperature stays 1 and only the report is made:
+    on held-out halves of the sample's validation split, a temperature fitted on the other half
+    raised EfficientNet-Lite2's log loss from 0.0187 to 0.0224 (Lite0: 0.0247 to 0.0281), the
+    head's own C having been chosen by cross-validated log loss already."""
     source = run / BACKUP_DIR / UNCALIBRATED
     if not source.exists():
         source.parent.mkdir(exist_ok=True)
@@ -774,6 +784,18 @@ def calibrate(
     if not np.all(np.isfinite(logits)):
         log.warning("not calibrated: the model gives non-finite logits on the validation split")
         return {"temperature": None, "skipped": "non-finite logits on the validation split"}
+    if not fit:
+        report = calibration_report(labels, logits, 1.0)
+        log.info(
+            "not rescaled (a fitted head is calibrated by its cross-validated C): validation log loss %.4f, "
+            "calibration error %.4f", report["log_loss"]["after"], report["expected_calibration_error"]["after"],
+        )  # fmt: skip
+        return {
+            "temperature": 1.0,
+            "not_fitted": "a linear head whose regularization was chosen by cross-validated log loss on the "
+            "training split: a temperature fitted on the validation split made held-out log loss worse",
+            "validation": report,
+        }
     temperature = fit_temperature(labels, logits)
     report = calibration_report(labels, logits, temperature)
     scale_logit(model, temperature)

