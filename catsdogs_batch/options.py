@@ -66,9 +66,9 @@ ARCHITECTURES = {
     "mobilenetv3-large": Architecture(224, 1e-3, "MobileNetV3Large", "pretrained, 3.0M parameters"),
     "resnet50v2": Architecture(224, 1e-3, "ResNet50V2", "pretrained, 23.6M parameters"),
 }
-# Measured on the sample's validation split (README, `catsdogs train`): log loss 0.0195 against
-# Lite0's 0.025, in minutes on two cores; the audit keeps Lite0, which finds the flips as well in
-# half the time.
+# Measured on the sample's validation split (README, `catsdogs train`): log loss 0.0187 against
+# Lite0's 0.025, in minutes on two cores; the audit keeps Lite0, which found all ten flipped
+# labels of scripts/benchmark_audit.py in 112 s.
 DEFAULT_ARCH = "efficientnet-lite2"
 
 
@@ -157,7 +157,7 @@ class SubmissionOptions:
     competition: str = COMPETITIONS[0]
     # redux only: probabilities clipped to [clip, 1 - clip], which caps the log loss of one wrong
     # image at -ln(clip) (6.9) and costs about clip per image: on the sample's validation split,
-    # 0.0004 to EfficientNet-Lite2's calibrated 0.019, where 0.005 cost 0.0034
+    # 0.0004 to EfficientNet-Lite2's 0.019, where 0.005 cost 0.0034
     clip: float = 0.001
     sample_submission: Path | None = None  # default: found beside the test folder
     overwrite: bool = False
@@ -259,3 +259,14 @@ class AuditOptions:
     corrections: Path | None = None  # a review's corrections.csv: its labels are the given ones, `skip` left out
     overwrite: bool = False
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads
+
+
+@dataclass
+class SubmitOptions:
+    """`catsdogs submit`: upload a submission, then wait (bounded) for Kaggle's public score."""
+
+    file: Path
+    message: str
+    competition: str = COMPETITIONS[0]
+    wait: float = 300.0  # seconds to wait for the score; 0: upload only
+    poll_interval: float = 5.0  # seconds before the second look; each wait is 1.5 times longer, up to 6 times this
