@@ -34,7 +34,9 @@ from .options import (
     Labelling,
     PredictOptions,
     ReviewOptions,
+    SUBMISSIONS_LISTED,
     SubmissionOptions,
+    SubmitOptions,
     TrainOptions,
 )
 
@@ -439,22 +441,57 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def parse_submit(sub: argparse._SubParsersAction) -> None:
+    d = SubmitOptions(Path(), "")
     p = sub.add_parser(
         "submit",
-        help="upload a submission file to Kaggle",
-        description="Upload a submission csv to the competition with the kaggle client and "
-        "print Kaggle's answer.",
+        help="upload a submission file to Kaggle and read its score back",
+        description="Upload a submission csv to the competition with the kaggle client, print "
+        "Kaggle's answer, then wait (at most --wait seconds) until Kaggle has scored it and print "
+        "the public score. A file Kaggle rejects is an error with Kaggle's message (exit 1); one "
+        "still being scored when the wait ends exits 0 and says how to look later. With --status, "
+        "list the latest submissions with their status and public score instead (no upload).",
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("file", type=Path, help="the submission file, e.g. submissions/submission.csv")
-    p.add_argument("-m", "--message", required=True, help="a description of this submission")
+    p.add_argument("file", type=Path, nargs="?", help="the submission file, e.g. submissions/submission.csv")
+    p.add_argument("-m", "--message", help="a description of this submission (required with FILE)")
+    p.add_argument(
+        "--wait",
+        type=NON_NEGATIVE,
+        default=d.wait,
+        metavar="SECONDS",
+        help="how long to wait for the score; 0 uploads only",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=number(float, 0.01),
+        default=d.poll_interval,
+        metavar="SECONDS",
+        help="seconds between the first looks at the score; the waits grow 1.5 times each, up to 6 times this",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help=f"list the competition's latest {SUBMISSIONS_LISTED} submissions with status and public score; "
+        "upload nothing",
+    )
     _add_competition(p)
     p.set_defaults(func=run_submit)
 
 
 def run_submit(args: argparse.Namespace) -> None:
-    from .kaggle_api import submit
+    from .scoring import status_report, submit_and_score
 
-    say(submit(args.file, args.message, args.competition))
+    if args.status:
+        if args.file is not None or args.message is not None:
+            raise UserError("--status uploads nothing: leave out FILE and -m")
+        say(status_report(args.competition))
+        return
+    if args.file is None:
+        raise UserError("give the submission FILE and -m MESSAGE, or --status to see the latest submissions")
+    if args.message is None:
+        raise UserError("give a description of the submission with -m MESSAGE")
+    options = SubmitOptions(args.file, args.message, args.competition, args.wait, args.poll_interval)
+    say(submit_and_score(options, report=say).describe())
 
 
 # --- label, evaluate ----------------------------------------------------------------------

@@ -15,6 +15,8 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ from .errors import UserError
 if TYPE_CHECKING:
     import requests
     from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk.competitions.types.competition_api_service import ApiSubmission
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +71,93 @@ def download_competition_archive(competition: str, dest_dir: Path, *, retries: i
     return outfile
 
 
-def submit(file: Path, message: str, competition: str) -> str:
-    """Upload a submission file with the client's `competition_submit`; return Kaggle's status.
+@dataclass(frozen=True)
+class Submitted:
+    """Kaggle's answer to an upload: its own message, and the new submission's ref where it sends one."""
 
-    The client asks for an upload URL (StartSubmissionUpload), PUTs the file there and then
-    creates the submission (CreateSubmission); the returned text is Kaggle's own message,
-    e.g. "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition".
-    """
+    message: str
+    ref: int | None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submission as Kaggle lists it; `status` is "pending", "complete" or "error"."""
+
+    ref: int
+    status: str
+    public_score: str | None
+    error: str  # Kaggle's message for a file it could not score, on one line ("" if none)
+    description: str
+    file_name: str
+    date: datetime | None  # UTC
+
+
+class KaggleUnavailable(UserError):
+    """Kaggle did not answer this time (unreachable, a server error, rate-limited): worth asking again."""
+
+
+class KaggleSubmissions:
+    """The submissions of one competition, through one authenticated client: a wait for the score
+    asks again and again, and an API token is checked once, not at every look."""
+
+    def __init__(self, competition: str) -> None:
+        self.competition = competition
+        self._api = _authenticated_api()
+
+    def upload(self, file: Path, message: str) -> Submitted:
+        """Upload a submission file with the client's `competition_submit`.
+
+        The client asks for an upload URL (StartSubmissionUpload), PUTs the file there and then
+        creates the submission (CreateSubmission); the message is Kaggle's own, e.g.
+        "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition".
+        """
+        if not file.is_file():
+            raise UserError(f"submission file not found: {file}")
+        api = self._api
+        try:
+            with _client_prints(api) as printed:
+                result = api.competition_submit(str(file), message, self.competition, quiet=False)
+        except Exception as e:  # noqa: BLE001 - every failure is translated below
+            raise _translate(e, api, self.competition) from None
+        if result.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
+            detail = " ".join(printed.getvalue().split())  # the client prints the upload's error
+            detail = f" ({detail})" if detail else ""
+            raise UserError(f"uploading {file} to Kaggle failed{detail}; try again later")
+        if result.ref:
+            log.info("Submission ref: %s", result.ref)
+        return Submitted(_redact(result.message, api), result.ref or None)
+
+    def latest(self, count: int = 20) -> list[Submission]:
+        """The competition's latest COUNT submissions (the client's `competition_submissions`),
+        newest first. Raises KaggleUnavailable where asking again later may work."""
+        api = self._api
+        try:
+            with _client_prints(api):
+                found = api.competition_submissions(self.competition, page_size=count) or []
+        except Exception as e:  # noqa: BLE001 - every failure is translated below
+            error = _translate(e, api, self.competition)
+            if _transient(e):
+                raise KaggleUnavailable(str(error)) from None
+            raise error from None
+        return [self._record(s) for s in found if s is not None][:count]
+
+    def _record(self, s: ApiSubmission) -> Submission:
+        return Submission(
+            ref=s.ref,
+            status=s.status.name.lower() if s.status is not None else "pending",
+            public_score=s.public_score or None,
+            error=_redact(" ".join((s.error_description or "").split()), self._api),
+            description=s.description or "",
+            file_name=s.file_name or "",
+            date=s.date,
+        )
+
+
+def submit(file: Path, message: str, competition: str) -> str:
+    """Upload a submission file (KaggleSubmissions.upload); return Kaggle's message."""
     if not file.is_file():
         raise UserError(f"submission file not found: {file}")
-    api = _authenticated_api()
-    try:
-        with _client_prints(api) as printed:
-            result = api.competition_submit(str(file), message, competition, quiet=False)
-    except Exception as e:  # noqa: BLE001 - every failure is translated below
-        raise _translate(e, api, competition) from None
-    if result.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
-        detail = " ".join(printed.getvalue().split())  # the client prints the upload's error
-        detail = f" ({detail})" if detail else ""
-        raise UserError(f"uploading {file} to Kaggle failed{detail}; try again later")
-    if result.ref:
-        log.info("Submission ref: %s", result.ref)
-    return result.message
+    return KaggleSubmissions(competition).upload(file, message).message
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -261,6 +329,15 @@ def _translate(
     if isinstance(e, OSError):
         return UserError(f"{what}: {_redact(str(e), api)}")
     return UserError(f"the kaggle client failed: {type(e).__name__}: {_redact(str(e), api)}")
+
+
+def _transient(e: Exception) -> bool:
+    """A failure that asking again later may not meet: no answer, a server error, rate-limiting."""
+    import requests
+
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        return e.response.status_code == 429 or e.response.status_code >= 500
+    return isinstance(e, (requests.ConnectionError, requests.Timeout))
 
 
 def _server_message(response: requests.Response, api: KaggleApi) -> str:

@@ -261,6 +261,9 @@ class AuditOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads
 
 
+SUBMISSIONS_LISTED = 10  # rows of `catsdogs submit --status`
+
+
 @dataclass
 class SubmitOptions:
     """`catsdogs submit`: upload a submission, then wait (bounded) for Kaggle's public score."""

@@ -9,10 +9,16 @@ commands use, the way Kaggle does:
     POST competitions.CompetitionApiService/StartSubmissionUpload -> {"token", "createUrl"}
     PUT  /upload/<token>                                         -> 200, the file is kept (or 500)
     POST competitions.CompetitionApiService/CreateSubmission    -> {"message", "ref"}
+    POST competitions.CompetitionApiService/ListSubmissions     -> {"submissions": [newest first]}
     POST security.OAuthService/IntrospectToken                  -> {"active", "username"}
 
 Errors are JSON `{"code": N, "message": ...}` like Kaggle's: 401 for bad credentials, 403 while
 the rules of a competition are not accepted, 404 for an unknown competition.
+
+Scoring, as set when a submission is made: it is listed PENDING by its first `pending_polls`
+listings, then COMPLETE with `score`, or ERROR with `rejection` when that is set;
+`pending_polls=None` never scores it. A listing holds the competition's own submissions (and all
+of `listed` put there by a test), newest first.
 """
 
 from __future__ import annotations
@@ -56,6 +62,12 @@ class KaggleStub:
     ranges: list[str] = field(default_factory=list)  # Range headers of archive requests
     uploads: dict[str, bytes] = field(default_factory=dict)  # token -> uploaded file
     submissions: list[dict] = field(default_factory=list)  # CreateSubmission requests
+    returns_ref: bool = True  # CreateSubmission answers the new submission's ref
+    pending_polls: int | None = 0  # listings that show a new submission PENDING; None: forever
+    score: str = "0.05678"  # the public score of a scored submission
+    rejection: str | None = None  # Kaggle's errorDescription: the new submission fails to score
+    list_fails: int = 0  # this many ListSubmissions answers are 503s
+    listed: list[dict] = field(default_factory=list)  # ApiSubmission JSON, newest first (older ones go here)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -93,6 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self.end_headers()
         if method == "competitions.CompetitionApiService/StartSubmissionUpload":
             token = f"blob-{len(self.stub.uploads) + 1}"
+            self.server.file_names[token] = body.get("fileName", "")
             return self._json(200, {"token": token, "createUrl": f"{self.stub.url}/upload/{token}"})
         if method == "competitions.CompetitionApiService/CreateSubmission":
             token = body.get("blobFileTokens", "")
@@ -100,8 +113,27 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(400, "Submission file was not uploaded")
             self.stub.submissions.append(body)
             ref = 4240 + len(self.stub.submissions)
+            self.stub.listed.insert(0, {
+                "ref": ref,
+                "date": f"2026-12-02T14:{len(self.stub.submissions):02d}:00.000Z",
+                "description": body.get("submissionDescription", ""),
+                "fileName": self.server.file_names.get(token, ""),
+                "status": "PENDING",
+            })
+            self.server.polls[ref] = 0
+            self.server.scoring[ref] = (competition, self.stub.pending_polls, self.stub.rejection, self.stub.score)
             message = f"Successfully submitted to {TITLES[competition]}"
-            return self._json(200, {"message": message, "ref": ref})
+            return self._json(200, {"message": message, **({"ref": ref} if self.stub.returns_ref else {})})
+        if method == "competitions.CompetitionApiService/ListSubmissions":
+            if self.stub.list_fails > 0:
+                self.stub.list_fails -= 1
+                return self._error(503, "Service Unavailable")
+            made_for = {ref: scoring[0] for ref, scoring in self.server.scoring.items()}
+            listed = [s for s in self.stub.listed if made_for.get(s["ref"], competition) == competition]
+            for submission in listed:
+                self._score(submission)
+            size = body.get("pageSize") or 20
+            return self._json(200, {"submissions": listed[:size], "nextPageToken": ""})
         return self._error(404, f"No such method: {method}")
 
     def do_PUT(self) -> None:
@@ -142,6 +174,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- helpers -------------------------------------------------------------------------
 
+    def _score(self, submission: dict) -> None:
+        """Count one more listing of a submission made here, and score it when its time has come."""
+        ref = submission["ref"]
+        if ref not in self.server.scoring or submission["status"] != "PENDING":
+            return
+        _, pending_polls, rejection, score = self.server.scoring[ref]
+        self.server.polls[ref] += 1
+        if pending_polls is None or self.server.polls[ref] <= pending_polls:
+            return
+        if rejection is not None:
+            submission.update(status="ERROR", errorDescription=rejection)
+        else:
+            submission.update(status="COMPLETE", publicScore=score)
+
     def _authorized(self) -> bool:
         auth = self.headers.get("Authorization", "")
         basic = base64.b64encode(f"{self.stub.username}:{self.stub.key}".encode()).decode()
@@ -166,6 +212,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     stub: KaggleStub
     started: float
+    file_names: dict[str, str]  # upload token -> the file name StartSubmissionUpload was given
+    polls: dict[int, int]  # ref of a submission made here -> how often it has been listed
+    scoring: dict[int, tuple]  # ref -> (competition, pending_polls, rejection, score) when it was made
 
 
 def import_kaggle_api() -> type:
@@ -213,6 +262,7 @@ def kaggle_stub(kaggle_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """A running stand-in Kaggle server, with the client's credentials (env vars) set to match it."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.started = 1_700_000_000.0
+    server.file_names, server.polls, server.scoring = {}, {}, {}
     server.stub = stub = KaggleStub(url=f"http://127.0.0.1:{server.server_port}")
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

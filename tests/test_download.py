@@ -610,10 +610,10 @@ def test_submit_uploads_the_file_and_prints_kaggles_status(kaggle_stub, tmp_path
     csv = tmp_path / "submission.csv"
     csv.write_text("id,label\n1,0.9\n2,0.1\n")
 
-    code, out, err = run_cli(["submit", str(csv), "-m", "first try"], capsys)
+    code, out, err = run_cli(["submit", str(csv), "-m", "first try", "--wait", "0"], capsys)  # tests/test_submit.py waits
 
     assert code == 0, err
-    assert out.strip().splitlines()[-1] == "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition"
+    assert out.strip().splitlines()[0] == "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition"
     assert kaggle_stub.calls == [
         "POST /api/v1/competitions.CompetitionApiService/StartSubmissionUpload",
         "PUT /upload/blob-1",
