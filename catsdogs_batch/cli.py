@@ -103,11 +103,20 @@ def parse_download(sub: argparse._SubParsersAction) -> None:
         "download",
         help="download and unpack the competition data",
         description="Download the competition archive with the kaggle client (or import one you "
-        "already have) and unpack train/ and test/ into DATA_DIR/<competition>/.",
+        "already have, or the competition folder of a Kaggle notebook) and unpack train/ and test/ "
+        "into DATA_DIR/<competition>/.",
     )
     _add_competition(p)
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
-    p.add_argument("--archive", type=Path, help="import this already-downloaded archive instead")
+    p.add_argument(
+        "--archive",
+        type=Path,
+        metavar="ZIP_OR_FOLDER",
+        help="import this already-downloaded archive instead, or the competition folder (as Kaggle "
+        "mounts it under /kaggle/input/<competition>/: train.zip and test.zip, or train/ and test/); "
+        "it is only read. Without Kaggle credentials, /kaggle/input/<competition>/ (or below "
+        "$CATSDOGS_KAGGLE_INPUT) is used where it exists",
+    )
     p.add_argument("--force", action="store_true", help="download and unpack again")
     p.set_defaults(func=run_download)
 

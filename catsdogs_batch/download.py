@@ -1,5 +1,12 @@
-"""The data stage: fetch the competition archive (or import one) and unpack it into
-DATA_DIR/<competition>/ as train/, test/, the sample submission csv and manifest.json.
+"""The data stage: fetch the competition archive (or import one, or a competition folder) and
+unpack it into DATA_DIR/<competition>/ as train/, test/, the sample submission csv and
+manifest.json.
+
+A competition folder is laid out as Kaggle mounts it under /kaggle/input/<competition>/: the
+inner train.zip and test.zip (test1.zip) beside the csv, or the same unpacked into train/ and
+test/ (test1/). It is only read, through the same checks as an archive, and a link in it is
+followed only where it stays inside the folder. Without Kaggle credentials, the folder under
+/kaggle/input (CATSDOGS_KAGGLE_INPUT) is used where it exists.
 
 The archive is checked whole before anything is unpacked: every entry name (no absolute paths,
 no `..`, no links, in the outer zip and in the nested train/test zips), every CRC, and that its
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -26,9 +34,10 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, NamedTuple
 
 from tqdm import tqdm
 
@@ -45,11 +54,22 @@ TEST_FOLDERS = ("test", "test1")  # the 2013 competition `dogs-vs-cats` calls it
 SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
 _TEST_NAME = re.compile(r"\d+\.\w+", re.ASCII)  # test/12.jpg
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
+KAGGLE_INPUT_VARIABLE = "CATSDOGS_KAGGLE_INPUT"  # where Kaggle notebooks mount competitions
+KAGGLE_INPUT = "/kaggle/input"
 
 
 class ArchiveError(UserError):
-    """The archive itself is unusable: not a zip, corrupt, cut short, incomplete, unsafe, or
-    not the competition's."""
+    """The archive (or folder) itself is unusable: not a zip, corrupt, cut short, incomplete,
+    unsafe, or not the competition's."""
+
+
+class _Member(NamedTuple):
+    """One file to unpack, from a zip entry or a file of a competition folder."""
+
+    name: str  # as messages show it: the zip entry's name, or the path below the folder
+    rel: tuple[str, ...]  # its path below train/ (or test/): ("cat.0.jpg",)
+    size: int
+    open: Callable[[], BinaryIO]
 
 
 def download(options: DownloadOptions) -> Path:
@@ -58,21 +78,36 @@ def download(options: DownloadOptions) -> Path:
     if (target / MANIFEST).is_file() and not options.force and not target.is_symlink():
         log.info("%s is complete (it has %s): nothing to do; --force redoes it", target, MANIFEST)
         return target
+    if options.archive is not None and options.archive.is_dir():  # before the target's own checks
+        _check_apart(options.archive, target)
     _check_replaceable(target)
     _make_dir(options.data_dir)
     if options.archive is not None:
         if not options.archive.exists():
             raise UserError(f"archive not found: {options.archive}")
-        if options.archive.is_dir():
-            raise UserError(f"archive {options.archive} is a folder, not a zip archive")
-        if not options.archive.is_file():  # reading a FIFO would wait for a writer, a device never end
-            raise UserError(f"archive {options.archive} is not a regular file (a device, FIFO or socket): give the zip file itself")
+        if not (options.archive.is_file() or options.archive.is_dir()):  # a FIFO would wait for a writer
+            raise UserError(
+                f"archive {options.archive} is not a regular file (a device, FIFO or socket): "
+                "give the zip file or the competition folder itself"
+            )
         _install(options.archive, target, options.competition, source=str(options.archive.resolve()))
         return target
 
-    from .kaggle_api import download_competition_archive
+    from .kaggle_api import NoCredentials, download_competition_archive
 
-    archive = download_competition_archive(options.competition, options.data_dir)
+    try:
+        archive = download_competition_archive(options.competition, options.data_dir)
+    except NoCredentials:
+        mounted = kaggle_input_folder(options.competition)
+        if mounted is None:
+            raise
+        log.info(
+            "No Kaggle credentials: using %s, the competition as a Kaggle notebook mounts it "
+            "(%s sets where to look instead of %s)", mounted, KAGGLE_INPUT_VARIABLE, KAGGLE_INPUT,
+        )
+        _check_apart(mounted, target)
+        _install(mounted, target, options.competition, source=str(mounted.resolve()))
+        return target
     try:
         _install(archive, target, options.competition, source="kaggle")
     except ArchiveError:
@@ -83,8 +118,31 @@ def download(options: DownloadOptions) -> Path:
     return target
 
 
+def kaggle_input_folder(competition: str) -> Path | None:
+    """The competition's folder where a Kaggle notebook mounts it (/kaggle/input/<competition>/,
+    or below CATSDOGS_KAGGLE_INPUT), or None where there is none."""
+    folder = Path(os.environ.get(KAGGLE_INPUT_VARIABLE) or KAGGLE_INPUT) / competition
+    return folder if folder.is_dir() else None
+
+
+def _check_apart(source: Path, target: Path) -> None:
+    """Refuse a SOURCE folder that is TARGET, or holds it, or lies inside it: the source is only
+    read, and replacing TARGET must not touch it."""
+    src, dst = source.resolve(), target.resolve()
+    if src == dst or dst in src.parents:
+        raise UserError(
+            f"{shown(source)} is where download unpacks to ({shown(target)}): move it elsewhere and "
+            "import it from there, or choose another --data-dir"
+        )
+    if src in dst.parents:
+        raise UserError(
+            f"--data-dir {shown(target.parent)} is inside {shown(source)}, which is only read: choose another"
+        )
+
+
 def _install(archive: Path, target: Path, competition: str, source: str) -> dict:
-    """Check ARCHIVE, unpack it into a hidden folder next to TARGET, then swap it into place.
+    """Check ARCHIVE (a zip or a competition folder), unpack it into a hidden folder next to
+    TARGET, then swap it into place.
 
     Returns the manifest. On any failure nothing but the hidden folder was written, and it is
     removed again.
@@ -119,63 +177,169 @@ def _install(archive: Path, target: Path, competition: str, source: str) -> dict
 
 def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
     """Check everything first, then unpack train/, test/ and the csv into WORK."""
-    log.info("Checking %s (%.1f MB)", archive, archive.stat().st_size / 1e6)
-    archive_sha256 = sha256(archive)
     with contextlib.ExitStack() as stack:
-        outer = stack.enter_context(_open_zip(archive, archive.name))
-        _check_zip(outer, archive.name)
-        sources = {
-            "train": _find_part(outer, TRAIN_FOLDERS, archive.name),
-            "test": _find_part(outer, TEST_FOLDERS, archive.name),
-        }
-        csv = next((i for i in outer.infolist() if _basename(i) in SAMPLE_SUBMISSIONS), None)
-
-        # Nested zips are copied out (reading a zip seeks, which is slow inside another zip)
-        # and all checked before any image is written.
-        nested_dir = work / ".archives"
-        parts = {}
-        for part, src in sources.items():
-            folders = TRAIN_FOLDERS if part == "train" else TEST_FOLDERS
-            if isinstance(src, zipfile.ZipInfo):
-                label = f"{archive.name}:{src.filename}"
-                _check_space(work, src.file_size, f"copying {label}")
-                nested_dir.mkdir(exist_ok=True)
-                path = nested_dir / f"{part}.zip"
-                _copy_member(outer, src, path, archive.name)
-                zf = stack.enter_context(_open_zip(path, label))
-                _check_zip(zf, label)
-                members = _part_members(zf, folders, nested=True)
-            else:
-                label, zf = archive.name, outer
-                members = _part_members(outer, folders, nested=False)
-            if not members:
-                raise ArchiveError(f"{label} holds no {part} files")
-            _check_names(part, members, label)
-            parts[part] = (zf, members, label)
-
-        needed = sum(i.file_size for _, members, _ in parts.values() for i, _ in members)
+        name = archive.name
+        if archive.is_dir():
+            parts, csv, record = _folder_parts(archive, stack)
+        else:
+            parts, csv, record = _archive_parts(archive, work, stack)
+        needed = sum(m.size for _, members in parts.values() for m in members)
         _check_space(work, needed, "unpacking the images")
         counts = {
-            part: _extract(zf, members, work / part, label, part)
-            for part, (zf, members, label) in parts.items()
+            part: _extract(members, work / part, label, part) for part, (label, members) in parts.items()
         }
         if csv is not None:
-            _copy_member(outer, csv, work / _basename(csv), archive.name)
+            _copy_member(csv, work / csv.rel[-1], name)
         else:
             wanted = " or ".join(SAMPLE_SUBMISSIONS)
-            log.warning("%s has no sample submission csv (%s)", archive.name, wanted)
-    shutil.rmtree(nested_dir, ignore_errors=True)
+            log.warning("%s has no sample submission csv (%s)", name, wanted)
+    shutil.rmtree(work / ".archives", ignore_errors=True)
     return {
         "competition": competition,
         "source": source,
-        "archive": archive.name,
-        "archive_sha256": archive_sha256,
+        **record,
         "train_files": counts["train"],
         "test_files": counts["test"],
-        "sample_submission": _basename(csv) if csv is not None else None,
+        "sample_submission": csv.rel[-1] if csv is not None else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": sorted(_relative_files(work)),  # what --force may replace, and nothing else
     }
+
+
+_Parts = dict[str, tuple[str, list[_Member]]]  # "train"/"test" -> (label for messages, its files)
+
+
+def _archive_parts(
+    archive: Path, work: Path, stack: contextlib.ExitStack
+) -> tuple[_Parts, _Member | None, dict]:
+    """The checked parts of a whole-data zip, its csv, and what the manifest records of it."""
+    log.info("Checking %s (%.1f MB)", archive, archive.stat().st_size / 1e6)
+    record = {"archive": archive.name, "archive_sha256": sha256(archive)}
+    outer = stack.enter_context(_open_zip(archive, archive.name))
+    _check_zip(outer, archive.name)
+    sources = {
+        "train": _find_part(outer, TRAIN_FOLDERS, archive.name),
+        "test": _find_part(outer, TEST_FOLDERS, archive.name),
+    }
+    csv = next((i for i in outer.infolist() if _basename(i) in SAMPLE_SUBMISSIONS), None)
+
+    # Nested zips are copied out (reading a zip seeks, which is slow inside another zip)
+    # and all checked before any image is written.
+    nested_dir = work / ".archives"
+    parts = {}
+    for part, src in sources.items():
+        folders = TRAIN_FOLDERS if part == "train" else TEST_FOLDERS
+        if isinstance(src, zipfile.ZipInfo):
+            label = f"{archive.name}:{src.filename}"
+            _check_space(work, src.file_size, f"copying {label}")
+            nested_dir.mkdir(exist_ok=True)
+            path = nested_dir / f"{part}.zip"
+            _copy_member(_zip_member(outer, src, ()), path, archive.name)
+            parts[part] = (label, _nested_zip_members(path, folders, label, stack))
+        else:
+            members = _part_members(outer, folders, nested=False)
+            parts[part] = (archive.name, [_zip_member(outer, i, rel) for i, rel in members])
+        _check_part(part, *parts[part])
+    csv_member = _zip_member(outer, csv, (_basename(csv),)) if csv is not None else None
+    return parts, csv_member, record
+
+
+def _folder_parts(
+    folder: Path, stack: contextlib.ExitStack
+) -> tuple[_Parts, _Member | None, dict]:
+    """The checked parts of a competition folder (inner zips, or train/ and test/ unpacked), its
+    csv, and what the manifest records of it. Nothing in FOLDER is written."""
+    log.info("Checking the folder %s", folder)
+    root, name = folder.resolve(), folder.name
+    parts = {}
+    for part, folders in (("train", TRAIN_FOLDERS), ("test", TEST_FOLDERS)):
+        zips = [root / f"{f}.zip" for f in folders if os.path.lexists(root / f"{f}.zip")]
+        dirs = [root / f for f in folders if os.path.lexists(root / f)]
+        if len(zips) > 1 or (not zips and len(dirs) > 1):
+            raise ArchiveError(f"{name} has more than one of {', '.join(p.name for p in zips or dirs)}")
+        if zips:
+            label = f"{name}/{zips[0].name}"
+            path = _inside(root, zips[0], name)
+            if not path.is_file():
+                raise ArchiveError(f"{label} is not a regular file")
+            if dirs:
+                log.info("Using %s (the %s/ folder beside it is left alone)", label, dirs[0].name)
+            parts[part] = (label, _nested_zip_members(path, folders, label, stack))
+        elif dirs:
+            parts[part] = (name, _folder_members(root, dirs[0], folders, name))
+        else:
+            held = ", ".join(sorted(p.name for p in root.iterdir())[:8]) or "nothing"
+            wanted = " or ".join(f"{f}.zip or {f}/" for f in folders)
+            raise ArchiveError(f"{name} has no {wanted} (it holds: {held})")
+        _check_part(part, *parts[part])
+    csv = next((root / c for c in SAMPLE_SUBMISSIONS if os.path.lexists(root / c)), None)
+    if csv is not None:
+        csv = _file_member(root, csv, (csv.name,), name)
+    return parts, csv, {"archive": None, "archive_sha256": None, "folder": name}
+
+
+def _nested_zip_members(
+    path: Path, folders: tuple[str, ...], label: str, stack: contextlib.ExitStack
+) -> list[_Member]:
+    """The checked files of an inner train.zip (test.zip) at PATH, kept open on STACK."""
+    zf = stack.enter_context(_open_zip(path, label))
+    _check_zip(zf, label)
+    return [_zip_member(zf, info, rel) for info, rel in _part_members(zf, folders, nested=True)]
+
+
+def _folder_members(root: Path, part_dir: Path, folders: tuple[str, ...], label: str) -> list[_Member]:
+    """The files below an unpacked train/ (test/) folder, links followed only inside ROOT;
+    train/train/ (a zip unpacked into a folder of its name) counts as train/."""
+    real = _inside(root, part_dir, label)
+    if not real.is_dir():
+        raise ArchiveError(f"{label}: {part_dir.name} is not a folder")
+    inner = list(real.iterdir())
+    if len(inner) == 1 and inner[0].name in folders and inner[0].is_dir() and not inner[0].is_symlink():
+        real = inner[0]
+    members = []
+    for where, dirs, files in os.walk(real):  # linked folders are not entered, as the default says
+        dirs.sort()
+        for entry in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(where, d))]:
+            path = Path(where, entry)
+            rel = path.relative_to(real).parts
+            if os.path.isdir(path):  # a link to a folder inside ROOT
+                _inside(root, path, label)
+                log.warning("Leaving out %s: a link to a folder", shown(path))
+                continue
+            members.append(_file_member(root, path, rel, label))
+    return members
+
+
+def _file_member(root: Path, path: Path, rel: tuple[str, ...], label: str) -> _Member:
+    real = _inside(root, path, label)
+    info = real.stat()
+    if not stat.S_ISREG(info.st_mode):  # reading a FIFO would wait for a writer, a device never end
+        raise ArchiveError(f"refusing {label}: {_below(root, path)!r} is not a regular file")
+    return _Member(_below(root, path), rel, info.st_size, functools.partial(open, real, "rb"))
+
+
+def _inside(root: Path, path: Path, label: str) -> Path:
+    """PATH with its links resolved, refused (one line) where that leads out of ROOT."""
+    real = Path(os.path.realpath(path))
+    if real != root and root not in real.parents:
+        raise ArchiveError(
+            f"refusing {label}: {_below(root, path)!r} is a link that leads out of it (to {shown(real)})"
+        )
+    return real
+
+
+def _below(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: tuple[str, ...]) -> _Member:
+    return _Member(info.filename, rel, info.file_size, functools.partial(zf.open, info))
+
+
+def _check_part(part: str, label: str, members: list[_Member]) -> None:
+    if not members:
+        raise ArchiveError(f"{label} holds no {part} files")
+    _check_names(part, members, label)
 
 
 @contextlib.contextmanager
@@ -264,12 +428,10 @@ def _part_members(
     return members
 
 
-def _check_names(
-    part: str, members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]], label: str
-) -> None:
-    """Refuse a zip that is not the competition's, before anything is unpacked: train needs
+def _check_names(part: str, members: list[_Member], label: str) -> None:
+    """Refuse an archive or folder that is not the competition's, before anything is unpacked: train needs
     cat.N.jpg and dog.N.jpg images, test only numbered ones (other files, e.g. .DS_Store, pass)."""
-    images = [(info, rel[-1]) for info, rel in members if is_image_file(rel[-1])]
+    images = [(m, m.rel[-1]) for m in members if is_image_file(m.rel[-1])]
     wrong = f"{label} is not the competition's data"
     if part == "train":
         kinds = {label_from_path(name) for _, name in images}  # the names training reads labels from
@@ -279,41 +441,35 @@ def _check_names(
     elif not images:
         raise ArchiveError(f"{wrong}: no numbered test images (1.jpg, 2.jpg, ...)")
     else:
-        bad = next((info.filename for info, name in images if not _TEST_NAME.fullmatch(name)), None)
+        bad = next((m.name for m, name in images if not _TEST_NAME.fullmatch(name)), None)
         if bad is not None:
             raise ArchiveError(f"{wrong}: test image {bad!r} is not named by a number (like 1.jpg)")
 
 
-def _extract(
-    zf: zipfile.ZipFile,
-    members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
-    dest: Path,
-    label: str,
-    part: str,
-) -> int:
+def _extract(members: list[_Member], dest: Path, label: str, part: str) -> int:
     """Write each member below DEST (names were checked by _check_zip); return the file count."""
     log.info("Unpacking %d %s files from %s", len(members), part, label)
     dest.mkdir()
     root = os.path.normpath(dest) + os.sep
     folders, written = {dest}, set()
-    for info, rel in tqdm(members, desc=part, unit="file", disable=None, leave=False):
-        out = dest.joinpath(*rel)
+    for member in tqdm(members, desc=part, unit="file", disable=None, leave=False):
+        out = dest.joinpath(*member.rel)
         if not os.path.normpath(out).startswith(root):  # cannot happen after _check_zip
-            raise ArchiveError(f"refusing {label}: entry {info.filename!r} points outside")
+            raise ArchiveError(f"refusing {label}: entry {member.name!r} points outside")
         if out.parent not in folders:
             out.parent.mkdir(parents=True, exist_ok=True)
             folders.add(out.parent)
-        _copy_member(zf, info, out, label)
+        _copy_member(member, out, label)
         written.add(out)
     return len(written)
 
 
-def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, label: str) -> None:
+def _copy_member(member: _Member, out: Path, label: str) -> None:
     try:
-        with zf.open(info) as src, open(out, "wb") as dst:
+        with member.open() as src, open(out, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
     except _ZIP_ERRORS as e:
-        raise ArchiveError(f"{label} is corrupt: entry {info.filename!r} ({e})") from None
+        raise ArchiveError(f"{label} is corrupt: entry {member.name!r} ({e})") from None
 
 
 def _parts(info: zipfile.ZipInfo) -> tuple[str, ...]:

@@ -92,6 +92,10 @@ class Submission:
     date: datetime | None  # UTC
 
 
+class NoCredentials(UserError):
+    """No Kaggle credentials anywhere the client looks (download then tries /kaggle/input)."""
+
+
 class KaggleUnavailable(UserError):
     """Kaggle did not answer this time (unreachable, a server error, rate-limited): worth asking again."""
 
@@ -228,7 +232,7 @@ def _authenticated_api() -> KaggleApi:
                 f"{_home_relative(config_file)} has no {' and no '.join(missing)}: download a new "
                 f"kaggle.json from {TOKEN_URL}, or set KAGGLE_USERNAME and KAGGLE_KEY"
             ) from None
-        raise UserError(_no_credentials_message(api)) from None
+        raise NoCredentials(_no_credentials_message(api)) from None
     except Exception as e:  # noqa: BLE001 - e.g. the network call that checks an API token
         raise _translate(e, api, competition=None) from None
     for line in printed.getvalue().splitlines():  # e.g. "your Kaggle API key is readable by ..."

@@ -16,7 +16,7 @@ MIN_IMAGE_SIZE = 32  # pixels: the smallest input of the pretrained backbones
 class DownloadOptions:
     competition: str = COMPETITIONS[0]
     data_dir: Path = Path("data")
-    archive: Path | None = None  # import this zip instead of downloading
+    archive: Path | None = None  # import this zip (or competition folder) instead of downloading
     force: bool = False  # unpack (and download) again even if the data is there
 
 

@@ -240,6 +240,7 @@ def kaggle_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("CATSDOGS_KAGGLE_INPUT", str(tmp_path / "no-kaggle-input"))  # not a notebook's /kaggle/input
     monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     # KaggleApi reads its config path and --local from the environment once, when first imported.

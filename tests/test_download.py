@@ -4,6 +4,7 @@ stand-in Kaggle server on 127.0.0.1 (tests/kaggle_stub.py) or on archives made h
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ import stat
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -432,14 +434,15 @@ def test_missing_archive_file(tmp_path, capsys):
     assert_one_line_error(code, err, "archive not found", "nope.zip")
 
 
-def test_archive_that_is_a_folder(tmp_path, capsys):
+def test_a_folder_without_the_competition_is_one_clear_error(tmp_path, capsys):
     folder = tmp_path / "unpacked"
     folder.mkdir()
+    (folder / "notes.txt").write_text("x")
     args = ["download", "--archive", str(folder), "--data-dir", str(tmp_path / "data")]
 
     code, _, err = run_cli(args, capsys)
 
-    assert_one_line_error(code, err, str(folder), "is a folder, not a zip archive")
+    assert_one_line_error(code, err, "unpacked has no train.zip or train/ (it holds: notes.txt)")
     assert_nothing_unpacked(tmp_path / "data")
 
 
@@ -558,6 +561,187 @@ def test_an_empty_folder_is_filled(tmp_path):
 
     assert (folder / MANIFEST).is_file() and len(files_in(folder / "train")) == 6
     assert "train/cat.0.jpg" in json.loads((folder / MANIFEST).read_text())["files"]
+
+
+# --- importing competition folders (as Kaggle mounts them under /kaggle/input/<competition>/) ---
+
+LAYOUTS = {  # competition -> (test folder, sample submission) as Kaggle ships them
+    REDUX: ("test", "sample_submission.csv"),
+    "dogs-vs-cats": ("test1", "sampleSubmission.csv"),
+}
+
+
+def competition_folder(folder: Path, competition: str = REDUX, unpacked: bool = False) -> Path:
+    """FOLDER laid out as Kaggle mounts COMPETITION: its inner zips and csv, or (UNPACKED) the
+    same with train/ and test/ (test1/) folders of images in place of the zips."""
+    test_folder, csv = LAYOUTS[competition]
+    outer = zipfile.ZipFile(io.BytesIO(competition_zip(test_folder=test_folder, csv=csv)))
+    folder.mkdir(parents=True)
+    for info in outer.infolist():
+        if unpacked and info.filename.endswith(".zip"):
+            zipfile.ZipFile(io.BytesIO(outer.read(info))).extractall(folder)
+        else:
+            (folder / info.filename).write_bytes(outer.read(info))
+    return folder
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """FOLDER and all below it without write permission; on leaving, the tree is asserted
+    unchanged byte for byte (root ignores the permissions) and made writable again."""
+    before = tree(folder)
+    paths = [folder, *folder.rglob("*")]
+    for path in paths:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        yield
+    finally:
+        for path in paths:
+            path.chmod(path.stat().st_mode | 0o200)
+    assert tree(folder) == before
+
+
+@pytest.mark.parametrize("unpacked", [False, True], ids=["zipped", "unpacked"])
+@pytest.mark.parametrize("competition", list(LAYOUTS))
+def test_import_a_read_only_competition_folder_then_noop(competition, unpacked, tmp_path, capsys, caplog):
+    source = competition_folder(tmp_path / competition, competition, unpacked)
+    data = tmp_path / "data"
+    argv = ["download", "--competition", competition, "--archive", str(source), "--data-dir", str(data)]
+
+    with read_only(source):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 0, err
+        folder = data / competition
+        _, csv = LAYOUTS[competition]
+        assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, csv, "test", "train"])
+        assert files_in(folder / "test") == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+        assert len(files_in(folder / "train")) == 6
+        manifest = json.loads((folder / MANIFEST).read_text())
+        assert manifest["source"] == str(source.resolve())
+        assert (manifest["train_files"], manifest["test_files"]) == (6, 4)
+
+        before = tree(data)
+        caplog.clear()
+        code, _, err = run_cli(argv, capsys)  # the same folder again: nothing to do
+        assert code == 0, err
+        assert "nothing to do" in caplog.text
+        assert tree(data) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unpacked", [False, True], ids=["zipped", "unpacked"])
+def test_import_the_sample_as_a_kaggle_folder(unpacked, sample_dir, tmp_path, capsys):
+    if unpacked:
+        source = sample_dir  # train/, test/ and sample_submission.csv
+    else:
+        source = tmp_path / REDUX
+        with zipfile.ZipFile(SAMPLE_ARCHIVE) as outer:
+            outer.extractall(source)  # train.zip, test.zip, sample_submission.csv
+    data = tmp_path / "data"
+
+    with read_only(source):
+        code, _, err = run_cli(["download", "--archive", str(source), "--data-dir", str(data)], capsys)
+
+    assert code == 0, err
+    manifest = json.loads((data / REDUX / MANIFEST).read_text())
+    assert (manifest["train_files"], manifest["test_files"]) == (5000, 1000)
+    assert len(files_in(data / REDUX / "train")) == 5000
+
+
+def test_kaggle_input_is_used_without_credentials(kaggle_home, tmp_path, capsys, caplog, monkeypatch):
+    kaggle_input = tmp_path / "kaggle" / "input"
+    competition_folder(kaggle_input / REDUX)
+    monkeypatch.setenv("CATSDOGS_KAGGLE_INPUT", str(kaggle_input))
+    data = tmp_path / "data"
+
+    with read_only(kaggle_input):
+        code, _, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert code == 0, err
+    assert f"using {kaggle_input / REDUX}" in caplog.text and "CATSDOGS_KAGGLE_INPUT" in caplog.text
+    assert json.loads((data / REDUX / MANIFEST).read_text())["source"] == str((kaggle_input / REDUX).resolve())
+    assert len(files_in(data / REDUX / "train")) == 6
+
+
+def test_without_credentials_or_kaggle_input_the_error_stays(kaggle_home, tmp_path, capsys, monkeypatch):
+    (tmp_path / "kaggle" / "input" / "dogs-vs-cats").mkdir(parents=True)  # another competition only
+    monkeypatch.setenv("CATSDOGS_KAGGLE_INPUT", str(tmp_path / "kaggle" / "input"))
+
+    code, _, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_one_line_error(code, err, "no Kaggle credentials")
+
+
+LINKS_OUT = {  # what is replaced by a link to a file outside the source folder
+    "an image": (True, "test/1.jpg"),
+    "an inner zip": (False, "train.zip"),
+    "the test folder": (True, "test"),
+}
+
+
+@pytest.mark.parametrize("case", list(LINKS_OUT))
+def test_a_link_out_of_the_source_folder_is_refused(case, tmp_path, capsys):
+    unpacked, name = LINKS_OUT[case]
+    source = competition_folder(tmp_path / "source", unpacked=unpacked)
+    outside = tmp_path / "outside"
+    (source / name).rename(outside)
+    (source / name).symlink_to(outside)
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(["download", "--archive", str(source), "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, f"refusing source: {name!r} is a link that leads out of it")
+    assert_nothing_unpacked(data)
+
+
+def test_a_link_that_stays_inside_is_followed(tmp_path, capsys):
+    source = competition_folder(tmp_path / "source", unpacked=True)
+    (source / "test").rename(source / "images")
+    (source / "test").symlink_to("images")
+
+    code, _, err = run_cli(["download", "--archive", str(source), "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert code == 0, err
+    assert files_in(tmp_path / "data" / REDUX / "test") == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+
+
+def test_hostile_or_broken_inner_zips_of_a_folder_are_refused(tmp_path, capsys):
+    source = competition_folder(tmp_path / "source")
+    data = tmp_path / "data"
+    argv = ["download", "--archive", str(source), "--data-dir", str(data)]
+    good_train = (source / "train.zip").read_bytes()
+    (source / "train.zip").write_bytes(make_zip({"train/cat.0.jpg": jpeg(0), "train/../../evil.txt": b"x"}))
+
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "refusing source/train.zip", "'train/../../evil.txt'")
+
+    (source / "train.zip").write_bytes(good_train)
+    (source / "test.zip").write_bytes((source / "test.zip").read_bytes()[:-100])
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "source/test.zip is not a zip file, or it was cut short")
+    assert_nothing_unpacked(data)
+    assert not list(tmp_path.rglob("evil.txt"))
+
+
+def test_an_unpacked_folder_is_checked_like_an_archive(tmp_path, capsys):
+    source = competition_folder(tmp_path / "source", unpacked=True)
+    (source / "test" / "holiday.jpg").write_bytes(jpeg(9))
+
+    code, _, err = run_cli(["download", "--archive", str(source), "--data-dir", str(tmp_path / "data")], capsys)
+
+    assert_one_line_error(code, err, "source is not the competition's data", "'test/holiday.jpg' is not named by a number")
+    assert_nothing_unpacked(tmp_path / "data")
+
+
+def test_a_source_folder_overlapping_the_data_folder_is_refused(tmp_path, capsys):
+    data = tmp_path / "data"
+    source = competition_folder(data / REDUX, unpacked=True)  # unpacked by hand where download puts it
+    before = tree(source)
+
+    code, _, err = run_cli(["download", "--archive", str(source), "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, "is where download unpacks to")
+    assert tree(source) == before
 
 
 # --- scripts/quickstart.sh ----------------------------------------------------------------------
