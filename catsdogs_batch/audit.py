@@ -45,7 +45,7 @@ from .shards import job_file
 from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, confidences, kaggle_id, write_table
 
 if TYPE_CHECKING:
-    from .train import LabelledImage
+    from .dataset import LabelledImage
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def audit(options: AuditOptions) -> AuditSummary:
     options = resolve_options(options)
     if not options.data.is_dir():
         raise UserError(f"{options.data} is not a folder")
-    from .train import corrected_images
+    from .dataset import corrected_images
 
     items, corrections = corrected_images(options.data, options.corrections)  # checked before anything is written
     counts = np.bincount([item.label for item in items], minlength=2)
@@ -168,7 +168,7 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
 
         # ImageNet weights that cannot be had stop the audit here, before any decoding
         backbone = pretrained_features(options.arch, options.image_size, options.weights)
-        from .train import embed_images
+        from .dataset import embed_images
 
         # With TTA, each image's row is the mean of its and its mirror's: the classifier is linear, so
         # its logit of the mean is the mean of the two logits, for half the memory and one fit.
@@ -180,7 +180,7 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
             features = (features + mirrored) / 2
             del mirrored
     else:
-        from .train import decode_images
+        from .dataset import decode_images
 
         training = fold_options(options)
         images, _, skipped = decode_images(options.data, items, options.image_size, options.workers, "audit", sizes)

@@ -311,7 +311,7 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     from .engine import table_lock
     from .predictor import Predictor
     from .shards import job_file
-    from .train import SPLIT_FILE, read_split
+    from .dataset import SPLIT_FILE, read_split
 
     checkpoint = find_checkpoint(run)
     if checkpoint.is_export:

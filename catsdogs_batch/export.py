@@ -152,7 +152,7 @@ def check_images(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Held-out labelled images: the run's validation split if its files are here, else the
     labelled images of `calibration`. Returns pixels, labels (1 = dog) and where they came from."""
-    from .train import SPLIT_FILE, decode_images, find_labelled_images, read_split
+    from .dataset import SPLIT_FILE, decode_images, find_labelled_images, read_split
 
     data = training_folder(checkpoint)
     split = checkpoint.folder / SPLIT_FILE
@@ -181,7 +181,7 @@ def calibration_images(
 ) -> tuple[np.ndarray, str]:
     """A seeded sample of `count` images: from `calibration`, else the run's training split."""
     from .images import iter_image_files
-    from .train import SPLIT_FILE, LabelledImage, decode_images, read_split
+    from .dataset import SPLIT_FILE, LabelledImage, decode_images, read_split
 
     if calibration is not None:
         if not calibration.is_dir():

@@ -48,8 +48,7 @@ from .shards import upgraded_job
 from .errors import UserError
 from .files import atomic_write_json, folder_lock, shown
 from .options import LabelOptions, PredictOptions
-from .corrections import CorrectionsIndex
-from .review import CorrectionsFile, read_corrections
+from .corrections import CorrectionsFile, CorrectionsIndex, read_corrections
 from .tables import confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)

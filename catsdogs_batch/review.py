@@ -22,9 +22,7 @@ replaced; the link stays).
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
-import json
 import logging
 import os
 import re
@@ -36,7 +34,7 @@ import sys
 import threading
 import webbrowser
 from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -46,9 +44,9 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import MODEL_FILES, RUN_FILE
-from .corrections import DECISIONS, CorrectionsIndex, HashedReader
+from .corrections import CORRECTIONS_FILE, DECISIONS, Corrections, corrections_file, refuse_another_folder
 from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, exclusive_lock, read_json_object, shown
+from .files import exclusive_lock, read_json_object, shown
 from .images import to_rgb
 from .options import DEFAULT_BAND, ReviewOptions
 from .shards import job_file
@@ -56,8 +54,6 @@ from .tables import read_table
 
 log = logging.getLogger(__name__)
 
-CORRECTIONS_FILE = "corrections.csv"
-CORRECTIONS_COLUMNS = ["path", "label"]
 THUMBNAIL_PX = 384  # longest side of a thumbnail
 THUMBNAILS_CACHED = 512  # about 30 KB each
 THUMBNAIL_MAX_PIXELS = 40_000_000  # after a JPEG's reduced decode: about 160 MB decoded, 2 at a time
@@ -207,134 +203,6 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
         order=np.concatenate([band_rows, wrong_rows]).astype(np.int64),
         uncertain=len(band_rows),
     )
-
-
-# --- the corrections -----------------------------------------------------------------------
-
-
-class Corrections:
-    """`corrections.csv`: the last decision per path, rewritten whole and fsynced on each
-    change, so that no decision is lost and the file is never half written. Rows of paths the
-    table does not list (an earlier table's) are kept; a row that cannot be read is an error,
-    never dropped. `owner` ({"folder", "table"}) is recorded in `<file>.json` with the first
-    decision, so that another folder's review does not mix its paths in."""
-
-    def __init__(
-        self, path: Path, owner: dict | None = None, data: bytes | BinaryIO | None = None,
-        labels: MutableMapping[str, str] | None = None,
-    ) -> None:  # fmt: skip
-        """`data`: the file's bytes, or a binary stream of them, when the caller has read or
-        opened it; `labels`: what the decisions are put in (a dict unless given)."""
-        self.path, self.owner = path, owner
-        self.labels: MutableMapping[str, str] = {} if labels is None else labels
-        if data is None:
-            try:
-                info = os.stat(path)
-            except FileNotFoundError:
-                return
-            if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below
-                raise UserError(f"{shown(path)} is not a regular file: name a corrections file with --corrections")
-            data = path.read_bytes()
-        self._read(data)
-
-    def _read(self, data: bytes | BinaryIO) -> None:
-        # -sig: Excel's BOM; surrogateescape: names that are not UTF-8 keep their bytes; read as a
-        # stream, never decoded whole (a StringIO holds 4 bytes a character)
-        stream = io.BytesIO(data) if isinstance(data, bytes) else data
-        with io.TextIOWrapper(stream, "utf-8-sig", TEXT["errors"], newline="") as f:
-            rows = csv.reader(f)
-            try:
-                header = next(rows, None)
-                if header not in (None, CORRECTIONS_COLUMNS):
-                    raise UserError(
-                        f"{shown(self.path)} is not a corrections file (its header is {shown(','.join(header))}): move it away"
-                    )
-                for row in rows:
-                    label = row[1].strip().lower() if len(row) == 2 else None
-                    if label in DECISIONS:
-                        self.labels[row[0]] = label  # the last decision wins
-                    elif row:  # blank lines aside, a row edited by hand: the user's to fix, never to drop
-                        raise UserError(
-                            f"line {rows.line_num} of {shown(self.path)} is not path,cat|dog|skip "
-                            f"({shown(','.join(row))[:80]}): correct or remove it"
-                        )
-            except csv.Error as e:
-                raise UserError(f"line {rows.line_num} of {shown(self.path)} cannot be read as CSV: {e}") from None
-
-    @property
-    def sidecar(self) -> Path:
-        return self.path.with_name(self.path.name + ".json")
-
-    def set(self, path: str, label: str | None) -> str | None:
-        """Record `label` for `path` (None removes its row) and return what it was before."""
-        if label is not None and label not in DECISIONS:
-            raise ValueError(f"not a decision: {label!r}")
-        previous = self.labels.get(path)
-        self._put(path, label)
-        try:
-            if self.owner is not None and not self.sidecar.exists():
-                atomic_write_json(self.sidecar, self.owner)
-            self._write()
-        except BaseException:  # a full disk, say: memory keeps saying what the file says
-            self._put(path, previous)
-            raise
-        return previous
-
-    def _put(self, path: str, label: str | None) -> None:
-        if label is None:
-            self.labels.pop(path, None)
-        else:
-            self.labels[path] = label
-
-    def _write(self) -> None:
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "w", newline="", **TEXT) as f:
-                writer = CsvWriter(f)
-                writer.writerow(CORRECTIONS_COLUMNS)
-                writer.writerows(self.labels.items())
-                f.flush()
-                os.fsync(f.fileno())
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)  # the rename itself survives a power cut
-        finally:
-            os.close(folder)
-
-
-@dataclass(frozen=True)
-class CorrectionsFile:
-    """A corrections file as `label` and `train` use it: path -> cat|dog|skip (a compact index,
-    for files of millions of rows), and the SHA-256 of the bytes those labels were read from
-    (what a job records)."""
-
-    path: Path
-    labels: CorrectionsIndex
-    sha256: str
-
-    def record(self) -> dict:
-        return {"file": str(self.path.resolve()), "sha256": self.sha256}
-
-
-def read_corrections(path: Path, folder: Path, option: str = "--corrections") -> CorrectionsFile:
-    """Read a corrections file about the images of `folder` with the review's reader (a missing
-    file, another header, a row that is not path,cat|dog|skip, or a file its review made for
-    another folder is a one-line error) and the SHA-256 of the bytes it read."""
-    path = corrections_file(path, option)  # its record of the folder sits beside the file, not a link
-    try:
-        info = os.stat(path)
-    except OSError as e:
-        raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
-    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, a device never end
-        raise UserError(f"{option} {shown(path)} is not a regular file")
-    refuse_another_folder(path, folder, "its paths would name other images")
-    labels = CorrectionsIndex.builder()
-    try:
-        with open(path, "rb") as file:  # read once, as a stream: the labels come from the bytes the hash is of
-            hashed = HashedReader(file)
-            Corrections(path, data=io.BufferedReader(hashed, 1 << 20), labels=labels)
-    except OSError as e:
-        raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
-    return CorrectionsFile(path, labels.build(), hashed.sha256)
 
 
 # --- the images ----------------------------------------------------------------------------
@@ -540,15 +408,6 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
         yield Session(queue, images, corrections, options.page_size, table, moved_to(table))
 
 
-def corrections_file(path: Path, option: str = "--corrections") -> Path:
-    """The file `path` names, symbolic links followed: whatever link leads to a corrections file,
-    it has one lock, one record of its folder, and its saves replace the file, never the link."""
-    real = Path(os.path.realpath(path))
-    if real.is_symlink():  # realpath stops at a loop
-        raise UserError(f"{option} {shown(path)} is a loop of symbolic links")
-    return real
-
-
 def remove_unfinished_saves(path: Path) -> None:
     """Remove the temporary files that a review killed while saving left beside `path` or its
     `.json` (atomic_path's mkstemp names, `.<name>.XXXXXXXX.tmp`, 0600): regular files of that
@@ -563,28 +422,6 @@ def remove_unfinished_saves(path: Path) -> None:
                     removed.append(entry.name)
     if removed:
         log.info("removed %d unfinished save(s) a stopped review left: %s", len(removed), shown(", ".join(removed)))
-
-
-def refuse_another_folder(corrections: Path, images: Path, hint: str) -> None:
-    """Paths in a corrections file are relative to the folder its review showed (recorded in
-    `<file>.json`): refuse to apply them to, or mix them with, another folder's images."""
-    sidecar = corrections.with_name(corrections.name + ".json")
-    try:
-        owner = json.loads(sidecar.read_text(**TEXT))
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {shown(sidecar)}: {e}".splitlines()[0]) from None
-    folder = owner.get("folder") if isinstance(owner, dict) else None
-    if not isinstance(folder, str):
-        raise UserError(
-            f"{shown(sidecar)} is damaged: it should record the folder whose images {shown(corrections)} "
-            f'is about ({{"folder": ...}}); remove it only if that folder is {shown(images)}'
-        )
-    if folder != str(images.resolve()):
-        raise UserError(
-            f"{shown(corrections)} holds decisions about the images in {shown(folder)}, not {shown(images)}: {hint}"
-        )
 
 
 # --- the web app ---------------------------------------------------------------------------

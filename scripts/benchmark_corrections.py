@@ -32,7 +32,7 @@ import sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from catsdogs_batch.label import relabeller
-from catsdogs_batch.review import Corrections, read_corrections
+from catsdogs_batch.corrections import Corrections, read_corrections
 from catsdogs_batch.tables import DTYPES
 path, how, lookups = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 started = time.perf_counter()

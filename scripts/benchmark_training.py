@@ -41,7 +41,8 @@ def throughput(data: Path, archs: list[str], batch_size: int, rounds: int, limit
 
     from catsdogs_batch.model import backbone_of, build_model, compile_model
     from catsdogs_batch.options import ARCHITECTURES, TrainOptions
-    from catsdogs_batch.train import decode_images, find_labelled_images, make_datasets, resolve_options
+    from catsdogs_batch.dataset import decode_images, find_labelled_images
+    from catsdogs_batch.train import make_datasets, resolve_options
 
     items = find_labelled_images(data)
     items = items[:: max(1, len(items) // limit)][:limit]  # a stride: cats and dogs alike
@@ -97,7 +98,8 @@ def accuracy(data: Path, out: Path, arch: str, epochs: int, seeds: list[int]) ->
     from catsdogs_batch.metrics import expected_calibration_error, log_loss
     from catsdogs_batch.options import TrainOptions
     from catsdogs_batch.predictor import Predictor
-    from catsdogs_batch.train import decode_images, read_split, train
+    from catsdogs_batch.dataset import decode_images, read_split
+    from catsdogs_batch.train import train
 
     folders = []
     for seed in seeds:

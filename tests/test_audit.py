@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 
 from catsdogs_batch.audit import audit, classify_out_of_fold
-from catsdogs_batch.train import EMBED_BATCH, embed_images
+from catsdogs_batch.dataset import EMBED_BATCH, embed_images
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.options import AuditOptions, ReviewOptions
-from catsdogs_batch.review import open_session, read_corrections, recorded_job
+from catsdogs_batch.corrections import read_corrections
+from catsdogs_batch.review import open_session, recorded_job
 from catsdogs_batch.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
 
 from catsdogs_batch.images import load_image
-from catsdogs_batch.train import find_labelled_images
+from catsdogs_batch.dataset import find_labelled_images
 
 from conftest import write_image
 
@@ -62,12 +63,12 @@ def backbone_weights(tmp_path: Path) -> Path:
 
 def no_whole_folder_decoding(monkeypatch) -> None:
     """The embeddings' path decodes a batch at a time: decoding the folder at once fails the test."""
-    import catsdogs_batch.train as train_module
+    import catsdogs_batch.dataset as dataset_module
 
     def decode_images(*args):
         raise AssertionError("the whole folder was decoded into memory")
 
-    monkeypatch.setattr(train_module, "decode_images", decode_images)
+    monkeypatch.setattr(dataset_module, "decode_images", decode_images)
 
 
 @pytest.mark.slow
@@ -103,7 +104,7 @@ def test_embeddings_of_a_backbone_put_the_flipped_labels_first(mislabelled, back
 def test_imagenet_weights_that_cannot_be_downloaded_stop_the_audit_in_one_line(mislabelled, tmp_path, monkeypatch, capsys):
     """No cached weights and no way to the weights server (a proxy that refuses, so this holds
     on a machine with internet too): one line naming the URL and both ways out, before decoding."""
-    import catsdogs_batch.train as train_module
+    import catsdogs_batch.dataset as dataset_module
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # the discard port: nothing listens
@@ -113,7 +114,7 @@ def test_imagenet_weights_that_cannot_be_downloaded_stop_the_audit_in_one_line(m
     def decode_labelled(*args):
         raise AssertionError("decoding started before the weights were there")
 
-    monkeypatch.setattr(train_module, "decode_labelled", decode_labelled)
+    monkeypatch.setattr(dataset_module, "decode_labelled", decode_labelled)
     assert main(["audit", str(mislabelled), "--arch", "efficientnetv2-b0", "--out", str(tmp_path / "a.csv")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -340,7 +341,7 @@ def test_a_corrections_file_is_read_strictly_and_hashed(tmp_path):
 def test_the_audit_table_of_names_that_are_not_utf8(tmp_path):
     """audit_table builds its columns itself: a name that is not UTF-8 must survive it."""
     from catsdogs_batch.audit import audit_table
-    from catsdogs_batch.train import LabelledImage
+    from catsdogs_batch.dataset import LabelledImage
 
     name = b"cat.caf\xe9.jpg".decode("utf-8", "surrogateescape")
     kept = [LabelledImage(name, 0), LabelledImage("dog.1.jpg", 1)]
@@ -356,6 +357,6 @@ def test_a_corrections_file_that_is_not_a_regular_file_is_refused_at_once(tmp_pa
     """A FIFO would block the read forever; this runs in a child process with a timeout."""
     fifo = tmp_path / "corrections.csv"
     os.mkfifo(fifo)
-    code = f"from catsdogs_batch.review import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}), Path('.'))"
+    code = f"from catsdogs_batch.corrections import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}), Path('.'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "is not a regular file" in done.stderr

@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 
 from catsdogs_batch import corrections as corrections_module
-from catsdogs_batch.corrections import CorrectionsIndex
+from catsdogs_batch.corrections import CorrectionsIndex, read_corrections
 from catsdogs_batch.label import relabeller
-from catsdogs_batch.review import read_corrections
 from catsdogs_batch.tables import DTYPES
 
 RAW = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")  # a name that is not UTF-8

@@ -181,7 +181,8 @@ def test_training_and_prediction_decode_the_same_way(tiny_model, tmp_path):
     import keras
 
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import decode_images, make_datasets, read_split
+    from catsdogs_batch.dataset import decode_images, read_split
+    from catsdogs_batch.train import make_datasets
 
     run = json.loads((tiny_model / "run.json").read_text())
     data = Path(run["config"]["data"])

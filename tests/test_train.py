@@ -175,7 +175,7 @@ def test_corrections_leave_the_validation_split_where_it_was(kaggle_train_folder
     """The split is drawn before the corrections apply: a skip or a changed label moves no
     other image between training and validation."""
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import corrected_split
+    from catsdogs_batch.dataset import corrected_split
 
     plain_train, plain_val, _ = corrected_split(TrainOptions(data=kaggle_train_folder))
     corrections = tmp_path / "corrections.csv"
@@ -215,7 +215,7 @@ def test_corrections_that_leave_a_split_without_cats_or_dogs_are_refused_before_
 def test_corrections_that_skip_the_validation_cats_are_refused(kaggle_train_folder, tmp_path):
     from catsdogs_batch.errors import UserError
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import corrected_split
+    from catsdogs_batch.dataset import corrected_split
 
     _, plain_val, _ = corrected_split(TrainOptions(data=kaggle_train_folder))
     cats = [item.path for item in plain_val if item.path.startswith("cat.")]
@@ -363,7 +363,7 @@ def test_the_default_run_fits_efficientnet_lite2s_head_in_its_p_dog_layer(kaggle
     p_dog layer, so the saved model gives the fitted head's own probabilities (before calibration,
     which scales that layer's logit by the recorded temperature)."""
     from catsdogs_batch.linear_head import fit_head
-    from catsdogs_batch.train import read_split
+    from catsdogs_batch.dataset import read_split
 
     out = tmp_path / "run"
     assert main(["train", "--data", str(kaggle_train_folder), "--out", str(out)]) == 0
