@@ -64,6 +64,7 @@ def backbone_weights(tmp_path: Path) -> Path:
 def no_whole_folder_decoding(monkeypatch) -> None:
     """The embeddings' path decodes a batch at a time: decoding the folder at once fails the test."""
     import catsdogs_batch.dataset as dataset_module
+    import catsdogs_batch.train  # noqa: F401  (imported now, it binds the real functions, not the stand-ins)
 
     def decode_images(*args):
         raise AssertionError("the whole folder was decoded into memory")
@@ -105,6 +106,7 @@ def test_imagenet_weights_that_cannot_be_downloaded_stop_the_audit_in_one_line(m
     """No cached weights and no way to the weights server (a proxy that refuses, so this holds
     on a machine with internet too): one line naming the URL and both ways out, before decoding."""
     import catsdogs_batch.dataset as dataset_module
+    import catsdogs_batch.train  # noqa: F401  (imported now, it binds the real functions, not the stand-ins)
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # the discard port: nothing listens
