@@ -278,9 +278,8 @@ def test_a_photo_replaced_after_an_interrupted_run_is_predicted_again(tiny_model
     assert row["label"] == "dog" and row["p_dog"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_a_shard_finished_by_an_older_version_is_predicted_again(tiny_model, tmp_path):
-    """Its done marker names the files but not their sizes and times, so nothing says its rows
-    are of the files as they are now: the rerun predicts it again rather than trusting it."""
+def interrupted_after_one_of_two_photos(tiny_model, tmp_path) -> tuple[Path, PredictOptions]:
+    """A folder of two photos, one per shard, whose predict run stopped after the first shard."""
     folder = tmp_path / "photos"
     write_image(folder / "a.png", 0, seed=1)
     write_image(folder / "b.png", 1, seed=2)
@@ -289,6 +288,13 @@ def test_a_shard_finished_by_an_older_version_is_predicted_again(tiny_model, tmp
         interrupt_after_first_shard(patch)
         with pytest.raises(KeyboardInterrupt):
             predict_folder(options)
+    return folder, options
+
+
+def test_a_shard_finished_by_an_older_version_is_predicted_again(tiny_model, tmp_path):
+    """Its done marker names the files but not their sizes and times, so nothing says its rows
+    are of the files as they are now: the rerun predicts it again rather than trusting it."""
+    folder, options = interrupted_after_one_of_two_photos(tiny_model, tmp_path)
     marker = tmp_path / "r.csv.parts" / "shard-000000.json"
     stats = json.loads(marker.read_text())
     older = {key: stats[key] for key in ("fingerprint", "rows", "ok", "errors", "labels", "seconds")}
@@ -300,14 +306,7 @@ def test_a_shard_finished_by_an_older_version_is_predicted_again(tiny_model, tmp
 
 @pytest.mark.parametrize("damaged", ["[]", '{"rows": 1}', "{", ""])
 def test_a_shard_with_a_damaged_done_marker_is_predicted_again(tiny_model, tmp_path, caplog, damaged):
-    folder = tmp_path / "photos"
-    write_image(folder / "a.png", 0, seed=1)
-    write_image(folder / "b.png", 1, seed=2)
-    options = PredictOptions(tiny_model, folder, tmp_path / "r.csv", engine=EngineOptions(progress=False, shard_size=1))
-    with pytest.MonkeyPatch.context() as patch:
-        interrupt_after_first_shard(patch)
-        with pytest.raises(KeyboardInterrupt):
-            predict_folder(options)
+    folder, options = interrupted_after_one_of_two_photos(tiny_model, tmp_path)
     (tmp_path / "r.csv.parts" / "shard-000000.json").write_text(damaged)
 
     with caplog.at_level("INFO"):
