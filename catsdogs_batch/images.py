@@ -25,14 +25,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 CLASS_NAMES = ("cat", "dog")  # index = label: 0 = cat, 1 = dog
 _FOLDER_LABELS = {"cat": 0, "cats": 0, "dog": 1, "dogs": 1}
 _EXIF_ORIENTATION = 0x0112
-_NO_ORIENTATION = -1  # an EXIF block without the orientation tag
 log = logging.getLogger(__name__)
 _KAGGLE_NAME = re.compile(r"^(cat|dog)\.", re.IGNORECASE)
 FAST_JPEG_BYTES = 64 * 2**20  # larger JPEGs go to Pillow, which reads them as it decodes
-# JPEG markers a header holds before its first scan, each with a length: frames (SOF0-3, 5-7,
-# 9-11, 13-15), Huffman and arithmetic tables, quantization tables, restart interval, APPn, COM
-_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_HEADER_MARKERS = _FRAME_MARKERS | {0xC4, 0xCC, 0xDB, 0xDD, 0xFE} | set(range(0xE0, 0xF0))
 _JPEG_SCALES = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 # EXIF orientation -> what turns the stored pixels upright (as Pillow's ImageOps.exif_transpose)
 _UPRIGHT = {
@@ -106,19 +101,24 @@ Decoded = tuple[np.ndarray, int, int, int]  # RGB pixels as stored, the stored w
 
 
 def _decode_plain_jpeg(file: BinaryIO, size: int) -> Decoded | None:
-    """A colour JPEG decoded by OpenCV's libjpeg-turbo, its header read here: the same pixels
-    as Pillow's, at the DCT scale Pillow's `draft` picks (1/2, 1/4 or 1/8 when the photo is that
-    much larger than `size`), in about two thirds of the time. None where Pillow must judge:
-    another format, a file over FAST_JPEG_BYTES, a header `_jpeg_header` does not follow, data
-    that does not end with the end-of-image marker (truncated, or followed by other data), or
-    pixels OpenCV cannot decode to the size the header gives."""
+    """A colour JPEG's pixels decoded by OpenCV's libjpeg-turbo, its header (size, mode, EXIF
+    orientation, the pixel limit) read by Pillow: the same pixels as Pillow's, at the DCT scale
+    Pillow's `draft` picks (1/2, 1/4 or 1/8 when the photo is that much larger than `size`), in
+    about two thirds of the time. None where Pillow must decode: another format, a file over
+    FAST_JPEG_BYTES, not three 8-bit components, data that does not end with the end-of-image
+    marker (truncated, or followed by other data), or pixels OpenCV cannot decode to the size
+    Pillow read (a header the two read differently)."""
     if os.fstat(file.fileno()).st_size > FAST_JPEG_BYTES or file.read(3) != b"\xff\xd8\xff":
         return None
-    data = b"\xff\xd8\xff" + file.read()
-    header = _jpeg_header(data)
-    if header is None or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+    with Image.open(file, formats=("JPEG",)) as img:  # reads up to the first scan; bombs raise here
+        if img.mode != "RGB":  # Pillow reads only 8-bit frames, and three components as RGB
+            return None
+        width, height = img.size
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)  # EXIF's first, else XMP's
+    file.seek(0)
+    data = file.read()
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
-    width, height, orientation = header
     scale = next(s for s in (8, 4, 2, 1) if s <= min(width, height) // size or s == 1)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_SCALES[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.shape != (-(-height // scale), -(-width // scale), 3):
@@ -128,72 +128,6 @@ def _decode_plain_jpeg(file: BinaryIO, size: int) -> Decoded | None:
     if factor >= 2:  # beyond 1/8: Pillow's box reduction to within 2x of the target, as below
         rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
     return rgb, width, height, orientation
-
-
-def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, EXIF orientation) of a plain colour JPEG from its markers up to the first
-    scan: one 8-bit frame of three components within Pillow's pixel limit, only the markers a
-    header holds (each with its length), the orientation of the first EXIF block. None for
-    anything else (standalone or unknown markers, XMP without an EXIF orientation, since Pillow
-    then reads one from the XMP, a second frame...): Pillow decides those."""
-    frame, orientation, xmp, pos = None, None, False, 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA:  # the first scan: the header is complete
-            break
-        if marker not in _HEADER_MARKERS:
-            return None
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        segment = data[pos + 4 : pos + 2 + length]
-        if length < 2 or len(segment) != length - 2:
-            return None
-        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
-            if orientation is None:  # Pillow keeps the first EXIF block
-                orientation = _tiff_orientation(segment[6:])
-                if orientation is None:
-                    return None
-        elif marker == 0xE1:  # XMP (or another APP1)
-            xmp = True
-        elif marker in _FRAME_MARKERS:
-            if frame is not None or len(segment) < 6 or segment[0] != 8:
-                return None
-            frame = int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"), segment[5]
-        pos += 2 + length
-    else:
-        return None
-    if frame is None or (xmp and orientation in (None, _NO_ORIENTATION)):
-        return None
-    width, height, components = frame
-    limit = Image.MAX_IMAGE_PIXELS
-    if components != 3 or width * height == 0 or (limit is not None and width * height > limit):
-        return None
-    return width, height, 1 if orientation in (None, _NO_ORIENTATION) else orientation
-
-
-def _tiff_orientation(tiff: bytes) -> int | None:
-    """The orientation tag of an EXIF block's first image (_NO_ORIENTATION without one); None if
-    unreadable or not one SHORT."""
-    order = {b"II*\0": "little", b"MM\0*": "big"}.get(tiff[:4])
-    if order is None or len(tiff) < 8:
-        return None
-    offset = int.from_bytes(tiff[4:8], order)
-    if offset + 2 > len(tiff):
-        return None
-    count = int.from_bytes(tiff[offset : offset + 2], order)
-    for start in range(offset + 2, offset + 2 + 12 * count, 12):
-        entry = tiff[start : start + 12]
-        if len(entry) < 12:
-            return None
-        if int.from_bytes(entry[:2], order) == _EXIF_ORIENTATION:
-            if entry[2:8] != (b"\x03\0\x01\0\0\0" if order == "little" else b"\0\x03\0\0\0\x01"):
-                return None  # not one SHORT: Pillow's reading of it decides
-            return int.from_bytes(entry[8:10], order)
-    return _NO_ORIENTATION
 
 
 def _decode_with_pillow(file: BinaryIO, size: int) -> Decoded:

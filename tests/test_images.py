@@ -142,11 +142,10 @@ def test_orientations_pillow_reads_from_other_blocks_are_followed(tmp_path, bloc
     image = load_image(path, 24)
     assert (image.width, image.height) == (32, 64)
     assert np.array_equal(image.pixels, cv2.resize(upright, (24, 24), interpolation=cv2.INTER_LINEAR))
-    if block != "XMP":  # read by the fast decoder itself, not left to Pillow
-        from catsdogs_batch.images import _decode_plain_jpeg
+    from catsdogs_batch.images import _decode_plain_jpeg
 
-        with open(path, "rb") as f:
-            assert _decode_plain_jpeg(f, 24)[1:] == (64, 32, 6)
+    with open(path, "rb") as f:  # read by the fast decoder itself, not left to Pillow
+        assert _decode_plain_jpeg(f, 24)[1:] == (64, 32, 6)
 
 
 def _exif_orientation_block(orientation: int) -> bytes:
@@ -208,6 +207,28 @@ def test_a_huge_frame_hidden_behind_a_marker_without_length_is_still_a_bomb(tmp_
         load_image(path, 32)
 
 
+def test_a_huge_frame_before_the_one_pillow_reads_is_never_decoded(tmp_path):
+    """Pillow's header keeps the last of two frames (here 64 x 48), libjpeg the first (30000 x
+    20000, then it stops at the second): neither decoder makes the huge image."""
+    from catsdogs_batch.images import _decode_plain_jpeg
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    start = data.index(b"\xff\xc0")
+    end = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+    small = data[start:end]
+    huge = small[:5] + (20000).to_bytes(2, "big") + (30000).to_bytes(2, "big") + small[9:]
+    path = tmp_path / "two.jpg"
+    path.write_bytes(data[:start] + huge + small + data[end:])
+    with Image.open(path) as img:
+        assert img.size == (64, 48)  # what the header check sees
+    with open(path, "rb") as f:
+        assert _decode_plain_jpeg(f, 32) is None
+    with pytest.raises(ImageError, match="unreadable image"):
+        load_image(path, 32)
+
+
 @pytest.mark.parametrize("mode", ["L", "CMYK"])
 def test_jpegs_that_are_not_three_components_give_pillows_pixels(tmp_path, mode):
     import cv2
@@ -237,16 +258,18 @@ def test_a_jpeg_over_the_fast_path_size_is_read_by_pillow_without_being_held_who
     assert (image.width, image.height) == (60, 40) and image.pixels[..., 1].min() > 150
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
 @pytest.mark.parametrize("xmp", [False, True])
-def test_a_phones_mpo_is_decoded_at_the_dct_scale_of_its_first_picture(tmp_path, xmp):
+def test_a_phones_mpo_is_decoded_at_the_dct_scale_of_its_first_picture(tmp_path, xmp, mode):
     """MPO (a JPEG with more pictures after it, as phones write) is drafted like a JPEG,
-    whichever decoder reads it (XMP without EXIF sends it to Pillow): the first picture's
-    pixels at Pillow's DCT scale."""
+    whichever decoder reads it (OpenCV a colour one, Pillow a grayscale one): the first
+    picture's pixels at Pillow's DCT scale."""
     import cv2
 
     noise = np.random.default_rng(2).integers(0, 256, (400, 600, 3), dtype=np.uint8)
     path = tmp_path / "phone.jpg"
-    Image.fromarray(noise).save(path, "MPO", save_all=True, append_images=[Image.new("RGB", (600, 400))])
+    first, second = Image.fromarray(noise).convert(mode), Image.new(mode, (600, 400))
+    first.save(path, "MPO", save_all=True, append_images=[second])
     if xmp:
         path.write_bytes(_with_app1(path.read_bytes(), b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>"))
     with Image.open(path) as img:
