@@ -97,10 +97,13 @@ def download(options: DownloadOptions) -> Path:
 
     try:
         archive = download_competition_archive(options.competition, options.data_dir)
-    except NoCredentials:
+    except NoCredentials as e:
         mounted = kaggle_input_folder(options.competition)
         if mounted is None:
-            raise
+            raise NoCredentials(
+                f"{e}; or import the competition's zip or folder you already have with "
+                "--archive ZIP_OR_FOLDER"
+            ) from None
         log.info(
             "No Kaggle credentials: using %s, the competition as a Kaggle notebook mounts it "
             "(%s sets where to look instead of %s)", mounted, KAGGLE_INPUT_VARIABLE, KAGGLE_INPUT,

@@ -33,41 +33,31 @@ RULES_URL = "https://www.kaggle.com/competitions/{competition}/rules"
 TOKEN_URL = "https://www.kaggle.com/settings/api"
 
 
-def download_competition_archive(competition: str, dest_dir: Path, *, retries: int = 5) -> Path:
+def download_competition_archive(competition: str, dest_dir: Path) -> Path:
     """Download the competition's whole-data zip to DEST_DIR/<competition>.zip and return its path.
 
-    Mirrors `KaggleApi.competition_download_files` (same endpoint, progress bar, retries with
-    resume) but names the file itself. A complete archive already there that is not older than
-    Kaggle's is reused; a partial one left by a cut-short run is resumed.
+    The client's `competition_download_files` reuses a complete archive not older than Kaggle's,
+    resumes a partial one left by a cut-short run, and retries (5 times, resuming) on its own.
     """
-    from kagglesdk.competitions.types.competition_api_service import ApiDownloadDataFilesRequest
-
     api = _authenticated_api()
     dest_dir.mkdir(parents=True, exist_ok=True)
-    outfile = dest_dir / f"{competition}.zip"
+    outfile = dest_dir / f"{competition}.zip"  # the client's name for a zip it was served
     before = _stat(outfile)
+    log.info("Asking Kaggle for the %s data (to %s)", competition, outfile)
     try:
-        with api.build_kaggle_client() as client:
-            request = ApiDownloadDataFilesRequest()
-            request.competition_name = competition
-            response = client.competitions.competition_api_client.download_data_files(request)
-            if not api.download_needed(response, str(outfile), quiet=True):
-                log.info("Using the archive already downloaded: %s", outfile)
-                response.close()
-                return outfile
-            log.info("Downloading the %s data from Kaggle to %s", competition, outfile)
-            with _client_prints(api):  # its progress bar (stderr) stays, its messages are logged
-                api.download_file(
-                    response,
-                    str(outfile),
-                    client.http_client(),
-                    quiet=False,
-                    resume=True,
-                    max_retries=retries,
-                )
+        with _client_prints(api):  # its progress bar (stderr) stays, its messages are logged
+            api.competition_download_files(competition, path=str(dest_dir), quiet=False)
     except Exception as e:  # noqa: BLE001 - every failure is translated below
         partial = _stat(outfile) not in (None, before)
         raise _translate(e, api, competition, partial_download=partial) from None
+    if not outfile.is_file():
+        written = sorted(p.name for p in dest_dir.glob(f"{competition}.*"))
+        raise UserError(
+            f"Kaggle did not serve the {competition} data as a zip (the client wrote "
+            f"{', '.join(written) or 'nothing'} in {dest_dir}): unpack it and import the folder with --archive"
+        )
+    if _stat(outfile) == before:
+        log.info("Using the archive already downloaded: %s", outfile)
     return outfile
 
 

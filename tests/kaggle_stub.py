@@ -5,7 +5,7 @@ the fixture points that endpoint at this server. It answers what the download an
 commands use, the way Kaggle does:
 
     POST competitions.CompetitionApiService/DownloadDataFiles   -> 302 to GET /files/<competition>.zip
-    GET  /files/<competition>.zip (Range supported)              -> the archive
+    GET  /files/<competition>.zip (Range supported)              -> the archive (`extension` sets .zip)
     POST competitions.CompetitionApiService/StartSubmissionUpload -> {"token", "createUrl"}
     PUT  /upload/<token>                                         -> 200, the file is kept (or 500)
     POST competitions.CompetitionApiService/CreateSubmission    -> {"message", "ref"}
@@ -55,6 +55,7 @@ class KaggleStub:
     key: str = field(default_factory=lambda: "key-" + secrets.token_hex(16))
     token: str = field(default_factory=lambda: "tok-" + secrets.token_hex(16))
     archives: dict[str, bytes] = field(default_factory=dict)  # competition -> whole-data zip
+    extension: str = "zip"  # of the file URL the data is sent to (Kaggle's: .zip)
     rules_not_accepted: set[str] = field(default_factory=set)
     cut_short: int = 0  # this many archive answers stop halfway, despite their Content-Length
     upload_fails: bool = False  # the upload URL answers 500
@@ -100,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
             if competition not in self.stub.archives:
                 return self._error(404, "Competition has no data files")
             self.send_response(302)
-            self.send_header("Location", f"{self.stub.url}/files/{competition}.zip")
+            self.send_header("Location", f"{self.stub.url}/files/{competition}.{self.stub.extension}")
             self.send_header("Content-Length", "0")
             return self.end_headers()
         if method == "competitions.CompetitionApiService/StartSubmissionUpload":
@@ -147,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.stub.calls.append(f"GET {self.path}")
-        competition = self.path.removeprefix("/files/").removesuffix(".zip")
+        competition = self.path.removeprefix("/files/").removesuffix(f".{self.stub.extension}")
         data = self.stub.archives.get(competition)
         if data is None:
             return self._error(404, "Not found")

@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_missing_credentials_say_where_to_put_them(kaggle_home, tmp_path, capsys
     code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
 
     assert_one_line_error(code, err, "no Kaggle credentials", "~/.kaggle/kaggle.json", "KAGGLE_USERNAME")
-    assert "KAGGLE_API_TOKEN" in err
+    assert "KAGGLE_API_TOKEN" in err and "--archive ZIP_OR_FOLDER" in err
     assert "Authentication required" not in out + err  # the client's own help text is not shown
 
 
@@ -205,15 +206,45 @@ def test_truncated_archive_is_refused_and_deleted(kaggle_stub, tmp_path, capsys)
     assert not (data / f"{REDUX}.zip").exists()  # a re-run downloads it afresh
 
 
-def test_connection_cut_short_is_reported_then_resumed(kaggle_stub, tmp_path, capsys, caplog):
-    # Over 2 MB, as the client writes what it received in 1 MB chunks.
-    whole = competition_zip(extra_outer={"padding.bin": random.randbytes(2_500_000)})
+@pytest.fixture
+def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The client's waits between retries (2 s, 4 s, ... plus jitter), recorded instead of waited."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    return slept
+
+
+def padded_zip() -> bytes:
+    """Over 2 MB, as the client writes what it received in 1 MB chunks."""
+    return competition_zip(extra_outer={"padding.bin": random.randbytes(2_500_000)})
+
+
+def test_connection_cut_short_is_resumed_by_the_clients_retry(kaggle_stub, backoffs, tmp_path, capsys, caplog):
+    whole = padded_zip()
     kaggle_stub.archives[REDUX] = whole
     kaggle_stub.cut_short = 1  # the server closes the connection halfway through the file
     data = tmp_path / "data"
 
+    code, out, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert code == 0, err
+    assert len(backoffs) == 1 and len(kaggle_stub.ranges) == 1  # one retry, a Range request
+    start = int(kaggle_stub.ranges[0].removeprefix("bytes=").removesuffix("-"))
+    assert 0 < start < len(whole)
+    assert f"Retry 1/5: Resuming from {start} bytes" in caplog.text
+    assert json.loads((data / REDUX / MANIFEST).read_text())["train_files"] == 6
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+
+def test_connection_cut_short_every_try_is_reported_then_resumed(kaggle_stub, backoffs, tmp_path, capsys, caplog):
+    whole = padded_zip()
+    kaggle_stub.archives[REDUX] = whole
+    kaggle_stub.cut_short = 6  # the first answer and the client's 5 retries all stop halfway
+    data = tmp_path / "data"
+
     with pytest.raises(UserError, match="was cut short .*run the command again"):
-        download_competition_archive(REDUX, data, retries=0)
+        download_competition_archive(REDUX, data)
+    assert len(backoffs) == 5
     partial = (data / f"{REDUX}.zip").stat().st_size
     assert 0 < partial < len(whole)
     assert_nothing_unpacked(data)
@@ -221,9 +252,22 @@ def test_connection_cut_short_is_reported_then_resumed(kaggle_stub, tmp_path, ca
     # The next run resumes where the first stopped (a Range request) and unpacks.
     code, out, err = run_cli(["download", "--data-dir", str(data)], capsys)
     assert code == 0, err
-    assert kaggle_stub.ranges == [f"bytes={partial}-"]
+    assert kaggle_stub.ranges[-1] == f"bytes={partial}-"
     assert json.loads((data / REDUX / MANIFEST).read_text())["train_files"] == 6
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]  # neither the zip nor the client's marker stays
     assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+
+def test_data_served_in_another_format_is_one_clear_error(kaggle_stub, tmp_path, capsys):
+    kaggle_stub.archives[REDUX] = competition_zip()
+    kaggle_stub.extension = "7z"  # the client names the file after the URL it is sent to
+    data = tmp_path / "data"
+
+    code, _, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, "not serve", f"{REDUX}.7z", "--archive")
+    assert (data / f"{REDUX}.7z").read_bytes() == kaggle_stub.archives[REDUX]  # kept, not deleted
+    assert_nothing_unpacked(data)
 
 
 def test_archive_left_by_an_interrupted_unpack_is_reused(kaggle_stub, tmp_path, capsys, caplog):
@@ -669,7 +713,7 @@ def test_without_credentials_or_kaggle_input_the_error_stays(kaggle_home, tmp_pa
 
     code, _, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
 
-    assert_one_line_error(code, err, "no Kaggle credentials")
+    assert_one_line_error(code, err, "no Kaggle credentials", "--archive ZIP_OR_FOLDER")
 
 
 LINKS_OUT = {  # what is replaced by a link to a file outside the source folder

@@ -183,3 +183,11 @@ def test_submit_usage_mistakes(kaggle_stub, args, fragment, capsys):
 
     assert code == 1 and err.startswith("catsdogs submit: error: ") and fragment in err, err
     assert kaggle_stub.calls == []
+
+
+def test_submit_without_credentials_says_where_to_put_them(kaggle_home, csv, capsys):
+    code, out, err = run_cli(["submit", str(csv), "-m", "first try", *FAST], capsys)
+
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("catsdogs submit: error: no Kaggle credentials") and "KAGGLE_USERNAME" in err
+    assert "--archive" not in err  # download's way round it, not submit's
