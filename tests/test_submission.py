@@ -1,9 +1,12 @@
-"""`catsdogs submission` on the sample's test images, in both competitions' formats."""
+"""`catsdogs submission` on a Kaggle-like competition folder the tests write (test/N.jpg of
+generated images beside a sample submission), in both competitions' formats; the sample archive's
+real test photos and Kaggle's own sample_submission.csv for one test."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,30 +16,58 @@ from catsdogs_batch.cli import main
 
 from conftest import write_image
 
+TEST_IMAGES = 24  # ids 1..24: sorted as text they would go 1, 10, 11, ...
+
 
 def submission_cli(model, test_dir, out, *extra: str) -> int:
     return main(["submission", "--model", str(model), "--test-dir", str(test_dir), "--out", str(out),
                  "--no-progress", *extra])  # fmt: skip
 
 
-def test_redux_submission_matches_the_sample_submission(tiny_model, sample_dir, tmp_path):
+def competition_folder(root: Path, images: int = TEST_IMAGES, sample_name: str = "sample_submission.csv",
+                       label: str = "0.5") -> Path:  # fmt: skip
+    """root/test/1.jpg .. N.jpg (cats and dogs in turn) beside root/<sample_name>, a sample
+    submission as Kaggle ships one (id,label, the same label for every id); returns the test folder."""
+    for n in range(1, images + 1):
+        write_image(root / "test" / f"{n}.jpg", n % 2, seed=n)
+    lines = ["id,label"] + [f"{n},{label}" for n in range(1, images + 1)]
+    (root / sample_name).write_text("\n".join(lines) + "\n")
+    return root / "test"
+
+
+@pytest.fixture
+def test_dir(tmp_path: Path) -> Path:
+    """The test folder of a small redux competition folder, tmp_path/comp."""
+    return competition_folder(tmp_path / "comp")
+
+
+def test_redux_submission_matches_the_sample_submission(tiny_model, test_dir, tmp_path):
     out = tmp_path / "sub"
-    assert submission_cli(tiny_model, sample_dir / "test", out) == 0
+    assert submission_cli(tiny_model, test_dir, out) == 0
     text = (out / "submission.csv").read_text().splitlines()
     assert text[0] == "id,label"
     submission = pd.read_csv(out / "submission.csv")
-    assert list(submission["id"]) == list(range(1, 1001))  # numeric order, not 1, 10, 100
+    assert list(submission["id"]) == list(range(1, TEST_IMAGES + 1))  # numeric order, not 1, 10, 11
     assert submission["label"].between(0.001, 0.999).all()
     results = pd.read_csv(out / "results.csv").set_index("id")
     expected = results.loc[submission["id"], "p_dog"].clip(0.001, 0.999).to_numpy()
     assert (abs(submission["label"].to_numpy() - expected) < 1e-6).all()
 
 
-def test_dogs_vs_cats_2013_submission_is_one_for_dog(tiny_model, sample_dir, tmp_path):
-    test_dir = tmp_path / "dogs-vs-cats" / "test"
-    shutil.copytree(sample_dir / "test", test_dir)
-    sample = pd.read_csv(sample_dir / "sample_submission.csv")
-    sample.assign(label=0).to_csv(tmp_path / "dogs-vs-cats" / "sampleSubmission.csv", index=False)
+def test_the_sample_archive_makes_a_submission_like_kaggles_sample(tiny_model, sample_dir, tmp_path):
+    """Real photos (JPEGs of many sizes) and Kaggle's own sample_submission.csv, not one this
+    file writes: the submission has its columns, ids and row count (the archive's only use here)."""
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, sample_dir / "test", out) == 0
+    submission = pd.read_csv(out / "submission.csv")
+    kaggle = pd.read_csv(sample_dir / "sample_submission.csv")
+    assert list(submission.columns) == list(kaggle.columns)
+    assert list(submission["id"]) == sorted(kaggle["id"]) and len(submission) == 1000
+    assert submission["label"].between(0.001, 0.999).all()
+
+
+def test_dogs_vs_cats_2013_submission_is_one_for_dog(tiny_model, tmp_path):
+    test_dir = competition_folder(tmp_path / "dogs-vs-cats", sample_name="sampleSubmission.csv", label="0")
     out = tmp_path / "sub"
     assert submission_cli(tiny_model, test_dir, out, "--competition", "dogs-vs-cats") == 0
     submission = pd.read_csv(out / "submission.csv")
@@ -45,58 +76,53 @@ def test_dogs_vs_cats_2013_submission_is_one_for_dog(tiny_model, sample_dir, tmp
     assert (submission["label"] == (results.loc[submission["id"], "label"] == "dog").astype(int).to_numpy()).all()
 
 
-def test_a_submission_that_disagrees_with_the_sample_is_not_written(tiny_model, sample_dir, tmp_path, capsys):
-    test_dir = tmp_path / "comp" / "test"
-    shutil.copytree(sample_dir / "test", test_dir)
+def test_a_submission_that_disagrees_with_the_sample_is_not_written(tiny_model, test_dir, tmp_path, capsys):
     (test_dir / "17.jpg").unlink()
-    shutil.copy(sample_dir / "sample_submission.csv", tmp_path / "comp")
     out = tmp_path / "sub"
     assert submission_cli(tiny_model, test_dir, out) == 1
     err = capsys.readouterr().err
-    assert "999 rows" in err and "[17]" in err
+    assert f"{TEST_IMAGES - 1} rows but sample_submission.csv has {TEST_IMAGES}" in err and "[17]" in err
     assert not (out / "submission.csv").exists()
 
 
-def test_unreadable_test_images_are_reported_loudly(tiny_model, sample_dir, tmp_path, caplog):
-    test_dir = tmp_path / "comp" / "test"
-    shutil.copytree(sample_dir / "test", test_dir)
+def test_unreadable_test_images_are_reported_loudly(tiny_model, test_dir, tmp_path, caplog):
     (test_dir / "5.jpg").write_bytes(b"")
-    shutil.copy(sample_dir / "sample_submission.csv", tmp_path / "comp")
     out = tmp_path / "sub"
     assert submission_cli(tiny_model, test_dir, out) == 0
     assert "1 test images could not be read" in caplog.text and "5.jpg: empty file" in caplog.text
     submission = pd.read_csv(out / "submission.csv").set_index("id")
-    assert len(submission) == 1000 and submission.loc[5, "label"] == 0.5
+    assert len(submission) == TEST_IMAGES and submission.loc[5, "label"] == 0.5
 
 
-def test_a_finished_submission_is_not_overwritten(tiny_model, sample_dir, tmp_path, capsys):
+def test_a_finished_submission_is_not_overwritten(tiny_model, test_dir, tmp_path, capsys):
     out = tmp_path / "sub"
-    assert submission_cli(tiny_model, sample_dir / "test", out) == 0
+    assert submission_cli(tiny_model, test_dir, out) == 0
     before = (out / "submission.csv").read_bytes()
-    assert submission_cli(tiny_model, sample_dir / "test", out) == 1
+    assert submission_cli(tiny_model, test_dir, out) == 1
     assert "already exists" in capsys.readouterr().err
     assert (out / "submission.csv").read_bytes() == before
 
 
-def test_results_are_reused_only_when_computed_the_same_way(tiny_model, sample_dir, tmp_path, capsys, caplog):
-    """A 100-image subset first (refused by the sample check, results.csv kept), then the full
+def test_results_are_reused_only_when_computed_the_same_way(tiny_model, tmp_path, capsys, caplog):
+    """A 10-image subset first (refused by the sample check, results.csv kept), then the full
     folder at the same place, then --tta: neither may be answered from the subset's table."""
+    full = competition_folder(tmp_path / "comp")
     test_dir = tmp_path / "test"
     test_dir.mkdir()
-    for n in range(1, 101):
-        shutil.copy(sample_dir / "test" / f"{n}.jpg", test_dir)
-    sample = ["--sample-submission", str(sample_dir / "sample_submission.csv")]
+    for n in range(1, 11):
+        shutil.copy(full / f"{n}.jpg", test_dir)
+    sample = ["--sample-submission", str(tmp_path / "comp" / "sample_submission.csv")]
     out = tmp_path / "sub"
     assert submission_cli(tiny_model, test_dir, out, *sample) == 1
-    assert "100 rows but sample_submission.csv has 1000" in capsys.readouterr().err
+    assert f"10 rows but sample_submission.csv has {TEST_IMAGES}" in capsys.readouterr().err
     assert (out / "results.csv").exists() and not (out / "submission.csv").exists()
 
-    shutil.copytree(sample_dir / "test", test_dir, dirs_exist_ok=True)  # now the whole test set
+    shutil.copytree(full, test_dir, dirs_exist_ok=True)  # now the whole test set
     assert submission_cli(tiny_model, test_dir, out, *sample) == 1
     assert "computed with another set of test files: pass --overwrite" in capsys.readouterr().err
     assert submission_cli(tiny_model, test_dir, out, *sample, "--overwrite") == 0
     plain = pd.read_csv(out / "submission.csv")
-    assert len(plain) == 1000
+    assert len(plain) == TEST_IMAGES
 
     (out / "submission.csv").unlink()
     assert submission_cli(tiny_model, test_dir, out, *sample, "--tta") == 1
@@ -151,16 +177,16 @@ def test_a_photo_replaced_after_an_interrupted_submission_is_predicted_again(tin
     assert "computed with another set of test files" in capsys.readouterr().err
 
 
-def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, sample_dir, tmp_path, capsys):
+def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, test_dir, tmp_path, capsys):
     from catsdogs_batch.errors import UserError
     from catsdogs_batch.options import SubmissionOptions
     from catsdogs_batch.submission import make_submission
 
     out = tmp_path / "sub"
-    assert submission_cli(tiny_model, sample_dir / "test", out, "--clip", "0.7") == 2
+    assert submission_cli(tiny_model, test_dir, out, "--clip", "0.7") == 2
     assert "--clip: 0.7 is out of range" in capsys.readouterr().err
     try:
-        make_submission(SubmissionOptions(tiny_model, sample_dir / "test", out, clip=0.7))
+        make_submission(SubmissionOptions(tiny_model, test_dir, out, clip=0.7))
     except UserError as e:
         assert "--clip must be in [0, 0.5)" in str(e)
     else:
@@ -168,24 +194,24 @@ def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, sample_d
     assert not out.exists()
 
 
-def test_a_broken_sample_submission_is_refused_before_predicting(tiny_model, sample_dir, tmp_path, capsys):
+def test_a_broken_sample_submission_is_refused_before_predicting(tiny_model, test_dir, tmp_path, capsys):
     for content in (b"", b"id,label\n\"1,0.5\n", b"\xff\xfe\x00garbage"):
         (tmp_path / "sample.csv").write_bytes(content)
         out = tmp_path / "sub"
-        assert submission_cli(tiny_model, sample_dir / "test", out, "--sample-submission", str(tmp_path / "sample.csv")) == 1
+        assert submission_cli(tiny_model, test_dir, out, "--sample-submission", str(tmp_path / "sample.csv")) == 1
         err = capsys.readouterr().err
         assert "sample submission" in err and len(err.strip().splitlines()) == 1
         assert not (out / "results.csv").exists()
 
 
-def test_a_results_table_replaced_by_hand_is_not_submitted(tiny_model, sample_dir, tmp_path, capsys):
+def test_a_results_table_replaced_by_hand_is_not_submitted(tiny_model, test_dir, tmp_path, capsys):
     out = tmp_path / "sub"
-    assert submission_cli(tiny_model, sample_dir / "test", out) == 0
+    assert submission_cli(tiny_model, test_dir, out) == 0
     (out / "submission.csv").unlink()
     results = pd.read_csv(out / "results.csv")
     results["p_dog"] = 0.5  # someone else's predictions in its place
     results.to_csv(out / "results.csv", index=False)
-    assert submission_cli(tiny_model, sample_dir / "test", out) == 1
+    assert submission_cli(tiny_model, test_dir, out) == 1
     assert "changed since it was computed" in capsys.readouterr().err
 
 
