@@ -1,5 +1,8 @@
 """Files the tool writes: never half of one (write beside, then rename), with the permissions
-the umask gives, one writer at a time (a lock file), and names shown escaped."""
+the umask gives, one writer at a time (a lock file), and names shown escaped.
+
+POSIX only, as the package (setup.cfg's classifiers): the locks are flock(2) on a lock file
+opened with O_NOFOLLOW, or on a folder itself, which Windows has neither of. Tested on Linux."""
 
 from __future__ import annotations
 
@@ -117,7 +120,12 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     process that dies, so a kill -9 never leaves a stale one."""
     path = Path(path)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+        try:  # O_NOFOLLOW: a link planted at `path` would make us create or lock its target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # the umask applies
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(f"{shown(path)} is a link, not a lock file catsdogs made: remove it") from None
+            raise UserError(f"cannot open the lock file {shown(path)}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -129,7 +137,7 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
                 ) from None
             raise
         try:  # the holder before us may have removed the file after we opened it: lock anew
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                 break
         except FileNotFoundError:
             pass

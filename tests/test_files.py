@@ -61,6 +61,29 @@ def test_a_lock_is_held_by_one_run_and_dies_with_it(tmp_path):
         pass
 
 
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_a_link_planted_at_the_lock_path_is_refused_not_followed(tmp_path, target_exists):
+    """Someone who can write the table's folder puts `t.csv.lock` -> a file of yours elsewhere:
+    following it would create that file or lock it, so the run stops in one line and touches
+    neither the file nor the link."""
+    elsewhere = tmp_path / "elsewhere" / "precious.txt"
+    elsewhere.parent.mkdir()
+    if target_exists:
+        elsewhere.write_text("keep me")
+        os.utime(elsewhere, (1_000_000_000, 1_000_000_000))
+    lock = tmp_path / "t.csv.lock"
+    lock.symlink_to(elsewhere)
+    with pytest.raises(UserError) as raised:
+        with exclusive_lock(lock, "t.csv"):
+            pass
+    assert "\n" not in str(raised.value) and "is a link" in str(raised.value)
+    assert lock.is_symlink()
+    if target_exists:
+        assert elsewhere.read_text() == "keep me" and elsewhere.stat().st_mtime == 1_000_000_000
+    else:
+        assert not elsewhere.exists()
+
+
 def test_a_folder_lock_is_shared_or_held_alone_and_writes_nothing(tmp_path, monkeypatch, caplog):
     from catsdogs_batch import files
     from catsdogs_batch.files import folder_lock
