@@ -163,14 +163,26 @@ def read_split(path: Path) -> tuple[list[LabelledImage], list[LabelledImage]]:
     return parts["train"], parts["val"]
 
 
+def _free_memory() -> int | None:
+    """Bytes of memory free now (Linux's SC_AVPHYS_PAGES); None where the system has no such
+    figure (macOS: no SC_AVPHYS_PAGES, os.sysconf raises ValueError)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
 def decode_images(
     folder: Path, items: list[LabelledImage], size: int, workers: int, what: str, sizes: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Decode once into uint8 arrays held in memory (the cache every epoch reads);
     unreadable files are skipped and returned with their error. `sizes`: see decode_labelled."""
     needed = len(items) * size * size * 3
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if needed > 0.6 * available:
+    available = _free_memory()
+    if available is None:
+        log.debug("this system does not say how much memory is free: %s %s images at %dpx (%.1f GiB) not checked",
+                  len(items), what, size, needed / 2**30)  # fmt: skip
+    elif needed > 0.6 * available:
         raise UserError(
             f"{len(items)} {what} images at {size}px need {needed / 2**30:.1f} GiB, more than "
             f"the {available / 2**30:.1f} GiB free: lower --image-size"

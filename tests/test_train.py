@@ -645,3 +645,37 @@ def test_a_backbone_with_random_weights_trains_whole_and_predicts(kaggle_train_f
     assert all(layer.trainable for layer in model.layers)
     p = Predictor(out).predict(np.zeros((3, 32, 32, 3), dtype=np.uint8))
     assert p.shape == (3,) and np.all((0 <= p) & (p <= 1))
+
+
+def _sysconf_without(missing: str, pages: int | None = None):
+    """os.sysconf as on a system without the name `missing` (macOS has no SC_AVPHYS_PAGES:
+    ValueError), or, with `pages`, as on one where only that many pages are free."""
+    import os
+
+    sysconf = os.sysconf
+
+    def fake(name):
+        if name == missing:
+            if pages is None:
+                raise ValueError("unrecognized configuration name")
+            return pages
+        return sysconf(name)
+
+    return fake
+
+
+def test_decoding_for_training_works_where_free_memory_is_unknown(tmp_path, monkeypatch, caplog):
+    from catsdogs_batch.dataset import LabelledImage, decode_images
+    from catsdogs_batch.errors import UserError
+
+    items = [LabelledImage(f"{name}.1.jpg", label) for name, label in (("cat", 0), ("dog", 1))]
+    for item in items:
+        write_image(tmp_path / item.path, item.label)
+    monkeypatch.setattr("os.sysconf", _sysconf_without("SC_AVPHYS_PAGES"))
+    with caplog.at_level(logging.DEBUG, logger="catsdogs_batch.dataset"):
+        images, labels, skipped = decode_images(tmp_path, items, 32, 1, "train")
+    assert images.shape == (2, 32, 32, 3) and labels.ravel().tolist() == [0, 1] and skipped == []
+    assert "does not say how much memory is free" in caplog.text
+    monkeypatch.setattr("os.sysconf", _sysconf_without("SC_AVPHYS_PAGES", pages=1))  # 4 KiB free
+    with pytest.raises(UserError, match=r"^2 train images at 32px need 0\.0 GiB, more than the 0\.0 GiB free"):
+        decode_images(tmp_path, items, 32, 1, "train")
