@@ -50,10 +50,25 @@ def test_log_loss_is_clipped_and_undefined_values_are_none():
 
 
 def test_the_contact_sheet_shows_each_wrong_image_even_an_unreadable_one(tmp_path):
-    write_image(tmp_path / "cat.1.jpg", 0)
-    wrong = pd.DataFrame({"path": ["cat.1.jpg", "dog.7.jpg"], "true_label": ["cat", "dog"], "p_dog": [0.97, 0.02]})
-    draw_contact_sheet(tmp_path, wrong, tmp_path / "sheet.jpg", thumb=100, columns=4)
-    assert Image.open(tmp_path / "sheet.jpg").size == (4 * 106 + 6, 100 + 34 + 6 + 6)
+    """Five images of one colour each (two rows of three): each colour covers one thumbnail's
+    area of the sheet (not none, not two), and the empty file gets a tile of its own (light grey,
+    its error written on it; the captions' anti-aliased text adds a few pixels of each grey)."""
+    colours = {"cat.1.jpg": (0, 150, 0), "cat.2.png": (0, 0, 200), "dog.3.jpg": (230, 200, 0),
+               "dog.4.jpg": (150, 0, 150), "cat.5.jpg": (0, 170, 170)}  # fmt: skip
+    for name, colour in colours.items():
+        Image.new("RGB", (80, 60), colour).save(tmp_path / name)
+    (tmp_path / "dog.6.jpg").write_bytes(b"")
+    paths = [*colours, "dog.6.jpg"]
+    wrong = pd.DataFrame({"path": paths, "true_label": [p[:3] for p in paths], "p_dog": [0.9] * len(paths)})
+    thumb = 40
+    draw_contact_sheet(tmp_path, wrong, tmp_path / "sheet.jpg", thumb=thumb, columns=3)
+    sheet = np.asarray(Image.open(tmp_path / "sheet.jpg").convert("RGB")).astype(int)
+
+    def area(colour: tuple[int, int, int]) -> int:
+        return int((np.abs(sheet - colour).max(axis=2) <= 12).sum())
+
+    for name, colour in [*colours.items(), ("dog.6.jpg", (211, 211, 211))]:  # PIL's "lightgrey"
+        assert 0.6 * thumb**2 <= area(colour) <= 1.3 * thumb**2, (name, area(colour))
 
 
 @pytest.fixture
