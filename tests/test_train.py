@@ -31,23 +31,34 @@ def train_cli(data: Path, out: Path, *extra: str) -> int:
     return main(["train", "--data", str(data), "--out", str(out), *FAST, *extra])
 
 
-def test_the_seed_model_has_the_promised_architecture():
-    model = seed_cnn(image_size=64, dense_units=32, dropout=0.5, l2=1e-4)
-    kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == [
-        "InputLayer", "Rescaling",
-        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
-        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
-        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
-        "Flatten", "Dense", "Dropout", "Dense",
-    ]  # fmt: skip
-    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert [c.filters for c in convs] == [32, 64, 128]
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    assert all(layer.kernel_regularizer is not None for layer in convs + dense[:1])
-    assert dense[-1].units == 1 and dense[-1].activation.__name__ == "sigmoid"
-    assert model.layers[-2].rate == 0.5
-    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 1)
+def test_the_seed_model_keeps_the_seeds_recipe():
+    """What docs/commands.md promises of `--arch seed` (Conv2D 32/64/128, each with
+    BatchNormalization and MaxPooling2D, Flatten, Dense 128, Dropout 0.5: 4.3M parameters at
+    128 px) and of --l2 and --dropout, seen from outside: RGB pixels in, one probability each out,
+    L2 in the loss in proportion to its weight, dropout changing answers in training only."""
+    model = seed_cnn()  # its defaults: 128 px, Dense 128, Dropout 0.5
+    assert round(model.count_params() / 1e6, 1) == 4.3
+    assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [32, 64, 128]
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 3
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 128, 128, 3)).astype("float32")
+    p = model(pixels, training=False).numpy()
+    assert p.shape == (8, 1) and ((0 < p) & (p < 1)).all()
+    assert np.array_equal(model(pixels, training=False).numpy(), p)
+    assert not np.allclose(model(pixels, training=True), model(pixels, training=True))  # units dropped at random
+    no_dropout = seed_cnn(dropout=0.0)
+    no_dropout.set_weights(model.get_weights())
+    assert np.allclose(no_dropout(pixels, training=True), no_dropout(pixels, training=True))
+
+    weights = seed_cnn(image_size=32, dense_units=8).get_weights()
+
+    def weight_penalty(l2: float) -> float:
+        """The loss the model adds for its weights, for the same weights at this --l2."""
+        small = seed_cnn(image_size=32, dense_units=8, l2=l2)
+        small.set_weights(weights)
+        return float(sum(small.losses))
+
+    assert weight_penalty(0.0) == 0 and weight_penalty(1e-4) > 0
+    assert weight_penalty(2e-4) == pytest.approx(2 * weight_penalty(1e-4), rel=1e-5)
 
 
 @pytest.mark.slow
