@@ -40,8 +40,8 @@ from .errors import UserError
 from .files import atomic_write_json, shown
 from .images import CLASS_NAMES
 from .linear_head import INNER_FOLDS
-from .options import ARCHITECTURES, MIN_IMAGE_SIZE, AuditOptions, FoldTraining, TrainOptions
-from .shards import job_file
+from .options import ARCHITECTURES, MIN_IMAGE_SIZE, THRESHOLD, AuditOptions, FoldTraining, TrainOptions
+from .side_files import job_file
 from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, confidences, kaggle_id, write_table
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
     job_file(out).unlink(missing_ok=True)  # a table being replaced loses its record first
     write_table(out, [table])
     seconds = time.perf_counter() - started
-    accuracy = float(np.mean((p_dog >= 0.5) == given))
+    accuracy = float(np.mean((p_dog >= THRESHOLD) == given))
     record = _job_record(options, method, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
     atomic_write_json(job_file(out), record | ({"corrections": corrections} if corrections else {}))
     return AuditSummary(out, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
@@ -241,7 +241,7 @@ def classify_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, s
         log.info(
             "fold %d/%d: logistic regression (C=%g) fitted on %d embeddings, predicted %d (accuracy %.3f) in %.1f s",
             fold + 1, folds, head.C, len(train_rows), len(held_out),
-            np.mean((p_dog[held_out] >= 0.5) == labels[held_out]), time.perf_counter() - fold_started,
+            np.mean((p_dog[held_out] >= THRESHOLD) == labels[held_out]), time.perf_counter() - fold_started,
         )  # fmt: skip
     method = {"method": "embeddings + logistic regression", "features": int(features.shape[1])}
     method["classifier"] = head.record() | {"C": chosen}
@@ -292,7 +292,7 @@ def _fold(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, held_o
     # (the dataset shuffles itself; Keras's bar on a terminal, else a line per epoch)
     model.fit(train_ds, epochs=training.epochs, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
     p = _predict(model, images[held_out], tta, training.batch_size)
-    accuracy = np.mean((p >= 0.5) == labels[held_out])
+    accuracy = np.mean((p >= THRESHOLD) == labels[held_out])
     log.info(
         "fold %d/%d: trained on %d images, predicted %d (accuracy %.3f) in %.0f s",
         fold + 1, folds, len(train_rows), len(held_out), accuracy, time.perf_counter() - fold_started,
@@ -316,7 +316,7 @@ def audit_table(
     (ties in path order), then the unreadable ones (`skipped`, their given label from `items`).
     `sizes`: the (width, height) of each kept image (else the columns are empty)."""
     p = np.round(p_dog, 6)
-    model_label = np.where(p >= 0.5, "dog", "cat")
+    model_label = np.where(p >= THRESHOLD, "dog", "cat")
     def text(values: list) -> pd.api.extensions.ExtensionArray:  # names that are not UTF-8 kept as they are
         return pd.array(values, dtype="string[python]")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import stat
 from array import array
@@ -29,6 +28,7 @@ import numpy as np
 
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, shown
+from .side_files import corrections_record, read_record
 
 CORRECTIONS_FILE = "corrections.csv"
 CORRECTIONS_COLUMNS = ["path", "label"]
@@ -225,7 +225,7 @@ class Corrections:
 
     @property
     def sidecar(self) -> Path:
-        return self.path.with_name(self.path.name + ".json")
+        return corrections_record(self.path)
 
     def set(self, path: str, label: str | None) -> str | None:
         """Record `label` for `path` (None removes its row) and return what it was before."""
@@ -311,14 +311,11 @@ def corrections_file(path: Path, option: str = "--corrections") -> Path:
 def refuse_another_folder(corrections: Path, images: Path, hint: str) -> None:
     """Paths in a corrections file are relative to the folder its review showed (recorded in
     `<file>.json`): refuse to apply them to, or mix them with, another folder's images."""
-    sidecar = corrections.with_name(corrections.name + ".json")
-    try:
-        owner = json.loads(sidecar.read_text(**TEXT))
-    except FileNotFoundError:
+    sidecar = corrections_record(corrections)
+    if not sidecar.exists():
         return
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {shown(sidecar)}: {e}".splitlines()[0]) from None
-    folder = owner.get("folder") if isinstance(owner, dict) else None
+    owner = read_record(sidecar)
+    folder = owner.get("folder") if owner is not None else None
     if not isinstance(folder, str):
         raise UserError(
             f"{shown(sidecar)} is damaged: it should record the folder whose images {shown(corrections)} "

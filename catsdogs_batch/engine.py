@@ -32,6 +32,7 @@ from .images import HiddenEntries, iter_image_files
 from .options import ENGINES, PredictOptions
 from .predictor import Predictor
 from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
+from .side_files import lock_file
 from .tables import check_labelling, check_table_name
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def check_engine_options(options: PredictOptions) -> None:
 def table_lock(table: Path):
     """The lock that one run writing `table` holds (see `exclusive_lock`)."""
     table.parent.mkdir(parents=True, exist_ok=True)
-    return exclusive_lock(table.with_name(table.name + ".lock"), str(table))
+    return exclusive_lock(lock_file(table), str(table))
 
 
 def predict_folder(

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import filecmp
-import json
 import logging
 import os
 import shutil
@@ -49,6 +48,7 @@ from .errors import UserError
 from .files import atomic_write_json, folder_lock, shown
 from .options import LabelOptions, PredictOptions
 from .corrections import CorrectionsFile, CorrectionsIndex, read_corrections
+from .side_files import read_record, sorted_file, sorting_file
 from .tables import confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)
@@ -267,10 +267,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
     finished (so only the sorting is left); False when this run predicts first."""
     if not job_file.exists():
         return False
-    try:
-        previous = upgraded_job(json.loads(job_file.read_text()))
-    except (ValueError, UnicodeError):
-        previous = None  # damaged: it cannot be continued
+    previous = upgraded_job(read_record(job_file))  # None when damaged: it cannot be continued
     if previous == job and not overwrite and table.exists():
         log.info("continuing the interrupted sorting recorded in %s", job_file)
         return True
@@ -418,7 +415,7 @@ def _label_locked(
     options: LabelOptions, predict: PredictOptions, corrections: CorrectionsFile | None, started: float
 ) -> LabelSummary:
     out = predict.out
-    job_file = out.with_name(out.name + ".sorting.json")
+    job_file = sorting_file(out)
     job = {
         "folder": str(options.folder.resolve()),
         "models": [str(path.resolve()) for path in model_paths(options.model)],
@@ -464,7 +461,7 @@ def _label_locked(
             job_file.unlink(missing_ok=True)  # refused before anything was placed: nothing to finish
         raise
     if sorter:  # done: a rerun is a new job; `catsdogs review` finds moved images by the record
-        atomic_write_json(out.with_name(out.name + ".sorted.json"), job)
+        atomic_write_json(sorted_file(out), job)
         job_file.unlink(missing_ok=True)
     if counts:
         counts.unknown = counts.given - counts.applied

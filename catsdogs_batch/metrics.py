@@ -8,9 +8,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .images import CLASS_NAMES
+from .options import THRESHOLD
 
 EPS = 1e-7  # log loss clips probabilities to [EPS, 1 - EPS]
-THRESHOLD = 0.5  # the engine's label: dog when p_dog >= 0.5
 BINS = 10  # of the reliability diagram
 
 

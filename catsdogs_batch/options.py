@@ -125,12 +125,15 @@ class EngineOptions:
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or "ray://host:port": join a cluster
 
 
+THRESHOLD = 0.5  # the label: dog where p_dog >= THRESHOLD, else cat (label --threshold moves it)
+
+
 @dataclass(frozen=True)
 class Labelling:
     """How p_dog becomes the `label` column: dog at or above `threshold`, else cat; and
     `uncertain` for LOW <= p_dog <= HIGH when a band is given."""
 
-    threshold: float = 0.5
+    threshold: float = THRESHOLD
     uncertain: tuple[float, float] | None = None  # (LOW, HIGH)
 
 

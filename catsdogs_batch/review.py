@@ -46,10 +46,10 @@ import pandas as pd
 from .checkpoint import MODEL_FILES, RUN_FILE
 from .corrections import CORRECTIONS_FILE, DECISIONS, Corrections, corrections_file, refuse_another_folder
 from .errors import UserError
-from .files import exclusive_lock, read_json_object, shown
+from .files import exclusive_lock, shown
 from .images import to_rgb
-from .options import DEFAULT_BAND, ReviewOptions
-from .shards import job_file
+from .options import DEFAULT_BAND, THRESHOLD, ReviewOptions
+from .side_files import corrections_record, job_file, lock_file, parts_job_file, read_record, sorted_file, sorting_file
 from .tables import read_table
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,10 @@ def recorded_job(table: Path) -> dict:
     (`<table>.job.json`), of an unfinished predict or label run (`<table>.parts/job.json`,
     `<table>.sorting.json`) or evaluate's `metrics.json`, each holding the images `folder`, with
     `_file` naming the file read; {} when none is there."""
-    for sidecar in (
-        job_file(table),
-        table.with_name(table.name + ".parts") / "job.json",
-        table.with_name(table.name + ".sorting.json"),
-        table.with_name("metrics.json"),
-    ):
-        job = read_json_object(sidecar)
+    from .evaluate import METRICS_FILE
+
+    for sidecar in (job_file(table), parts_job_file(table), sorting_file(table), table.with_name(METRICS_FILE)):
+        job = read_record(sidecar)
         if job is not None and isinstance(job.get("folder"), str):
             return job | {"_file": sidecar}
     return {}
@@ -115,8 +112,8 @@ def moved_to(table: Path) -> Path | None:
     """Where `label --sort-into DIR --mode move` moved the table's images, as its sorting record
     says (`<table>.sorting.json` while unfinished, `<table>.sorted.json` once done); None when
     they were not moved."""
-    for sidecar in (table.with_name(table.name + ".sorting.json"), table.with_name(table.name + ".sorted.json")):
-        job = read_json_object(sidecar)
+    for sidecar in (sorting_file(table), sorted_file(table)):
+        job = read_record(sidecar)
         if job is not None and job.get("mode") == "move" and isinstance(job.get("sort_into"), str):
             return Path(job["sort_into"])
     return None
@@ -129,7 +126,7 @@ def recorded_settings(job: dict) -> tuple[tuple[float, float] | None, float]:
     def number(value: Any) -> bool:
         return type(value) in (int, float) and 0 <= value <= 1
 
-    band, threshold = job.get("uncertain"), job.get("threshold", 0.5)
+    band, threshold = job.get("uncertain"), job.get("threshold", THRESHOLD)
     if band is not None and not (isinstance(band, list) and len(band) == 2 and all(map(number, band))):
         raise UserError(f"{shown(job['_file'])} records uncertain {band!r}, not [LOW, HIGH] between 0 and 1")
     if not number(threshold):
@@ -159,7 +156,7 @@ class Queue:
         return "uncertain" if position < self.uncertain else "disagrees"
 
 
-def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: float = 0.5) -> Queue:
+def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: float = THRESHOLD) -> Queue:
     """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain), closest
     to the table's `threshold` first; then, where a true label is given and the model disagrees,
     the most confident first; ties in table order. Error rows, rows without a p_dog and later rows
@@ -400,7 +397,7 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
         raise UserError(f"the page size must be at least 1, not {options.page_size}")
     path = corrections_file(options.corrections or table.with_name(CORRECTIONS_FILE))
     queue = review_queue(read_table(table, true_label=True), band, threshold)
-    with exclusive_lock(path.with_name(path.name + ".lock"), shown(path)):
+    with exclusive_lock(lock_file(path), shown(path)):
         remove_unfinished_saves(path)
         corrections = Corrections(path, {"folder": str(images), "table": str(table.resolve())})
         if options.corrections is None:
@@ -410,9 +407,10 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
 
 def remove_unfinished_saves(path: Path) -> None:
     """Remove the temporary files that a review killed while saving left beside `path` or its
-    `.json` (atomic_path's mkstemp names, `.<name>.XXXXXXXX.tmp`, 0600): regular files of that
+    record (atomic_path's mkstemp names, `.<name>.XXXXXXXX.tmp`, 0600): regular files of that
     pattern only, and only while the lock is held, so that no save of another review is cut."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}(\.json)?\.[a-z0-9_]{{8}}\.tmp")
+    names = "|".join(re.escape(name) for name in (path.name, corrections_record(path).name))
+    pattern = re.compile(rf"\.({names})\.[a-z0-9_]{{8}}\.tmp")
     removed = []
     with contextlib.suppress(FileNotFoundError), os.scandir(path.parent) as entries:
         for entry in entries:

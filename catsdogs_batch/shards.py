@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import shutil
 from collections.abc import Callable, Iterator
@@ -23,9 +22,12 @@ from typing import TYPE_CHECKING
 
 from .checkpoint import Checkpoint
 from .errors import UserError
-from .files import atomic_write_json, read_json_object, shown
+from .files import atomic_write_json, shown
 from .images import HiddenEntries, iter_image_files
 from .options import PredictOptions
+from .side_files import (
+    job_file, parts_folder, parts_job_file, read_record, shard_marker, shard_markers, shard_name, shard_rows_file,
+)  # fmt: skip
 from .tables import Row, merge_shards, write_shard
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return f"shard-{self.index:06d}"
+        return shard_name(self.index)
 
     @property
     def fingerprint(self) -> str:
@@ -94,21 +96,19 @@ class PartsFolder:
     once that is complete, its done marker."""
 
     def __init__(self, table: Path, job: dict, overwrite: bool):
-        self.path = table.with_name(table.name + ".parts")
-        job_file = self.path / "job.json"
+        self.table, self.path = table, parts_folder(table)
+        job_file = parts_job_file(table)
         if self.path.is_symlink() or self.path.exists():
             if self.path.is_symlink() or not self.path.is_dir():
                 raise UserError(f"{self.path} is in the way of this run's work folder: move it away")
             if job_file.exists():
-                try:
-                    previous = upgraded_job(json.loads(job_file.read_text()))
-                except (ValueError, UnicodeError):
-                    previous = {"damaged": str(job_file)}  # never equal to a job: --overwrite starts over
+                # a damaged record is never equal to a job: --overwrite starts over
+                previous = upgraded_job(read_record(job_file)) or {"damaged": str(job_file)}
             elif not any(self.path.iterdir()):
                 previous = None  # stopped before it recorded its job
             else:
                 raise UserError(f"{self.path} is not a catsdogs work folder: move it away")
-            if overwrite or (previous != job and not any(self.path.glob("shard-*.json"))):
+            if overwrite or (previous != job and not any(shard_markers(table))):
                 # --overwrite, or a run that stopped before it finished a shard: nothing to keep
                 log.info("starting over, discarding the interrupted run in %s", self.path)
                 shutil.rmtree(self.path)
@@ -124,16 +124,16 @@ class PartsFolder:
         self.job = job
 
     def rows_file(self, shard: Shard) -> Path:
-        return self.path / f"{shard.name}.csv"
+        return shard_rows_file(self.table, shard.index)
 
     def done(self, shard: Shard) -> dict | None:
         """The done marker of `shard` if its rows are of its files as they are now; None if it
         is to be predicted (again: a file changed since, or an older version, which recorded no
         sizes and times, wrote it)."""
-        marker = self.path / f"{shard.name}.json"
+        marker = shard_marker(self.table, shard.index)
         if not marker.exists():
             return None
-        stats = read_json_object(marker)
+        stats = read_record(marker)
         if stats is None or "fingerprint" not in stats:  # cut short or edited: its rows are not trusted
             log.info("predicting %s again: its done marker is damaged", shard.name)
             marker.unlink()
@@ -162,7 +162,7 @@ class PartsFolder:
             "labels": {label: sum(r.label == label for r in rows) for label in {r.label for r in rows if r.label}},
             "seconds": round(seconds, 3),
         }
-        atomic_write_json(self.path / f"{shard.name}.json", stats)
+        atomic_write_json(shard_marker(self.table, shard.index), stats)
         return stats
 
 
@@ -239,11 +239,6 @@ def upgraded_job(job: object) -> object:
         model = {key: job.pop(key) for key in ("model", "model_size", "model_mtime") if key in job}
         job["models"] = [model] if len(model) > 1 else [model["model"]]
     return job
-
-
-def job_file(table: Path) -> Path:
-    """`<table>.job.json`: what the finished table was computed from (folder, models, settings)."""
-    return table.with_name(table.name + ".job.json")
 
 
 def merge_table(

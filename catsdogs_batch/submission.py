@@ -15,7 +15,7 @@ from .errors import UserError
 from .files import atomic_path, atomic_write_json, made_folder, sha256
 from .images import HiddenEntries
 from .shards import files_fingerprint, job_description, job_file, upgraded_job
-from .options import COMPETITIONS, PredictOptions, SubmissionOptions
+from .options import COMPETITIONS, THRESHOLD, PredictOptions, SubmissionOptions
 from .tables import read_table
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def submission_frame(results: pd.DataFrame, competition: str, clip: float) -> pd
         )
     p_dog = results["p_dog"].fillna(UNREADABLE_P_DOG)
     if competition == "dogs-vs-cats":
-        label = (p_dog >= 0.5).astype(int)
+        label = (p_dog >= THRESHOLD).astype(int)
     else:
         label = p_dog.clip(clip, 1 - clip)
     frame = pd.DataFrame({"id": results["id"].astype(int), "label": label})

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path
-from .options import Labelling
+from .options import THRESHOLD, Labelling
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def kaggle_id(relative_path: str) -> int | None:
 
 def ok_row(relative_path: str, p_dog: float, width: int, height: int, label: str | None = None) -> Row:
     p = round(float(p_dog), 6)
-    label = label or ("dog" if p >= 0.5 else "cat")
+    label = label or ("dog" if p >= THRESHOLD else "cat")
     confidence = {"dog": p, "cat": 1 - p}.get(label, max(p, 1 - p))
     return Row(
         relative_path, kaggle_id(relative_path), p, label, round(confidence, 6), width, height, "ok", "",
