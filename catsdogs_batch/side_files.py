@@ -98,9 +98,9 @@ def corrections_record(corrections: Path) -> Path:
 
 
 def read_record(path: Path) -> dict | None:
-    """The JSON object a side file holds; None when there is none, missing (said nowhere) or
-    damaged (cut short, not JSON, not an object, unreadable: one log line names it). Callers
-    decide what None means: start over, refuse, or nothing recorded."""
+    """The JSON object a side file holds; None when there is none: missing, or damaged (cut
+    short, not JSON, not an object, unreadable; one debug line names it and says why). Callers
+    decide what None means (start over, refuse, nothing recorded) and say so where it matters."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
@@ -113,5 +113,5 @@ def read_record(path: Path) -> dict | None:
         if isinstance(data, dict):
             return data
         why = "not a JSON object"
-    log.info("%s is damaged (%s): not used", shown(path), why)
+    log.debug("%s is damaged (%s): not used", shown(path), why)
     return None

@@ -1,5 +1,6 @@
 """The side files beside a table or a corrections file: their names, and the one reader of their
-records, which says a damaged record in one line and lets the caller decide what it means."""
+records, which passes a damaged record over as none (one debug line says why) and lets the caller
+decide what that means."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_the_done_markers_are_the_shards_json_files_only(tmp_path):
 def test_a_record_is_read_as_written(tmp_path, caplog):
     record = tmp_path / "r.csv.job.json"
     record.write_text('{"folder": "/data/test", "threshold": 0.5}\n')
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         assert side_files.read_record(record) == {"folder": "/data/test", "threshold": 0.5}
     assert caplog.text == ""
 
@@ -48,7 +49,7 @@ def test_a_record_is_read_as_written(tmp_path, caplog):
 @pytest.mark.parametrize("where", ["r.csv.job.json", "r.csv.parts/job.json", "a-file/job.json"])
 def test_a_missing_record_is_none_and_said_nowhere(tmp_path, caplog, where):
     (tmp_path / "a-file").write_text("not a folder")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         assert side_files.read_record(tmp_path / where) is None
     assert caplog.text == ""
 
@@ -60,25 +61,25 @@ def test_a_missing_record_is_none_and_said_nowhere(tmp_path, caplog, where):
 def test_a_damaged_record_is_none_and_one_line_naming_it(tmp_path, caplog, content, why):
     record = tmp_path / "r.csv.sorting.json"
     record.write_bytes(content)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         assert side_files.read_record(record) is None
     assert [r.getMessage() for r in caplog.records] == [f"{record} is damaged ({why}): not used"]
 
 
 def test_a_folder_in_the_place_of_a_record_is_damaged(tmp_path, caplog):
     (tmp_path / "r.csv.job.json").mkdir()
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         assert side_files.read_record(tmp_path / "r.csv.job.json") is None
     assert len(caplog.records) == 1 and "r.csv.job.json is damaged (Is a directory)" in caplog.text
 
 
 def test_review_passes_over_a_damaged_record_to_the_next_one(tmp_path, caplog):
     """A table's job record cut short: review finds its folder in the unfinished sorting's record
-    and says which record it could not use."""
+    (and -v says which record it could not use)."""
     table = tmp_path / "labels.csv"
     Path(f"{table}.job.json").write_text('{"folder": "/photos", "thr')
     Path(f"{table}.sorting.json").write_text('{"folder": "/photos/sorted-from", "mode": "copy"}')
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         job = recorded_job(table)
     assert job == {"folder": "/photos/sorted-from", "mode": "copy", "_file": tmp_path / "labels.csv.sorting.json"}
     assert "labels.csv.job.json is damaged (not JSON): not used" in caplog.text
