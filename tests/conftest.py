@@ -1,9 +1,12 @@
-"""Shared fixtures: small generated images, one small trained model and the sample competition archive."""
+"""Shared fixtures (small generated images, one small trained model, the sample competition archive)
+and the fast tier's CPU budget: a test not marked slow that costs more fails."""
 
 from __future__ import annotations
 
 import os
+import resource
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+pytest_plugins = ["pytester"]  # tests/test_fast_tier.py runs the budget below in a pytest of its own
 
 # A cut-down copy of Kaggle's redux archive (train.zip with 5,000 images, test.zip with 1,000, the
 # sample submission), kept beside the repository; CATSDOGS_SAMPLE_ARCHIVE points elsewhere.
@@ -22,6 +27,94 @@ SAMPLE_ARCHIVE_MISSING = (
     f"sample archive not found: {SAMPLE_ARCHIVE} (copy the project's shared test data "
     "dogs-vs-cats-redux-kernels-edition-mini.zip there, or set CATSDOGS_SAMPLE_ARCHIVE to its path)"
 )
+
+
+# --- the fast tier's budget ------------------------------------------------------------------
+# `-m "not slow"` is the tier people run while they work: a test left out of `slow` must stay cheap,
+# so one that costs more than `fast_test_cpu_seconds` (setup.cfg) fails and says so. The cost is CPU
+# time, not wall time: this process's and its finished subprocesses' user+sys seconds, so that a busy
+# machine (CI, two cores shared) neither fails a cheap test nor hides a dear one. A test's cost is
+# its call and its setup (teardown is not counted). A module or session fixture made during that
+# setup (the model trained once, which 70 fast tests share) is a cost of the tier, paid once: it is
+# held on its own against `fast_fixture_cpu_seconds` and reported by the first test that uses it
+# (which one depends on the order: in the whole suite it may be a slow test, and then only a run of
+# the fast tier tells).
+CPU_COST = pytest.StashKey[float]()  # a test's own: setup (less its shared fixtures) and call
+SHARED_COSTS = pytest.StashKey[dict[str, float]]()  # the module and session fixtures made for the test
+RUNNING = pytest.StashKey[pytest.Item]()  # on the config: the test being set up or called
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("fast_test_cpu_seconds", "CPU seconds (setup + call) a test not marked slow may cost", default="3")
+    parser.addini("fast_fixture_cpu_seconds", "CPU seconds a module or session fixture of such a test may cost", default="10")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its subprocesses that have ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _charged(item: pytest.Item) -> Iterator[None]:
+    """Add the CPU seconds of the wrapped phase, less the shared fixtures made in it, to the item's cost."""
+    item.config.stash[RUNNING] = item
+    shared = item.stash.setdefault(SHARED_COSTS, {})
+    before, start = sum(shared.values()), cpu_seconds()
+    try:
+        return (yield)
+    finally:
+        own = cpu_seconds() - start - (sum(shared.values()) - before)
+        item.stash[CPU_COST] = item.stash.get(CPU_COST, 0.0) + own
+
+
+class FastTierBudget:
+    """The hooks of the budget, registered as a plugin: a conftest's own hooks do not see the
+    making of a session fixture, which pytest runs with the hooks of the session's folder."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        return (yield from _charged(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        return (yield from _charged(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> Iterator[object]:
+        """Record what making a module or session fixture cost, on the test it is made for."""
+        start = cpu_seconds()
+        try:
+            return (yield)
+        finally:
+            item = request.config.stash.get(RUNNING, None)
+            if fixturedef.scope != "function" and item is not None:
+                item.stash.setdefault(SHARED_COSTS, {})[fixturedef.argname] = cpu_seconds() - start
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
+        """A passing test not marked slow fails when it, or a shared fixture first made for it, cost
+        more than its budget; the message gives the cost."""
+        report = yield
+        if call.when != "call" or not report.passed or item.get_closest_marker("slow") is not None:
+            return report
+        budget, fixture_budget = (float(item.config.getini(f"fast_{kind}_cpu_seconds")) for kind in ("test", "fixture"))
+        over = []
+        if (cost := item.stash.get(CPU_COST, 0.0)) > budget:
+            over.append(f"cost {cost:.1f} CPU seconds (setup + call), over the fast tier's {budget:g} s (fast_test_cpu_seconds)")
+        for name, cost in item.stash.get(SHARED_COSTS, {}).items():
+            if cost > fixture_budget:
+                over.append(
+                    f"is the first to use the fixture {name}, which cost {cost:.1f} CPU seconds, over the fast "
+                    f"tier's {fixture_budget:g} s for one (fast_fixture_cpu_seconds)"
+                )  # fmt: skip
+        if over:
+            report.outcome = "failed"
+            report.longrepr = f"{item.nodeid} {' and '.join(over)}: mark it slow or make it faster"
+        return report
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(FastTierBudget(), "fast-tier-budget")
 
 
 def write_image(path: Path, label: int, size: int = 48, seed: int = 0, **save_options) -> Path:

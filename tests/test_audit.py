@@ -158,6 +158,7 @@ def test_images_are_decoded_and_embedded_a_batch_at_a_time(tmp_path, monkeypatch
         assert batches == [n * (2 if mirrored else 1) for n in whole + [len(readable) % EMBED_BATCH]]
 
 
+@pytest.mark.slow
 def test_the_audit_table_gives_each_image_its_size(mislabelled, tmp_path, monkeypatch):
     """Like predict's and evaluate's tables, the audit's gives the width and height of each
     readable image (of the upright original, not the decoded size); unreadable rows have none.
@@ -191,6 +192,7 @@ def test_the_labelled_images_reader_says_how_many_hidden_names_it_left_out(misla
     assert f"skipped 1 hidden file in {mislabelled} (names starting with '.')" in caplog.messages
 
 
+@pytest.mark.slow
 def test_the_out_of_fold_classifier_never_sees_the_held_out_fold(monkeypatch):
     """Features of pure noise, more of them than images: a classifier that had seen an image
     could rank it by its label (AUC near 1, as the leaking folds below show); out of fold it can

@@ -318,6 +318,7 @@ def test_malformed_kaggle_json_is_named_and_explained(case, kaggle_home, tmp_pat
 # --- importing archives ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SAMPLE_ARCHIVE.is_file(), reason=SAMPLE_ARCHIVE_MISSING)
 def test_import_sample_archive_then_noop_then_force(tmp_path, capsys, caplog):
     data = tmp_path / "data"

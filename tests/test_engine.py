@@ -35,6 +35,7 @@ def predict(model: Path, folder: Path, out: Path, **engine) -> pd.DataFrame:
     return read_table(out)
 
 
+@pytest.mark.slow
 def test_results_for_the_sample_test_images(tiny_model, sample_dir, tmp_path):
     table = predict(tiny_model, sample_dir / "test", tmp_path / "results.csv", shard_size=300)
     assert list(table.columns) == COLUMNS

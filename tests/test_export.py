@@ -24,7 +24,7 @@ from catsdogs_batch.tables import read_table
 
 from conftest import write_image
 
-FORMATS = [("onnx", False), ("onnx", True), ("openvino", False), ("openvino", True)]
+FORMATS = [("onnx", False), ("onnx", True), *(pytest.param("openvino", int8, marks=pytest.mark.slow) for int8 in (False, True))]
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +151,7 @@ def test_a_broken_export_is_refused_unless_forced(model, monkeypatch, capsys):
     assert any(failed.startswith("labels agree on 0.00% of the") for failed in check["failed"])
 
 
+@pytest.mark.slow
 def test_predict_and_submission_give_the_same_tables_with_an_export(model, exports, tmp_path):
     test_dir = tmp_path / "test"
     for n in range(1, 9):
@@ -191,6 +192,7 @@ def test_a_runtime_can_be_named(model, exports, photos, tmp_path, capsys):
     assert "already an export" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_model_and_its_own_export_are_not_an_ensemble(model, exports, second_model, photos, tmp_path, capsys):
     """An export's run.json records the checksum of the model it came from: the model beside its
     export, two exports of it (fp32 and int8) or a copy of its file would average the model with
@@ -339,7 +341,7 @@ def files_in(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("format", ["onnx", "openvino"])
+@pytest.mark.parametrize("format", ["onnx", pytest.param("openvino", marks=pytest.mark.slow)])
 def test_int8_keeps_more_in_fp32_until_the_check_passes(model, tmp_path, format):
     """The fastest plan first; a guard it fails makes the next, safer plan run; every plan tried
     is recorded with its agreement (here a guard no export can pass, kept with --force)."""

@@ -54,6 +54,7 @@ def test_redux_submission_matches_the_sample_submission(tiny_model, test_dir, tm
     assert (abs(submission["label"].to_numpy() - expected) < 1e-6).all()
 
 
+@pytest.mark.slow
 def test_the_sample_archive_makes_a_submission_like_kaggles_sample(tiny_model, sample_dir, tmp_path):
     """Real photos (JPEGs of many sizes) and Kaggle's own sample_submission.csv, not one this
     file writes: the submission has its columns, ids and row count (the archive's only use here)."""

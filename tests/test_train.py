@@ -92,6 +92,7 @@ def test_the_split_has_its_own_seed(kaggle_train_folder, tmp_path):
     assert (tmp_path / "a/split.csv").read_text() != (tmp_path / "c/split.csv").read_text()
 
 
+@pytest.mark.slow
 def test_class_folders_and_corrupt_files(tmp_path, caplog):
     data = tmp_path / "photos"
     for n in range(8):
@@ -119,6 +120,7 @@ def test_bad_training_folders_are_clear_errors(tmp_path, capsys):
     assert train_cli(tmp_path / "missing", tmp_path / "r3") == 1
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_never_overwritten(kaggle_train_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert train_cli(kaggle_train_folder, out, "--epochs", "1") == 0
@@ -140,6 +142,7 @@ def test_a_folder_with_other_files_is_never_a_new_run(kaggle_train_folder, tmp_p
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_train_folder, tmp_path, caplog, capsys):
     corrections = tmp_path / "corrections.csv"
     corrections.write_text(
@@ -287,6 +290,7 @@ def test_resume_of_a_damaged_run_record_is_one_line(kaggle_train_folder, tmp_pat
         assert re.fullmatch(r"catsdogs train: error: \S+run\.json is damaged .*nothing to resume.*\n", err), err
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folder, tmp_path, monkeypatch):
     import catsdogs_batch.train as train_module
 
@@ -354,6 +358,7 @@ def test_the_residual_model_sees_the_whole_image_with_few_parameters():
     assert residual_cnn(image_size=32).output_shape == (None, 1)
 
 
+@pytest.mark.slow
 def test_the_residual_run_is_calibrated(kaggle_train_folder, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     out = tmp_path / "run"
@@ -369,6 +374,7 @@ def test_the_residual_run_is_calibrated(kaggle_train_folder, tmp_path, caplog):
     assert any(isinstance(layer, keras.layers.SeparableConv2D) for layer in model.layers)
 
 
+@pytest.mark.slow
 def test_the_default_run_fits_efficientnet_lite2s_head_in_its_p_dog_layer(kaggle_train_folder, tmp_path):
     """No epoch: the logistic regression fitted on the packaged backbone's features is the model's
     p_dog layer, so the saved model gives the fitted head's own probabilities (before calibration,
@@ -580,6 +586,7 @@ def test_every_pretrained_backbone_builds_saves_and_loads(arch, tmp_path):
     assert loaded.predict(pixels, verbose=0) == pytest.approx(model.predict(pixels, verbose=0), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_while_calibrating_resumes_without_training_again(kaggle_train_folder, tmp_path, monkeypatch):
     import catsdogs_batch.train as train_module
 
