@@ -40,7 +40,7 @@ from .errors import UserError
 from .files import atomic_write_json, shown
 from .images import CLASS_NAMES
 from .linear_head import INNER_FOLDS
-from .options import ARCHITECTURES, MIN_IMAGE_SIZE, THRESHOLD, AuditOptions, FoldTraining, TrainOptions
+from .options import ARCHITECTURES, THRESHOLD, AuditOptions, FoldTraining, TrainOptions, check_options
 from .side_files import job_file
 from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, confidences, kaggle_id, write_table
 
@@ -66,12 +66,7 @@ def resolve_options(options: AuditOptions) -> AuditOptions:
     """Check every option before any work (train's rules for those it shares) and fill in the
     method's defaults: the backbone's native size for a pretrained --arch, FoldTraining's and the
     architecture's learning rate for a from-scratch one."""
-    if options.folds < 2:
-        raise UserError(f"--folds must be at least 2, not {options.folds}")
-    if options.arch not in ARCHITECTURES:
-        raise UserError(f"unknown --arch {options.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
-    if options.image_size is not None and options.image_size < MIN_IMAGE_SIZE:
-        raise UserError(f"--image-size must be at least {MIN_IMAGE_SIZE}, not {options.image_size}")
+    check_options(options)
     if options.weights == "none":
         raise UserError("--weights none: a backbone with random weights tells nothing; say imagenet or a file")
     if pretrained(options.arch):

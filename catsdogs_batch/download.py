@@ -44,7 +44,7 @@ from tqdm import tqdm
 from .errors import UserError
 from .files import sha256, shown, umask_mode
 from .images import CLASS_NAMES, is_image_file, label_from_path
-from .options import DownloadOptions
+from .options import DownloadOptions, check_options
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class _Member(NamedTuple):
 
 def download(options: DownloadOptions) -> Path:
     """Make DATA_DIR/<competition>/ hold the unpacked competition data; return that folder."""
+    check_options(options)
     target = options.data_dir / options.competition
     if (target / MANIFEST).is_file() and not options.force and not target.is_symlink():
         log.info("%s is complete (it has %s): nothing to do; --force redoes it", target, MANIFEST)

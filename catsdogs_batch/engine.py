@@ -22,18 +22,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from .checkpoint import find_checkpoints
 from .errors import UserError
-from .files import exclusive_lock
+from .files import exclusive_lock, shown
 from .images import HiddenEntries, iter_image_files
-from .options import ENGINES, PredictOptions
+from .options import ENGINES, PredictOptions, check_options
 from .predictor import Predictor
 from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
 from .side_files import lock_file
-from .tables import check_labelling, check_table_name
+from .tables import check_band, check_table_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,18 +43,15 @@ log = logging.getLogger(__name__)
 
 def check_engine_options(options: PredictOptions) -> None:
     """Refuse bad settings before any work starts (the command line refuses them earlier)."""
+    check_options(options)
     check_table_name(options.out)
-    check_labelling(options.labelling)
-    engine = options.engine
-    if engine.engine not in ENGINES:
-        raise UserError(f"unknown engine {engine.engine!r}: choose one of {', '.join(ENGINES)}")
-    for name in ("batch_size", "workers", "shard_size"):
-        if getattr(engine, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(engine, name)}")
-    if engine.runtime_threads is not None and engine.runtime_threads < 1:
-        raise UserError(f"--runtime-threads must be at least 1, not {engine.runtime_threads}")
+    check_band(options.labelling.uncertain)
     if not options.folder.is_dir():
         raise UserError(f"{options.folder} is not a folder")
+    for name in options.files or ():
+        path = PurePosixPath(name)
+        if not name or path.is_absolute() or ".." in path.parts or path.as_posix() != name:
+            raise UserError(f"{shown(name)} is not a plain path inside {shown(options.folder)}")
 
 
 def table_lock(table: Path):
@@ -70,11 +67,11 @@ def predict_folder(
     locked: bool = False,
     relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> Summary:
-    """Write the results table for every image under `options.folder` (resuming if a run with
-    the same settings was interrupted) and return counts and speed. `predictor`: a loaded model
-    for the local engine; `locked`: the caller holds the table's lock already; `relabel`: a
-    function that rewrites each shard's rows as they are merged into the table (label's
-    corrections, which `options.corrections_sha256` names in the job)."""
+    """Write the results table for every image under `options.folder` (or its `files`),
+    resuming if a run with the same settings was interrupted, and return counts and speed.
+    `predictor`: a loaded model for the local engine; `locked`: the caller holds the table's lock
+    already; `relabel`: a function that rewrites each shard's rows as they are merged into the
+    table (label's corrections, evaluate's true labels; `options.made_from` names its inputs)."""
     check_engine_options(options)
     if not locked:
         with table_lock(options.out):
@@ -95,7 +92,7 @@ def predict_folder(
 
         def pending() -> Iterator[Shard]:
             """Shards not done yet, in order, registering every shard as the walk finds it."""
-            for shard in iter_shards(options.folder, options.engine.shard_size, hidden):
+            for shard in iter_shards(options.folder, options.engine.shard_size, hidden, options.files):
                 shard_files.append(parts.rows_file(shard))
                 done = parts.done(shard)
                 if done:
@@ -138,10 +135,11 @@ class Progress:
         return self.bar
 
     def _count(self) -> None:
-        total = 0
-        for total, _ in enumerate(iter_image_files(self.options.folder), start=1):
-            if self._stop.is_set():
-                return
+        total = len(self.options.files) if self.options.files is not None else 0
+        if self.options.files is None:
+            for total, _ in enumerate(iter_image_files(self.options.folder), start=1):
+                if self._stop.is_set():
+                    return
         self.bar.total = total
         self.bar.refresh()
 

@@ -21,7 +21,7 @@ from .calibration import calibration_report, logit
 from .checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
 from .engine import predict_folder
 from .errors import UserError
-from .files import atomic_write_json, atomic_write_text, read_json_object, sha256, shown
+from .files import atomic_write_json, atomic_write_text, sha256, shown
 from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
 from .metrics import (
     EPS,
@@ -35,15 +35,14 @@ from .metrics import (
     roc_auc,
     roc_curve,
 )
-from .options import EvaluateOptions, PredictOptions
-from .tables import COLUMNS, DTYPES, read_table, row_values, write_table
+from .options import EvaluateOptions, PredictOptions, check_options
+from .tables import read_table
 
 log = logging.getLogger(__name__)
 
 LISTED_ERRORS = 100  # unreadable files listed by name in metrics.json
 RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
 VALIDATION_TABLE = "validation.csv"  # in a run folder: its validation images, predicted (for review)
-VALIDATION_BATCH = 64
 PICTURES = {
     "confusion_matrix": "confusion_matrix.png",
     "roc_curve": "roc_curve.png",
@@ -304,14 +303,14 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     """The validation images of a training run predicted by its model, as evaluate's table
     `<run>/validation.csv` with the labels the run trained against (its corrections included):
     what `catsdogs review RUN` shows. `images`: the training folder, when it is no longer where
-    run.json says. Written on first use, and again when the model, the split or the folder
-    changed (the job file beside the table records their sha256s and the folder); a
+    run.json says. Written by the engine (resumable), on first use and again when the model, the
+    split or the folder changed (the table's job records their sha256s and the folder); a
     validation.csv this tool did not write is never replaced."""
     from .checkpoint import find_checkpoint, training_folder
-    from .engine import table_lock
-    from .predictor import Predictor
-    from .shards import job_file
     from .dataset import SPLIT_FILE, read_split
+    from .engine import table_lock
+    from .shards import interrupted_job
+    from .side_files import job_file, read_record
 
     checkpoint = find_checkpoint(run)
     if checkpoint.is_export:
@@ -325,33 +324,32 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
         raise UserError(f"the training images of {shown(checkpoint.folder)} are {where}: pass --images DIR")
     table = checkpoint.folder / VALIDATION_TABLE
     made_from = {
-        "folder": str(data.resolve()), "model_sha256": sha256(checkpoint.model_path), "split_sha256": sha256(split),
+        "command": "validation", "model_sha256": sha256(checkpoint.model_path), "split_sha256": sha256(split),
     }  # fmt: skip
+
+    def of_this(job: dict | None) -> bool:
+        job = job or {}
+        return job.get("folder") == str(data.resolve()) and all(job.get(k) == v for k, v in made_from.items())
+
     with table_lock(table):
-        recorded = read_json_object(job_file(table)) or {}
-        if table.exists() and recorded.get("command") != "validation":
+        recorded = read_record(job_file(table))
+        if table.exists() and (recorded or {}).get("command") != "validation":
             raise UserError(f"{shown(table)} was not written by catsdogs review: move it away (it is never replaced)")
-        if table.is_file() and all(recorded.get(key) == value for key, value in made_from.items()):
+        if table.is_file() and of_this(recorded):
             return table
-        items = read_split(split)[1]
-        predictor = Predictor(checkpoint.model_path)
-        rows = [
-            row
-            for k in range(0, len(items), VALIDATION_BATCH)
-            for row in predictor.predict_files(data, [item.path for item in items[k : k + VALIDATION_BATCH]])
-        ]
-        frame = pd.DataFrame([row_values(row) for row in rows], columns=COLUMNS).astype(DTYPES)
-        job_file(table).unlink(missing_ok=True)  # a table being replaced loses its record first
-        write_table(table, [with_true_labels(frame, [item.label for item in items])])
-        atomic_write_json(job_file(table), {
-            "command": "validation", **made_from, "model": str(checkpoint.model_path.resolve()), "images": len(items),
-        })  # fmt: skip
+        labels = {item.path: item.label for item in read_split(split)[1]}
+        resume = not table.exists() and of_this(interrupted_job(table))
+        predict = PredictOptions(
+            checkpoint.model_path, data, table, overwrite=not resume, files=tuple(labels), made_from=made_from,
+        )  # fmt: skip
+        predict_folder(predict, locked=True, relabel=lambda rows: with_true_labels(rows, [labels[p] for p in rows["path"]]))
     log.info("validation images of %s predicted -> %s", shown(checkpoint.folder), shown(table))
     return table
 
 
 def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     """Predict every image of a labelled folder and write the metrics, pictures and report."""
+    check_options(options)
     out = options.out or default_out(options.model, options.folder)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: it names the folder the report goes into")
@@ -361,11 +359,11 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
         raise UserError(f"{out} already holds {', '.join(existing)}: pass --overwrite to replace them")
     _check_labelled(options.folder)
     results_path = out / RESULTS_FILE
-    predict_folder(PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine))
-
-    results = read_table(results_path)
-    results = with_true_labels(results, [label_from_path(p) for p in results["path"]])
-    write_table(results_path, [results])
+    predict_folder(
+        PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine),
+        relabel=lambda rows: with_true_labels(rows, [label_from_path(p) for p in rows["path"]]),
+    )
+    results = read_table(results_path, true_label=True)
 
     ok = results["status"] == "ok"
     errors = results[~ok]

@@ -29,7 +29,7 @@ from .errors import UserError
 from .files import atomic_write_json, sha256, shown, umask_mode
 from .metrics import accuracy, log_loss, predicted_labels
 from .model import load_keras_model
-from .options import DEFAULT_BAND, ExportOptions
+from .options import DEFAULT_BAND, ExportOptions, check_options
 from .quiet import held_back
 from .runtimes import has_vnni, load_runtime, require
 
@@ -402,8 +402,7 @@ def _replace(work: Path, out: Path) -> None:
 
 def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
     """Convert, check and keep (atomically) the export; returns its folder and its check."""
-    if options.format not in FORMATS:
-        raise UserError(f"unknown format {options.format!r}: choose one of {', '.join(FORMATS)}")
+    check_options(options)
     checkpoint = find_checkpoint(options.model)
     if checkpoint.is_export:
         raise UserError(f"{checkpoint.model_path} is already an export: export the checkpoint it came from")

@@ -46,14 +46,13 @@ from .engine import check_engine_options, predict_folder, table_lock
 from .shards import upgraded_job
 from .errors import UserError
 from .files import atomic_write_json, folder_lock, shown
-from .options import LabelOptions, PredictOptions
+from .options import LabelOptions, PredictOptions, check_options
 from .corrections import CorrectionsFile, CorrectionsIndex, read_corrections
 from .side_files import read_record, sorted_file, sorting_file
 from .tables import confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)
 
-MODES = ("copy", "link", "move")
 LABELS = ("cat", "dog", "uncertain")
 SKIP = "skip"  # a person's label for neither, or unusable: such images stay where they are
 SHOWN = 20  # problems listed in the summary; the table has them all
@@ -388,11 +387,10 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     corrections = read_corrections(options.corrections, options.folder) if options.corrections is not None else None
     predict = PredictOptions(
         options.model, options.folder, out, options.overwrite, options.engine, options.labelling,
-        corrections.sha256 if corrections else None,
+        made_from={"corrections_sha256": corrections.sha256} if corrections else {},
     )  # fmt: skip
+    check_options(options)
     check_engine_options(predict)
-    if options.mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}, not {options.mode}")
     if options.sort_into is not None:
         check_sort_target(options.folder, options.sort_into)
         check_sort_into(options.sort_into)

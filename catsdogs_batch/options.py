@@ -1,12 +1,84 @@
-"""The options of each command, with their defaults in one place (the CLI shows these).
+"""The options of each command: one dataclass per command, holding each option's default and
+the values it admits (`setting`), in one place. The CLI builds its flags from these (defaults,
+ranges, choices) and its options from the parsed arguments (cli.py `options_from`); every
+command checks them with `check_options` before any work, however they were made.
 
 Kept free of heavy imports so that `catsdogs --help` stays instant."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers an option admits: [low, high], or [low, high) with `open_high`."""
+
+    low: float | None = None
+    high: float | None = None
+    open_high: bool = False
+
+    def admits(self, value: float) -> bool:
+        if value != value:  # NaN
+            return False
+        if self.low is not None and value < self.low:
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"at least {self.low}"
+        return f"in [{self.low}, {self.high}{')' if self.open_high else ']'}"
+
+
+def setting(
+    default: Any = MISSING, *, factory: Any = MISSING, low: float | None = None, high: float | None = None,
+    open_high: bool = False, choices: tuple[str, ...] | None = None, engine: str | None = None,
+) -> Any:
+    """A dataclass field with the values it admits: numbers within [low, high] (or [low, high)),
+    names among `choices`; `engine`: the options of that engine only (EngineOptions)."""
+    metadata: dict[str, Any] = {}
+    if low is not None or high is not None:
+        metadata["bounds"] = Bounds(low, high, open_high)
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if engine is not None:
+        metadata["engine"] = engine
+    return field(default=default, default_factory=factory, metadata=metadata)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of an option: `batch_size` is --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def check_options(options: Any, prefix: str = "") -> None:
+    """Refuse, with one line naming the flag, a value an option does not admit (its `setting`),
+    in `options` and the options dataclasses it holds; and an engine's own options given with
+    another engine. None means "not given" and passes. `prefix`: of the flags of nested options."""
+    for f in dataclasses.fields(options):
+        value, name = getattr(options, f.name), prefix + f.name
+        engine = f.metadata.get("engine")
+        if engine is not None:  # an engine's own options, flags --<engine>-<option>
+            given = [flag(f"{name}_{g.name}") for g in dataclasses.fields(value) if getattr(value, g.name) != g.default]
+            if given and options.engine != engine:
+                raise UserError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --engine {engine}")
+            check_options(value, f"{name}_")
+        elif dataclasses.is_dataclass(value):
+            check_options(value, prefix)
+        elif value is not None:
+            choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
+            if choices is not None and value not in choices:
+                raise UserError(f"unknown {flag(name)} {value!r}: choose one of {', '.join(choices)}")
+            for number in (value if isinstance(value, tuple) else (value,)) if bounds is not None else ():
+                if not bounds.admits(number):
+                    raise UserError(f"{flag(name)} must be {bounds}, not {number}")
 
 COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")  # the first is the default
 MIN_IMAGE_SIZE = 32  # pixels: the smallest input of the pretrained backbones
@@ -14,7 +86,7 @@ MIN_IMAGE_SIZE = 32  # pixels: the smallest input of the pretrained backbones
 
 @dataclass
 class DownloadOptions:
-    competition: str = COMPETITIONS[0]
+    competition: str = setting(COMPETITIONS[0], choices=COMPETITIONS)
     data_dir: Path = Path("data")
     archive: Path | None = None  # import this zip (or competition folder) instead of downloading
     force: bool = False  # unpack (and download) again even if the data is there
@@ -24,10 +96,10 @@ class DownloadOptions:
 class Augmentation:
     """Ranges of the random affine transform applied to training batches."""
 
-    rotation: float = 15.0  # degrees, +-
-    shift: float = 0.1  # fraction of width/height, +-
-    shear: float = 10.0  # degrees, +-
-    zoom: float = 0.15  # +- fraction
+    rotation: float = setting(15.0, low=0, high=180)  # degrees, +-
+    shift: float = setting(0.1, low=0, high=1, open_high=True)  # fraction of width/height, +-
+    shear: float = setting(10.0, low=0, high=80)  # degrees, +-
+    zoom: float = setting(0.15, low=0, high=1, open_high=True)  # +- fraction
     flip: bool = True  # horizontal
 
 
@@ -79,50 +151,60 @@ class TrainOptions:
 
     data: Path = Path("data/dogs-vs-cats-redux-kernels-edition/train")
     out: Path | None = None  # default: models/<arch>-<size>px-<time>
-    arch: str = DEFAULT_ARCH
+    arch: str = setting(DEFAULT_ARCH, choices=tuple(ARCHITECTURES))
     weights: str = "imagenet"  # of a pretrained backbone: imagenet, none, or a weights file
-    image_size: int | None = None
-    batch_size: int = 32
-    epochs: int | None = None  # default: the architecture's (a fitted head: fine-tuning epochs after it)
-    head_epochs: int = 5  # keras.applications backbones: epochs that train the new head, backbone frozen
-    fine_tune_layers: int | None = None  # pretrained: top backbone layers trained next (None: a fifth)
-    fine_tune_rate: float = 0.01  # pretrained: the fine-tuning learning rate, times learning_rate
-    val_split: float = 0.2
+    image_size: int | None = setting(None, low=MIN_IMAGE_SIZE)
+    batch_size: int = setting(32, low=1)
+    epochs: int | None = setting(None, low=0)  # default: the architecture's (a fitted head: fine-tuning epochs after it)
+    head_epochs: int = setting(5, low=0)  # keras.applications backbones: epochs that train the new head, backbone frozen
+    fine_tune_layers: int | None = setting(None, low=0)  # pretrained: top backbone layers trained next (None: a fifth)
+    fine_tune_rate: float = setting(0.01, low=1e-6, high=1)  # pretrained: the fine-tuning learning rate, times learning_rate
+    val_split: float = setting(0.2, low=0, high=1, open_high=True)
     seed: int = 0  # weights, shuffling and augmentation
     split_seed: int = 0  # which images are held out: keep it to compare or ensemble runs
-    learning_rate: float | None = None
-    l2: float = 1e-4
-    dense_units: int = 128  # seed only: units of its hidden Dense layer
-    dropout: float = 0.5
-    bn_momentum: float = 0.9  # BatchNormalization's moving-average momentum
-    patience: int = 8  # epochs without val_loss improvement before stopping
-    lr_patience: int = 3  # epochs without improvement before halving the learning rate
+    learning_rate: float | None = setting(None, low=1e-12)
+    l2: float = setting(1e-4, low=0)
+    dense_units: int = setting(128, low=1)  # seed only: units of its hidden Dense layer
+    dropout: float = setting(0.5, low=0, high=1, open_high=True)
+    bn_momentum: float = setting(0.9, low=0, high=1, open_high=True)  # BatchNormalization's moving-average momentum
+    patience: int = setting(8, low=1)  # epochs without val_loss improvement before stopping
+    lr_patience: int = setting(3, low=1)  # epochs without improvement before halving the learning rate
     augmentation: Augmentation = field(default_factory=Augmentation)
     calibrate: bool = True  # fit a temperature on the validation split once training ends
     corrections: Path | None = None  # a review's corrections.csv: its labels win, `skip` images are left out
     resume: bool = False
     tensorboard: bool = False
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = setting(factory=lambda: os.cpu_count() or 1, low=1)
 
 
 # The engines that distribute the work, by name: the module that implements each (imported only
 # when chosen; see catsdogs_batch/engine.py for what such a module provides).
 ENGINES = {"local": "catsdogs_batch.local_engine", "ray": "catsdogs_batch.ray_engine"}
+RUNTIMES = ("keras", "onnx", "openvino")  # what can run a model (runtimes.py); "auto" picks by its file
+
+
+@dataclass
+class RayOptions:
+    """`--engine ray`'s own options (flags --ray-*)."""
+
+    # None: start Ray on this machine (or join $RAY_ADDRESS); "auto" or "ray://host:port": join that cluster
+    address: str | None = None
 
 
 @dataclass
 class EngineOptions:
-    """How images are pushed through the model; shared by predict, submission and label."""
+    """How images are pushed through the model; shared by predict, submission and label. The
+    options of one engine only (`setting(engine=...)`) are refused with another."""
 
-    batch_size: int = 64
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads
+    batch_size: int = setting(64, low=1)
+    workers: int = setting(factory=lambda: os.cpu_count() or 1, low=1)  # decoding threads
     tta: bool = False  # average with the horizontally flipped image
-    shard_size: int = 1024  # files per resumable unit of work
+    shard_size: int = setting(1024, low=1)  # files per resumable unit of work
     progress: bool = True
-    runtime: str = "auto"  # auto (from the model file), keras, onnx or openvino
-    runtime_threads: int | None = None  # threads of the model; None: every core (shared with the decoders)
-    engine: str = "local"  # local: this process; ray: a Ray Data actor pool (catsdogs_batch.ray_engine)
-    ray_address: str | None = None  # None: start Ray on this machine; "auto" or "ray://host:port": join a cluster
+    runtime: str = setting("auto", choices=("auto", *RUNTIMES))  # auto: from the model file
+    runtime_threads: int | None = setting(None, low=1)  # threads of the model; None: every core (shared with the decoders)
+    engine: str = setting("local", choices=tuple(ENGINES))  # local: this process; ray: a Ray Data actor pool
+    ray: RayOptions = setting(factory=RayOptions, engine="ray")
 
 
 THRESHOLD = 0.5  # the label: dog where p_dog >= THRESHOLD, else cat (label --threshold moves it)
@@ -133,8 +215,8 @@ class Labelling:
     """How p_dog becomes the `label` column: dog at or above `threshold`, else cat; and
     `uncertain` for LOW <= p_dog <= HIGH when a band is given."""
 
-    threshold: float = THRESHOLD
-    uncertain: tuple[float, float] | None = None  # (LOW, HIGH)
+    threshold: float = setting(THRESHOLD, low=0, high=1)
+    uncertain: tuple[float, float] | None = setting(None, low=0, high=1)  # (LOW, HIGH)
 
 
 @dataclass
@@ -142,29 +224,35 @@ class PredictOptions:
     """`catsdogs predict`: the results table for every image under a folder."""
 
     model: Path | tuple[Path, ...]  # a run folder or its model file; several: an ensemble
-    folder: Path  # images, found recursively
+    folder: Path  # images, found recursively (or those of `files`); the table's paths are relative to it
     out: Path  # the results table: .csv or .parquet
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
     labelling: Labelling = field(default_factory=Labelling)
-    corrections_sha256: str | None = None  # label --corrections: part of the job, so other corrections start over
+    files: tuple[str, ...] | None = None  # only these paths under `folder`, in this order (a split's images)
+    # What else the table is computed from, recorded in its job so that other values start over
+    # (label's corrections, the model and split of a run's validation table).
+    made_from: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class SubmissionOptions:
     """`catsdogs submission`: predict the test images, write submission.csv and results.csv."""
 
-    model: Path | tuple[Path, ...]  # several: an ensemble
-    test_dir: Path
-    out: Path  # a folder, e.g. submissions/<run-name>
-    competition: str = COMPETITIONS[0]
+    model: Path | tuple[Path, ...] | None = None  # several: an ensemble; default: the newest finished run in models/
+    test_dir: Path | None = None  # default: data/<competition>/test
+    out: Path | None = None  # a folder; default: submissions/<run name>
+    competition: str = setting(COMPETITIONS[0], choices=COMPETITIONS)
     # redux only: probabilities clipped to [clip, 1 - clip], which caps the log loss of one wrong
     # image at -ln(clip) (6.9) and costs about clip per image: on the sample's validation split,
     # 0.0004 to EfficientNet-Lite2's 0.019, where 0.005 cost 0.0034
-    clip: float = 0.001
+    clip: float = setting(0.001, low=0, high=0.5, open_high=True)
     sample_submission: Path | None = None  # default: found beside the test folder
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+SORT_MODES = ("copy", "link", "move")  # how label --sort-into places a file
 
 
 @dataclass
@@ -176,7 +264,7 @@ class LabelOptions:
     out: Path | None = None  # the results table; default: submissions/labels-<folder name>.csv
     labelling: Labelling = field(default_factory=Labelling)
     sort_into: Path | None = None  # place images into sort_into/{cat,dog,uncertain}/<relative path>
-    mode: str = "copy"  # copy, link (hard link) or move
+    mode: str = setting("copy", choices=SORT_MODES)  # copy, link (hard link) or move
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
     corrections: Path | None = None  # a review's corrections.csv: its labels win over the model's
@@ -189,9 +277,12 @@ class EvaluateOptions:
     model: Path | tuple[Path, ...]  # several: an ensemble
     folder: Path  # labelled like the training data: cat.N.jpg / dog.N.jpg or cat/ and dog/ folders
     out: Path | None = None  # a folder; default: submissions/evaluate-<run name>-<folder name>
-    worst: int = 16  # images on the contact sheet of the most confidently wrong
+    worst: int = setting(16, low=0)  # images on the contact sheet of the most confidently wrong
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+EXPORT_FORMATS = ("onnx", "openvino")  # the runtimes a model is exported for
 
 
 @dataclass
@@ -199,10 +290,10 @@ class ExportOptions:
     """`catsdogs export`: a checkpoint converted for ONNX Runtime or OpenVINO, checked against it."""
 
     model: Path  # a run folder or its model.keras
-    format: str = "onnx"  # onnx or openvino
+    format: str = setting("onnx", choices=EXPORT_FORMATS)
     int8: bool = False  # post-training quantization with calibration images
     calibration: Path | None = None  # images to calibrate on; default: a sample of the run's training images
-    calibration_images: int = 300  # how many (a seeded sample)
+    calibration_images: int = setting(300, low=1)  # how many (a seeded sample)
     out: Path | None = None  # default: <run folder>/export/<format>[-int8]
     overwrite: bool = False  # replace an earlier export in `out` (nothing else is ever replaced)
     force: bool = False  # keep an export that fails its check
@@ -220,10 +311,10 @@ class ReviewOptions:
     table: Path  # a results table of predict, label, evaluate or audit (or a folder holding results.csv), or a training run
     images: Path | None = None  # the labelled folder its paths are relative to; default: the one recorded beside it
     corrections: Path | None = None  # default: corrections.csv beside the table
-    uncertain: tuple[float, float] | None = None  # (LOW, HIGH) of p_dog to review; default: recorded, else DEFAULT_BAND
-    port: int = 0  # on 127.0.0.1 only; 0: a free port
+    uncertain: tuple[float, float] | None = setting(None, low=0, high=1)  # (LOW, HIGH) of p_dog to review; default: recorded, else DEFAULT_BAND
+    port: int = setting(0, low=0, high=65535)  # on 127.0.0.1 only; 0: a free port
     open_browser: bool = True
-    page_size: int = 12  # thumbnails per page
+    page_size: int = setting(12, low=1)  # thumbnails per page
 
 
 DEFAULT_BAND = (0.2, 0.8)
@@ -250,18 +341,18 @@ class AuditOptions:
 
     data: Path  # labelled like the training data: cat.N.jpg / dog.N.jpg or cat/ and dog/ folders
     out: Path | None = None  # the table; default: submissions/audit-<folder name>.csv
-    folds: int = 4  # each image is predicted by the classifier/model fitted on the other folds
-    arch: str = DEFAULT_AUDIT_ARCH
+    folds: int = setting(4, low=2)  # each image is predicted by the classifier/model fitted on the other folds
+    arch: str = setting(DEFAULT_AUDIT_ARCH, choices=tuple(ARCHITECTURES))
     weights: str = "imagenet"  # of a pretrained backbone: imagenet, or a Keras weights file of it
-    image_size: int | None = None  # default: the backbone's native size; FoldTraining's from scratch
-    epochs: int | None = None  # from scratch only (default: FoldTraining's)
-    batch_size: int | None = None  # from scratch only: images per training step (default: FoldTraining's)
-    learning_rate: float | None = None  # from scratch only; default: the architecture's, decaying to 0 (cosine)
+    image_size: int | None = setting(None, low=MIN_IMAGE_SIZE)  # default: the backbone's native size; FoldTraining's from scratch
+    epochs: int | None = setting(None, low=1)  # from scratch only (default: FoldTraining's)
+    batch_size: int | None = setting(None, low=1)  # from scratch only: images per training step (default: FoldTraining's)
+    learning_rate: float | None = setting(None, low=1e-12)  # from scratch only; default: the architecture's, decaying to 0 (cosine)
     seed: int = 0  # folds, and from scratch weights, shuffling and augmentation
     tta: bool = True  # also embed (or predict) the mirrored image
     corrections: Path | None = None  # a review's corrections.csv: its labels are the given ones, `skip` left out
     overwrite: bool = False
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # decoding threads
+    workers: int = setting(factory=lambda: os.cpu_count() or 1, low=1)  # decoding threads
 
 
 SUBMISSIONS_LISTED = 10  # rows of `catsdogs submit --status`
@@ -273,6 +364,6 @@ class SubmitOptions:
 
     file: Path
     message: str
-    competition: str = COMPETITIONS[0]
-    wait: float = 300.0  # seconds to wait for the score; 0: upload only
-    poll_interval: float = 5.0  # seconds before the second look; each wait is 1.5 times longer, up to 6 times this
+    competition: str = setting(COMPETITIONS[0], choices=COMPETITIONS)
+    wait: float = setting(300.0, low=0)  # seconds to wait for the score; 0: upload only
+    poll_interval: float = setting(5.0, low=0.01)  # seconds before the second look; each wait is 1.5 times longer, up to 6 times this

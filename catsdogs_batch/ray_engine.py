@@ -75,7 +75,7 @@ def distribute(options: PredictOptions, shards: Iterator[Shard]) -> Iterator[int
     if not window:
         return  # every shard was done already: no Ray to start
     ray = import_ray()
-    with ray_cluster(options.engine.ray_address), _ray_data_quiet(ray):
+    with ray_cluster(options.engine.ray.address), _ray_data_quiet(ray):
         while window:
             yield from distribute_window(ray, options, {shard.index: shard for shard in window})
             window = list(itertools.islice(shards, per_window))

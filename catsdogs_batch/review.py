@@ -48,9 +48,9 @@ from .corrections import CORRECTIONS_FILE, DECISIONS, Corrections, corrections_f
 from .errors import UserError
 from .files import exclusive_lock, shown
 from .images import to_rgb
-from .options import DEFAULT_BAND, THRESHOLD, ReviewOptions
+from .options import DEFAULT_BAND, THRESHOLD, ReviewOptions, check_options
 from .side_files import corrections_record, job_file, lock_file, parts_job_file, read_record, sorted_file, sorting_file
-from .tables import read_table
+from .tables import check_band, read_table
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +377,7 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
     """Read the table, settle the images folder, band and corrections file, and order the queue;
     the session is used while the corrections' lock (`<corrections>.lock`) is held, taken before
     the file is read so that no other writer changes it underneath."""
+    check_options(options)
     table = find_table(options.table, options.images)
     job = recorded_job(table)
     images = options.images
@@ -391,10 +392,7 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
     images = Path(os.path.realpath(images))
     recorded_band, threshold = recorded_settings(job)
     band = options.uncertain or recorded_band or DEFAULT_BAND
-    if not 0 <= band[0] <= band[1] <= 1:
-        raise UserError(f"--uncertain LOW HIGH needs 0 <= LOW <= HIGH <= 1, not {band[0]} {band[1]}")
-    if options.page_size < 1:
-        raise UserError(f"the page size must be at least 1, not {options.page_size}")
+    check_band(band)
     path = corrections_file(options.corrections or table.with_name(CORRECTIONS_FILE))
     queue = review_queue(read_table(table, true_label=True), band, threshold)
     with exclusive_lock(lock_file(path), shown(path)):

@@ -20,11 +20,10 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .errors import UserError
+from .options import RUNTIMES
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("keras", "onnx", "openvino")
-RUNTIME_CHOICES = ("auto",) + RUNTIMES
 # The runtime that reads each model file, and every runtime that can.
 FILE_RUNTIMES = {".keras": ("keras",), ".onnx": ("onnx", "openvino"), ".xml": ("openvino",)}
 EXTRAS = {"onnxruntime": "onnx", "tf2onnx": "onnx", "openvino": "openvino", "nncf": "openvino"}
@@ -171,7 +170,7 @@ def choose_runtime(checkpoint: Checkpoint, runtime: str = "auto") -> str:
     if runtime == "auto":
         return readers[0]
     if runtime not in RUNTIMES:
-        raise UserError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIME_CHOICES)}")
+        raise UserError(f"unknown runtime {runtime!r}: choose one of auto, {', '.join(RUNTIMES)}")
     if runtime not in readers:
         exported = checkpoint.folder / "export" / runtime
         if runtime == "keras":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .errors import UserError
 from .kaggle_api import KaggleSubmissions, KaggleUnavailable, Submission, Submitted
-from .options import COMPETITIONS, SUBMISSIONS_LISTED, SubmitOptions
+from .options import COMPETITIONS, SUBMISSIONS_LISTED, SubmitOptions, check_options
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def submit_and_score(options: SubmitOptions, report: Callable[[str], None]) -> O
 
     A file Kaggle could not score is a UserError with Kaggle's message.
     """
+    check_options(options)
     if not options.file.is_file():
         raise UserError(f"submission file not found: {options.file}")
     kaggle = KaggleSubmissions(options.competition)

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,13 +79,15 @@ def files_fingerprint(folder: Path, hidden: HiddenEntries | None = None) -> str:
     return digest.hexdigest()
 
 
-def iter_shards(folder: Path, shard_size: int, hidden: HiddenEntries | None = None) -> Iterator[Shard]:
-    """The folder's image files, in their stable order, cut into shards of `shard_size`, each
-    with the state of its files as the walk found them; the hidden names left out are counted
-    in `hidden`."""
-    files = iter_image_files(folder, hidden)
+def iter_shards(
+    folder: Path, shard_size: int, hidden: HiddenEntries | None = None, files: Sequence[str] | None = None
+) -> Iterator[Shard]:
+    """The folder's image files, in their stable order (or `files`, paths relative to it, in
+    theirs), cut into shards of `shard_size`, each with the state of its files as the walk found
+    them; the hidden names a walk leaves out are counted in `hidden`."""
+    found = iter_image_files(folder, hidden) if files is None else (folder / name for name in files)
     for index in itertools.count():
-        paths = list(itertools.islice(files, shard_size))
+        paths = list(itertools.islice(found, shard_size))
         if not paths:
             return
         yield Shard(index, [p.relative_to(folder).as_posix() for p in paths], [file_state(p) for p in paths])
@@ -226,8 +228,9 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
         "threshold": options.labelling.threshold,
         "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
     }
-    if options.corrections_sha256:  # only then: jobs recorded before corrections existed stay equal
-        job["corrections_sha256"] = options.corrections_sha256
+    if options.files is not None:  # only then: jobs of whole folders stay as recorded before
+        job["files_sha1"] = hashlib.sha1("\n".join(options.files).encode(errors="surrogateescape")).hexdigest()
+    job.update(options.made_from)  # empty unless given: jobs recorded before stay equal
     return job
 
 
@@ -239,6 +242,12 @@ def upgraded_job(job: object) -> object:
         model = {key: job.pop(key) for key in ("model", "model_size", "model_mtime") if key in job}
         job["models"] = [model] if len(model) > 1 else [model["model"]]
     return job
+
+
+def interrupted_job(table: Path) -> dict | None:
+    """The job of an interrupted run writing `table` (None where there is none, or it is damaged):
+    a caller that decides the settings itself resumes it if it is the job at hand."""
+    return read_record(parts_job_file(table))
 
 
 def merge_table(

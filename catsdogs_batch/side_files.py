@@ -27,6 +27,13 @@ def lock_file(path: Path) -> Path:
     return _beside(path, ".lock")
 
 
+def run_lock_file(run: Path) -> Path:
+    """`.<run>.lock` beside a training run's folder: held (files.exclusive_lock) by the one
+    `catsdogs train` writing that run (a --resume included); beside, not inside, so that it
+    exists before the folder does. Removed when that run ends; its content is never read."""
+    return run.with_name(f".{run.name}.lock")
+
+
 def job_file(table: Path) -> Path:
     """`<table>.job.json`: what a finished table was computed from (the folder, models and
     settings). Written just after the table (shards.merge_table, audit, a run's validation

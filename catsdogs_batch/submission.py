@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -14,28 +14,47 @@ from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_path, atomic_write_json, made_folder, sha256
 from .images import HiddenEntries
-from .shards import files_fingerprint, job_description, job_file, upgraded_job
-from .options import COMPETITIONS, THRESHOLD, PredictOptions, SubmissionOptions
+from .shards import files_fingerprint, job_description, upgraded_job
+from .side_files import job_file, read_record
+from .options import THRESHOLD, PredictOptions, SubmissionOptions, check_options
 from .tables import read_table
 
 log = logging.getLogger(__name__)
 
 SUBMISSION_FILE = "submission.csv"
 RESULTS_FILE = "results.csv"
-# results.csv.job.json (shards.job_file) says what results.csv was computed from; a submission adds
+# results.csv.job.json (side_files.job_file) says what results.csv was computed from; a submission adds
 # the test files' fingerprint and the table's sha256, and reuses results.csv only if all are the same.
 SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
 UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opinion
+
+
+def resolve_options(options: SubmissionOptions) -> SubmissionOptions:
+    """Check every option and fill in the defaults: the newest finished run in models/, the
+    competition's test folder under data/, and submissions/<run name>."""
+    from .checkpoint import ensemble_name, latest_checkpoint
+
+    check_options(options)
+    model = options.model or latest_checkpoint()
+    test_dir = options.test_dir or Path("data") / options.competition / "test"
+    if not test_dir.is_dir():
+        raise UserError(f"no test folder at {test_dir} (run `catsdogs download` first?)")
+    options = replace(options, model=model, test_dir=test_dir, out=options.out or Path("submissions") / ensemble_name(model))
+    if options.sample_submission is not None and not options.sample_submission.is_file():
+        raise UserError(f"--sample-submission {options.sample_submission} is not a file")
+    if options.out.exists() and not options.out.is_dir():
+        raise UserError(f"--out {options.out} is a file: it names the output folder")
+    return options
 
 
 def make_submission(options: SubmissionOptions) -> Path:
     """Predict every test image, then write submission.csv; returns its path. A results.csv
     left by an earlier run is reused only if it was computed with the same model, settings and
     test files."""
+    options = resolve_options(options)
     out = options.out
     submission_path, results_path = out / SUBMISSION_FILE, out / RESULTS_FILE
     predict = PredictOptions(options.model, options.test_dir, results_path, options.overwrite, options.engine)
-    check_options(options)
     check_engine_options(predict)
     if submission_path.exists() and not options.overwrite:
         raise UserError(f"{submission_path} already exists: pass --overwrite to replace it")
@@ -65,26 +84,11 @@ def make_submission(options: SubmissionOptions) -> Path:
     return submission_path
 
 
-def check_options(options: SubmissionOptions) -> None:
-    """Refuse bad settings before anything is predicted."""
-    if options.competition not in COMPETITIONS:
-        raise UserError(f"unknown competition {options.competition!r}: choose one of {', '.join(COMPETITIONS)}")
-    if not 0 <= options.clip < 0.5:
-        raise UserError(f"--clip must be in [0, 0.5), not {options.clip}")
-    if options.sample_submission is not None and not options.sample_submission.is_file():
-        raise UserError(f"--sample-submission {options.sample_submission} is not a file")
-    if options.out.exists() and not options.out.is_dir():
-        raise UserError(f"--out {options.out} is a file: it names the output folder")
-
-
 def _check_reusable(job_file: Path, job: dict, results: Path) -> None:
     """Refuse a results.csv computed from anything else than `job` describes, or changed since."""
     legacy = job_file.with_name("results.job.json")  # where the previous version kept it
-    try:
-        previous = upgraded_job(json.loads((job_file if job_file.exists() else legacy).read_text()))
-    except (OSError, ValueError):
-        previous = None
-    if isinstance(previous, dict) and previous.pop("results_sha256", None) != sha256(results):
+    previous = upgraded_job(read_record(job_file if job_file.exists() else legacy))
+    if previous is not None and previous.pop("results_sha256", None) != sha256(results):
         why = "it changed since it was computed"
     elif previous == job:
         return

@@ -105,10 +105,8 @@ def label_for(p_dog: float, labelling: Labelling) -> str:
     return "dog" if p_dog >= labelling.threshold else "cat"
 
 
-def check_labelling(labelling: Labelling) -> None:
-    if not 0 <= labelling.threshold <= 1:
-        raise UserError(f"--threshold must be in [0, 1], not {labelling.threshold}")
-    band = labelling.uncertain
+def check_band(band: tuple[float, float] | None) -> None:
+    """Refuse an uncertain band whose LOW is above its HIGH (each is checked by its setting)."""
     if band is not None and not 0 <= band[0] <= band[1] <= 1:
         raise UserError(f"--uncertain LOW HIGH needs 0 <= LOW <= HIGH <= 1, not {band[0]} {band[1]}")
 

@@ -39,7 +39,8 @@ from .corrections import read_corrections
 from .dataset import SPLIT_FILE, LabelledImage, corrected_split, decode_images, embed_images, read_split, write_split
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
-from .options import ARCHITECTURES, MIN_IMAGE_SIZE, Augmentation, TrainOptions
+from .options import ARCHITECTURES, Augmentation, TrainOptions, check_options
+from .side_files import run_lock_file
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,9 @@ def default_run_name(options: TrainOptions) -> str:
 
 def resolve_options(options: TrainOptions) -> TrainOptions:
     """Check every option before any work, and fill in the architecture's defaults."""
-    if options.arch not in ARCHITECTURES:
-        raise UserError(f"unknown --arch {options.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    check_options(options)
+    if options.resume and options.out is None:
+        raise UserError("--resume needs --out: the run folder to continue")
     arch = ARCHITECTURES[options.arch]
     options = dataclasses.replace(
         options,
@@ -93,12 +95,8 @@ def resolve_options(options: TrainOptions) -> TrainOptions:
         learning_rate=options.learning_rate or arch.learning_rate,
         epochs=arch.epochs if options.epochs is None else options.epochs,
     )
-    least_epochs = 0 if arch.fitted_head else 1  # a fitted head needs no epoch; fine-tuning is optional
-    if options.epochs < least_epochs or options.batch_size < 1 or options.image_size < MIN_IMAGE_SIZE:
-        raise UserError(
-            f"needs --epochs of at least {least_epochs} for {options.arch}, --batch-size of at least 1 and "
-            f"--image-size of at least {MIN_IMAGE_SIZE}, not {options.epochs}, {options.batch_size} and {options.image_size}"
-        )
+    if options.epochs < 1 and not arch.fitted_head:  # a fitted head needs no epoch; fine-tuning is optional
+        raise UserError(f"{options.arch} needs --epochs of at least 1, not {options.epochs}")
     if arch.fitted_head and options.weights == "none" and options.epochs == 0:
         raise UserError(f"--weights none with --epochs 0: {options.arch} would learn nothing; give --epochs")
     if arch.backbone is None:
@@ -109,10 +107,6 @@ def resolve_options(options: TrainOptions) -> TrainOptions:
             what = "is not a regular file" if Path(options.weights).exists() else "no such file"
             raise UserError(f"--weights {shown(options.weights)}: {what} (or say imagenet or none)")
         options = dataclasses.replace(options, weights=str(Path(options.weights).resolve()))  # for --resume
-    if options.head_epochs < 0 or (options.fine_tune_layers is not None and options.fine_tune_layers < 0):
-        raise UserError("--head-epochs and --fine-tune-layers must be 0 or more")
-    if not 0 < options.fine_tune_rate <= 1:
-        raise UserError(f"--fine-tune-rate must be in (0, 1], not {options.fine_tune_rate}")
     return options
 
 
@@ -144,8 +138,7 @@ def train(options: TrainOptions) -> Path:
         options = resolve_options(options)
     if options.out is None:
         options = dataclasses.replace(options, out=Path("models") / default_run_name(options))
-    lock = options.out.with_name(f".{options.out.name}.lock")
-    with made_folder(options.out.parent), exclusive_lock(lock, str(options.out)):  # refused: no folder left
+    with made_folder(options.out.parent), exclusive_lock(run_lock_file(options.out), str(options.out)):  # refused: no folder left
         return _train_locked(options)
 
 

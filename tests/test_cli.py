@@ -250,3 +250,44 @@ def test_a_command_prints_its_own_lines_only_unless_verbose(tmp_path):
     assert verbose.returncode == 1
     for chatter in ("generated new fontManager", "Skipping nested container", "tf.function retracing"):
         assert chatter in verbose.stderr
+
+
+def command_that_writes_to_fd2_then(ending: str) -> str:
+    """Python source that runs `catsdogs predict` with a command standing in for a library that
+    writes its own lines straight to file descriptor 2, then ends as `ending` says."""
+    return f"""
+import os, sys
+from catsdogs_batch import cli
+
+def run(args):
+    os.write(2, b"I0000 start-up noise of a native library\\n" * 30)
+    os.write(2, b"E0000 allocator: out of memory allocating 4096 MB\\n")
+    {ending}
+
+cli.run_predict = run
+sys.exit(cli.main(["predict", "m", "photos", "--out", "r.csv"]))
+"""
+
+
+@pytest.mark.parametrize("ending, shown", [("return 0", False), ("raise MemoryError", True)])
+def test_native_lines_are_kept_out_unless_the_command_fails(ending, shown, tmp_path):
+    """A library's own stderr lines are noise while the command works, and the clue when it
+    fails: then the last of them follow the error."""
+    done = subprocess.run([sys.executable, "-c", command_that_writes_to_fd2_then(ending)], capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == (1 if shown else 0), done.stderr
+    assert ("allocator: out of memory allocating 4096 MB" in done.stderr) == shown
+    assert done.stderr.count("start-up noise") == (19 if shown else 0)  # the last 20 lines, no more
+    assert ("MemoryError" in done.stderr) == shown
+    assert not list(tmp_path.glob("catsdogs-*.stderr"))  # the capture is removed once said
+
+
+def test_a_native_crash_is_reported_and_its_words_are_kept(tmp_path):
+    """A library that aborts the process: Python's fatal-error report reaches the terminal, and
+    the library's words stay in the capture file."""
+    done = subprocess.run([sys.executable, "-c", command_that_writes_to_fd2_then("os.abort()")], capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == -6 and "Fatal Python error: Aborted" in done.stderr, done.stderr
+    assert "start-up noise" not in done.stderr
+    (kept,) = tmp_path.glob("catsdogs-*.stderr")
+    assert "allocator: out of memory allocating 4096 MB" in kept.read_text()

@@ -511,3 +511,23 @@ def test_records_of_the_previous_version_are_still_recognised(tiny_model, kaggle
     assert upgraded_job(legacy) == job
     label_job = {"folder": "/x", "model": "/m", "sort_into": None}
     assert upgraded_job(label_job) == {"folder": "/x", "models": ["/m"], "sort_into": None}
+
+
+def test_the_engine_predicts_the_files_it_is_given_in_their_order(tiny_model, tmp_path, capsys):
+    """A list of files (a split's images) goes through the same driver as a folder: only those
+    rows, in the list's order, and a path that leaves the folder is refused before any work."""
+    folder = tmp_path / "photos"
+    for name, label in {"a/cat.1.jpg": 0, "b/dog.2.jpg": 1, "c.jpg": 0}.items():
+        write_image(folder / name, label, seed=len(name))
+    chosen = ("b/dog.2.jpg", "a/cat.1.jpg")
+    out = tmp_path / "chosen.csv"
+    predict_folder(PredictOptions(tiny_model, folder, out, engine=QUIET, files=chosen))
+    table = read_table(out)
+    assert tuple(table["path"]) == chosen
+    whole = predict(tiny_model, folder, tmp_path / "whole.csv").set_index("path")
+    assert table["p_dog"].tolist() == whole.loc[list(chosen), "p_dog"].tolist()
+
+    for bad in ("../photos/c.jpg", "/etc/passwd", "a//cat.1.jpg", ""):
+        with pytest.raises(UserError, match="is not a plain path inside"):
+            predict_folder(PredictOptions(tiny_model, folder, tmp_path / "bad.csv", engine=QUIET, files=(bad,)))
+    assert not (tmp_path / "bad.csv").exists() and not (tmp_path / "bad.csv.parts").exists()

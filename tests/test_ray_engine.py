@@ -153,17 +153,21 @@ def test_without_ray_the_command_says_how_to_install_it(tiny_model, kaggle_train
     assert not (tmp_path / "r.csv").exists()
 
 
-@pytest.mark.parametrize("command", [
-    ["predict", "models/run", "photos", "--out", "r.csv"],
-    ["submission"],
-    ["label", "models/run", "photos"],
+@pytest.mark.parametrize("command, options", [
+    (["predict", "models/run", "photos", "--out", "r.csv"], "PredictOptions"),
+    (["submission"], "SubmissionOptions"),
+    (["label", "models/run", "photos"], "LabelOptions"),
 ])  # fmt: skip
-def test_every_predicting_command_takes_the_engine_options(command):
-    from catsdogs_batch.cli import _engine_options
+def test_every_predicting_command_takes_the_engine_options(command, options):
+    import catsdogs_batch.options
+    from catsdogs_batch.cli import options_from
 
+    kind = getattr(catsdogs_batch.options, options)
     args = build_parser().parse_args(command + ["--engine", "ray", "--ray-address", "ray://head:10001"])
-    assert (_engine_options(args).engine, _engine_options(args).ray_address) == ("ray", "ray://head:10001")
-    assert _engine_options(build_parser().parse_args(command)).engine == "local"
+    engine = options_from(kind, args, model=None).engine
+    assert (engine.engine, engine.ray.address) == ("ray", "ray://head:10001")
+    engine = options_from(kind, build_parser().parse_args(command), model=None).engine
+    assert (engine.engine, engine.ray.address) == ("local", None)
 
 
 def test_a_ray_address_without_the_ray_engine_is_refused(tiny_model, kaggle_train_folder, tmp_path, capsys):
