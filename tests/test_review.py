@@ -690,13 +690,12 @@ needs_browser = pytest.mark.skipif(
 
 
 def review_photos(folder: Path) -> list[str]:
-    """16 generated photos named like Kaggle's train/ (the README's screenshot shows them: the
-    competition's photos are not ours to publish)."""
+    """16 generated photos named like Kaggle's train/."""
     from PIL import Image, ImageDraw
 
     names = [f"{'cat' if n % 2 else 'dog'}.{n}.jpg" for n in range(16)]
     folder.mkdir(parents=True)
-    for n, name in enumerate(names):  # flat shapes: a small screenshot
+    for n, name in enumerate(names):
         image = Image.new("RGB", (160, 160), (70 + 8 * n, 110, 160 - 6 * n))
         ImageDraw.Draw(image).ellipse((30 + n, 40, 130, 140 - n), fill=(230, 200 - 5 * n, 120))
         image.save(folder / name, quality=90)
@@ -766,6 +765,7 @@ def test_the_page_in_a_browser(tmp_path, chromium):
     import urllib.error
     import urllib.request
 
+    from PIL import Image
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -838,7 +838,10 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         chromium.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride", {"width": 900, "height": 600, "deviceScaleFactor": 1, "mobile": False}
         )
-        save_screenshot(chromium.get_screenshot_as_png(), REPOSITORY / "docs" / "review.png")
+        (tmp_path / "review.png").write_bytes(chromium.get_screenshot_as_png())  # as scripts/review_screenshot.py
+        with Image.open(tmp_path / "review.png") as picture:  # takes the README's, from real photos
+            page = chromium.execute_script("return [window.innerWidth, window.innerHeight]")
+            assert (picture.format, picture.size, tuple(page)) == ("PNG", (900, 600), (900, 600))
     finally:
         server.kill()  # kill -9: nothing to flush, every decision is on disk
     assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == expected
@@ -850,16 +853,3 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         assert marks() == {k: v for k, v in expected.items() if k in queue[:12]}
     finally:
         server.kill()
-
-
-def save_screenshot(png: bytes, path: Path) -> None:
-    """The page's picture for the README, small: 64 colours."""
-    import io
-
-    from PIL import Image
-
-    from catsdogs_batch.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        Image.open(io.BytesIO(png)).convert("RGB").quantize(64).save(tmp, "PNG", optimize=True)
-    assert path.stat().st_size < 150_000
