@@ -56,7 +56,11 @@ def check_engine_options(options: PredictOptions) -> None:
 
 def table_lock(table: Path):
     """The lock that one run writing `table` holds (see `exclusive_lock`)."""
-    table.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        table.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the system would say "File exists"
+        blocking = next((p for p in (table.parent, *table.parent.parents) if p.exists() and not p.is_dir()), table.parent)
+        raise UserError(f"cannot write {shown(table)}: {shown(blocking)} is a file, not a folder") from None
     return exclusive_lock(lock_file(table), str(table))
 
 
