@@ -234,6 +234,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_command_prints_its_own_lines_only_unless_verbose(tmp_path):
     def run(*options: str) -> subprocess.CompletedProcess:
         (tmp_path / "matplotlib").mkdir(exist_ok=True)

@@ -91,6 +91,7 @@ def keras_logits(model, pixels: np.ndarray, state: dict) -> np.ndarray:
     return head.mean(axis=(1, 2)) @ state["_fc.weight"].T.astype(np.float64) + state["_fc.bias"]
 
 
+@pytest.mark.slow
 def test_the_keras_port_gives_the_logits_of_a_numpy_forward_pass():
     state, _ = packaged_state_dict("efficientnet-lite0")
     rng = np.random.default_rng(0)

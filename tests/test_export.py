@@ -256,6 +256,7 @@ def test_a_model_away_from_its_training_images_is_calibrated_and_checked_on_othe
     assert export["check"]["images"] == 20 and export["check"]["images_from"] == f"labelled images in {labelled}"
 
 
+@pytest.mark.slow
 def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path, monkeypatch, caplog):
     import shutil
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 TESTS = '''
 import subprocess, sys, time
 
@@ -52,6 +54,7 @@ def test_dear_and_failing():
 '''
 
 
+@pytest.mark.slow  # a pytest of its own: 2 CPU seconds
 def test_a_test_not_marked_slow_that_costs_more_than_the_budget_fails(pytester):
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
     pytester.makeini(

@@ -447,6 +447,7 @@ def test_imagenet_weights_that_cannot_be_downloaded_are_one_line(kaggle_train_fo
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_weights_download_that_hangs_gives_up_in_one_line(tmp_path, monkeypatch):
     """A network that accepts and never answers (here a proxy that listens and stays silent)
     must not hang the command: the download gives up after DOWNLOAD_TIMEOUT seconds."""
