@@ -342,7 +342,8 @@ def files_in(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("format", ["onnx", pytest.param("openvino", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("format", ["onnx", "openvino"])
 def test_int8_keeps_more_in_fp32_until_the_check_passes(model, tmp_path, format):
     """The fastest plan first; a guard it fails makes the next, safer plan run; every plan tried
     is recorded with its agreement (here a guard no export can pass, kept with --force)."""
