@@ -1,13 +1,16 @@
-"""Make docs/review.png, the README's picture of `catsdogs review`: 14 real photos of the sample
-archive in a results table, served by `catsdogs review` and shown in a headless Chromium at 900x600.
+"""A picture of `catsdogs review` on real photos: 14 of them in a results table, served by
+`catsdogs review` and shown in a headless Chromium at 900x600.
 
-    .venv/bin/python scripts/review_screenshot.py [SAMPLE] [--model RUN] [--out docs/review.png]
+    .venv/bin/python scripts/review_screenshot.py [PHOTOS] [--model RUN] [--out review.png]
 
-SAMPLE is the sample archive (default: the one the tests read) or a folder holding its train/
-unpacked. With --model, the photos and their p_dog are the model's: the 12 it is least sure of
-and the 2 it gets most confidently wrong among 400 training photos. Without, 14 fixed photos get
-the fixed p_dog the page's test uses (12 uncertain, 2 disagreements): a picture of the page, not of
-a model. Needs Debian's chromium and chromium-driver (or Chrome's) and selenium (the dev extra).
+PHOTOS is a folder holding train/ with Kaggle's names (cat.N.jpg, dog.N.jpg), or the sample
+archive (the default: the one the tests read). With --model, the photos and their p_dog are the
+model's: the 12 it is least sure of and the 2 it gets most confidently wrong among 400 training
+photos. Without, 14 fixed photos get the fixed p_dog the page's test uses (12 uncertain, 2
+disagreements): a picture of the page, not of a model. The competition's photos are Kaggle's and
+not ours to publish, so docs/review.png shows generated pictures; make it with photos you may
+publish (`--out docs/review.png`). Needs Debian's chromium and chromium-driver (or Chrome's) and
+selenium (the dev extra).
 """
 
 from __future__ import annotations
@@ -152,9 +155,9 @@ def screenshot(url: str) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sample", type=Path, nargs="?", default=SAMPLE, help="the sample archive, or a folder holding its train/")
+    parser.add_argument("sample", type=Path, nargs="?", default=SAMPLE, help="a folder holding train/, or the sample archive")
     parser.add_argument("--model", type=Path, help="a run folder: its p_dog and the photos it is least sure of")
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "review.png")
+    parser.add_argument("--out", type=Path, default=Path("review.png"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="review-screenshot-") as work:
         work = Path(work)
