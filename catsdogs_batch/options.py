@@ -8,7 +8,9 @@ Kept free of heavy imports so that `catsdogs --help` stays instant."""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
+import sys
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,9 @@ def check_options(options: Any, prefix: str = "") -> None:
     another engine. None means "not given" and passes. `prefix`: of the flags of nested options."""
     for f in dataclasses.fields(options):
         value, name = getattr(options, f.name), prefix + f.name
+        nested = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
+        if nested is not None and not isinstance(value, nested):  # built by hand in Python
+            raise UserError(f"{name} must be {nested.__name__}, not {value!r}")
         engine = f.metadata.get("engine")
         if engine is not None:  # an engine's own options, flags --<engine>-<option>
             given = [flag(f"{name}_{g.name}") for g in dataclasses.fields(value) if getattr(value, g.name) != g.default]
@@ -72,13 +77,29 @@ def check_options(options: Any, prefix: str = "") -> None:
             check_options(value, f"{name}_")
         elif dataclasses.is_dataclass(value):
             check_options(value, prefix)
-        elif value is not None:
-            choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
-            if choices is not None and value not in choices:
-                raise UserError(f"unknown {flag(name)} {value!r}: choose one of {', '.join(choices)}")
-            for number in (value if isinstance(value, tuple) else (value,)) if bounds is not None else ():
-                if not bounds.admits(number):
-                    raise UserError(f"{flag(name)} must be {bounds}, not {number}")
+        elif value is not None or f.default is not None:
+            _check_setting(f, value, flag(name))
+
+
+def _check_setting(f: dataclasses.Field, value: Any, name: str) -> None:
+    """Refuse a value the field's `setting` does not admit: not among its choices, or not a
+    number of its kind (an integer for an int field; two for a band) within its bounds."""
+    choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
+    if choices is not None and value not in choices:
+        raise UserError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+    if bounds is None:
+        return
+    kind = str(f.type)  # a string: the annotations are not evaluated
+    if kind.startswith("tuple") and not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise UserError(f"{name} takes two numbers, not {value!r}")
+    whole = kind.startswith("int")
+    for number in value if kind.startswith("tuple") else (value,):
+        if isinstance(number, bool) or not isinstance(number, numbers.Integral if whole else numbers.Real):
+            raise UserError(f"{name} must be {'an integer' if whole else 'a number'}, not {number!r}")
+        if whole and number > sys.maxsize:
+            raise UserError(f"{name} must be at most {sys.maxsize}, not {number}")
+        if not bounds.admits(number):
+            raise UserError(f"{name} must be {bounds}, not {number}")
 
 COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")  # the first is the default
 MIN_IMAGE_SIZE = 32  # pixels: the smallest input of the pretrained backbones
