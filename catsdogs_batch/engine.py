@@ -59,8 +59,9 @@ def table_lock(table: Path):
     try:
         table.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # the system would say "File exists"
-        blocking = next((p for p in (table.parent, *table.parent.parents) if p.exists() and not p.is_dir()), table.parent)
-        raise UserError(f"cannot write {shown(table)}: {shown(blocking)} is a file, not a folder") from None
+        blocking = next((p for p in (table.parent, *table.parent.parents) if p.is_symlink() or p.exists()), table.parent)
+        what = "a link that leads to no folder" if blocking.is_symlink() else "a file, not a folder"
+        raise UserError(f"cannot write {shown(table)}: {shown(blocking)} is {what}") from None
     return exclusive_lock(lock_file(table), str(table))
 
 

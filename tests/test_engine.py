@@ -531,3 +531,18 @@ def test_the_engine_predicts_the_files_it_is_given_in_their_order(tiny_model, tm
         with pytest.raises(UserError, match="is not a plain path inside"):
             predict_folder(PredictOptions(tiny_model, folder, tmp_path / "bad.csv", engine=QUIET, files=(bad,)))
     assert not (tmp_path / "bad.csv").exists() and not (tmp_path / "bad.csv.parts").exists()
+
+
+def test_an_out_under_a_link_to_nothing_names_that_link(tmp_path):
+    """A link that leads nowhere where a folder must be is named as the link it is, not as a
+    file, nor as a folder below it that does not exist."""
+    from catsdogs_batch.engine import table_lock
+
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    table = tmp_path / "gone" / "sub" / "r.csv"
+    with pytest.raises(UserError) as refused:
+        table_lock(table)
+    assert str(refused.value) == f"cannot write {table}: {tmp_path / 'gone'} is a link that leads to no folder"
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=f"{tmp_path / 'notes.txt'} is a file, not a folder$"):
+        table_lock(tmp_path / "notes.txt" / "sub" / "r.csv")
