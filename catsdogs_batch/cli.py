@@ -681,7 +681,11 @@ class NativeStderr:
         self.python_stderr = sys.stderr
         if python_on_fd2:
             sys.stderr = open(self.saved, "w", buffering=1, closefd=False, errors="backslashreplace")
-        self.faulthandler = not faulthandler.is_enabled()  # a test runner may have its own
+        # Python's own fault handler (PYTHONFAULTHANDLER, -X faulthandler) writes to descriptor 2,
+        # the file now: moved to the terminal while the command runs. A test runner's has its own.
+        asked = os.environ.get("PYTHONFAULTHANDLER") or "faulthandler" in sys._xoptions
+        self.pythons = faulthandler.is_enabled() and bool(asked)
+        self.faulthandler = not faulthandler.is_enabled() or self.pythons
         if self.faulthandler:
             faulthandler.enable(file=self.saved)
         return self
@@ -701,6 +705,9 @@ class NativeStderr:
         os.dup2(self.saved, 2)
         os.close(self.saved)
         os.unlink(self.path)
+        if self.pythons:  # back on sys.stderr, as Python had it
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                faulthandler.enable()
 
 
 def main(argv: list[str] | None = None) -> int:

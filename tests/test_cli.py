@@ -283,11 +283,13 @@ def test_native_lines_are_kept_out_unless_the_command_fails(ending, shown, tmp_p
     assert not list(tmp_path.glob("catsdogs-*.stderr"))  # the capture is removed once said
 
 
-def test_a_native_crash_is_reported_and_its_words_are_kept(tmp_path):
-    """A library that aborts the process: Python's fatal-error report reaches the terminal, and
-    the library's words stay in the capture file."""
+@pytest.mark.parametrize("python_own", [{}, {"PYTHONFAULTHANDLER": "1"}])
+def test_a_native_crash_is_reported_and_its_words_are_kept(python_own, tmp_path):
+    """A library that aborts the process: Python's fatal-error report reaches the terminal (also
+    where Python's own fault handler, which writes to descriptor 2, was on), and the library's
+    words stay in the capture file."""
     done = subprocess.run([sys.executable, "-c", command_that_writes_to_fd2_then("os.abort()")], capture_output=True,
-                          text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+                          text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path), **python_own})  # fmt: skip
     assert done.returncode == -6 and "Fatal Python error: Aborted" in done.stderr, done.stderr
     assert "start-up noise" not in done.stderr
     (kept,) = tmp_path.glob("catsdogs-*.stderr")
