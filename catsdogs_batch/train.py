@@ -86,8 +86,6 @@ def default_run_name(options: TrainOptions) -> str:
 def resolve_options(options: TrainOptions) -> TrainOptions:
     """Check every option before any work, and fill in the architecture's defaults."""
     check_options(options)
-    if options.resume and options.out is None:
-        raise UserError("--resume needs --out: the run folder to continue")
     arch = ARCHITECTURES[options.arch]
     options = dataclasses.replace(
         options,
@@ -134,7 +132,11 @@ def train(options: TrainOptions) -> Path:
     """Train the model of `options.arch`, calibrate it, and return the run folder. Ctrl-C keeps
     the best checkpoint and writes everything else; `options.resume` continues such a run from
     its last finished epoch (or its calibration). One run at a time writes a run folder."""
-    if not options.resume:
+    if options.resume:  # its other options come from its run.json
+        check_options(options)
+        if options.out is None:
+            raise UserError("--resume needs --out: the run folder to continue")
+    else:
         options = resolve_options(options)
     if options.out is None:
         options = dataclasses.replace(options, out=Path("models") / default_run_name(options))

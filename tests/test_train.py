@@ -290,6 +290,21 @@ def test_resume_of_a_damaged_run_record_is_one_line(kaggle_train_folder, tmp_pat
         assert re.fullmatch(r"catsdogs train: error: \S+run\.json is damaged .*nothing to resume.*\n", err), err
 
 
+def test_resume_without_out_or_with_bad_options_is_refused_before_any_work(tmp_path, monkeypatch):
+    """--resume names the run to continue with --out (there is no default run to resume), and
+    the options it still takes from the command line (--workers) are checked like any other."""
+    from catsdogs_batch.errors import UserError
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"^--resume needs --out: the run folder to continue$"):
+        train(TrainOptions(resume=True))
+    with pytest.raises(UserError, match=r"^--workers must be at least 1, not 0$"):
+        train(TrainOptions(resume=True, out=tmp_path / "run", workers=0))
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folder, tmp_path, monkeypatch):
     import catsdogs_batch.train as train_module
