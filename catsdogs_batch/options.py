@@ -71,7 +71,9 @@ def check_options(options: Any, prefix: str = "") -> None:
             raise UserError(f"{name} must be {nested.__name__}, not {value!r}")
         engine = f.metadata.get("engine")
         if engine is not None:  # an engine's own options, flags --<engine>-<option>
-            given = [flag(f"{name}_{g.name}") for g in dataclasses.fields(value) if getattr(value, g.name) != g.default]
+            given = [  # "" is not given either: --ray-address "$UNSET"
+                flag(f"{name}_{g.name}") for g in dataclasses.fields(value) if getattr(value, g.name) not in (g.default, "")
+            ]
             if given and options.engine != engine:
                 raise UserError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --engine {engine}")
             check_options(value, f"{name}_")

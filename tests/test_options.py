@@ -44,3 +44,13 @@ def test_what_the_options_admit_passes():
     check_options(predict_options(engine=EngineOptions(batch_size=np.int64(8), runtime_threads=None)))
     check_options(predict_options(labelling=Labelling(threshold=np.float32(0.3), uncertain=[0.2, 0.8])))
     check_options(ReviewOptions(Path("t.csv"), uncertain=(0, 1), port=65535))
+
+
+def test_an_empty_ray_address_is_not_given():
+    """--ray-address "" (an unset variable in a script) means "not given", as it did before the
+    engine's own options were checked generically: accepted with --engine local."""
+    from catsdogs_batch.options import RayOptions
+
+    check_options(predict_options(engine=EngineOptions(ray=RayOptions(address=""))))
+    with pytest.raises(UserError, match=r"^--ray-address needs --engine ray$"):
+        check_options(predict_options(engine=EngineOptions(ray=RayOptions(address="auto"))))
