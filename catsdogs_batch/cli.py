@@ -17,8 +17,10 @@ import dataclasses
 import faulthandler
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 import typing
 import warnings
@@ -688,7 +690,19 @@ class NativeStderr:
         self.faulthandler = not faulthandler.is_enabled() or self.pythons
         if self.faulthandler:
             faulthandler.enable(file=self.saved)
+        # SIGTERM (kill, timeout, a scheduler) still ends the command at once, the file first
+        self.sigterm = threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        )
+        if self.sigterm:
+            signal.signal(signal.SIGTERM, self._terminated)
         return self
+
+    def _terminated(self, signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def show_tail(self) -> None:
         with open(self.path, "rb") as f:
@@ -698,6 +712,8 @@ class NativeStderr:
             say("\n".join("  " + line for line in lines), file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
+        if self.sigterm and signal.getsignal(signal.SIGTERM) == self._terminated:  # not replaced since
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if self.faulthandler:
             faulthandler.disable()
         sys.stderr.flush()

@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -257,7 +259,7 @@ def command_that_writes_to_fd2_then(ending: str) -> str:
     """Python source that runs `catsdogs predict` with a command standing in for a library that
     writes its own lines straight to file descriptor 2, then ends as `ending` says."""
     return f"""
-import os, sys
+import os, sys, time
 from catsdogs_batch import cli
 
 def run(args):
@@ -281,6 +283,22 @@ def test_native_lines_are_kept_out_unless_the_command_fails(ending, shown, tmp_p
     assert done.stderr.count("start-up noise") == (19 if shown else 0)  # the last 20 lines, no more
     assert ("MemoryError" in done.stderr) == shown
     assert not list(tmp_path.glob("catsdogs-*.stderr"))  # the capture is removed once said
+
+
+def test_a_command_ended_by_sigterm_leaves_no_capture_file(tmp_path):
+    """kill, timeout or a batch scheduler end a command as before (at once, status -15), and its
+    capture file goes with it."""
+    started = tmp_path / "started"
+    command = subprocess.Popen(
+        [sys.executable, "-c", command_that_writes_to_fd2_then(f"open({str(started)!r}, 'w').close(); time.sleep(60)")],
+        cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)}, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    command.send_signal(signal.SIGTERM)
+    assert command.wait(timeout=30) == -signal.SIGTERM
+    assert not list(tmp_path.glob("catsdogs-*.stderr"))
 
 
 @pytest.mark.parametrize("python_own", [{}, {"PYTHONFAULTHANDLER": "1"}])
