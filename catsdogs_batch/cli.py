@@ -660,6 +660,7 @@ def own_or_error(record: logging.LogRecord) -> bool:
 
 
 TAIL_LINES = 20  # of what native libraries wrote, shown when a command fails unexpectedly
+TAIL_BYTES = 64 * 1024  # read to find them, however long the log
 
 
 class NativeStderr:
@@ -677,9 +678,8 @@ class NativeStderr:
         except (AttributeError, OSError, ValueError):  # stderr replaced (a test, an IDE)
             python_on_fd2 = False
         self.saved = os.dup(2)
-        fd, self.path = tempfile.mkstemp(prefix="catsdogs-", suffix=".stderr")
-        os.dup2(fd, 2)
-        os.close(fd)
+        self.fd, self.path = tempfile.mkstemp(prefix="catsdogs-", suffix=".stderr")  # kept: read even if removed
+        os.dup2(self.fd, 2)
         self.python_stderr = sys.stderr
         if python_on_fd2:
             sys.stderr = open(self.saved, "w", buffering=1, closefd=False, errors="backslashreplace")
@@ -705,8 +705,9 @@ class NativeStderr:
         os.kill(os.getpid(), signum)
 
     def show_tail(self) -> None:
-        with open(self.path, "rb") as f:
-            lines = f.read().decode("utf-8", "backslashreplace").splitlines()[-TAIL_LINES:]
+        size = os.fstat(self.fd).st_size
+        end = os.pread(self.fd, TAIL_BYTES, max(0, size - TAIL_BYTES))  # not the offset fd 2 writes at
+        lines = end.decode("utf-8", "backslashreplace").splitlines()[-TAIL_LINES:]
         if lines:
             say("the last lines native libraries wrote before it:", file=sys.stderr)
             say("\n".join("  " + line for line in lines), file=sys.stderr)
@@ -720,7 +721,9 @@ class NativeStderr:
         sys.stderr = self.python_stderr
         os.dup2(self.saved, 2)
         os.close(self.saved)
-        os.unlink(self.path)
+        os.close(self.fd)
+        with contextlib.suppress(FileNotFoundError):  # someone cleaning $TMPDIR meanwhile
+            os.unlink(self.path)
         if self.pythons:  # back on sys.stderr, as Python had it
             with contextlib.suppress(AttributeError, OSError, ValueError):
                 faulthandler.enable()

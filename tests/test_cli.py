@@ -285,6 +285,17 @@ def test_native_lines_are_kept_out_unless_the_command_fails(ending, shown, tmp_p
     assert not list(tmp_path.glob("catsdogs-*.stderr"))  # the capture is removed once said
 
 
+@pytest.mark.parametrize("ending, status", [("return 0", 0), ("raise MemoryError", 1)])
+def test_a_capture_file_removed_meanwhile_changes_nothing(ending, status, tmp_path):
+    """Someone cleaning $TMPDIR while a command runs (rm catsdogs-*.stderr, a tmp cleaner): the
+    command ends as it would have, without a traceback about its capture file."""
+    remove = "[os.remove(p) for p in __import__('glob').glob(os.environ['TMPDIR'] + '/catsdogs-*.stderr')]"
+    done = subprocess.run([sys.executable, "-c", command_that_writes_to_fd2_then(f"{remove}; {ending}")],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == status, done.stderr
+    assert "FileNotFoundError" not in done.stderr and ("MemoryError" in done.stderr) == bool(status)
+
+
 def test_a_command_ended_by_sigterm_leaves_no_capture_file(tmp_path):
     """kill, timeout or a batch scheduler end a command as before (at once, status -15), and its
     capture file goes with it."""
