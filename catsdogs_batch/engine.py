@@ -50,7 +50,7 @@ def check_engine_options(options: PredictOptions) -> None:
         raise UserError(f"{options.folder} is not a folder")
     for name in options.files or ():
         path = PurePosixPath(name)
-        if not name or path.is_absolute() or ".." in path.parts or path.as_posix() != name:
+        if not path.parts or path.is_absolute() or ".." in path.parts or path.as_posix() != name:  # "" and "." too
             raise UserError(f"{shown(name)} is not a plain path inside {shown(options.folder)}")
 
 

@@ -527,7 +527,7 @@ def test_the_engine_predicts_the_files_it_is_given_in_their_order(tiny_model, tm
     whole = predict(tiny_model, folder, tmp_path / "whole.csv").set_index("path")
     assert table["p_dog"].tolist() == whole.loc[list(chosen), "p_dog"].tolist()
 
-    for bad in ("../photos/c.jpg", "/etc/passwd", "a//cat.1.jpg", ""):
+    for bad in ("../photos/c.jpg", "/etc/passwd", "a//cat.1.jpg", "", ".", "a/.."):
         with pytest.raises(UserError, match="is not a plain path inside"):
             predict_folder(PredictOptions(tiny_model, folder, tmp_path / "bad.csv", engine=QUIET, files=(bad,)))
     assert not (tmp_path / "bad.csv").exists() and not (tmp_path / "bad.csv.parts").exists()
