@@ -309,7 +309,7 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     from .checkpoint import find_checkpoint, training_folder
     from .dataset import SPLIT_FILE, read_split
     from .engine import table_lock
-    from .shards import interrupted_job
+    from .shards import interrupted_job, job_description, upgraded_job
     from .side_files import job_file, read_record
 
     checkpoint = find_checkpoint(run)
@@ -338,10 +338,11 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
         if table.is_file() and of_this(recorded):
             return table
         labels = {item.path: item.label for item in read_split(split)[1]}
-        resume = not table.exists() and of_this(interrupted_job(table))
-        predict = PredictOptions(
-            checkpoint.model_path, data, table, overwrite=not resume, files=tuple(labels), made_from=made_from,
-        )  # fmt: skip
+        predict = PredictOptions(checkpoint.model_path, data, table, files=tuple(labels), made_from=made_from)
+        # resumed where the interrupted run is this very job (the model file's size and time too),
+        # else started over: review has no --overwrite to answer "other settings" with
+        job = job_description(predict, find_checkpoints(checkpoint.model_path))
+        predict.overwrite = table.exists() or upgraded_job(interrupted_job(table)) != job
         predict_folder(predict, locked=True, relabel=lambda rows: with_true_labels(rows, [labels[p] for p in rows["path"]]))
     log.info("validation images of %s predicted -> %s", shown(checkpoint.folder), shown(table))
     return table
