@@ -674,14 +674,14 @@ class NativeStderr:
     def __enter__(self) -> NativeStderr:
         try:
             sys.stderr.flush()
-            python_on_fd2 = sys.stderr.fileno() == 2
-        except (AttributeError, OSError, ValueError):  # stderr replaced (a test, an IDE)
-            python_on_fd2 = False
+            self.python_on_fd2 = sys.stderr.fileno() == 2
+        except (AttributeError, OSError, ValueError):  # stderr replaced (a test, an IDE) or None
+            self.python_on_fd2 = False
         self.saved = os.dup(2)
         self.fd, self.path = tempfile.mkstemp(prefix="catsdogs-", suffix=".stderr")  # kept: read even if removed
         os.dup2(self.fd, 2)
         self.python_stderr = sys.stderr
-        if python_on_fd2:
+        if self.python_on_fd2:
             sys.stderr = open(self.saved, "w", buffering=1, closefd=False, errors="backslashreplace")
         # Python's own fault handler (PYTHONFAULTHANDLER, -X faulthandler) writes to descriptor 2,
         # the file now: moved to the terminal while the command runs. A test runner's has its own.
@@ -717,7 +717,8 @@ class NativeStderr:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if self.faulthandler:
             faulthandler.disable()
-        sys.stderr.flush()
+        if self.python_on_fd2:  # else left as it was (None, in a GUI or a service)
+            sys.stderr.flush()
         sys.stderr = self.python_stderr
         os.dup2(self.saved, 2)
         os.close(self.saved)

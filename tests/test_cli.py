@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -294,6 +295,18 @@ def test_a_capture_file_removed_meanwhile_changes_nothing(ending, status, tmp_pa
                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
     assert done.returncode == status, done.stderr
     assert "FileNotFoundError" not in done.stderr and ("MemoryError" in done.stderr) == bool(status)
+
+
+def test_a_command_run_without_a_python_stderr_ends_as_it_would(tmp_path, monkeypatch):
+    """sys.stderr None (a GUI or service that embeds the command): a finished command returns 0,
+    as before native stderr was captured."""
+    import catsdogs_batch.cli as cli
+
+    monkeypatch.setattr(cli, "run_download", lambda args: 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(sys, "stderr", None)
+    assert cli.main(["download"]) == 0
+    assert not list(tmp_path.glob("catsdogs-*.stderr"))
 
 
 def test_a_command_ended_by_sigterm_leaves_no_capture_file(tmp_path):
