@@ -718,7 +718,8 @@ class NativeStderr:
         if self.faulthandler:
             faulthandler.disable()
         if self.python_on_fd2:  # else left as it was (None, in a GUI or a service)
-            sys.stderr.flush()
+            with contextlib.suppress(OSError):  # a reader gone (| head): the file goes all the same
+                sys.stderr.flush()
         sys.stderr = self.python_stderr
         os.dup2(self.saved, 2)
         os.close(self.saved)

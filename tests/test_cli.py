@@ -309,6 +309,17 @@ def test_a_command_run_without_a_python_stderr_ends_as_it_would(tmp_path, monkey
     assert not list(tmp_path.glob("catsdogs-*.stderr"))
 
 
+def test_a_command_whose_stderr_reader_went_away_leaves_no_capture_file(tmp_path):
+    """`catsdogs ... 2>&1 | head`: the pipe breaks under the command's own messages; whatever
+    it then says, its capture file goes."""
+    writes = "print('a line of the command', file=sys.stderr); time.sleep(0.1); print('x' * 10**6, file=sys.stderr); return 0"
+    command = subprocess.Popen([sys.executable, "-c", command_that_writes_to_fd2_then(writes)],
+                               cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)}, stderr=subprocess.PIPE)  # fmt: skip
+    command.stderr.close()  # the reader went away
+    command.wait(timeout=30)
+    assert not list(tmp_path.glob("catsdogs-*.stderr"))
+
+
 def test_a_command_ended_by_sigterm_leaves_no_capture_file(tmp_path):
     """kill, timeout or a batch scheduler end a command as before (at once, status -15), and its
     capture file goes with it."""
