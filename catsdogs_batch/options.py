@@ -389,4 +389,4 @@ class SubmitOptions:
     message: str
     competition: str = setting(COMPETITIONS[0], choices=COMPETITIONS)
     wait: float = setting(300.0, low=0)  # seconds to wait for the score; 0: upload only
-    poll_interval: float = setting(5.0, low=0.01)  # seconds before the second look; each wait is 1.5 times longer, up to 6 times this
+    poll_interval: float = setting(5.0, low=0.01, high=3600)  # seconds before the second look; each wait is 1.5 times longer, up to 6 times this

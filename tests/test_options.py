@@ -54,3 +54,12 @@ def test_an_empty_ray_address_is_not_given():
     check_options(predict_options(engine=EngineOptions(ray=RayOptions(address=""))))
     with pytest.raises(UserError, match=r"^--ray-address needs --engine ray$"):
         check_options(predict_options(engine=EngineOptions(ray=RayOptions(address="auto"))))
+
+
+def test_a_poll_interval_of_inf_is_refused_by_the_parser(capsys):
+    """`submit --poll-interval inf` slept forever between looks (a traceback from sleep(inf) with
+    --wait inf); an hour between looks is the most that makes sense."""
+    from catsdogs_batch.cli import main
+
+    assert main(["submit", "--status", "--poll-interval", "inf"]) == 2
+    assert "inf is out of range: must be in [0.01, 3600]" in capsys.readouterr().err
