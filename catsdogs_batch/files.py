@@ -77,16 +77,6 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def read_json_object(path: str | os.PathLike) -> dict | None:
-    """The JSON object in `path`; None when it is missing, unreadable or not an object (a record
-    this tool may or may not have written)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def sha256(path: str | os.PathLike) -> str:
     """The file's SHA-256, read in 1 MiB blocks."""
     digest = hashlib.sha256()

@@ -105,7 +105,7 @@ def corrections_record(corrections: Path) -> Path:
 
 
 def read_record(path: Path) -> dict | None:
-    """The JSON object a side file holds; None when there is none: missing, or damaged (cut
+    """The JSON object a side file (or a run's run.json) holds; None when there is none: missing, or damaged (cut
     short, not JSON, not an object, unreadable; one debug line names it and says why). Callers
     decide what None means (start over, refuse, nothing recorded) and say so where it matters."""
     try:

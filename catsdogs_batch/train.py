@@ -30,7 +30,6 @@ from .files import (
     atomic_write_json,
     exclusive_lock,
     made_folder,
-    read_json_object,
     sha256,
     shown,
 )
@@ -40,7 +39,7 @@ from .dataset import SPLIT_FILE, LabelledImage, corrected_split, decode_images, 
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
 from .options import ARCHITECTURES, Augmentation, TrainOptions, check_options
-from .side_files import run_lock_file
+from .side_files import read_record, run_lock_file
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ def _train_locked(options: TrainOptions) -> Path:
     if options.resume:
         if not run_path.exists():
             raise UserError(f"nothing to resume in {out}: no {RUN_FILE}")
-        run = read_json_object(run_path)
+        run = read_record(run_path)
         try:
             resumed = _options_from_json(run["config"], options)
         except (KeyError, TypeError, ValueError):  # not JSON, not an object, a config that is not one

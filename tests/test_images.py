@@ -190,16 +190,26 @@ def test_an_exif_orientation_wins_over_xmp_as_in_pillow(tmp_path):
         assert _decode_plain_jpeg(f, 16)[1:] == (64, 32, 6)  # the fast decoder's own reading
 
 
-def test_a_huge_frame_hidden_behind_a_marker_without_length_is_still_a_bomb(tmp_path):
-    """FFD0 (a restart marker) has no length: a reader that takes the next two bytes for one
-    would skip the real 20000 x 10000 frame and see a small one; Pillow refuses the file."""
+def jpeg_and_its_frame() -> tuple[bytes, int, int]:
+    """A 64 x 48 baseline JPEG, and where its frame segment (SOF0, marker included) starts and ends."""
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (1, 2, 3)).save(buffer, "JPEG")
     data = buffer.getvalue()
     start = data.index(b"\xff\xc0")
-    end = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+    return data, start, start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+
+
+def frame_of_size(frame: bytes, width: int, height: int) -> bytes:
+    """The frame segment `frame` claiming another size (its height and width fields rewritten)."""
+    return frame[:5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + frame[9:]
+
+
+def test_a_huge_frame_hidden_behind_a_marker_without_length_is_still_a_bomb(tmp_path):
+    """FFD0 (a restart marker) has no length: a reader that takes the next two bytes for one
+    would skip the real 20000 x 10000 frame and see a small one; Pillow refuses the file."""
+    data, start, end = jpeg_and_its_frame()
     small = data[start:end]
-    huge = small[:5] + (10000).to_bytes(2, "big") + (20000).to_bytes(2, "big") + small[9:]
+    huge = frame_of_size(small, 20000, 10000)
     hidden = huge + b"\xff\xe5" + (2 + len(small)).to_bytes(2, "big")  # the small frame inside an APP5
     path = tmp_path / "bomb.jpg"
     path.write_bytes(data[:start] + b"\xff\xd0" + (2 + len(hidden)).to_bytes(2, "big") + hidden + small + data[end:])
@@ -212,13 +222,9 @@ def test_a_huge_frame_before_the_one_pillow_reads_is_never_decoded(tmp_path):
     20000, then it stops at the second): neither decoder makes the huge image."""
     from catsdogs_batch.images import _decode_plain_jpeg
 
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (1, 2, 3)).save(buffer, "JPEG")
-    data = buffer.getvalue()
-    start = data.index(b"\xff\xc0")
-    end = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+    data, start, end = jpeg_and_its_frame()
     small = data[start:end]
-    huge = small[:5] + (20000).to_bytes(2, "big") + (30000).to_bytes(2, "big") + small[9:]
+    huge = frame_of_size(small, 30000, 20000)
     path = tmp_path / "two.jpg"
     path.write_bytes(data[:start] + huge + small + data[end:])
     with Image.open(path) as img:
