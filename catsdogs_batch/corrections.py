@@ -1,4 +1,4 @@
-"""A review's corrections as `label`, `train` and `audit` read them: path -> cat|dog|skip, the
+"""A review's corrections as `label`, `train` and `audit` read them: path -> cat|dog|neither|both|skip, the
 last decision of each path, in a compact index instead of a dict.
 
 A dict of Python strings costs about 330 bytes a row (a 3-million-row file took over 1 GB in
@@ -29,10 +29,12 @@ import numpy as np
 from .errors import UserError
 from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, shown
 from .side_files import corrections_record, read_record
+from .tables import ANSWERS
 
 CORRECTIONS_FILE = "corrections.csv"
 CORRECTIONS_COLUMNS = ["path", "label"]
-DECISIONS = ("cat", "dog", "skip")  # skip: neither, or unusable
+# a person's answers: what the photo holds (cat, dog, neither or both), or skip (unusable, undecided)
+DECISIONS = (*ANSWERS, "skip")
 _CODES = {label: code for code, label in enumerate(DECISIONS)}
 # A name's hash: Python's own, cached on each string and the same within a process (an index
 # that crosses to another process computes its hashes there again: see __reduce__).
@@ -48,7 +50,7 @@ def _encoded(path: str) -> bytes | None:
 
 
 class CorrectionsIndex(Mapping[str, str]):
-    """path -> cat|dog|skip, read-only: made by `builder()`, read with `get_many` (a shard of
+    """path -> cat|dog|neither|both|skip, read-only: made by `builder()`, read with `get_many` (a shard of
     paths at a time) or as any mapping."""
 
     def __init__(self, blob: bytearray, ends: np.ndarray, codes: np.ndarray, rows: np.ndarray, hashes: np.ndarray):
@@ -217,7 +219,7 @@ class Corrections:
                         self.labels[row[0]] = label  # the last decision wins
                     elif row:  # blank lines aside, a row edited by hand: the user's to fix, never to drop
                         raise UserError(
-                            f"line {rows.line_num} of {shown(self.path)} is not path,cat|dog|skip "
+                            f"line {rows.line_num} of {shown(self.path)} is not path,cat|dog|neither|both|skip "
                             f"({shown(','.join(row))[:80]}): correct or remove it"
                         )
             except csv.Error as e:
@@ -265,7 +267,7 @@ class Corrections:
 
 @dataclass(frozen=True)
 class CorrectionsFile:
-    """A corrections file as `label` and `train` use it: path -> cat|dog|skip (a compact index,
+    """A corrections file as `label` and `train` use it: path -> cat|dog|neither|both|skip (a compact index,
     for files of millions of rows), and the SHA-256 of the bytes those labels were read from
     (what a job records)."""
 
@@ -279,7 +281,7 @@ class CorrectionsFile:
 
 def read_corrections(path: Path, folder: Path, option: str = "--corrections") -> CorrectionsFile:
     """Read a corrections file about the images of `folder` with the review's reader (a missing
-    file, another header, a row that is not path,cat|dog|skip, or a file its review made for
+    file, another header, a row that is not path,cat|dog|neither|both|skip, or a file its review made for
     another folder is a one-line error) and the SHA-256 of the bytes it read."""
     path = corrections_file(path, option)  # its record of the folder sits beside the file, not a link
     try:

@@ -105,7 +105,8 @@ def _read_corrections(folder: Path, corrections: Path | None):
 
 
 def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Path) -> tuple[tuple, dict]:
-    """Each part with the corrections' labels (`skip` images left out), and the record."""
+    """Each part with the corrections' labels (`skip`, `neither` and `both` images left out:
+    none is a cat-or-dog example), and the record."""
     changed, skipped, found, corrected = 0, 0, set(), []
     for items in parts:
         kept = []
@@ -114,7 +115,7 @@ def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Pa
                 kept.append(item)
                 continue
             found.add(item.path)
-            if label == "skip":
+            if label not in CLASS_NAMES:  # skip, neither, both
                 skipped += 1
             else:
                 changed += CLASS_NAMES.index(label) != item.label

@@ -36,7 +36,7 @@ from .metrics import (
     roc_curve,
 )
 from .options import EvaluateOptions, PredictOptions, check_options
-from .tables import read_table
+from .tables import NOT_CAT_OR_DOG, read_table
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,8 @@ figure img {{ max-width: 100%; }}
 <h1>Cats vs. dogs: evaluation</h1>
 <p>Model <code>{e(metrics["model"])}</code> on <code>{e(metrics["folder"])}</code>:
 {metrics["images"]} of {metrics["files"]} images evaluated ({metrics["errors"]} unreadable,
-{metrics["unlabelled"]} without a label). Per-image results: <a href="{RESULTS_FILE}">{RESULTS_FILE}</a>;
+{metrics["unlabelled"]} without a label; {metrics["neither"]} called neither and {metrics["both"]} both by the
+content check, still scored by their p_dog). Per-image results: <a href="{RESULTS_FILE}">{RESULTS_FILE}</a>;
 all numbers: <a href="{METRICS_FILE}">{METRICS_FILE}</a>.</p>
 <table>
 <tr><th>accuracy</th><td>{_number(metrics["accuracy"])}</td></tr>
@@ -272,8 +273,8 @@ class Evaluation:
         uncalibrated = f" ({calibration['log_loss']['before']:.4f} uncalibrated)" if calibration else ""
         return (
             f"{m['images']} images: accuracy {m['accuracy']:.4f}, log loss {m['log_loss']:.4f}{uncalibrated}, "
-            f"ROC AUC {_number(m['roc_auc'])}; {m['errors']} unreadable, {m['unlabelled']} unlabelled "
-            f"-> {shown(self.report)}"
+            f"ROC AUC {_number(m['roc_auc'])}; {m['errors']} unreadable, {m['unlabelled']} unlabelled, "
+            f"{m['neither']} neither, {m['both']} both -> {shown(self.report)}"
         )
 
 
@@ -379,11 +380,14 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
         "calibration": None if options.engine.tta else calibration_metrics(find_checkpoints(options.model), true, p_dog),
         "errors": len(errors),
         "unlabelled": int((ok & (results["true_label"] == "")).sum()),
+        # labelled photos that the content check called neither or both (content.py); the
+        # metrics above still score their p_dog
+        **{label: int((used["label"] == label).sum()) for label in NOT_CAT_OR_DOG},
         "unreadable": [{"path": r.path, "error": r.error} for r in errors.head(LISTED_ERRORS).itertuples()],
     }
     atomic_write_json(out / METRICS_FILE, metrics)
 
-    wrong = used[used["label"] != used["true_label"]]
+    wrong = used[used["label"].isin(CLASS_NAMES) & (used["label"] != used["true_label"])]
     wrong = wrong.sort_values(["confidence", "path"], ascending=[False, True]).head(options.worst)
     draw_confusion_matrix(metrics["confusion_matrix"]["counts"], out / PICTURES["confusion_matrix"])
     draw_roc_curve(true, p_dog, metrics["roc_auc"], out / PICTURES["roc_curve"])

@@ -1,5 +1,5 @@
 """`catsdogs label`: label every image under a folder with the batch engine and, if asked, sort
-the files into `DIR/cat`, `DIR/dog` and `DIR/uncertain`.
+the files into `DIR/cat`, `DIR/dog`, `DIR/neither`, `DIR/both` and `DIR/uncertain`.
 
 Sorting keeps each file's path relative to the folder (so same-named files from different
 subfolders never collide), never overwrites a file, and is safe to interrupt: a job file beside
@@ -49,11 +49,11 @@ from .files import atomic_write_json, folder_lock, shown
 from .options import LabelOptions, PredictOptions, check_options
 from .corrections import CorrectionsFile, CorrectionsIndex, read_corrections
 from .side_files import read_record, sorted_file, sorting_file
-from .tables import confidences, iter_table, label_for
+from .tables import ANSWERS, confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)
 
-LABELS = ("cat", "dog", "uncertain")
+LABELS = (*ANSWERS, "uncertain")  # the folders of --sort-into
 SKIP = "skip"  # a person's label for neither, or unusable: such images stay where they are
 SHOWN = 20  # problems listed in the summary; the table has them all
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}

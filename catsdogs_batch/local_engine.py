@@ -19,7 +19,9 @@ def distributor(
 ) -> Callable[[Iterator[Shard]], Iterator[int | FinishedShard]]:
     """Load the model once (unless given), then predict shards with it."""
     engine = options.engine
-    predictor = predictor or Predictor(options.model, engine.tta, engine.runtime, engine.runtime_threads)
+    predictor = predictor or Predictor(
+        options.model, engine.tta, engine.runtime, engine.runtime_threads, options.labelling.content_check
+    )
     return lambda shards: distribute(options, predictor, shards)
 
 

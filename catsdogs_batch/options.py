@@ -231,15 +231,26 @@ class EngineOptions:
 
 
 THRESHOLD = 0.5  # the label: dog where p_dog >= THRESHOLD, else cat (label --threshold moves it)
+# The content check's thresholds (content.py), chosen on the sample's photos, Debian's wallpapers
+# and cat|dog composites: docs/benchmarks.md has the figures.
+NEITHER_BELOW = 0.6  # neither: no cell of the photo has this much probability on cats and dogs
+BOTH_ABOVE = 0.88  # both: one half is a dog and the other a cat, each with at least this probability
+BOTH_CANDIDATES = 0.98  # only photos with p_dog within (1 - this, this) are cut into halves
 
 
 @dataclass(frozen=True)
 class Labelling:
     """How p_dog becomes the `label` column: dog at or above `threshold`, else cat; and
-    `uncertain` for LOW <= p_dog <= HIGH when a band is given."""
+    `uncertain` for LOW <= p_dog <= HIGH when a band is given. With `content_check`, the
+    ImageNet classifier's word comes first (content.py): `neither` where no region of the photo
+    holds a cat or a dog (below `neither_below`; 0 never says it), `both` where one half is a
+    cat and the other a dog (each at least `both_above`; 1 never says it)."""
 
     threshold: float = setting(THRESHOLD, low=0, high=1)
     uncertain: tuple[float, float] | None = setting(None, low=0, high=1)  # (LOW, HIGH)
+    content_check: bool = True
+    neither_below: float = setting(NEITHER_BELOW, low=0, high=1)
+    both_above: float = setting(BOTH_ABOVE, low=0.5, high=1)
 
 
 @dataclass

@@ -87,7 +87,9 @@ class PredictorActor:
     def __init__(self, options: PredictOptions):
         engine = options.engine
         self.options = options
-        self.predictor = Predictor(options.model, engine.tta, engine.runtime, actor_threads(options))
+        self.predictor = Predictor(
+            options.model, engine.tta, engine.runtime, actor_threads(options), options.labelling.content_check
+        )
         one_thread_each()  # this actor's process: it decodes with its one CPU
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:

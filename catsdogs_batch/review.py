@@ -50,7 +50,7 @@ from .files import exclusive_lock, shown
 from .images import to_rgb
 from .options import DEFAULT_BAND, THRESHOLD, ReviewOptions, check_options
 from .side_files import corrections_record, job_file, lock_file, parts_job_file, read_record, sorted_file, sorting_file
-from .tables import check_band, read_table
+from .tables import ANSWERS, NOT_CAT_OR_DOG, check_band, read_table
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Queue:
     paths: np.ndarray  # object: every row's path, as in the table
     p_dog: np.ndarray  # float
     model_label: np.ndarray  # object: the model's cat or dog (the threshold's side for uncertain and corrected rows)
-    label: np.ndarray  # object: the table's label (cat, dog, uncertain or a correction's skip; the folder label sorts into)
+    label: np.ndarray  # object: the table's label (cat, dog, neither, both, uncertain or a correction's skip; the folder label sorts into)
     true_label: np.ndarray | None  # object: the given label ("" where none); None without that column
     corrected: np.ndarray  # object: the person's label `label --corrections` applied (source human), "" elsewhere
     ok: np.ndarray  # bool: the row was read
@@ -157,7 +157,7 @@ class Queue:
 
 
 def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: float = THRESHOLD) -> Queue:
-    """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain), closest
+    """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain, neither or both), closest
     to the table's `threshold` first; then, where a true label is given and the model disagrees,
     the most confident first; ties in table order. Error rows, rows without a p_dog and later rows
     of a path already listed are left out (one decision per path). An audit's table
@@ -171,9 +171,11 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
     if "source" in table.columns:
         human = (table["source"] == "human").to_numpy(dtype=bool, na_value=False)
     corrected = np.where(human, label, "").astype(object)
-    model_label = np.where(np.isin(label, ("cat", "dog")) & ~human, label, np.where(p_dog >= threshold, "dog", "cat"))
+    model_label = np.where(np.isin(label, ANSWERS) & ~human, label, np.where(p_dog >= threshold, "dog", "cat"))
     distance = np.abs(p_dog - threshold)
-    in_band = ok & (((band[0] <= p_dog) & (p_dog <= band[1])) | (label == "uncertain"))
+    # neither and both are the model's doubts about the photo itself: a person decides them too
+    asks = np.isin(label, ("uncertain", *NOT_CAT_OR_DOG)) & ~human
+    in_band = ok & (((band[0] <= p_dog) & (p_dog <= band[1])) | asks)
     band_rows = np.flatnonzero(in_band)
     band_rows = band_rows[np.argsort(distance[band_rows], kind="stable")]
     true_label = None
@@ -480,7 +482,7 @@ def create_app(session: Session, token: str):
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": "expected {position, label}"}, 400)
         if label not in (*DECISIONS, "accept"):
-            return JSONResponse({"error": "label: cat, dog, skip or accept"}, 400)
+            return JSONResponse({"error": f"label: {', '.join(DECISIONS)} or accept"}, 400)
         if type(position) is not int or not 0 <= position < len(session.queue):
             return JSONResponse({"error": "no such position"}, 404)
         return await change(request, session.decide, position, label)

@@ -31,6 +31,7 @@ EXTRAS = {"onnxruntime": "onnx", "tf2onnx": "onnx", "openvino": "openvino", "nnc
 
 class Runtime(Protocol):
     name: str
+    gated: bool  # also gives the ImageNet classifier's outputs (KerasRuntime.with_imagenet)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (n, size, size, 3) RGB -> float (n,) probabilities of dog."""
@@ -73,34 +74,95 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
+def shares_gate_backbone(checkpoint: Checkpoint) -> bool:
+    """Whether the checkpoint's backbone is the content check's (content.py): EfficientNet-Lite2
+    at its native size with the ImageNet weights untouched (a fitted head that no fine-tuning
+    epoch replaced), so that the ImageNet classifier can run on the model's own features."""
+    from .content import GATE_BACKBONE, GATE_IMAGE_SIZE
+
+    config = checkpoint.run.get("config") if isinstance(checkpoint.run.get("config"), dict) else {}
+    best = checkpoint.run.get("best") if isinstance(checkpoint.run.get("best"), dict) else {}
+    return (
+        not checkpoint.is_export and config.get("arch") == GATE_BACKBONE and config.get("weights") == "imagenet"
+        and checkpoint.image_size == GATE_IMAGE_SIZE and "epoch" not in best
+    )  # fmt: skip
+
+
+def set_tensorflow_threads(threads: int | None) -> None:
+    import tensorflow as tf
+
+    if threads:
+        try:  # possible only before TensorFlow has run anything in this process
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:
+            log.debug("TensorFlow is initialized: keeping its thread settings")
+
+
 class KerasRuntime:
-    """The trained Keras model, run by TensorFlow (CPU or GPU, whichever TensorFlow finds)."""
+    """The trained Keras model, run by TensorFlow (CPU or GPU, whichever TensorFlow finds). With
+    `imagenet` (a model that `shares_gate_backbone`), `with_imagenet` also gives the ImageNet
+    classifier's outputs on the same features (content.gate_outputs)."""
 
     name = "keras"
 
-    def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
+    def __init__(self, checkpoint: Checkpoint, threads: int | None = None, imagenet: bool = False):
+        import keras
         import tensorflow as tf
 
-        from .model import load_keras_model
+        from .model import backbone_of, load_keras_model
 
-        if threads:
-            try:  # possible only before TensorFlow has run anything in this process
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-            except RuntimeError:
-                log.debug("TensorFlow is initialized: keeping its thread settings")
+        set_tensorflow_threads(threads)
         model = load_keras_model(checkpoint)
+        self.gated = imagenet
+        if imagenet:
+            from .content import GATE_BACKBONE, gate_outputs
+            from .torch_weights import packaged_state_dict
+
+            # the model is a chain (pretrained_model): run it again on a new input, keeping the
+            # backbone's feature map on the way
+            backbone = backbone_of(model)
+            x = inputs = keras.Input(model.input_shape[1:], name="image")
+            for layer in model.layers[1:]:
+                x = layer(x)
+                if layer is backbone:
+                    feature_map = x
+            model = keras.Model(inputs, [x, gate_outputs(feature_map, packaged_state_dict(GATE_BACKBONE)[0])])
         self._predict = tf.function(
             lambda x: model(tf.cast(x, tf.float32), training=False), reduce_retracing=True
         )
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self._predict(pixels)).reshape(-1)
+        out = self._predict(pixels)
+        return np.asarray(out[0] if self.gated else out).reshape(-1)
+
+    def with_imagenet(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """p_dog (n,) and the ImageNet classifier's (n, 1001) outputs, from one pass."""
+        p, imagenet = self._predict(pixels)
+        return np.asarray(p).reshape(-1), np.asarray(imagenet)
+
+
+class GateRuntime:
+    """The content check's own model (content.gate_model) for models that do not share its
+    backbone: uint8 pixels at content.GATE_IMAGE_SIZE in, (n, 1001) out."""
+
+    def __init__(self, threads: int | None = None):
+        import tensorflow as tf
+
+        from .content import gate_model
+
+        set_tensorflow_threads(threads)
+        model = gate_model()
+        self._predict = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._predict(pixels))
 
 
 class OnnxRuntime:
     """An exported `model.onnx` (fp32 or int8, uint8 pixels in) run by ONNX Runtime on the CPU."""
 
     name = "onnx"
+    gated = False
 
     def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
         ort = require("onnxruntime", "the onnx runtime")
@@ -127,6 +189,7 @@ class OpenVinoRuntime:
     model runs in fp32 (OpenVINO would pick bf16 on CPUs that have it); int8 runs as int8."""
 
     name = "openvino"
+    gated = False
 
     def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
         ov = require("openvino", "the openvino runtime")
@@ -202,9 +265,12 @@ def check_model(checkpoint: Checkpoint, runtime: str = "auto") -> None:
     _check_input(checkpoint, shape)
 
 
-def load_runtime(checkpoint: Checkpoint, runtime: str = "auto", threads: int | None = None) -> Runtime:
-    """Load the checkpoint's model into the runtime chosen for it (see `choose_runtime`)."""
-    classes = {"keras": KerasRuntime, "onnx": OnnxRuntime, "openvino": OpenVinoRuntime}
+def load_runtime(checkpoint: Checkpoint, runtime: str = "auto", threads: int | None = None, imagenet: bool = False) -> Runtime:
+    """Load the checkpoint's model into the runtime chosen for it (see `choose_runtime`); with
+    `imagenet`, a Keras model that `shares_gate_backbone` also gives the ImageNet classifier's
+    outputs (its runtime is then `gated`)."""
     name = choose_runtime(checkpoint, runtime)
     log.debug("running %s with the %s runtime", checkpoint.model_path, name)
-    return classes[name](checkpoint, threads)
+    if name == "keras":
+        return KerasRuntime(checkpoint, threads, imagenet and shares_gate_backbone(checkpoint))
+    return {"onnx": OnnxRuntime, "openvino": OpenVinoRuntime}[name](checkpoint, threads)

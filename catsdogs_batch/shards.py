@@ -227,6 +227,10 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
         "runtime": options.engine.runtime,
         "threshold": options.labelling.threshold,
         "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
+        "content_check": (
+            {"neither_below": options.labelling.neither_below, "both_above": options.labelling.both_above}
+            if options.labelling.content_check else None
+        ),
     }
     if options.files is not None:  # only then: jobs of whole folders stay as recorded before
         job["files_sha1"] = hashlib.sha1("\n".join(options.files).encode(errors="surrogateescape")).hexdigest()

@@ -26,8 +26,13 @@ class Row:
     path: str  # relative to the folder, POSIX separators
     id: int | None  # Kaggle id where the file name is a number (test/123.jpg)
     p_dog: float | None
-    label: str  # cat / dog (or uncertain, for `catsdogs label`); empty for errors
-    confidence: float | None  # probability of the label given (max(p_dog, 1 - p_dog) if uncertain)
+    label: str  # cat / dog / neither / both (or uncertain, with --uncertain); empty for errors
+    confidence: float | None  # probability of cat or dog given (max(p_dog, 1 - p_dog) if uncertain); none for neither, both
+    # The ImageNet classifier's word (content.py; empty without the content check): its share of
+    # probability on the dog breeds and on the cats, and its most likely class
+    imagenet_dog: float | None
+    imagenet_cat: float | None
+    imagenet_top: str
     width: int | None
     height: int | None
     status: str  # ok / error
@@ -51,6 +56,9 @@ DTYPES = {
     "p_dog": "float64",
     "label": "string[python]",
     "confidence": "float64",
+    "imagenet_dog": "float64",
+    "imagenet_cat": "float64",
+    "imagenet_top": "string[python]",
     "width": "Int64",
     "height": "Int64",
     "status": "string[python]",
@@ -65,7 +73,7 @@ OPTIONAL_DTYPES = {
 ALL_DTYPES = {**DTYPES, **OPTIONAL_DTYPES}  # of any column a table of this tool may have
 _READ_CSV = {
     "dtype": ALL_DTYPES, "keep_default_na": False,
-    "na_values": {"p_dog": [""], "confidence": [""], "label_quality": [""]},
+    "na_values": {"p_dog": [""], "confidence": [""], "imagenet_dog": [""], "imagenet_cat": [""], "label_quality": [""]},
     "encoding": "utf-8", "encoding_errors": "surrogateescape",
 }  # fmt: skip
 _LARGEST_ID = 2**53  # ids above it would not survive a float column (an id missing in a row makes one)
@@ -81,24 +89,46 @@ def kaggle_id(relative_path: str) -> int | None:
     return number if number <= _LARGEST_ID else None
 
 
-def ok_row(relative_path: str, p_dog: float, width: int, height: int, label: str | None = None) -> Row:
+ANSWERS = ("cat", "dog", "neither", "both")  # what a photo holds, as the label column says it
+NOT_CAT_OR_DOG = ("neither", "both")  # answers that are no cat-or-dog label: no confidence, left out of training
+
+
+@dataclass(frozen=True)
+class ImageNetWord:
+    """The ImageNet classifier's word on one image (content.py): the row's imagenet_* columns."""
+
+    dog: float
+    cat: float
+    top: str
+
+
+def ok_row(
+    relative_path: str, p_dog: float, width: int, height: int, label: str | None = None,
+    imagenet: ImageNetWord | None = None,
+) -> Row:  # fmt: skip
     p = round(float(p_dog), 6)
     label = label or ("dog" if p >= THRESHOLD else "cat")
-    confidence = {"dog": p, "cat": 1 - p}.get(label, max(p, 1 - p))
+    confidence = None if label in NOT_CAT_OR_DOG else round({"dog": p, "cat": 1 - p}.get(label, max(p, 1 - p)), 6)
+    dog, cat, top = (round(imagenet.dog, 6), round(imagenet.cat, 6), imagenet.top) if imagenet else (None, None, "")
     return Row(
-        relative_path, kaggle_id(relative_path), p, label, round(confidence, 6), width, height, "ok", "",
+        relative_path, kaggle_id(relative_path), p, label, confidence, dog, cat, top, width, height, "ok", "",
     )  # fmt: skip
 
 
 def confidences(labels: np.ndarray, p_dog: np.ndarray) -> np.ndarray:
-    """ok_row's confidence for whole columns: p_dog for dog, 1 - p_dog for cat, the larger of
-    the two for any other label (uncertain), rounded as the table stores it."""
+    """ok_row's confidence for whole columns: p_dog for dog, 1 - p_dog for cat, none for neither
+    and both, the larger of the two for any other label (uncertain), rounded as the table stores it."""
     p = np.asarray(p_dog, dtype=float)
-    return np.select([labels == "dog", labels == "cat"], [p, 1 - p], np.maximum(p, 1 - p)).round(6)
+    return np.select(
+        [labels == "dog", labels == "cat", np.isin(labels, NOT_CAT_OR_DOG)], [p, 1 - p, np.nan], np.maximum(p, 1 - p)
+    ).round(6)
 
 
-def label_for(p_dog: float, labelling: Labelling) -> str:
-    """cat, dog or uncertain for one probability, by the threshold and the uncertain band."""
+def label_for(p_dog: float, labelling: Labelling, content: str | None = None) -> str:
+    """cat, dog or uncertain for one probability, by the threshold and the uncertain band;
+    `content` (neither or both, from the content check) comes first."""
+    if content is not None:
+        return content
     band = labelling.uncertain
     if band is not None and band[0] <= p_dog <= band[1]:
         return "uncertain"
@@ -112,7 +142,7 @@ def check_band(band: tuple[float, float] | None) -> None:
 
 
 def error_row(relative_path: str, error: str) -> Row:
-    return Row(relative_path, kaggle_id(relative_path), None, "", None, None, None, "error", error)
+    return Row(relative_path, kaggle_id(relative_path), None, "", None, None, None, "", None, None, "error", error)
 
 
 def write_shard(path: Path, rows: Iterable[Row]) -> None:

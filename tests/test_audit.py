@@ -291,7 +291,7 @@ def test_bad_audit_options_are_one_line_before_any_work(mislabelled, tmp_path, c
     assert main(["audit", str(tmp_path / "missing")]) == 1 and "is not a folder" in capsys.readouterr().err
     (tmp_path / "c.csv").write_text("path,label\ncat.1.png,maybe\n")
     assert main(run + ["--corrections", str(tmp_path / "c.csv")]) == 1
-    assert "is not path,cat|dog|skip" in capsys.readouterr().err
+    assert "is not path,cat|dog|neither|both|skip" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists()
 
 

@@ -445,7 +445,7 @@ def test_a_bad_corrections_file_is_refused_before_predicting(tiny_model, photos,
     args = ["label", str(tiny_model), str(photos), "--out", str(tmp_path / "t.csv"), "--corrections", str(corrections)]
     assert main(args) == 1 and "No such file" in capsys.readouterr().err
     corrections.write_text("path,label\ncat.jpg,uncertain\n")
-    assert main(args) == 1 and "is not path,cat|dog|skip" in capsys.readouterr().err
+    assert main(args) == 1 and "is not path,cat|dog|neither|both|skip" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrections.csv", "photos"]
 
 

@@ -9,7 +9,7 @@ const client = crypto.randomUUID();  // this page load: its undo takes back its 
 const grid = document.getElementById("grid");
 const progress = document.getElementById("progress");
 const status = document.getElementById("status");
-const KEYS = { c: "cat", d: "dog", x: "skip", " ": "accept" };
+const KEYS = { c: "cat", d: "dog", n: "neither", b: "both", x: "skip", " ": "accept" };
 const CHANGES = new Set([...Object.keys(KEYS), "u"]);
 
 let summary = null;   // from /api/summary, `reviewed` kept up to date
@@ -91,7 +91,7 @@ function tile(item, index) {
 function mark() {  // the tiles' decisions and the cursor, as the state says
   grid.querySelectorAll(".tile").forEach((figure, index) => {
     const item = items[index];
-    figure.classList.remove("decided-cat", "decided-dog", "decided-skip", "current");
+    figure.classList.remove(...Object.values(KEYS).map((label) => `decided-${label}`), "current");
     if (item.decision) figure.classList.add(`decided-${item.decision}`);
     if (index === cursor) figure.classList.add("current");
     figure.querySelector(".decision").textContent = item.decision || "";
