@@ -322,6 +322,7 @@ def audit_table(
         "label": model_label,
         "true_label": text([CLASS_NAMES[item.label] for item in kept]),
         "confidence": confidences(model_label, p),
+        "imagenet_dog": np.nan, "imagenet_cat": np.nan, "imagenet_top": "",  # the audit runs no content check
         "width": None if sizes is None else sizes[:, 0], "height": None if sizes is None else sizes[:, 1],
         "status": "ok", "error": "",
         "label_quality": np.round(quality, 6),
@@ -333,7 +334,8 @@ def audit_table(
         "path": text([row["path"] for row in skipped]),
         "id": [kaggle_id(row["path"]) for row in skipped],
         "p_dog": np.nan, "label": "", "true_label": text([given[row["path"]] for row in skipped]),
-        "confidence": np.nan, "width": None, "height": None, "status": "error",
+        "confidence": np.nan, "imagenet_dog": np.nan, "imagenet_cat": np.nan, "imagenet_top": "",
+        "width": None, "height": None, "status": "error",
         "error": text([row["error"] for row in skipped]), "label_quality": np.nan, "label_issue": False,
     })  # fmt: skip
     frames = [f.astype({c: ALL_DTYPES[c] for c in AUDIT_COLUMNS}) for f in (readable, errors) if len(f)]

@@ -299,14 +299,35 @@ def parse_predict(sub: argparse._SubParsersAction) -> None:
         sub, "predict",
         help="write the results table for a folder of images",
         description="Predict cat or dog for every image under FOLDER (recursively) and write "
-        "one row per file: path, id, p_dog, label, confidence, width, height, status, error. "
+        "one row per file: path, id, p_dog, label (cat, dog, neither or both), confidence, imagenet_dog, "
+        "imagenet_cat, imagenet_top, width, height, status, error. "
         "An interrupted run continues where it stopped when rerun.",
     )  # fmt: skip
     p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
     p.add_argument("folder", type=Path, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="results table, .csv or .parquet")
+    _add_content_options(p)
     _add_engine_options(p)
     p.set_defaults(func=run_predict)
+
+
+def _add_content_options(p: argparse.ArgumentParser) -> None:
+    """The content check's flags (predict, label): neither and both (content.py)."""
+    option(
+        p, Labelling, "content_check",
+        "label only cat or dog: no ImageNet classifier, no neither or both, empty imagenet_* columns",
+        "--no-content-check",
+    )  # fmt: skip
+    option(
+        p, Labelling, "neither_below",
+        "neither where no region of the photo has this much of the ImageNet classifier's probability "
+        "on cats and dogs (0: never neither)", metavar="P",
+    )  # fmt: skip
+    option(
+        p, Labelling, "both_above",
+        "both where one half of the photo is a dog and the other a cat, each with p_dog (or 1 - p_dog) "
+        "of at least this (1: never both)", metavar="P",
+    )  # fmt: skip
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -439,11 +460,12 @@ def run_submit(args: argparse.Namespace) -> None:
 def parse_label(sub: argparse._SubParsersAction) -> None:
     p = command(
         sub, "label",
-        help="label a folder of photos as cat, dog or uncertain, and sort them",
+        help="label a folder of photos as cat, dog, neither, both or uncertain, and sort them",
         description="Predict every image under FOLDER (recursively) and write the results table "
-        "(the same columns as `predict`); with --uncertain, images with LOW <= p_dog <= HIGH are "
-        "labelled uncertain. With --sort-into, each image is also placed at "
-        "DIR/{cat,dog,uncertain}/<its path relative to FOLDER>; no file is ever overwritten, "
+        "(the same columns as `predict`): neither where the ImageNet classifier finds no cat or dog in "
+        "the photo, both where it holds a cat and a dog; with --uncertain, images with LOW <= p_dog <= HIGH "
+        "are labelled uncertain. With --sort-into, each image is also placed at "
+        "DIR/{cat,dog,neither,both,uncertain}/<its path relative to FOLDER>; no file is ever overwritten, "
         "unreadable files stay where they are, and an interrupted run finishes when rerun.",
     )  # fmt: skip
     p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
@@ -456,7 +478,8 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     option(p, Labelling, "threshold", "dog when p_dog >= this, else cat")
     option(p, Labelling, "uncertain", "label images with LOW <= p_dog <= HIGH as uncertain", metavar=("LOW", "HIGH"))
-    option(p, LabelOptions, "sort_into", "place images into DIR/cat, DIR/dog, DIR/uncertain", metavar="DIR")
+    _add_content_options(p)
+    option(p, LabelOptions, "sort_into", "place images into DIR/cat, DIR/dog, DIR/neither, DIR/both, DIR/uncertain", metavar="DIR")
     option(
         p, LabelOptions, "corrections",
         "a review's corrections.csv (path,label): its labels win over the model's (the table's "

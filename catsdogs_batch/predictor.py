@@ -24,13 +24,13 @@ class Predictor:
     Members may take different image sizes: each image is decoded once, at the largest, and
     reduced to each smaller member's size (area interpolation).
 
-    With `content_check` (content.py), the ImageNet classifier says which photos hold neither a
-    cat nor a dog, or both: on the first member's own features where it `shares_gate_backbone`,
+    With `content_check` (content.py; the engines pass the Labelling's), the ImageNet classifier
+    also says which photos hold neither a cat nor a dog, or both (`rows`): on the first member's own features where it `shares_gate_backbone`,
     else by its own model on the same decoded pixels."""
 
     def __init__(
         self, model: Models, tta: bool = False, runtime: str = "auto", threads: int | None = None,
-        content_check: bool = True,
+        content_check: bool = False,
     ):  # fmt: skip
         self.checkpoints = find_checkpoints(model)
         self.tta = tta

@@ -305,15 +305,15 @@ def test_audit_and_corrected_tables_keep_names_byte_for_byte(tmp_path):
         assert again["path"][0] == name
     assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "in.csv").read_bytes()
     source = tmp_path / "label.csv"
-    source.write_text(",".join(SOURCE_COLUMNS) + "\na.jpg,,0.9,cat,human,0.1,48,48,ok,\n")
+    source.write_text(",".join(SOURCE_COLUMNS) + "\na.jpg,,0.9,cat,human,0.1,,,,48,48,ok,\n")
     assert read_table(source)["source"].tolist() == ["human"]
 
 
 def _audit_csv(path: Path, name: str) -> Path:
     with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
         f.write(",".join(AUDIT_COLUMNS) + "\n")
-        f.write(f"{name},,0.9,dog,cat,0.9,,,ok,,0.1,True\n")
-        f.write("dog.1.jpg,,,,dog,,,,error,empty file,,False\n")
+        f.write(f"{name},,0.9,dog,cat,0.9,,,,,,ok,,0.1,True\n")
+        f.write("dog.1.jpg,,,,dog,,,,,,,error,empty file,,False\n")
     return path
 
 

@@ -3,6 +3,8 @@ and on the packaged ImageNet classifier."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -111,3 +113,90 @@ def test_the_imagenet_classifier_finds_no_animal_in_plain_pictures_and_one_in_th
     animals = np.stack([photo(sample_dir / "train" / f"{kind}.{n}.jpg") for kind in ("cat", "dog") for n in range(4)])
     seen = Evidence.from_outputs(gate(animals))
     assert (seen.region >= NEITHER_BELOW).all(), seen.region
+
+
+def composite(left: Path, right: Path, out: Path) -> Path:
+    """Two photos side by side, each 200 x 200: a cat beside a dog."""
+    image = Image.new("RGB", (400, 200))
+    image.paste(Image.open(left).convert("RGB").resize((200, 200)), (0, 0))
+    image.paste(Image.open(right).convert("RGB").resize((200, 200)), (200, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, quality=92)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lite2_run(sample_dir, tmp_path_factory) -> Path:
+    """The default architecture (EfficientNet-Lite2, a fitted head) trained on 60 of the
+    sample's photos: its content check runs on its own features."""
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import train
+
+    root = tmp_path_factory.mktemp("lite2")
+    for kind in ("cat", "dog"):
+        for n in range(30):
+            (root / "train").mkdir(exist_ok=True)
+            (root / "train" / f"{kind}.{n}.jpg").write_bytes((sample_dir / "train" / f"{kind}.{n}.jpg").read_bytes())
+    return train(TrainOptions(data=root / "train", out=root / "run", workers=2))
+
+
+@pytest.fixture
+def mixed_folder(sample_dir, tmp_path) -> Path:
+    """Photos of each answer: two cats, two dogs (not trained on), two pictures of no animal
+    (a colour gradient, a checkerboard), and a cat beside a dog."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    train = sample_dir / "train"
+    for name in ("cat.2000.jpg", "cat.2001.jpg", "dog.2000.jpg", "dog.2001.jpg"):
+        (folder / name).write_bytes((train / name).read_bytes())
+    y, x = np.mgrid[0:300, 0:400]
+    Image.fromarray(np.stack([x * 255 // 400, y * 255 // 300, 255 - x * 255 // 400], -1).astype(np.uint8)).save(folder / "gradient.png")
+    Image.fromarray((((x // 50 + y // 50) % 2) * 255).astype(np.uint8)).save(folder / "checkers.png")
+    composite(train / "cat.2002.jpg", train / "dog.2002.jpg", folder / "pair.jpg")
+    return folder
+
+
+EXPECTED = {
+    "cat.2000.jpg": "cat", "cat.2001.jpg": "cat", "dog.2000.jpg": "dog", "dog.2001.jpg": "dog",
+    "gradient.png": "neither", "checkers.png": "neither", "pair.jpg": "both",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.content_check
+def test_label_sorts_cats_dogs_neither_and_both_into_their_folders_with_nothing_lost(lite2_run, mixed_folder, tmp_path):
+    from catsdogs_batch.label import label_folder
+    from catsdogs_batch.options import LabelOptions
+    from catsdogs_batch.tables import read_table
+
+    before = {p.name: p.read_bytes() for p in mixed_folder.iterdir()}
+    options = LabelOptions(lite2_run, mixed_folder, tmp_path / "labels.csv", sort_into=tmp_path / "sorted", mode="move")
+    summary = label_folder(options)
+    table = read_table(tmp_path / "labels.csv")
+    assert dict(zip(table["path"], table["label"])) == EXPECTED
+    assert summary.labels == {"cat": 2, "dog": 2, "neither": 2, "both": 1}
+    placed = {p.relative_to(tmp_path / "sorted").as_posix(): p.read_bytes() for p in (tmp_path / "sorted").rglob("*") if p.is_file()}
+    assert placed == {f"{label}/{name}": before[name] for name, label in EXPECTED.items()}
+    assert not any(mixed_folder.iterdir())  # moved: each photo exactly once, byte for byte
+    why = table.set_index("path")
+    assert why.loc["gradient.png", "imagenet_dog"] + why.loc["gradient.png", "imagenet_cat"] < 0.2
+    assert why.loc["cat.2000.jpg", "imagenet_top"] != "" and np.isnan(why.loc["pair.jpg", "confidence"])
+
+
+@pytest.mark.slow
+@pytest.mark.content_check
+def test_the_content_check_can_be_turned_off_or_moved(lite2_run, mixed_folder, tmp_path):
+    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.options import Labelling, PredictOptions
+    from catsdogs_batch.tables import read_table
+
+    def labels(labelling: Labelling, name: str) -> dict[str, str]:
+        predict_folder(PredictOptions(lite2_run, mixed_folder, tmp_path / name, labelling=labelling))
+        table = read_table(tmp_path / name)
+        return dict(zip(table["path"], table["label"])), table
+
+    off, table = labels(Labelling(content_check=False), "off.csv")
+    assert set(off.values()) <= {"cat", "dog"} and (table["imagenet_top"] == "").all() and table["imagenet_dog"].isna().all()
+    never, _ = labels(Labelling(neither_below=0, both_above=1), "never.csv")
+    assert set(never.values()) <= {"cat", "dog"}
+    assert {k: v for k, v in never.items() if EXPECTED[k] in ("cat", "dog")} == {k: v for k, v in EXPECTED.items() if v in ("cat", "dog")}

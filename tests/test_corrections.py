@@ -82,7 +82,7 @@ def test_label_reads_a_corrections_file_into_the_index_and_applies_it(tmp_path):
         "path": pd.array(["album/IMG_00001.jpg", "album/IMG_00002.jpg", RAW, "other.jpg"], dtype="string[python]"),
         "id": [None] * 4,
         "p_dog": [0.1, 0.9, 0.2, 0.3], "label": ["cat", "dog", "cat", "cat"], "confidence": [0.9, 0.9, 0.8, 0.7],
-        "width": [48] * 4, "height": [48] * 4, "status": ["ok"] * 4, "error": [""] * 4,
+        "imagenet_dog": [np.nan] * 4, "imagenet_cat": [np.nan] * 4, "imagenet_top": [""] * 4, "width": [48] * 4, "height": [48] * 4, "status": ["ok"] * 4, "error": [""] * 4,
     }).astype(DTYPES)  # fmt: skip
     relabelled = relabeller(read.labels)(frame)
     assert relabelled["label"].tolist() == ["dog", "skip", "dog", "cat"]

@@ -281,14 +281,14 @@ def test_a_hand_edited_table_cannot_send_files_anywhere(tiny_model, tmp_path, mo
     monkeypatch.undo()
     os.symlink(tmp_path / "elsewhere", sorted_dir / "x")
     header = ",".join(COLUMNS)
-    table.write_text(header + "\n" + "".join(f"{path},,0.9,{label},0.9,48,48,ok,\n" for path, label in [
+    table.write_text(header + "\n" + "".join(f"{path},,0.9,{label},0.9,,,,48,48,ok,\n" for path, label in [
         (".cat.0.jpg.catsdogs-partial", "dog"), ("cat.0.jpg", "dog"), ("cat.1.jpg", str(tmp_path / "elsewhere")),
         ("cat.2.jpg", "../outside"), ("cat.2.jpg", "x/y"), ("../../etc/passwd", "dog"),
     ]))  # fmt: skip
     before = files_under(source)
     assert main(args) == 3
     printed = capsys.readouterr().out
-    assert printed.count("not one of cat, dog, uncertain") == 3 and "not a path the folder's walk gives" in printed
+    assert printed.count("not one of cat, dog, neither, both, uncertain") == 3 and "not a path the folder's walk gives" in printed
     assert files_under(tmp_path / "elsewhere") == {} and not (tmp_path / "outside").exists()
     after = files_under(source) | {p.split("/", 1)[1]: b for p, b in files_under(sorted_dir).items()}
     assert after == before  # every photo is somewhere, once
@@ -337,8 +337,9 @@ def test_damaged_job_files_are_one_line_and_overwrite_recovers(tiny_model, photo
 
 
 def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos, tmp_path, caplog):
-    """A review's corrections.csv: its labels are sorted by (the model's are not asked), `skip`
-    images stay where they are, and the table says who gave each label."""
+    """A review's corrections.csv: its labels are sorted by (the model's are not asked), a
+    person's neither and both go to their folders, `skip` images stay where they are, and the
+    table says who gave each label."""
     plain = tmp_path / "plain.csv"
     label_folder(LabelOptions(tiny_model, photos, plain, engine=QUIET))
     model = read_table(plain).set_index("path")["label"]
@@ -349,6 +350,8 @@ def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos
         f"2023/IMG_0001.jpg,{other[model['2023/IMG_0001.jpg']]}\n"  # the model was wrong
         f"cat.jpg,{model['cat.jpg']}\n"  # the model was right
         "2024/IMG_0002.jpg,skip\n"
+        "2024/holiday/IMG_0001.jpg,neither\n"
+        "dog.png,both\n"
         "gone.jpg,dog\n"  # not in the folder: counted, not an error
     )  # fmt: skip
     before = files_under(photos)
@@ -362,7 +365,9 @@ def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos
     human = rows[rows["source"] == "human"]
     assert dict(human["label"]) == {
         "2023/IMG_0001.jpg": other[model["2023/IMG_0001.jpg"]], "cat.jpg": model["cat.jpg"], "2024/IMG_0002.jpg": "skip",
+        "2024/holiday/IMG_0001.jpg": "neither", "dog.png": "both",
     }  # fmt: skip
+    assert rows.loc[["2024/holiday/IMG_0001.jpg", "dog.png"], "confidence"].isna().all()  # no cat-or-dog answer
     assert (rows.loc[rows["status"] == "ok", "source"] != "").all() and (rows.loc[rows["status"] != "ok", "source"] == "").all()
     machine = rows[rows["source"] == "model"]
     assert (machine["label"] == model[machine.index]).all()
@@ -383,7 +388,7 @@ def test_corrections_win_when_sorting_and_skip_stays_in_place(tiny_model, photos
     summary = label_folder(LabelOptions(tiny_model, photos, again, engine=QUIET, corrections=corrections))
     assert read_table(again).set_index("path")["source"].to_dict() == rows["source"].to_dict()
     counts = summary.corrections
-    assert (counts.given, counts.applied, counts.changed, counts.unknown) == (4, 3, 2, 1)  # skip changes it too
+    assert (counts.given, counts.applied, counts.changed, counts.unknown) == (6, 5, 4, 1)  # skip, neither, both change it too
     assert summary.labels["skip"] == 1 and "1 skip" in summary.describe()
 
 
@@ -406,7 +411,8 @@ def test_a_skipped_image_has_no_confidence_in_the_table():
 
     frame = pd.DataFrame({
         "path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "id": [None] * 4, "p_dog": [0.9, 0.9, 0.2, np.nan],
-        "label": ["dog", "dog", "cat", ""], "confidence": [0.9, 0.9, 0.8, np.nan], "width": [48, 48, 48, None],
+        "label": ["dog", "dog", "cat", ""], "confidence": [0.9, 0.9, 0.8, np.nan],
+        "imagenet_dog": [np.nan] * 4, "imagenet_cat": [np.nan] * 4, "imagenet_top": [""] * 4, "width": [48, 48, 48, None],
         "height": [48, 48, 48, None], "status": ["ok", "ok", "ok", "error"], "error": ["", "", "", "empty file"],
     }).astype(DTYPES)  # fmt: skip
     relabelled = label_module.relabeller({"a.jpg": "skip", "b.jpg": "cat", "d.jpg": "dog"})(frame).set_index("path")

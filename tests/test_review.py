@@ -41,7 +41,7 @@ def write_table(path: Path, rows: list[dict], true_label: bool = False) -> Path:
             p = row.get("p_dog")
             full = {
                 "id": "", "width": 48 if p is not None else "", "height": 48 if p is not None else "",
-                "status": "ok", "error": "", "true_label": "",
+                "status": "ok", "error": "", "true_label": "", "imagenet_dog": "", "imagenet_cat": "", "imagenet_top": "",
                 "label": "" if p is None else ("dog" if p >= 0.5 else "cat"),
                 "confidence": "" if p is None else max(p, 1 - p),
                 **{k: v for k, v in row.items()},
@@ -323,7 +323,7 @@ def test_labels_written_by_hand_are_read_and_rows_that_are_not_refuse_to_start(t
         ("path,label\na.jpg,cow\n", 2),
     ):
         path.write_text(text)
-        with pytest.raises(UserError, match=f"line {line} of .*corrections.csv is not path,cat\\|dog\\|skip") as error:
+        with pytest.raises(UserError, match=f"line {line} of .*corrections.csv is not path,cat\\|dog\\|neither\\|both\\|skip") as error:
             Corrections(path)
         assert "\n" not in str(error.value)
         assert path.read_text() == text  # the user's rows are never dropped
@@ -645,7 +645,7 @@ def test_a_table_of_100_000_rows_is_served_a_page_at_a_time(tmp_path):
     frame = pd.DataFrame({
         "path": [f"album-{i // 1000:03d}/IMG_{i:06d}.jpg" for i in range(n)], "id": "", "p_dog": p_dog,
         "label": np.where(p_dog >= 0.5, "dog", "cat"), "confidence": np.maximum(p_dog, 1 - p_dog).round(6),
-        "width": 640, "height": 480, "status": "ok", "error": "",
+        "imagenet_dog": "", "imagenet_cat": "", "imagenet_top": "", "width": 640, "height": 480, "status": "ok", "error": "",
     })  # fmt: skip
     frame.to_csv(tmp_path / "big.csv", index=False)
     session = opened(ReviewOptions(tmp_path / "big.csv", images=tmp_path, page_size=24))

@@ -143,7 +143,7 @@ def test_a_folder_with_other_files_is_never_a_new_run(kaggle_train_folder, tmp_p
 
 
 @pytest.mark.slow
-def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_train_folder, tmp_path, caplog, capsys):
+def test_corrections_change_the_labels_trained_on_and_leave_out_skip_neither_and_both(kaggle_train_folder, tmp_path, caplog, capsys):
     corrections = tmp_path / "corrections.csv"
     corrections.write_text(
         "path,label\n"
@@ -151,21 +151,23 @@ def test_corrections_change_the_labels_trained_on_and_leave_out_skip(kaggle_trai
         "cat.3.jpg,cat\n"  # confirmed: not a change
         "dog.1.jpg,skip\n"
         "cat.2.jpg,skip\n"
+        "dog.2.jpg,neither\n"  # no cat or dog in it: no example of either
+        "cat.4.jpg,both\n"  # a cat and a dog: no example of one of them
         "elsewhere/cat.9.jpg,cat\n"  # not in the folder: counted
     )  # fmt: skip
     out = tmp_path / "run"
     assert train_cli(kaggle_train_folder, out, "--epochs", "1", "--corrections", str(corrections)) == 0
 
     split = pd.read_csv(out / "split.csv").set_index("path")
-    assert len(split) == 22 and not {"dog.1.jpg", "cat.2.jpg"} & set(split.index)
+    assert len(split) == 20 and not {"dog.1.jpg", "cat.2.jpg", "dog.2.jpg", "cat.4.jpg"} & set(split.index)
     assert split.loc["cat.0.jpg", "label"] == "dog" and split.loc["cat.3.jpg", "label"] == "cat"
-    assert (split["label"] == "dog").sum() == 12  # 12 dogs - 1 skipped + 1 corrected cat
+    assert (split["label"] == "dog").sum() == 11  # 12 dogs - 1 skipped - 1 neither + 1 corrected cat
     run = json.loads((out / "run.json").read_text())
-    assert run["split"]["train_images"] + run["split"]["val_images"] == 22
-    assert run["split"]["train_dogs"] + run["split"]["val_dogs"] == 12
+    assert run["split"]["train_images"] + run["split"]["val_images"] == 20
+    assert run["split"]["train_dogs"] + run["split"]["val_dogs"] == 11
     assert run["corrections"] == {
         "file": str(corrections.resolve()), "sha256": hashlib.sha256(corrections.read_bytes()).hexdigest(),
-        "rows": 5, "changed": 1, "skipped": 2, "unknown": 1,
+        "rows": 7, "changed": 1, "skipped": 4, "unknown": 1,
     }  # fmt: skip
     assert run["config"]["corrections"] == str(corrections)
     assert "1 corrections name no labelled image" in caplog.text
