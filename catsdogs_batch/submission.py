@@ -16,7 +16,7 @@ from .files import atomic_path, atomic_write_json, made_folder, sha256
 from .images import HiddenEntries
 from .shards import files_fingerprint, job_description, upgraded_job
 from .side_files import job_file, read_record
-from .options import THRESHOLD, PredictOptions, SubmissionOptions, check_options
+from .options import THRESHOLD, Labelling, PredictOptions, SubmissionOptions, check_options
 from .tables import read_table
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,12 @@ def make_submission(options: SubmissionOptions) -> Path:
     options = resolve_options(options)
     out = options.out
     submission_path, results_path = out / SUBMISSION_FILE, out / RESULTS_FILE
-    predict = PredictOptions(options.model, options.test_dir, results_path, options.overwrite, options.engine)
+    # One probability per test image: the content check would not change it (moving its neither
+    # photos toward 0.5 raised the validation log loss: docs/benchmarks.md), so it is not run
+    predict = PredictOptions(
+        options.model, options.test_dir, results_path, options.overwrite, options.engine,
+        labelling=Labelling(content_check=False),
+    )  # fmt: skip
     check_engine_options(predict)
     if submission_path.exists() and not options.overwrite:
         raise UserError(f"{submission_path} already exists: pass --overwrite to replace it")

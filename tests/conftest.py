@@ -211,3 +211,44 @@ def second_model(tiny_model, tmp_path_factory) -> Path:
     scale_logit(model, 2.0)
     model.save(folder / "model.keras")
     return folder
+
+
+def composite(left: Path, right: Path, out: Path) -> Path:
+    """Two photos side by side, each 200 x 200: a cat beside a dog."""
+    image = Image.new("RGB", (400, 200))
+    image.paste(Image.open(left).convert("RGB").resize((200, 200)), (0, 0))
+    image.paste(Image.open(right).convert("RGB").resize((200, 200)), (200, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, quality=92)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lite2_run(sample_dir, tmp_path_factory) -> Path:
+    """The default architecture (EfficientNet-Lite2, a fitted head) trained on 60 of the
+    sample's photos: its content check runs on its own features."""
+    from catsdogs_batch.options import TrainOptions
+    from catsdogs_batch.train import train
+
+    root = tmp_path_factory.mktemp("lite2")
+    for kind in ("cat", "dog"):
+        for n in range(30):
+            (root / "train").mkdir(exist_ok=True)
+            (root / "train" / f"{kind}.{n}.jpg").write_bytes((sample_dir / "train" / f"{kind}.{n}.jpg").read_bytes())
+    return train(TrainOptions(data=root / "train", out=root / "run", workers=2))
+
+
+@pytest.fixture
+def mixed_folder(sample_dir, tmp_path) -> Path:
+    """Photos of each answer: two cats, two dogs (not trained on), two pictures of no animal
+    (a colour gradient, a checkerboard), and a cat beside a dog."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    train = sample_dir / "train"
+    for name in ("cat.2000.jpg", "cat.2001.jpg", "dog.2000.jpg", "dog.2001.jpg"):
+        (folder / name).write_bytes((train / name).read_bytes())
+    y, x = np.mgrid[0:300, 0:400]
+    Image.fromarray(np.stack([x * 255 // 400, y * 255 // 300, 255 - x * 255 // 400], -1).astype(np.uint8)).save(folder / "gradient.png")
+    Image.fromarray((((x // 50 + y // 50) % 2) * 255).astype(np.uint8)).save(folder / "checkers.png")
+    composite(train / "cat.2002.jpg", train / "dog.2002.jpg", folder / "pair.jpg")
+    return folder

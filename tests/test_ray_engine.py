@@ -228,3 +228,18 @@ def test_a_model_the_actors_could_not_load_is_one_line_before_ray_starts(tiny_mo
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
         assert not out.with_name(out.name + ".parts").exists()
+
+
+@pytest.mark.content_check
+def test_the_ray_engine_gives_the_content_checks_answers_of_the_local_one(local_ray, lite2_run, mixed_folder, tmp_path):
+    """neither and both, and the ImageNet columns, from Ray's actors as from this process."""
+    local, ray = tmp_path / "local.csv", tmp_path / "ray.csv"
+    predict_folder(PredictOptions(lite2_run, mixed_folder, local, engine=EngineOptions(progress=False)))
+    predict_on_ray(lite2_run, mixed_folder, ray)
+    local_table, ray_table = read_table(local), read_table(ray)
+    assert set(local_table["label"]) == {"cat", "dog", "neither", "both"}
+    assert_same_rows(ray_table, local_table)
+    assert (ray_table["imagenet_top"] == local_table["imagenet_top"]).all()
+    pd.testing.assert_frame_equal(
+        ray_table[["imagenet_dog", "imagenet_cat"]], local_table[["imagenet_dog", "imagenet_cat"]], atol=1e-5, rtol=0
+    )
