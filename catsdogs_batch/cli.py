@@ -82,8 +82,9 @@ def option(parser: argparse.ArgumentParser, options: type, name: str, help: str,
     default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     prefix = extra.pop("prefix", "")
     kwargs: dict[str, Any] = {"dest": prefix + name, "help": help}
-    if kind is bool:
-        kwargs["action"] = "store_false" if default else "store_true"
+    if kind is bool:  # a --no-X flag always turns X off
+        kwargs["action"] = "store_false" if default or any(f.startswith("--no-") for f in flags) else "store_true"
+        kwargs["default"] = default
     else:
         numeric = next((t for t in (int, float) if t == kind or t in typing.get_args(kind)), None)
         if typing.get_origin(kind) is tuple or any(typing.get_origin(t) is tuple for t in typing.get_args(kind)):
