@@ -29,7 +29,7 @@ pytest.importorskip("ray")
 import psutil  # noqa: E402  (a dev dependency)
 
 from catsdogs_batch.engine import predict_folder  # noqa: E402
-from catsdogs_batch.options import EngineOptions, PredictOptions  # noqa: E402
+from catsdogs_batch.options import Labelling, EngineOptions, PredictOptions  # noqa: E402
 from catsdogs_batch.tables import read_table  # noqa: E402
 
 from conftest import write_image  # noqa: E402
@@ -59,7 +59,7 @@ def photos(tmp_path_factory) -> Path:
 def local_table(tiny_model, photos, tmp_path_factory) -> pd.DataFrame:
     """The local engine's table for `photos`: what every Ray run must write."""
     out = tmp_path_factory.mktemp("local") / "results.csv"
-    predict_folder(PredictOptions(tiny_model, photos, out, engine=EngineOptions(progress=False)))
+    predict_folder(PredictOptions(tiny_model, photos, out, engine=EngineOptions(progress=False), labelling=Labelling(content_check=False)))
     return read_table(out)
 
 

@@ -19,7 +19,7 @@ from catsdogs_batch import ray_engine
 from catsdogs_batch.cli import build_parser, main
 from catsdogs_batch.engine import predict_folder
 from catsdogs_batch.predictor import Predictor
-from catsdogs_batch.options import EngineOptions, PredictOptions
+from catsdogs_batch.options import Labelling, EngineOptions, PredictOptions
 from catsdogs_batch.ray_engine import PredictorActor
 from catsdogs_batch.shards import Summary
 from catsdogs_batch.tables import COLUMNS, read_table
@@ -58,7 +58,7 @@ def test_images_and_bad_files(sample_dir, tmp_path_factory) -> Path:
 def local_table(tiny_model, test_images_and_bad_files, tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("local") / "results.csv"
     engine = EngineOptions(shard_size=300, progress=False)
-    predict_folder(PredictOptions(tiny_model, test_images_and_bad_files, out, engine=engine))
+    predict_folder(PredictOptions(tiny_model, test_images_and_bad_files, out, engine=engine, labelling=Labelling(content_check=False)))
     return read_table(out)
 
 
