@@ -12,7 +12,7 @@ classifier does. The evidence, per image (docs/benchmarks.md has the figures tha
   other half) disagree: one is a cat and the other a dog, by the model's own p_dog of that half
   (`both_above`) and the ImageNet classifier's word that the half holds a cat or a dog
   (`PRESENT`). The feature map alone could not tell: its cells disagree within one animal.
-  Only the photos the model is unsure of (p_dog within options.BOTH_CANDIDATES of 0.5) are cut
+  Only the photos the model is unsure of (p_dog within (1 - BOTH_CANDIDATES, BOTH_CANDIDATES)) are cut
   into halves, so a folder of ordinary pets costs little more.
 
 The classifier runs on the model's own backbone when that is EfficientNet-Lite2 with its
@@ -32,6 +32,7 @@ GATE_BACKBONE = "efficientnet-lite2"
 GATE_IMAGE_SIZE = 260  # pixels: Lite2's native size, where the thresholds were measured
 OVERLAP = 8  # a half reaches 1/OVERLAP of the image into the other half
 PRESENT = 0.1  # a half holds a cat or a dog: at least this share of its probability on them
+BOTH_CANDIDATES = 0.98  # only photos with p_dog within (1 - this, this) are cut into halves
 
 
 def class_names() -> list[str]:
@@ -62,9 +63,6 @@ class Evidence:
             probabilities.argmax(1), outputs[:, 1000],
         )  # fmt: skip
 
-    def __len__(self) -> int:
-        return len(self.dog)
-
 
 def gate_outputs(feature_map, state: dict[str, np.ndarray]):
     """Keras layers on a Lite backbone's feature map (n, h, w, 1280): the ImageNet classifier
@@ -87,7 +85,7 @@ def gate_outputs(feature_map, state: dict[str, np.ndarray]):
     return keras.layers.Concatenate(name="imagenet")([whole, region])
 
 
-def gate_model(image_size: int = GATE_IMAGE_SIZE):
+def gate_model():
     """The packaged EfficientNet-Lite2 and its ImageNet classifier: uint8-range pixels in, the
     (n, 1001) outputs of `gate_outputs` out. For models that do not share its backbone."""
     import keras
@@ -95,7 +93,7 @@ def gate_model(image_size: int = GATE_IMAGE_SIZE):
     from .efficientnet_lite import efficientnet_lite, lite_state_dict
 
     state, _ = lite_state_dict(GATE_BACKBONE, "imagenet")
-    backbone = efficientnet_lite(GATE_BACKBONE, image_size, "imagenet")
+    backbone = efficientnet_lite(GATE_BACKBONE, GATE_IMAGE_SIZE, "imagenet")
     return keras.Model(backbone.input, gate_outputs(backbone.output, state), name="imagenet_gate")
 
 

@@ -54,7 +54,7 @@ from .tables import ANSWERS, confidences, iter_table, label_for
 log = logging.getLogger(__name__)
 
 LABELS = (*ANSWERS, "uncertain")  # the folders of --sort-into
-SKIP = "skip"  # a person's label for neither, or unusable: such images stay where they are
+SKIP = "skip"  # a person's label for an unusable or undecided photo: such images stay where they are
 SHOWN = 20  # problems listed in the summary; the table has them all
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 

@@ -235,7 +235,6 @@ THRESHOLD = 0.5  # the label: dog where p_dog >= THRESHOLD, else cat (label --th
 # and cat|dog composites: docs/benchmarks.md has the figures.
 NEITHER_BELOW = 0.6  # neither: no cell of the photo has this much probability on cats and dogs
 BOTH_ABOVE = 0.88  # both: one half is a dog and the other a cat, each with at least this probability
-BOTH_CANDIDATES = 0.98  # only photos with p_dog within (1 - this, this) are cut into halves
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Models, find_checkpoints
-from .content import GATE_IMAGE_SIZE, PRESENT, Evidence, both_in_halves, class_names, halves
+from .content import BOTH_CANDIDATES, GATE_IMAGE_SIZE, PRESENT, Evidence, both_in_halves, class_names, halves
 from .images import DecodedImage, ImageError, load_image, resize_batch
-from .options import BOTH_CANDIDATES, Labelling
+from .options import Labelling
 from .runtimes import load_runtime
 from .tables import ImageNetWord, Row, error_row, label_for, ok_row
 
@@ -25,8 +25,8 @@ class Predictor:
     reduced to each smaller member's size (area interpolation).
 
     With `content_check` (content.py; the engines pass the Labelling's), the ImageNet classifier
-    also says which photos hold neither a cat nor a dog, or both (`rows`): on the first member's own features where it `shares_gate_backbone`,
-    else by its own model on the same decoded pixels."""
+    also says which photos hold neither a cat nor a dog, or both (`rows`): on the first member's
+    own features where it `shares_gate_backbone`, else by its own model on the same pixels."""
 
     def __init__(
         self, model: Models, tta: bool = False, runtime: str = "auto", threads: int | None = None,
@@ -58,7 +58,7 @@ class Predictor:
         imagenet = None
         for checkpoint, runtime in zip(self.checkpoints, self.runtimes):
             own = resize_batch(pixels, checkpoint.image_size)
-            if runtime.gated and self.content_check:
+            if runtime.gated:
                 p, imagenet = runtime.with_imagenet(own)
             else:
                 p = runtime(own)

@@ -98,47 +98,55 @@ def set_tensorflow_threads(threads: int | None) -> None:
             log.debug("TensorFlow is initialized: keeping its thread settings")
 
 
+def compiled(model):
+    """A Keras model as a TensorFlow function of uint8 pixels, in inference mode."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+
+
 class KerasRuntime:
     """The trained Keras model, run by TensorFlow (CPU or GPU, whichever TensorFlow finds). With
     `imagenet` (a model that `shares_gate_backbone`), `with_imagenet` also gives the ImageNet
-    classifier's outputs on the same features (content.gate_outputs)."""
+    classifier's outputs on the same features (content.gate_outputs), in the same pass."""
 
     name = "keras"
 
     def __init__(self, checkpoint: Checkpoint, threads: int | None = None, imagenet: bool = False):
-        import keras
-        import tensorflow as tf
-
-        from .model import backbone_of, load_keras_model
+        from .model import load_keras_model
 
         set_tensorflow_threads(threads)
         model = load_keras_model(checkpoint)
         self.gated = imagenet
+        self._predict = compiled(model)
         if imagenet:
-            from .content import GATE_BACKBONE, gate_outputs
-            from .torch_weights import packaged_state_dict
-
-            # the model is a chain (pretrained_model): run it again on a new input, keeping the
-            # backbone's feature map on the way
-            backbone = backbone_of(model)
-            x = inputs = keras.Input(model.input_shape[1:], name="image")
-            for layer in model.layers[1:]:
-                x = layer(x)
-                if layer is backbone:
-                    feature_map = x
-            model = keras.Model(inputs, [x, gate_outputs(feature_map, packaged_state_dict(GATE_BACKBONE)[0])])
-        self._predict = tf.function(
-            lambda x: model(tf.cast(x, tf.float32), training=False), reduce_retracing=True
-        )
+            self._with_imagenet = compiled(_with_imagenet_outputs(model))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        out = self._predict(pixels)
-        return np.asarray(out[0] if self.gated else out).reshape(-1)
+        return np.asarray(self._predict(pixels)).reshape(-1)
 
     def with_imagenet(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """p_dog (n,) and the ImageNet classifier's (n, 1001) outputs, from one pass."""
-        p, imagenet = self._predict(pixels)
+        p, imagenet = self._with_imagenet(pixels)
         return np.asarray(p).reshape(-1), np.asarray(imagenet)
+
+
+def _with_imagenet_outputs(model):
+    """`model` (a chain, as pretrained_model builds it) with a second output: the ImageNet
+    classifier on its backbone's feature map. The layers, and so the weights, are shared."""
+    import keras
+
+    from .content import GATE_BACKBONE, gate_outputs
+    from .model import backbone_of
+    from .torch_weights import packaged_state_dict
+
+    backbone = backbone_of(model)
+    x = inputs = keras.Input(model.input_shape[1:], name="image")
+    for layer in model.layers[1:]:
+        x = layer(x)
+        if layer is backbone:
+            feature_map = x
+    return keras.Model(inputs, [x, gate_outputs(feature_map, packaged_state_dict(GATE_BACKBONE)[0])])
 
 
 class GateRuntime:
@@ -146,13 +154,10 @@ class GateRuntime:
     backbone: uint8 pixels at content.GATE_IMAGE_SIZE in, (n, 1001) out."""
 
     def __init__(self, threads: int | None = None):
-        import tensorflow as tf
-
         from .content import gate_model
 
         set_tensorflow_threads(threads)
-        model = gate_model()
-        self._predict = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+        self._predict = compiled(gate_model())
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(pixels))

@@ -159,3 +159,78 @@ def test_the_content_check_can_be_turned_off_or_moved(lite2_run, mixed_folder, t
     never, _ = labels(Labelling(neither_below=0, both_above=1), "never.csv")
     assert set(never.values()) <= {"cat", "dog"}
     assert {k: v for k, v in never.items() if EXPECTED[k] in ("cat", "dog")} == {k: v for k, v in EXPECTED.items() if v in ("cat", "dog")}
+
+
+@pytest.mark.slow
+def test_the_default_runs_own_features_give_the_packaged_classifiers_answers(lite2_run, mixed_folder, gate):
+    """The shared pass (the run's backbone with the classifier on top) and the packaged Lite2 on
+    its own see the same features: the same evidence on the same pixels."""
+    from catsdogs_batch.checkpoint import find_checkpoint
+    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.runtimes import shares_gate_backbone
+
+    assert shares_gate_backbone(find_checkpoint(lite2_run))
+    predictor = Predictor(lite2_run, content_check=True)
+    assert predictor.runtimes[0].gated and predictor.gate is None
+    pixels = np.stack([photo(path) for path in sorted(mixed_folder.iterdir())])
+    p_dog, shared = predictor.runtimes[0].with_imagenet(pixels)
+    alone = Evidence.from_outputs(gate(pixels))
+    for name in ("dog", "cat", "region"):
+        assert getattr(Evidence.from_outputs(shared), name) == pytest.approx(getattr(alone, name), abs=1e-4)
+    assert p_dog == pytest.approx(predictor.runtimes[0](pixels), abs=1e-6)  # the plain pass: the same p_dog
+
+
+@pytest.mark.slow
+@pytest.mark.content_check
+def test_an_export_and_an_ensemble_get_the_same_answers_from_the_classifier_beside_them(lite2_run, mixed_folder, tmp_path):
+    """An ONNX export cannot share the Keras backbone: the packaged Lite2 runs beside it and
+    labels the photos as the run itself does; so does an ensemble whose first member is not a
+    default run."""
+    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.export import export_model
+    from catsdogs_batch.options import ExportOptions, PredictOptions
+    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.tables import read_table
+
+    export, _ = export_model(ExportOptions(lite2_run, "onnx", out=tmp_path / "onnx"))
+    assert Predictor(export, content_check=True).gate is not None
+    tables = {}
+    for name, model in (("run", lite2_run), ("export", export)):
+        predict_folder(PredictOptions(model, mixed_folder, tmp_path / f"{name}.csv"))
+        tables[name] = read_table(tmp_path / f"{name}.csv")
+    assert dict(zip(tables["export"]["path"], tables["export"]["label"])) == EXPECTED
+    assert tables["export"]["imagenet_top"].tolist() == tables["run"]["imagenet_top"].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.content_check
+def test_evaluate_counts_neither_and_both_among_the_labelled_photos(lite2_run, mixed_folder, tmp_path):
+    from catsdogs_batch.evaluate import evaluate_folder
+    from catsdogs_batch.options import EvaluateOptions
+
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    for name in ("cat.2000.jpg", "dog.2000.jpg"):
+        (labelled / name).write_bytes((mixed_folder / name).read_bytes())
+    (labelled / "cat.gradient.png").write_bytes((mixed_folder / "gradient.png").read_bytes())  # labelled cat, holds none
+    (labelled / "dog.pair.jpg").write_bytes((mixed_folder / "pair.jpg").read_bytes())
+    evaluation = evaluate_folder(EvaluateOptions(lite2_run, labelled, tmp_path / "eval"))
+    assert (evaluation.metrics["neither"], evaluation.metrics["both"], evaluation.metrics["images"]) == (1, 1, 4)
+    assert "1 neither, 1 both" in evaluation.describe()
+    assert "1 called neither and 1 both" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_the_content_checks_settings_are_part_of_the_job(tiny_model, tmp_path):
+    """A rerun with other thresholds, or without the check, is another job: its rows are not reused."""
+    from catsdogs_batch.checkpoint import find_checkpoints
+    from catsdogs_batch.options import PredictOptions
+    from catsdogs_batch.shards import job_description
+
+    def job(labelling: Labelling) -> dict:
+        options = PredictOptions(tiny_model, tmp_path, tmp_path / "t.csv", labelling=labelling)
+        return job_description(options, find_checkpoints(tiny_model))
+
+    jobs = [job(Labelling(content_check=True)), job(Labelling(content_check=True, neither_below=0.5)),
+            job(Labelling(content_check=True, both_above=0.9)), job(Labelling(content_check=False))]  # fmt: skip
+    assert all(a != b for i, a in enumerate(jobs) for b in jobs[i + 1 :])
+    assert job(Labelling(content_check=True)) == jobs[0]

@@ -84,6 +84,28 @@ def test_uncertain_band_first_then_the_most_confident_disagreements(tmp_path):
     assert [queue.model_label[r] for r in queue.order[:3]] == ["dog", "dog", "cat"]
 
 
+def test_the_content_checks_neither_and_both_are_reviewed_first_and_can_be_decided(tmp_path):
+    """Photos the content check called neither or both are in the first section whatever their
+    p_dog (a moon at 0.99); a person can answer neither, both, or accept them."""
+    photos = tmp_path / "photos"
+    for n, name in enumerate(["moon.jpg", "pair.jpg", "dog.jpg", "cat.jpg"]):
+        write_image(photos / name, n % 2, seed=n)
+    table = write_table(tmp_path / "labels.csv", [
+        {"path": "moon.jpg", "p_dog": 0.99, "label": "neither", "confidence": ""},
+        {"path": "pair.jpg", "p_dog": 0.03, "label": "both", "confidence": ""},
+        {"path": "dog.jpg", "p_dog": 0.97},  # sure, and only cat or dog: not asked
+        {"path": "cat.jpg", "p_dog": 0.45},  # the band
+    ])  # fmt: skip
+    with open_session(ReviewOptions(table, images=photos)) as session:
+        queue = session.queue
+        assert [queue.paths[r] for r in queue.order] == ["cat.jpg", "pair.jpg", "moon.jpg"]
+        assert queue.uncertain == 3 and [queue.model_label[r] for r in queue.order] == ["cat", "both", "neither"]
+        assert session.decide(2, "accept", "tab")["decision"] == "neither"
+        assert session.decide(1, "neither", "tab")["decision"] == "neither"
+        assert session.decide(0, "both", "tab")["decision"] == "both"
+    assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == {"moon.jpg": "neither", "pair.jpg": "neither", "cat.jpg": "both"}
+
+
 def test_a_label_table_uses_its_recorded_band_folder_and_uncertain_rows(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -807,19 +829,21 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         ActionChains(chromium).send_keys("u").perform()
         wait_for(chromium, "return document.getElementById('status').textContent === 'nothing to undo'")
 
-        # 0 dog, 1 cat, 2 neither, 3 the model's (cat), undo it, two on and 5 dog, back to 3 and
-        # accept, one row down and dog, the next page's first cat, and back; a decision key is
-        # pressed once the one before is saved
+        # 0 dog, 1 cat, 2 skip, 3 the model's (cat), undo it, two on and 5 dog, back to 3 and
+        # accept, one row down and dog, the next two neither and both, the next page's first cat,
+        # and back; a decision key is pressed once the one before is saved
         reviewed = 0
         for key in ["d", "c", "x", " ", "u", Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, "d", Keys.ARROW_LEFT,
-                    Keys.ARROW_LEFT, Keys.ARROW_LEFT, " ", Keys.ARROW_DOWN, "d", Keys.PAGE_DOWN, "c", Keys.PAGE_UP]:  # fmt: skip
+                    Keys.ARROW_LEFT, Keys.ARROW_LEFT, " ", Keys.ARROW_DOWN, "d", Keys.ARROW_RIGHT, "n",
+                    Keys.ARROW_RIGHT, "b", Keys.PAGE_DOWN, "c", Keys.PAGE_UP]:  # fmt: skip
             ActionChains(chromium).send_keys(key).perform()
-            if key in "dcx u":
+            if key in "dcxnb u":
                 reviewed += -1 if key == "u" else 1
                 wait_for(chromium, PROGRESS + f".startsWith('Reviewed {reviewed} / 14')")
-        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 7 / 14') && " + PROGRESS[7:] + ".includes('page 1 of 2')")
+        wait_for(chromium, PROGRESS + ".startsWith('Reviewed 9 / 14') && " + PROGRESS[7:] + ".includes('page 1 of 2')")
         expected = {queue[0]: "dog", queue[1]: "cat", queue[2]: "skip", queue[3]: "cat", queue[5]: "dog",
-                    queue[4 + columns]: "dog", queue[12]: "cat"}  # fmt: skip
+                    queue[4 + columns]: "dog", queue[5 + columns]: "neither", queue[6 + columns]: "both",
+                    queue[12]: "cat"}  # fmt: skip
         assert dict(read_corrections(tmp_path / "corrections.csv")[1:]) == expected
 
         def marks() -> dict[str, str]:
@@ -831,7 +855,7 @@ def test_the_page_in_a_browser(tmp_path, chromium):
         assert marks() == {k: v for k, v in expected.items() if k in queue[:12]}
         current = chromium.execute_script("return document.querySelector('.tile.current .name').textContent")
         assert current == queue[4]  # the first image not decided yet
-        assert wait_for(chromium, PROGRESS).startswith("Reviewed 7 / 14")
+        assert wait_for(chromium, PROGRESS).startswith("Reviewed 9 / 14")
         ActionChains(chromium).send_keys(Keys.ARROW_UP).perform()  # to the first row, for the picture
         wait_for(chromium, "return document.querySelector('.tile.current .name').textContent === arguments[0]", queue[0])
         wait_for(chromium, "return [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth > 0)")
