@@ -26,7 +26,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
 
-WALLPAPERS = ("plasma-workspace-wallpapers", "ukui-wallpapers", "lomiri-wallpapers")
+WALLPAPERS = (
+    "plasma-workspace-wallpapers", "ukui-wallpapers", "lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",
+)
 # Looked at one by one: these hold animals (two dogs at a window; a bird, a fish, a mouse, a
 # dragonfly): left out of "no cat or dog" where they hold one (the dogs), kept where they hold
 # another animal (that is neither too)
