@@ -11,7 +11,9 @@ stratified, seeded folds and each fold is predicted by what was fitted on the ot
   fold gets a small model trained in memory (train.py's pieces).
 cleanlab's confident learning then flags the likely label issues (`find_label_issues`) and
 scores every label (`get_label_quality_scores`: the out-of-fold probability of the given label).
-The table is sorted by that score, lowest (most likely wrong) first; unreadable images last.
+The table is sorted by that score, lowest (most likely wrong) first; unreadable images last. The
+flagged images go through the content check's `neither` rule (content.py, on them only): a photo
+with no cat or dog is labelled neither and is no label issue.
 
 With a review's corrections, their labels are the given ones and their `skip` images are left
 out (train's rules). Nothing is written until the end: the table atomically, then `<table>.job.json` (the folder,
@@ -120,14 +122,16 @@ class AuditSummary:
     table: Path
     images: int  # audited (readable)
     unreadable: int
-    issues: int  # flagged by cleanlab
+    issues: int  # flagged by cleanlab, less those the content check found no cat or dog in
     accuracy: float  # of the out-of-fold predictions against the given labels
     seconds: float
+    neither: int = 0  # flagged, but no cat or dog in the photo: labelled neither, not an issue
 
     def describe(self) -> str:
+        apart = f"; {self.neither} flagged photos hold no cat or dog (label neither), not counted" if self.neither else ""
         return (
             f"{self.images} images audited with out-of-fold predictions (accuracy {self.accuracy:.3f} against "
-            f"the given labels); {self.issues} likely label issues, ranked first -> {shown(self.table)}; "
+            f"the given labels); {self.issues} likely label issues, ranked first -> {shown(self.table)}{apart}; "
             f"{self.unreadable} unreadable; {self.seconds:.0f} s\n"
             f"review them: catsdogs review {shown(self.table)}"
         )
@@ -200,14 +204,56 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
     pred_probs = np.column_stack([1 - p_dog, p_dog])
     issues = find_label_issues(given, pred_probs, n_jobs=1)  # no worker processes forked from TensorFlow's
     quality = get_label_quality_scores(given, pred_probs)
-    table = audit_table(kept, p_dog, quality, issues, skipped, items, sizes[readable])
+    imagenet = check_flagged(options, kept, issues) if options.labelling.content_check and issues.any() else None
+    if imagenet is not None:
+        issues = issues & ~imagenet.neither
+    table = audit_table(kept, p_dog, quality, issues, skipped, items, sizes[readable], imagenet)
     job_file(out).unlink(missing_ok=True)  # a table being replaced loses its record first
     write_table(out, [table])
     seconds = time.perf_counter() - started
     accuracy = float(np.mean((p_dog >= THRESHOLD) == given))
     record = _job_record(options, method, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
     atomic_write_json(job_file(out), record | ({"corrections": corrections} if corrections else {}))
-    return AuditSummary(out, len(kept), len(skipped), int(issues.sum()), accuracy, seconds)
+    neither = 0 if imagenet is None else int(imagenet.neither.sum())
+    return AuditSummary(out, len(kept), len(skipped), int(issues.sum()), accuracy, seconds, neither)
+
+
+@dataclass(frozen=True)
+class FlaggedContent:
+    """The content check's word on the images cleanlab flagged (aligned with the kept images;
+    NaN and "" where an image was not flagged)."""
+
+    dog: np.ndarray
+    cat: np.ndarray
+    top: np.ndarray  # object: class names
+    neither: np.ndarray  # bool
+
+
+def check_flagged(options: AuditOptions, kept: list[LabelledImage], issues: np.ndarray) -> FlaggedContent:
+    """Run the packaged ImageNet classifier (content.py) on the flagged images only: a photo with
+    no cat or dog is no label error of cat for dog, and costs no pass over the whole folder."""
+    from .content import GATE_IMAGE_SIZE, Evidence, class_names
+    from .images import ImageError, load_image
+    from .runtimes import GateRuntime
+
+    gate, names = GateRuntime(), class_names()
+    dog, cat = np.full(len(kept), np.nan), np.full(len(kept), np.nan)
+    top, neither = np.full(len(kept), "", dtype=object), np.zeros(len(kept), dtype=bool)
+    flagged = np.flatnonzero(issues)
+    for start in range(0, len(flagged), 32):
+        rows, pixels = [], []
+        for row in flagged[start : start + 32]:
+            try:
+                pixels.append(load_image(options.data / kept[row].path, GATE_IMAGE_SIZE).pixels)
+                rows.append(row)
+            except ImageError:  # changed since it was embedded: left as cleanlab flagged it
+                continue
+        if rows:
+            evidence = Evidence.from_outputs(gate(np.stack(pixels)))
+            dog[rows], cat[rows] = evidence.dog.round(6), evidence.cat.round(6)
+            top[rows] = [names[k] for k in evidence.top]
+            neither[rows] = evidence.region < options.labelling.neither_below
+    return FlaggedContent(dog, cat, top, neither)
 
 
 def _folds(labels: np.ndarray, folds: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -306,12 +352,16 @@ def _predict(model, images: np.ndarray, tta: bool, batch_size: int) -> np.ndarra
 def audit_table(
     kept: list[LabelledImage], p_dog: np.ndarray, quality: np.ndarray, issues: np.ndarray,
     skipped: list[dict], items: list[LabelledImage], sizes: np.ndarray | None = None,
+    imagenet: FlaggedContent | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """The audit's results table: the `kept` (readable) images by label quality, lowest first
     (ties in path order), then the unreadable ones (`skipped`, their given label from `items`).
-    `sizes`: the (width, height) of each kept image (else the columns are empty)."""
+    `sizes`: the (width, height) of each kept image (else the columns are empty); `imagenet`:
+    the content check of the flagged images (their label neither where it found no cat or dog)."""
     p = np.round(p_dog, 6)
     model_label = np.where(p >= THRESHOLD, "dog", "cat")
+    if imagenet is not None:
+        model_label = np.where(imagenet.neither, "neither", model_label)
     def text(values: list) -> pd.api.extensions.ExtensionArray:  # names that are not UTF-8 kept as they are
         return pd.array(values, dtype="string[python]")
 
@@ -322,7 +372,9 @@ def audit_table(
         "label": model_label,
         "true_label": text([CLASS_NAMES[item.label] for item in kept]),
         "confidence": confidences(model_label, p),
-        "imagenet_dog": np.nan, "imagenet_cat": np.nan, "imagenet_top": "",  # the audit runs no content check
+        "imagenet_dog": np.nan if imagenet is None else imagenet.dog,
+        "imagenet_cat": np.nan if imagenet is None else imagenet.cat,
+        "imagenet_top": "" if imagenet is None else text(list(imagenet.top)),
         "width": None if sizes is None else sizes[:, 0], "height": None if sizes is None else sizes[:, 1],
         "status": "ok", "error": "",
         "label_quality": np.round(quality, 6),

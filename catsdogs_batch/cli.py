@@ -630,6 +630,13 @@ def parse_audit(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     option(p, a, "workers", "decoding threads")
     option(p, a, "overwrite", "replace an existing table")
+    option(
+        p, Labelling, "content_check",
+        "do not check the flagged images for a cat or a dog (those with neither are otherwise labelled "
+        "neither and not counted as label issues)", "--no-content-check",
+    )  # fmt: skip
+    option(p, Labelling, "neither_below", "neither where no region of a flagged photo has this much of the "
+           "ImageNet classifier's probability on cats and dogs (0: never)", metavar="P")  # fmt: skip
     p.set_defaults(func=run_audit)
 
 

@@ -386,6 +386,9 @@ class AuditOptions:
     corrections: Path | None = None  # a review's corrections.csv: its labels are the given ones, `skip` left out
     overwrite: bool = False
     workers: int = setting(factory=lambda: os.cpu_count() or 1, low=1)  # decoding threads
+    # the content check of the images flagged as label issues: those with no cat or dog in them
+    # are labelled neither and listed apart (its content_check and neither_below; the rest is unused)
+    labelling: Labelling = field(default_factory=Labelling)
 
 
 SUBMISSIONS_LISTED = 10  # rows of `catsdogs submit --status`

@@ -19,7 +19,7 @@ from catsdogs_batch.audit import audit, classify_out_of_fold
 from catsdogs_batch.dataset import EMBED_BATCH, embed_images
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.options import AuditOptions, ReviewOptions
+from catsdogs_batch.options import AuditOptions, ReviewOptions, Labelling
 from catsdogs_batch.corrections import read_corrections
 from catsdogs_batch.review import open_session, recorded_job
 from catsdogs_batch.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
@@ -45,7 +45,11 @@ def mislabelled(tmp_path: Path) -> Path:
     return folder
 
 
-FAST = AuditOptions(Path(), folds=3, epochs=6, image_size=32, arch="seed", batch_size=16, learning_rate=3e-3)
+# generated noise holds no cat or dog: these audits ask only about cat-or-dog labels (see conftest)
+FAST = AuditOptions(
+    Path(), folds=3, epochs=6, image_size=32, arch="seed", batch_size=16, learning_rate=3e-3,
+    labelling=Labelling(content_check=False),
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -364,3 +368,30 @@ def test_a_corrections_file_that_is_not_a_regular_file_is_refused_at_once(tmp_pa
     code = f"from catsdogs_batch.corrections import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}), Path('.'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "is not a regular file" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_flagged_photo_with_no_cat_or_dog_is_labelled_neither_not_a_label_issue(sample_dir, tmp_path):
+    """cleanlab flags what its classifier contradicts; of those, the content check sets apart the
+    photos that hold no animal (a colour gradient named cat.N): no cat-for-dog error to fix."""
+    from PIL import Image
+
+    from catsdogs_batch.audit import audit_table, check_flagged
+    from catsdogs_batch.dataset import LabelledImage
+
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    y, x = np.mgrid[0:200, 0:200]
+    Image.fromarray(np.stack([x, y, 255 - x], -1).astype(np.uint8)).save(folder / "cat.gradient.png")
+    (folder / "cat.1.jpg").write_bytes((sample_dir / "train" / "dog.1.jpg").read_bytes())  # a dog named cat
+    (folder / "dog.2.jpg").write_bytes((sample_dir / "train" / "dog.2.jpg").read_bytes())
+    kept = [LabelledImage("cat.gradient.png", 0), LabelledImage("cat.1.jpg", 0), LabelledImage("dog.2.jpg", 1)]
+    issues = np.array([True, True, False])
+    flagged = check_flagged(AuditOptions(folder), kept, issues)
+    assert flagged.neither.tolist() == [True, False, False]
+    assert flagged.top[2] == "" and np.isnan(flagged.dog[2])  # not flagged: not looked at
+    table = audit_table(kept, np.array([0.9, 0.95, 0.9]), np.array([0.1, 0.05, 0.9]), issues & ~flagged.neither,
+                        [], kept, None, flagged).set_index("path")  # fmt: skip
+    assert table.loc["cat.gradient.png", ["label", "label_issue"]].tolist() == ["neither", False]
+    assert table.loc["cat.1.jpg", ["label", "label_issue"]].tolist() == ["dog", True]
+    assert np.isnan(table.loc["cat.gradient.png", "confidence"]) and table.loc["cat.1.jpg", "imagenet_top"] != ""

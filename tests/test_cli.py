@@ -152,13 +152,13 @@ def test_label_exit_status_says_when_photos_were_left_unsorted(tiny_model, photo
 OPTIONS_OF = {
     "download": (DownloadOptions,),
     "train": (TrainOptions, Augmentation),
-    "predict": (PredictOptions, EngineOptions),
+    "predict": (PredictOptions, Labelling, EngineOptions),
     "submission": (SubmissionOptions, EngineOptions),
     "label": (LabelOptions, Labelling, EngineOptions),
     "evaluate": (EvaluateOptions, EngineOptions),
     "export": (ExportOptions,),
     "review": (ReviewOptions,),
-    "audit": (AuditOptions, FoldTraining),
+    "audit": (AuditOptions, FoldTraining, Labelling),
     "submit": (SubmitOptions,),
 }
 
