@@ -231,10 +231,10 @@ class EngineOptions:
 
 
 THRESHOLD = 0.5  # the label: dog where p_dog >= THRESHOLD, else cat (label --threshold moves it)
-# The content check's thresholds (content.py), chosen on the sample's photos, Debian's wallpapers
-# and cat|dog composites: docs/benchmarks.md has the figures.
-NEITHER_BELOW = 0.6  # neither: no cell of the photo has this much probability on cats and dogs
-BOTH_ABOVE = 0.88  # both: one half is a dog and the other a cat, each with at least this probability
+# The content check's thresholds (content.py), chosen on half the sample's validation split,
+# Debian's wallpapers and cat|dog composites (scripts/tune_content_check.py; docs/benchmarks.md)
+NEITHER_BELOW = 0.4  # neither: no cell of the photo has this much probability on cats and dogs
+BOTH_ABOVE = 0.85  # both: one half is a dog and the other a cat, each with at least this probability
 
 
 @dataclass(frozen=True)

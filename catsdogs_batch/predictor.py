@@ -86,7 +86,7 @@ class Predictor:
             half_p, half_imagenet = self._predict(parts, tta=False)
             half = self._imagenet(parts, half_imagenet)
             both = both_in_halves(
-                half_p.reshape(-1, 4), (half.dog + half.cat).reshape(-1, 4), labelling.both_above, PRESENT
+                half_p.reshape(-1, 2), (half.dog + half.cat).reshape(-1, 2), labelling.both_above, PRESENT
             )
             verdict[candidates[both]] = "both"
         return evidence, verdict
