@@ -227,15 +227,24 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
         "runtime": options.engine.runtime,
         "threshold": options.labelling.threshold,
         "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
-        "content_check": (
-            {"neither_below": options.labelling.neither_below, "both_above": options.labelling.both_above}
-            if options.labelling.content_check else None
-        ),
+        "content_check": content_job(options.labelling),
     }
     if options.files is not None:  # only then: jobs of whole folders stay as recorded before
         job["files_sha1"] = hashlib.sha1("\n".join(options.files).encode(errors="surrogateescape")).hexdigest()
     job.update(options.made_from)  # empty unless given: jobs recorded before stay equal
     return job
+
+
+def content_job(labelling) -> dict | None:
+    """The content check's settings as a job records them, its fixed ones (content.py) too."""
+    if not labelling.content_check:
+        return None
+    from .content import BOTH_CANDIDATES, PRESENT
+
+    return {
+        "neither_below": labelling.neither_below, "both_above": labelling.both_above,
+        "both_candidates": BOTH_CANDIDATES, "present": PRESENT,
+    }  # fmt: skip
 
 
 def upgraded_job(job: object) -> object:
