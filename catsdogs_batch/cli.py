@@ -313,7 +313,7 @@ def parse_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_content_options(p: argparse.ArgumentParser) -> None:
-    """The content check's flags (predict, label): neither and both (content.py)."""
+    """The content check's flags (predict, label, evaluate): neither and both (content.py)."""
     option(
         p, Labelling, "content_check",
         "label only cat or dog: no ImageNet classifier, no neither or both, empty imagenet_* columns",
@@ -525,6 +525,7 @@ def parse_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folder", type=Path, metavar="labelled_folder", help="folder of labelled images")
     option(p, EvaluateOptions, "out", "output folder (default: submissions/evaluate-<run>-<folder name>)", metavar="DIR")
     option(p, EvaluateOptions, "worst", "images on the contact sheet of the most confidently wrong")
+    _add_content_options(p)
     _add_engine_options(p)
     p.set_defaults(func=run_evaluate)
 

@@ -362,7 +362,7 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     _check_labelled(options.folder)
     results_path = out / RESULTS_FILE
     predict_folder(
-        PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine),
+        PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine, options.labelling),
         relabel=lambda rows: with_true_labels(rows, [label_from_path(p) for p in rows["path"]]),
     )
     results = read_table(results_path, true_label=True)

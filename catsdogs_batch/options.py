@@ -313,6 +313,7 @@ class EvaluateOptions:
     worst: int = setting(16, low=0)  # images on the contact sheet of the most confidently wrong
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
+    labelling: Labelling = field(default_factory=Labelling)  # its content check: neither and both counted
 
 
 EXPORT_FORMATS = ("onnx", "openvino")  # the runtimes a model is exported for

@@ -155,7 +155,7 @@ OPTIONS_OF = {
     "predict": (PredictOptions, Labelling, EngineOptions),
     "submission": (SubmissionOptions, EngineOptions),
     "label": (LabelOptions, Labelling, EngineOptions),
-    "evaluate": (EvaluateOptions, EngineOptions),
+    "evaluate": (EvaluateOptions, Labelling, EngineOptions),
     "export": (ExportOptions,),
     "review": (ReviewOptions,),
     "audit": (AuditOptions, FoldTraining, Labelling),

@@ -427,7 +427,7 @@ def onnx_export(tiny_model, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_an_export_predicts_labels_and_submits_without_tensorflow(onnx_export, kaggle_train_folder, tmp_path):
+def test_an_export_predicts_labels_evaluates_and_submits_without_tensorflow(onnx_export, kaggle_train_folder, tmp_path):
     numbered = tmp_path / "test"
     for n in range(1, 4):
         write_image(numbered / f"{n}.jpg", n % 2, seed=n)
@@ -436,6 +436,7 @@ def test_an_export_predicts_labels_and_submits_without_tensorflow(onnx_export, k
         ["predict", str(onnx_export), str(kaggle_train_folder), "--out", str(tmp_path / "p.csv"), "--no-content-check"],
         ["label", str(onnx_export), str(kaggle_train_folder), "--out", str(tmp_path / "l.csv"),
          "--sort-into", str(tmp_path / "sorted"), "--no-content-check"],
+        ["evaluate", str(onnx_export), str(kaggle_train_folder), "--out", str(tmp_path / "e"), "--no-content-check"],
         ["submission", "--model", str(onnx_export), "--test-dir", str(numbered), "--out", str(tmp_path / "s")],
     ]  # fmt: skip
     for command in commands:
