@@ -134,8 +134,9 @@ def sweep(q: dict[str, dict[str, np.ndarray]]) -> None:
         show(*row)
     if not rows:
         print("none")
-    print("\nthe most pairs called both with <= 0.5% of the tuning half's Kaggle photos neither or both:")
-    for row in sorted((r for r in frontier if r[0] <= 0.005), key=lambda r: (r[1], r[2]))[:10]:
+    print("\nthe most pairs called both among the rules with the fewest of the tuning half's Kaggle photos "
+          "neither or both (at most 1%), then the fewest photos cut:")  # fmt: skip
+    for row in sorted((r for r in frontier if r[0] <= 0.01), key=lambda r: (-r[1] < -0.7, r[0], r[1], r[2]))[:12]:
         show(*row[2:])
     for name in ("kaggle tuning", "kaggle checking", "pairs tuning", "pairs checking"):
         neither, both, candidate = verdicts(q[name], NEITHER_BELOW, BOTH_CANDIDATES, BOTH_ABOVE, CONTENT_PRESENT)
