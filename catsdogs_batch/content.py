@@ -14,7 +14,9 @@ classifier does. The evidence, per image (docs/benchmarks.md has the figures tha
   (`PRESENT`). The feature map alone could not tell: its cells disagree within one animal; and
   top and bottom halves found almost no pair the sides had not, but made most false alarms.
   Only the photos the model is unsure of (p_dog within (1 - BOTH_CANDIDATES, BOTH_CANDIDATES)) are cut
-  into halves, so a folder of ordinary pets costs little more.
+  into halves, and of a default run's only those whose sides its head reads apart (its logits
+  on the pooled left and right columns of the feature map, SIDES_APART), so a folder of ordinary
+  pets costs little more.
 
 The classifier runs on the model's own backbone when that is EfficientNet-Lite2 with its
 ImageNet weights untouched (the default run: the features are computed once), else beside the
@@ -33,7 +35,10 @@ GATE_BACKBONE = "efficientnet-lite2"
 GATE_IMAGE_SIZE = 260  # pixels: Lite2's native size, where the thresholds were measured
 OVERLAP = 8  # a half reaches 1/OVERLAP of the image into the other half
 PRESENT = 0.1  # a half holds a cat or a dog: at least this share of its probability on them
-BOTH_CANDIDATES = 0.998  # only photos with p_dog within (1 - this, this) are cut into halves
+BOTH_CANDIDATES = 0.999  # only photos with p_dog within (1 - this, this) are cut into halves
+# ... and, where the model's head sees the feature map (a default run), whose two sides' logits
+# (the head on the pooled left and right columns) lie at least this far apart
+SIDES_APART = 3.0
 
 
 def class_names() -> list[str]:
@@ -52,23 +57,26 @@ class Evidence:
     cat: np.ndarray  # (n,)
     top: np.ndarray  # (n,) int: the class index
     region: np.ndarray  # (n,) float
+    sides: np.ndarray | None = None  # (n, 2): the model's logit of dog on the left and right side, where known
 
     @staticmethod
     def from_outputs(outputs: np.ndarray) -> Evidence:
         """From the gate model's output: (n, 1001) = the whole image's 1,000 probabilities, then
-        the largest cell share (see `gate_outputs`)."""
+        the largest cell share, and with a head two more: its sides' logits (see `gate_outputs`)."""
         outputs = np.asarray(outputs, dtype=np.float64)
         probabilities = outputs[:, :1000]
         return Evidence(
             probabilities[:, DOG_CLASSES].sum(1), probabilities[:, CAT_CLASSES].sum(1),
-            probabilities.argmax(1), outputs[:, 1000],
+            probabilities.argmax(1), outputs[:, 1000], outputs[:, 1001:1003] if outputs.shape[1] > 1001 else None,
         )  # fmt: skip
 
 
-def gate_outputs(feature_map, state: dict[str, np.ndarray]):
+def gate_outputs(feature_map, state: dict[str, np.ndarray], head: list[np.ndarray] | None = None):
     """Keras layers on a Lite backbone's feature map (n, h, w, 1280): the ImageNet classifier
     (`_fc` of `state`) on the pooled features, softmaxed (1,000), and on each cell, whose share
-    on the cat and dog classes is maxed over the cells (1); concatenated to (n, 1001)."""
+    on the cat and dog classes is maxed over the cells (1); concatenated to (n, 1001). With the
+    model's `head` (its p_dog layer's kernel and bias), also that head's logit on the pooled left
+    and right columns (the middle one in both): (n, 1003)."""
     import keras
     from keras import layers
 
@@ -83,7 +91,15 @@ def gate_outputs(feature_map, state: dict[str, np.ndarray]):
     region = layers.GlobalMaxPooling2D(name="imagenet_region")(share(cells))
     classifier.set_weights([weights.T.astype(np.float32), bias.astype(np.float32)])
     share.set_weights([animal])
-    return keras.layers.Concatenate(name="imagenet")([whole, region])
+    outputs = [whole, region]
+    if head is not None:
+        width = feature_map.shape[2]
+        side = layers.Dense(1, name="imagenet_side_logit", trainable=False)
+        for name, cropping in (("left", (0, width // 2)), ("right", (width // 2, 0))):
+            columns = layers.Cropping2D(((0, 0), cropping), name=f"imagenet_{name}_columns")(feature_map)
+            outputs.append(side(layers.GlobalAveragePooling2D(name=f"imagenet_{name}_pool")(columns)))
+        side.set_weights(head)
+    return keras.layers.Concatenate(name="imagenet")(outputs)
 
 
 def gate_model():

@@ -9,7 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Models, find_checkpoints
-from .content import BOTH_CANDIDATES, GATE_IMAGE_SIZE, PRESENT, Evidence, both_in_halves, class_names, halves
+from .content import (
+    BOTH_CANDIDATES,
+    GATE_IMAGE_SIZE,
+    PRESENT,
+    SIDES_APART,
+    Evidence,
+    both_in_halves,
+    class_names,
+    halves,
+)
 from .images import DecodedImage, ImageError, load_image, resize_batch
 from .options import Labelling
 from .runtimes import load_runtime
@@ -80,7 +89,10 @@ class Predictor:
         verdict = np.full(len(pixels), None, dtype=object)
         neither = evidence.region < labelling.neither_below
         verdict[neither] = "neither"
-        candidates = np.flatnonzero(~neither & (p_dog > 1 - BOTH_CANDIDATES) & (p_dog < BOTH_CANDIDATES))
+        unsure = ~neither & (p_dog > 1 - BOTH_CANDIDATES) & (p_dog < BOTH_CANDIDATES)
+        if evidence.sides is not None:  # the model's own sides, for free: cut only where they differ
+            unsure &= np.abs(evidence.sides[:, 0] - evidence.sides[:, 1]) >= SIDES_APART
+        candidates = np.flatnonzero(unsure)
         if labelling.both_above < 1 and len(candidates):
             parts = halves(pixels[candidates]).reshape(-1, *pixels.shape[1:])
             half_p, half_imagenet = self._predict(parts, tta=False)

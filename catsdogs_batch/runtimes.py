@@ -133,20 +133,22 @@ class KerasRuntime:
 
 def _with_imagenet_outputs(model):
     """`model` (a chain, as pretrained_model builds it) with a second output: the ImageNet
-    classifier on its backbone's feature map. The layers, and so the weights, are shared."""
+    classifier on its backbone's feature map, and the model's head on its sides. The layers,
+    and so the weights, are shared."""
     import keras
 
     from .content import GATE_BACKBONE, gate_outputs
-    from .model import backbone_of
+    from .model import OUTPUT_LAYER, backbone_of
     from .torch_weights import packaged_state_dict
 
     backbone = backbone_of(model)
+    head = model.get_layer(OUTPUT_LAYER).get_weights()
     x = inputs = keras.Input(model.input_shape[1:], name="image")
     for layer in model.layers[1:]:
         x = layer(x)
         if layer is backbone:
             feature_map = x
-    return keras.Model(inputs, [x, gate_outputs(feature_map, packaged_state_dict(GATE_BACKBONE)[0])])
+    return keras.Model(inputs, [x, gate_outputs(feature_map, packaged_state_dict(GATE_BACKBONE)[0], head)])
 
 
 class GateRuntime:

@@ -239,11 +239,11 @@ def content_job(labelling) -> dict | None:
     """The content check's settings as a job records them, its fixed ones (content.py) too."""
     if not labelling.content_check:
         return None
-    from .content import BOTH_CANDIDATES, PRESENT
+    from .content import BOTH_CANDIDATES, PRESENT, SIDES_APART
 
     return {
         "neither_below": labelling.neither_below, "both_above": labelling.both_above,
-        "both_candidates": BOTH_CANDIDATES, "present": PRESENT,
+        "both_candidates": BOTH_CANDIDATES, "sides_apart": SIDES_APART, "present": PRESENT,
     }  # fmt: skip
 
 

@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_content import composites, skimage_pictures, wallpapers  # noqa: E402
 
 from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
-from catsdogs_batch.content import BOTH_CANDIDATES  # noqa: E402
+from catsdogs_batch.content import BOTH_CANDIDATES, SIDES_APART  # noqa: E402
 from catsdogs_batch.content import PRESENT as CONTENT_PRESENT  # noqa: E402
 from catsdogs_batch.options import BOTH_ABOVE, NEITHER_BELOW  # noqa: E402
 
 NEITHER = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 BAND = (0.98, 0.995, 0.997, 0.998, 0.999, 1.0)  # candidates: p_dog within (1 - band, band); 1.0: every photo
 SURE = (0.8, 0.85, 0.88, 0.9, 0.95, 0.98)
+APART = (0, 2, 3, 4, 5)  # the model's sides' logits at least this far apart (a default run's only)
 PRESENT = (0.05, 0.1, 0.2)
 
 
@@ -43,7 +44,7 @@ def quantities(predictor, paths: list[Path]) -> dict[str, np.ndarray]:
     from catsdogs_batch.content import Evidence, halves
     from catsdogs_batch.images import load_image
 
-    out: dict[str, list] = {"p": [], "region": [], "half_p": [], "half_animal": []}
+    out: dict[str, list] = {"p": [], "region": [], "gap": [], "half_p": [], "half_animal": []}
     for start in range(0, len(paths), 32):
         pixels = np.stack([load_image(path, predictor.image_size).pixels for path in paths[start : start + 32]])
         p, imagenet = predictor._predict(pixels, tta=False)
@@ -52,16 +53,19 @@ def quantities(predictor, paths: list[Path]) -> dict[str, np.ndarray]:
         whole, half = predictor._imagenet(pixels, imagenet), predictor._imagenet(parts, half_imagenet)
         out["p"].append(p)
         out["region"].append(whole.region)
+        no_sides = np.full(len(pixels), np.inf)  # a model that is no default run: every unsure photo is cut
+        out["gap"].append(no_sides if whole.sides is None else np.abs(whole.sides[:, 0] - whole.sides[:, 1]))
         out["half_p"].append(half_p.reshape(-1, 2))
         out["half_animal"].append((half.dog + half.cat).reshape(-1, 2))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def verdicts(q: dict[str, np.ndarray], neither_below: float, band: float, sure: float, present: float):
+def verdicts(q: dict[str, np.ndarray], neither_below: float, band: float, sure: float, present: float, apart: float = 0):
     from catsdogs_batch.content import both_in_halves
 
     neither = q["region"] < neither_below
     candidate = ~neither & (q["p"] > 1 - band) & (q["p"] < band) if band < 1 else ~neither
+    candidate &= q["gap"] >= apart
     both = candidate & both_in_halves(q["half_p"], q["half_animal"], sure, present)
     return neither, both, candidate
 
@@ -107,22 +111,22 @@ def sweep(q: dict[str, dict[str, np.ndarray]]) -> None:
     for name, values in q.items():
         print(f"{name}: {len(values['region'])} photos, largest cell share {np.percentile(values['region'], [0, 1, 50, 99, 100]).round(3)} (min, 1%, median, 99%, max)")
     rows, frontier = [], []
-    for neither_below, band, sure, present in itertools.product(NEITHER, BAND, SURE, PRESENT):
+    for neither_below, band, sure, present, apart in itertools.product(NEITHER, BAND, SURE, PRESENT, APART):
         figures = {}
         for name, values in q.items():
-            neither, both, candidate = verdicts(values, neither_below, band, sure, present)
+            neither, both, candidate = verdicts(values, neither_below, band, sure, present, apart)
             figures[name] = (neither.mean(), both.mean(), candidate.mean())
         kaggle, pairs, none = figures["kaggle tuning"], figures["pairs tuning"], figures["no animal (tuning)"]
         if none[0] < 0.9:
             continue
-        frontier.append((kaggle[0] + kaggle[1], -pairs[1], kaggle[2], neither_below, band, sure, present, figures))
+        frontier.append((kaggle[0] + kaggle[1], -pairs[1], kaggle[2], neither_below, band, sure, present, apart, figures))
         if kaggle[0] + kaggle[1] <= 0.005 and pairs[1] >= 0.7:
-            rows.append((kaggle[2], neither_below, band, sure, present, figures))
+            rows.append((kaggle[2], neither_below, band, sure, present, apart, figures))
 
-    def show(cut, neither_below, band, sure, present, figures):
+    def show(cut, neither_below, band, sure, present, apart, figures):
         tuning, check = figures["kaggle tuning"], figures["kaggle checking"]
         print(
-            f"neither_below {neither_below} band {band} sure {sure} present {present}: photos cut {cut:.1%}; "
+            f"neither_below {neither_below} band {band} sure {sure} present {present} apart {apart}: photos cut {cut:.1%}; "
             f"tuning: kaggle neither {tuning[0]:.2%} both {tuning[1]:.2%}, pairs both {figures['pairs tuning'][1]:.1%}; "
             f"checking: kaggle neither {check[0]:.2%} both {check[1]:.2%}, pairs both {figures['pairs checking'][1]:.1%}, "
             f"scikit-image neither {figures.get('scikit-image (checking)', (float('nan'),))[0]:.1%}"
@@ -139,7 +143,7 @@ def sweep(q: dict[str, dict[str, np.ndarray]]) -> None:
     for row in sorted((r for r in frontier if r[0] <= 0.01), key=lambda r: (-r[1] < -0.7, r[0], r[1], r[2]))[:12]:
         show(*row[2:])
     for name in ("kaggle tuning", "kaggle checking", "pairs tuning", "pairs checking"):
-        neither, both, candidate = verdicts(q[name], NEITHER_BELOW, BOTH_CANDIDATES, BOTH_ABOVE, CONTENT_PRESENT)
+        neither, both, candidate = verdicts(q[name], NEITHER_BELOW, BOTH_CANDIDATES, BOTH_ABOVE, CONTENT_PRESENT, SIDES_APART)
         print(f"the defaults on {name}: neither {neither.mean():.2%}, both {both.mean():.2%}, cut {candidate.mean():.1%}")
 
 

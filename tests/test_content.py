@@ -175,6 +175,13 @@ def test_the_default_runs_own_features_give_the_packaged_classifiers_answers(lit
     for name in ("dog", "cat", "region"):
         assert getattr(Evidence.from_outputs(shared), name) == pytest.approx(getattr(alone, name), abs=1e-4)
     assert p_dog == pytest.approx(predictor.runtimes[0](pixels), abs=1e-6)  # the plain pass: the same p_dog
+    # the head's logits on each side: the pair (a cat left of a dog) is a cat on its left and a dog
+    # on its right, the cats are cats on both sides, the dogs dogs
+    sides = dict(zip(sorted(p.name for p in mixed_folder.iterdir()), Evidence.from_outputs(shared).sides))
+    assert sides["pair.jpg"][0] < 0 < sides["pair.jpg"][1]
+    assert all((sides[name] < 0).all() for name in ("cat.2000.jpg", "cat.2001.jpg"))
+    assert all((sides[name] > 0).all() for name in ("dog.2000.jpg", "dog.2001.jpg"))
+    assert alone.sides is None  # the packaged classifier alone has no cat-or-dog head
 
 
 @pytest.mark.slow
