@@ -99,10 +99,13 @@ def set_tensorflow_threads(threads: int | None) -> None:
 
 
 def compiled(model):
-    """A Keras model as a TensorFlow function of uint8 pixels, in inference mode."""
+    """A Keras model as a TensorFlow function of uint8 pixels, in inference mode, traced once for
+    any number of images (the last batch of a folder, the content check's halves)."""
     import tensorflow as tf
 
-    return tf.function(lambda x: model(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)]
+    function = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False), input_signature=signature)
+    return lambda pixels: function(np.asarray(pixels, dtype=np.uint8))
 
 
 class KerasRuntime:

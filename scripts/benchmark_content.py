@@ -139,8 +139,12 @@ def main() -> None:
             result = labels(run, pairs, tmp / "pairs.csv", Labelling())
             print(f"a cat beside a dog: {(result['table']['label'] == 'both').mean():.1%} both of {len(result['table'])}")
             files = tuple(path for path, _ in val)
-            on = labels(run, data, tmp / "val-on.csv", Labelling(), files)
+            # off and on twice, alternately, the faster of each: the first run of a process pays for
+            # what the second finds ready (files in the page cache, TensorFlow's kernels)
             off = labels(run, data, tmp / "val-off.csv", Labelling(content_check=False), files)
+            on = labels(run, data, tmp / "val-on.csv", Labelling(), files)
+            off["rate"] = max(off["rate"], labels(run, data, tmp / "val-off.csv", Labelling(content_check=False), files)["rate"])
+            on["rate"] = max(on["rate"], labels(run, data, tmp / "val-on.csv", Labelling(), files)["rate"])
             table, truth = on["table"], np.array([label == "dog" for _, label in val], dtype=int)
             gated = table["label"].isin(["neither", "both"]).to_numpy()
             p = table["p_dog"].to_numpy(dtype=float)
