@@ -2,10 +2,15 @@
 holds `model.keras` and `run.json` (or, for an export, `model.onnx` / `model.xml`), and
 `run.json` says what the model expects (image size, preprocessing, class mapping) so that
 prediction never has to guess. Importing this costs nothing: an export runs without TensorFlow.
+
+A run folder also holds its exports (`export/<format>[-int8]/`, written by `catsdogs train` and
+`catsdogs export`): given the folder, every command runs the fastest of them that passed its
+check against the model.keras there now (`fastest_export`), unless told `--runtime keras`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from .cpu import has_vnni
 from .errors import UserError
 from .files import sha256, shown
 
@@ -21,6 +27,10 @@ MODEL_FILE = "model.keras"
 MODEL_FILES = (MODEL_FILE, "model.onnx", "model.xml")
 RUN_FILE = "run.json"
 RUN_KIND = "catsdogs-batch model"
+EXPORT_DIR = "export"  # a run folder's exports: EXPORT_DIR/<format>[-int8]/
+# Those a command runs in place of a run folder's model.keras, fastest first, with the module
+# that runs each (ONNX Runtime is an extra)
+FAST_EXPORTS = {"openvino-int8": "openvino", "onnx-int8": "onnxruntime", "openvino": "openvino", "onnx": "onnxruntime"}
 # What every predicting command takes as its model: one run folder or model file, or several
 # (an ensemble: their p_dog averaged, see predictor.Predictor).
 Models = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -52,10 +62,15 @@ class Checkpoint:
         return self.model_path.suffix in (".onnx", ".xml")
 
 
-def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Resolve a run folder or a model file of this project; refuse anything else clearly."""
+def find_checkpoint(path: str | os.PathLike, runtime: str = "auto") -> Checkpoint:
+    """Resolve a run folder or a model file of this project; refuse anything else clearly. Of a
+    run folder, its `fastest_export` for `runtime` where it has one, unless `runtime` is keras."""
     path = Path(path)
     if path.is_dir():
+        if runtime != "keras" and (path / MODEL_FILE).is_file():
+            fast = fastest_export(path, runtime)
+            if fast is not None:
+                return fast
         model_path = next((path / f for f in MODEL_FILES if (path / f).exists()), path / MODEL_FILE)
     else:
         model_path = path
@@ -77,6 +92,34 @@ def find_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if model_path.suffix == ".xml" and not weights.is_file():
         raise UserError(f"{model_path} is an OpenVINO model without its weights: {weights.name} is missing beside it")
     return Checkpoint(model_path, run)
+
+
+def fastest_export(run: Path, runtime: str = "auto") -> Checkpoint | None:
+    """The first of the run folder's FAST_EXPORTS (of `runtime` unless auto) that passed its
+    check (not forced), was made from the run's model.keras as it is now, and this machine can
+    run (its runtime installed; an int8 OpenVINO export quantized for VNNI, on a CPU with it);
+    None where there is none. An export folder reached through a symbolic link is not used."""
+    model_sha256 = None
+    for name, module in FAST_EXPORTS.items():
+        folder = run / EXPORT_DIR / name
+        if runtime not in ("auto", name.split("-")[0]) or not folder.is_dir():
+            continue
+        if (run / EXPORT_DIR).is_symlink() or folder.is_symlink() or importlib.util.find_spec(module) is None:
+            continue
+        try:
+            export = find_checkpoint(folder)
+        except UserError:
+            continue
+        record = export.run.get("export")
+        check = record.get("check") if isinstance(record, dict) else None
+        if not (isinstance(check, dict) and check.get("passed") is True):
+            continue
+        if record.get("needs_vnni") and not has_vnni():
+            continue
+        model_sha256 = model_sha256 or sha256(run / MODEL_FILE)
+        if record.get("source_sha256") == model_sha256:
+            return export
+    return None
 
 
 def training_folder(checkpoint: Checkpoint) -> Path | None:
@@ -105,10 +148,10 @@ def model_paths(models: Models) -> list[Path]:
     return [Path(m) for m in models]
 
 
-def find_checkpoints(models: Models) -> list[Checkpoint]:
+def find_checkpoints(models: Models, runtime: str = "auto") -> list[Checkpoint]:
     """`find_checkpoint` of each model: one, or the different members of an ensemble (each
     takes its own image size, see predictor.Predictor)."""
-    checkpoints = [find_checkpoint(path) for path in model_paths(models)]
+    checkpoints = [find_checkpoint(path, runtime) for path in model_paths(models)]
     if not checkpoints:
         raise UserError("no model given")
     files = [c.model_path.resolve() for c in checkpoints]

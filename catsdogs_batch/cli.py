@@ -228,6 +228,12 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
         p, t, "calibrate", "keep the raw probabilities (no temperature fitted on the validation split)",
         "--no-calibration",
     )  # fmt: skip
+    option(
+        p, t, "fast_model",
+        "do not end with the run's int8 OpenVINO export (export/openvino-int8, checked against model.keras), "
+        "which the commands run by default: they then run model.keras with Keras",
+        "--no-fast-model",
+    )  # fmt: skip
     option(p, t, "dropout", "dropout rate before the output")
     option(p, t, "bn_momentum", "BatchNormalization momentum")
     option(p, t, "patience", "early-stopping patience")
@@ -392,6 +398,10 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
     )  # fmt: skip
     option(p, ExportOptions, "calibration_images", "how many calibration images", metavar="N")
+    option(
+        p, ExportOptions, "check_images",
+        "check on at most N of the held-out images, a seeded sample (default: all)", metavar="N",
+    )  # fmt: skip
     option(p, ExportOptions, "out", "output folder (default: <run>/export/<format>[-int8])")
     option(p, ExportOptions, "overwrite", "replace an earlier export in the --out folder")
     option(p, ExportOptions, "force", "keep an export that fails its check (see --help)")

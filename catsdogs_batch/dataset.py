@@ -191,25 +191,34 @@ def decode_images(
     images = np.empty((len(items), size, size, 3), dtype=np.uint8)
     keep = np.zeros(len(items), dtype=bool)
     skipped: list[dict[str, str]] = []
-    for k, pixels in decode_labelled(folder, items, size, workers, what, skipped, sizes):
+    for k, pixels in decode_labelled(folder, items, size, workers, f"decode {what}", skipped, sizes):
         images[k] = pixels
         keep[k] = True
     labels = np.array([[i.label] for i in items], dtype=np.float32)
     return images[keep], labels[keep], skipped
 
 
+def decode_sample(folder: Path, paths: list[str], count: int, seed: int, size: int, workers: int) -> np.ndarray:
+    """A seeded sample of `count` of the images `paths` (relative to `folder`), decoded: what
+    int8 models are calibrated on. The same paths, count and seed give the same images."""
+    chosen = np.random.default_rng(seed).permutation(len(paths))[:count]
+    items = [LabelledImage(paths[k], 0) for k in sorted(chosen)]
+    return decode_images(folder, items, size, workers, "calibration")[0]
+
+
 def decode_labelled(
-    folder: Path, items: list[LabelledImage], size: int, workers: int, what: str, skipped: list[dict[str, str]],
+    folder: Path, items: list[LabelledImage], size: int, workers: int, bar: str, skipped: list[dict[str, str]],
     sizes: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(index in `items`, uint8 pixels) of each readable image, in order, decoded on `workers`
-    threads a bounded window ahead, with a progress bar. Each unreadable file is appended to
+    threads a bounded window ahead, with a progress bar named `bar` (what the images are for,
+    which is what its rate measures: "decode train", "embed train"). Each unreadable file is appended to
     `skipped` as {"path", "error"} and logged once the bar is done. With `sizes` (one row per
     item), each readable image's original (width, height), upright, is written to its row."""
     from tqdm import tqdm
 
     decoded = decode_many([folder / i.path for i in items], size, workers)
-    for k, (_, result) in enumerate(tqdm(decoded, total=len(items), desc=f"decode {what}", unit="img")):
+    for k, (_, result) in enumerate(tqdm(decoded, total=len(items), desc=bar, unit="img")):
         if isinstance(result, Exception):
             skipped.append({"path": items[k].path, "error": str(result)})
         else:
@@ -224,24 +233,24 @@ EMBED_BATCH = 32  # images decoded and embedded at a time (twice that through th
 
 
 def embed_images(
-    folder: Path, items: list[LabelledImage], embed, size: int, workers: int, what: str, mirrored: bool,
+    folder: Path, items: list[LabelledImage], embed, size: int, workers: int, bar: str, mirrored: bool,
     sizes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, str]]]:
-    """The embeddings of the readable images of `items` (float32, one row each, in order), with
-    `mirrored` those of their mirror images too (else None), and the unreadable ones (rows of
-    `decode_labelled`). Images are decoded and embedded EMBED_BATCH at a time, so memory holds
-    the embeddings and a batch of pixels, whatever the number of images. `sizes`: see
-    decode_labelled."""
+    """The embeddings by `embed` (uint8 pixels in) of the readable images of `items` (float32,
+    one row each, in order), with `mirrored` those of their mirror images too (flipped arrays,
+    decoded once; else None), and the unreadable ones (rows of `decode_labelled`). Images are
+    decoded and embedded EMBED_BATCH at a time, so memory holds the embeddings and a batch of
+    pixels, whatever the number of images. `bar`, `sizes`: see decode_labelled."""
     skipped: list[dict[str, str]] = []
-    decoded = decode_labelled(folder, items, size, workers, what, skipped, sizes)
+    decoded = decode_labelled(folder, items, size, workers, bar, skipped, sizes)
     plain, mirror, count = np.empty((0, 0), np.float32), None, 0
     while chunk := [pixels for _, pixels in itertools.islice(decoded, EMBED_BATCH)]:
         batch = np.stack(chunk)
         if mirrored:
-            both = np.asarray(embed(np.concatenate([batch, batch[:, :, ::-1]]).astype(np.float32)))
+            both = np.asarray(embed(np.concatenate([batch, batch[:, :, ::-1]])))
             rows, mirror_rows = both[: len(batch)], both[len(batch) :]
         else:
-            rows = np.asarray(embed(batch.astype(np.float32)))
+            rows = np.asarray(embed(batch))
         if count == 0:
             plain = np.empty((len(items), rows.shape[1]), np.float32)
             mirror = np.empty_like(plain) if mirrored else None

@@ -31,6 +31,7 @@ from .files import exclusive_lock, shown
 from .images import HiddenEntries, iter_image_files
 from .options import ENGINES, PredictOptions, check_options
 from .predictor import Predictor
+from .runtimes import runtime_name
 from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
 from .side_files import lock_file
 from .tables import check_band, check_table_name
@@ -86,7 +87,7 @@ def predict_folder(
     started = time.perf_counter()
     engine = importlib.import_module(ENGINES[options.engine.engine])
     distribute = engine.distributor(options, predictor)  # the model is loaded or checked here
-    checkpoints = predictor.checkpoints if predictor else find_checkpoints(options.model)
+    checkpoints = predictor.checkpoints if predictor else find_checkpoints(options.model, options.engine.runtime)
     parts = PartsFolder(options.out, job_description(options, checkpoints), options.overwrite)
 
     shard_files: list[Path] = []
@@ -118,9 +119,11 @@ def predict_folder(
     merge_table(options, parts, shard_files, relabel)
     rows, errors, labels = count(stats)
     seconds = time.perf_counter() - started
+    runtimes = " + ".join(runtime_name(c, options.engine.runtime) for c in checkpoints)
     return Summary(
-        options.out, rows, errors, labels, seconds, processed, options.engine.engine, startup_seconds, startup_rows
-    )
+        options.out, rows, errors, labels, seconds, processed, options.engine.engine, startup_seconds, startup_rows,
+        runtimes,
+    )  # fmt: skip
 
 
 class Progress:

@@ -310,10 +310,10 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     from .checkpoint import find_checkpoint, training_folder
     from .dataset import SPLIT_FILE, read_split
     from .engine import table_lock
-    from .shards import interrupted_job, job_description, upgraded_job
+    from .shards import interrupted_job, job_description
     from .side_files import job_file, read_record
 
-    checkpoint = find_checkpoint(run)
+    checkpoint = find_checkpoint(run, "keras")
     if checkpoint.is_export:
         raise UserError(f"{checkpoint.model_path} is an export: name the run folder it came from")
     split = checkpoint.folder / SPLIT_FILE
@@ -324,8 +324,9 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
         where = f"not at {shown(data)}" if data is not None else "not recorded in its run.json"
         raise UserError(f"the training images of {shown(checkpoint.folder)} are {where}: pass --images DIR")
     table = checkpoint.folder / VALIDATION_TABLE
+    model = find_checkpoint(checkpoint.folder)  # the run's fastest model that passed its check
     made_from = {
-        "command": "validation", "model_sha256": sha256(checkpoint.model_path), "split_sha256": sha256(split),
+        "command": "validation", "model_sha256": sha256(model.model_path), "split_sha256": sha256(split),
     }  # fmt: skip
 
     def of_this(job: dict | None) -> bool:
@@ -339,11 +340,11 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
         if table.is_file() and of_this(recorded):
             return table
         labels = {item.path: item.label for item in read_split(split)[1]}
-        predict = PredictOptions(checkpoint.model_path, data, table, files=tuple(labels), made_from=made_from)
+        predict = PredictOptions(model.model_path, data, table, files=tuple(labels), made_from=made_from)
         # resumed where the interrupted run is this very job (the model file's size and time too),
         # else started over: review has no --overwrite to answer "other settings" with
-        job = job_description(predict, find_checkpoints(checkpoint.model_path))
-        predict.overwrite = table.exists() or upgraded_job(interrupted_job(table)) != job
+        job = job_description(predict, [model])
+        predict.overwrite = table.exists() or interrupted_job(table) != job
         predict_folder(predict, locked=True, relabel=lambda rows: with_true_labels(rows, [labels[p] for p in rows["path"]]))
     log.info("validation images of %s predicted -> %s", shown(checkpoint.folder), shown(table))
     return table
@@ -377,7 +378,7 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
         "folder": str(options.folder),
         "files": len(results),  # every image file; "images": those in the metrics
         **binary_metrics(true, p_dog),
-        "calibration": None if options.engine.tta else calibration_metrics(find_checkpoints(options.model), true, p_dog),
+        "calibration": None if options.engine.tta else calibration_metrics(find_checkpoints(options.model, options.engine.runtime), true, p_dog),
         "errors": len(errors),
         "unlabelled": int((ok & (results["true_label"] == "")).sum()),
         # labelled photos that the content check called neither or both (content.py); the

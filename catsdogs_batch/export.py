@@ -7,7 +7,9 @@ by what users see: its accuracy and log loss may be only slightly worse, and it 
 Keras model's label to the images that model is sure of (outside the review's uncertain band;
 images near p_dog = 0.5 flip under any rounding). The figures, with the overall label agreement
 and the largest probability difference, go into the export's run.json; an export that fails the
-check is refused unless forced.
+check is refused unless forced. An OpenVINO export of a model that shares the content check's
+backbone (runtimes.shares_gate_backbone: a default run) carries the ImageNet classifier too, as a
+second output, and its check also compares what that output says (the `neither` verdict).
 """
 
 from __future__ import annotations
@@ -19,34 +21,31 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, training_folder
+from .checkpoint import EXPORT_DIR, MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, training_folder
 from .errors import UserError
 from .files import atomic_write_json, sha256, shown, umask_mode
 from .metrics import accuracy, log_loss, predicted_labels
 from .model import load_keras_model
-from .options import DEFAULT_BAND, ExportOptions, check_options
+from .options import DEFAULT_BAND, NEITHER_BELOW, ExportOptions, check_options
 from .quiet import held_back
-from .runtimes import has_vnni, load_runtime, require
+from .quantize import OPENVINO_PLANS, quantize_openvino, uint8_function
+from .runtimes import load_runtime, require, shares_gate_backbone, with_imagenet_outputs
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": "model.onnx", "openvino": "model.xml"}
 EXPORT_FILES = {RUN_FILE, "model.onnx", "model.xml", "model.bin"}  # all that an export folder holds
 # What each int8 plan keeps in fp32, tried in order until the export passes its check: the fastest
-# first. With OpenVINO on CPUs without VNNI, the first plan quantizes the first convolution to 7
-# bits (NNCF's overflow fix); on a default-trained 128 px model that flipped 0.9% of the sample's
-# validation labels (0.3% with 8 bits), while a first convolution in fp32 kept agreement at 99.7%
-# at about half the model-only speed (a 2-core AVX-512 Xeon; 0.73 of it end to end).
+# first (OpenVINO's are quantize.OPENVINO_PLANS).
 INT8_PLANS = {
-    "openvino": ("the output layer", "the first convolution and the output layer"),
+    "openvino": OPENVINO_PLANS,
     "onnx": ("the first convolution and the output layer", "the first convolution and every dense layer"),
 }
-EXPORT_DIR = "export"
 # What to try when an int8 export fails its check. ONNX Runtime's quantizer has no bias
 # correction: on the default residual model its int8 flipped 0.9% of the validation labels
 # (keeping more layers in fp32, ranked by their effect on p_dog, did not pass before it lost the
@@ -72,6 +71,10 @@ class Agreement:
     keras_log_loss: float
     export_log_loss: float
     uncertain_band: tuple[float, float] = DEFAULT_BAND  # (LOW, HIGH), inclusive, as `catsdogs review`'s
+    # An export with the ImageNet classifier: share of images whose `neither` verdict (content.py)
+    # it gives as the Keras model does, and the largest difference of the cell share it is made from
+    neither_agreement: float | None = None
+    max_region_difference: float | None = None
 
     @property
     def accuracy_drop(self) -> float:
@@ -99,6 +102,11 @@ class Agreement:
                 f"labels agree on {self.confident_agreement:.2%} of the {self.confident_images} images the Keras "
                 f"model is sure of (p_dog < {low} or > {high}), under the {options.min_agreement:.1%} needed"
             )
+        if self.neither_agreement is not None and self.neither_agreement < options.min_agreement - ROUNDING:
+            failed.append(
+                f"the content check's neither agrees on {self.neither_agreement:.2%} of the images, under the "
+                f"{options.min_agreement:.1%} needed"
+            )
         return failed
 
     def passes(self, options: ExportOptions) -> bool:
@@ -112,6 +120,9 @@ class Agreement:
             f"probability difference {self.max_difference:.4f}; accuracy {self.keras_accuracy:.4f} (keras) vs "
             f"{self.export_accuracy:.4f}, log loss {self.keras_log_loss:.4f} vs {self.export_log_loss:.4f} "
             f"({self.log_loss_increase:+.4f})"
+        ) + (
+            "" if self.neither_agreement is None else f"; neither agrees on {self.neither_agreement:.2%} "
+            f"(largest cell-share difference {self.max_region_difference:.4f})"
         )
 
 
@@ -140,18 +151,36 @@ def compare(
     )
 
 
-def predict_all(runtime, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([runtime(images[k : k + BATCH]) for k in range(0, len(images), BATCH)])
+def with_content(agreement: Agreement, keras_imagenet: np.ndarray, export_imagenet: np.ndarray) -> Agreement:
+    """`agreement` with the comparison of two sets of ImageNet classifier outputs (content.py)."""
+    from .content import Evidence
+
+    keras_region, export_region = Evidence.from_outputs(keras_imagenet).region, Evidence.from_outputs(export_imagenet).region
+    same = (keras_region < NEITHER_BELOW) == (export_region < NEITHER_BELOW)
+    return replace(
+        agreement, neither_agreement=float(np.mean(same)),
+        max_region_difference=float(np.max(np.abs(keras_region - export_region))),
+    )  # fmt: skip
+
+
+def predict_all(runtime, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """p_dog of every image, and the ImageNet classifier's outputs where the runtime is `gated`."""
+    batches = range(0, len(images), BATCH)
+    if not runtime.gated:
+        return np.concatenate([runtime(images[k : k + BATCH]) for k in batches]), None
+    p_dog, imagenet = zip(*(runtime.with_imagenet(images[k : k + BATCH]) for k in batches))
+    return np.concatenate(p_dog), np.concatenate(imagenet)
 
 
 # --- images to check and calibrate on ------------------------------------------------------
 
 
-def check_images(
-    checkpoint: Checkpoint, calibration: Path | None, workers: int
+def held_out_images(
+    checkpoint: Checkpoint, calibration: Path | None, workers: int, count: int | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Held-out labelled images: the run's validation split if its files are here, else the
-    labelled images of `calibration`. Returns pixels, labels (1 = dog) and where they came from."""
+    labelled images of `calibration`; at most `count` of them (a seeded sample). Returns pixels,
+    labels (1 = dog) and where they came from."""
     from .dataset import SPLIT_FILE, decode_images, find_labelled_images, read_split
 
     data = training_folder(checkpoint)
@@ -166,6 +195,9 @@ def check_images(
             f"the validation images of this run are {_where(data)}: pass --calibration with a folder "
             "of labelled images (cat.N.jpg/dog.N.jpg or cat/ and dog/) to check the export on"
         )
+    if count is not None and count < len(items):
+        items = [items[k] for k in sorted(np.random.default_rng(seed).permutation(len(items))[:count])]
+        source = f"{count} of the {source}"
     images, labels, _ = decode_images(data, items, checkpoint.image_size, workers, "check")
     if len(images) == 0:
         raise UserError(f"no readable images to check the export on ({source})")
@@ -180,8 +212,8 @@ def calibration_images(
     checkpoint: Checkpoint, calibration: Path | None, count: int, seed: int, workers: int
 ) -> tuple[np.ndarray, str]:
     """A seeded sample of `count` images: from `calibration`, else the run's training split."""
+    from .dataset import SPLIT_FILE, decode_sample, read_split
     from .images import iter_image_files
-    from .dataset import SPLIT_FILE, LabelledImage, decode_images, read_split
 
     if calibration is not None:
         if not calibration.is_dir():
@@ -199,10 +231,7 @@ def calibration_images(
         paths, source = [i.path for i in read_split(split)[0]], f"training split of {checkpoint.folder / RUN_FILE}"
     if not paths:
         raise UserError(f"no images to calibrate on in {folder}")
-    chosen = np.random.default_rng(seed).permutation(len(paths))[:count]
-    items = [LabelledImage(paths[k], 0) for k in sorted(chosen)]
-    images, _, _ = decode_images(folder, items, checkpoint.image_size, workers, "calibration")
-    return images, source
+    return decode_sample(folder, paths, count, seed, checkpoint.image_size, workers), source
 
 
 # --- converters ----------------------------------------------------------------------------
@@ -216,16 +245,6 @@ def convert(model, format: str, path: Path, image_size: int, calibration: np.nda
     if format == "onnx":
         return _to_onnx(model, path, image_size, calibration, plan)
     return _to_openvino(model, path, image_size, calibration, plan)
-
-
-def _forward(model, image_size: int):
-    """The model as a TensorFlow function of uint8 (n, size, size, 3) pixels named `image`."""
-    import tensorflow as tf
-
-    return tf.function(
-        lambda image: model(tf.cast(image, tf.float32), training=False),
-        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8, name="image")],
-    )
 
 
 def _to_onnx(model, path: Path, image_size: int, calibration: np.ndarray | None, plan: int) -> dict:
@@ -285,7 +304,7 @@ def _tf_to_onnx(model, image_size: int, path: Path) -> None:
     # Variables and captured tensors become constants, the function's only input is `image`;
     # the arguments are those tf2onnx freezes with.
     frozen = convert_variables_to_constants_v2(
-        _forward(model, image_size).get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
+        uint8_function(model, image_size).get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
     )
     (image,), (p_dog,) = frozen.inputs, frozen.outputs
     with warnings.catch_warnings(), tf.device("/cpu:0"):
@@ -309,34 +328,10 @@ def _patch_tf2onnx() -> None:
 
 def _to_openvino(model, path: Path, image_size: int, calibration: np.ndarray | None, plan: int) -> dict:
     ov = require("openvino", "an openvino export")
-    nncf = require("nncf", "an int8 openvino export") if calibration is not None else None
-    ov_model = ov.convert_model(_forward(model, image_size))
+    ov_model = ov.convert_model(uint8_function(model, image_size))
     done = {"converter": f"openvino.convert_model {ov.__version__}"}
     if calibration is not None:
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-
-        dataset = nncf.Dataset([calibration[k : k + 1] for k in range(len(calibration))])
-        ops = ov_model.get_ordered_ops()
-        last = [op.get_friendly_name() for op in ops if op.get_type_name() == "MatMul"][-1]
-        first = next(op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution")
-        # Measured on the sample: int8 in the last layer (the probability itself) moved p_dog by
-        # up to 0.2, and full bias correction halved the label flips of the fast one. NNCF's
-        # overflow fix (7-bit first layer, for CPUs without VNNI) costs label agreement: where
-        # this CPU has VNNI it is left out and the export says so; the second plan keeps the
-        # first layer in fp32, which needs no fix on any CPU.
-        needs_vnni = has_vnni() and plan == 0
-        with held_back("nncf"):  # its log and progress bars, on stdout
-            ov_model = nncf.quantize(
-                ov_model, dataset, subset_size=len(calibration),
-                ignored_scope=nncf.IgnoredScope(names=[last] if plan == 0 else [first, last]), fast_bias_correction=False,
-                advanced_parameters=AdvancedQuantizationParameters(
-                    overflow_fix=OverflowFix.FIRST_LAYER if plan == 0 and not needs_vnni else OverflowFix.DISABLE
-                ),
-            )  # fmt: skip
-        done["quantizer"] = (
-            f"nncf {nncf.__version__} (post-training, full bias correction; {INT8_PLANS['openvino'][plan]} fp32)"
-        )
-        done["needs_vnni"] = needs_vnni
+        ov_model, done["quantizer"], done["needs_vnni"] = quantize_openvino(ov_model, calibration, plan)
     ov.save_model(ov_model, str(path), compress_to_fp16=False)
     return done
 
@@ -403,7 +398,7 @@ def _replace(work: Path, out: Path) -> None:
 def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
     """Convert, check and keep (atomically) the export; returns its folder and its check."""
     check_options(options)
-    checkpoint = find_checkpoint(options.model)
+    checkpoint = find_checkpoint(options.model, "keras")
     if checkpoint.is_export:
         raise UserError(f"{checkpoint.model_path} is already an export: export the checkpoint it came from")
     needed = {"onnx": ["onnxruntime", "tf2onnx"], "openvino": ["openvino"] + (["nncf"] if options.int8 else [])}
@@ -413,13 +408,18 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
     check_out(out, checkpoint, options.overwrite)
     workers = os.cpu_count() or 1
 
-    images, labels, check_source = check_images(checkpoint, options.calibration, workers)
+    images, labels, check_source = held_out_images(
+        checkpoint, options.calibration, workers, options.check_images, options.seed
+    )
     calibration, calibration_source = (
         calibration_images(checkpoint, options.calibration, options.calibration_images, options.seed, workers)
         if options.int8 else (None, None)
     )  # fmt: skip
+    gated = options.format == "openvino" and shares_gate_backbone(checkpoint)  # carries the content check
     model = load_keras_model(checkpoint)
-    keras_p = predict_all(load_runtime(checkpoint, "keras"), images)
+    if gated:
+        model = with_imagenet_outputs(model)
+    keras_p, keras_imagenet = predict_all(load_runtime(checkpoint, "keras", imagenet=gated), images)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -433,6 +433,7 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
             export = {
                 "format": options.format,
                 "int8": options.int8,
+                "content_check": gated,  # a second output: the ImageNet classifier's (content.gate_outputs)
                 "fp32": kept,
                 "source": str(checkpoint.model_path.resolve()),
                 "source_sha256": sha256(checkpoint.model_path),
@@ -445,8 +446,10 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
             run = dict(checkpoint.run, model_file=FORMATS[options.format], export=export)
             atomic_write_json(work / RUN_FILE, run)
 
-            export_p = predict_all(load_runtime(find_checkpoint(work), options.format), images)
+            export_p, export_imagenet = predict_all(load_runtime(find_checkpoint(work), options.format, imagenet=gated), images)
             agreement = compare(keras_p, export_p, labels)
+            if gated:
+                agreement = with_content(agreement, keras_imagenet, export_imagenet)
             failed = agreement.failures(options)
             attempts.append({"fp32": kept, "label_agreement": agreement.label_agreement,
                              "confident_agreement": agreement.confident_agreement,

@@ -43,7 +43,6 @@ import pandas as pd
 
 from .checkpoint import model_paths
 from .engine import check_engine_options, predict_folder, table_lock
-from .shards import upgraded_job
 from .errors import UserError
 from .files import atomic_write_json, folder_lock, shown
 from .options import LabelOptions, PredictOptions, check_options
@@ -266,7 +265,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
     finished (so only the sorting is left); False when this run predicts first."""
     if not job_file.exists():
         return False
-    previous = upgraded_job(read_record(job_file))  # None when damaged: it cannot be continued
+    previous = read_record(job_file)  # None when damaged: it cannot be continued
     if previous == job and not overwrite and table.exists():
         log.info("continuing the interrupted sorting recorded in %s", job_file)
         return True

@@ -194,6 +194,7 @@ class TrainOptions:
     lr_patience: int = setting(3, low=1)  # epochs without improvement before halving the learning rate
     augmentation: Augmentation = field(default_factory=Augmentation)
     calibrate: bool = True  # fit a temperature on the validation split once training ends
+    fast_model: bool = True  # end by writing the run's checked OpenVINO export, which commands run by default
     corrections: Path | None = None  # a review's corrections.csv: its labels win, `skip` images are left out
     resume: bool = False
     tensorboard: bool = False
@@ -328,6 +329,7 @@ class ExportOptions:
     int8: bool = False  # post-training quantization with calibration images
     calibration: Path | None = None  # images to calibrate on; default: a sample of the run's training images
     calibration_images: int = setting(300, low=1)  # how many (a seeded sample)
+    check_images: int | None = setting(None, low=1)  # check on at most this many held-out images (a seeded sample); None: all
     out: Path | None = None  # default: <run folder>/export/<format>[-int8]
     overwrite: bool = False  # replace an earlier export in `out` (nothing else is ever replaced)
     force: bool = False  # keep an export that fails its check

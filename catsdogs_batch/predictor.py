@@ -41,7 +41,7 @@ class Predictor:
         self, model: Models, tta: bool = False, runtime: str = "auto", threads: int | None = None,
         content_check: bool = False,
     ):  # fmt: skip
-        self.checkpoints = find_checkpoints(model)
+        self.checkpoints = find_checkpoints(model, runtime)
         self.tta = tta
         self.content_check = content_check
         self.runtimes = [

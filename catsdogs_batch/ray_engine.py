@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .checkpoint import find_checkpoints, model_paths
+from .checkpoint import find_checkpoints
 from .errors import UserError
 from .images import one_thread_each
 from .options import PredictOptions
@@ -60,10 +60,12 @@ def distributor(
     if predictor is not None:
         raise ValueError("the Ray engine loads its own predictor in every actor")
     import_ray()
-    for checkpoint in find_checkpoints(options.model):
+    checkpoints = find_checkpoints(options.model, options.engine.runtime)
+    for checkpoint in checkpoints:
         check_model(checkpoint, options.engine.runtime)
-    # Actors run in other folders (and machines): they get absolute paths.
-    models = tuple(path.resolve() for path in model_paths(options.model))
+    # Actors run in other folders (and machines): they get absolute paths, of the model files
+    # chosen here (a run folder's fastest export, see checkpoint.find_checkpoint).
+    models = tuple(checkpoint.model_path.resolve() for checkpoint in checkpoints)
     options = replace(options, model=models, folder=options.folder.resolve())
     return lambda shards: distribute(options, shards)
 

@@ -3,7 +3,8 @@
 Every engine (local, Ray) and every command uses a runtime through this one small interface,
 so decoding, batching, tables and resume never depend on which library runs the model:
 Keras (TensorFlow: training, GPUs) for `model.keras`, ONNX Runtime for `model.onnx` and
-OpenVINO for `model.xml` (and `.onnx`), the last two from `catsdogs export`.
+OpenVINO for `model.xml` (and `.onnx`), the last two from `catsdogs export` (or the export
+`catsdogs train` writes into every run: checkpoint.find_checkpoint picks it by default).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from .checkpoint import Checkpoint
+from .cpu import has_vnni
 from .errors import UserError
 from .options import RUNTIMES
 
@@ -26,12 +28,12 @@ log = logging.getLogger(__name__)
 
 # The runtime that reads each model file, and every runtime that can.
 FILE_RUNTIMES = {".keras": ("keras",), ".onnx": ("onnx", "openvino"), ".xml": ("openvino",)}
-EXTRAS = {"onnxruntime": "onnx", "tf2onnx": "onnx", "openvino": "openvino", "nncf": "openvino"}
+EXTRAS = {"onnxruntime": "onnx", "tf2onnx": "onnx"}  # OpenVINO and NNCF are in the default install
 
 
 class Runtime(Protocol):
-    name: str
-    gated: bool  # also gives the ImageNet classifier's outputs (KerasRuntime.with_imagenet)
+    name: str  # as the summary line says it (runtime_name)
+    gated: bool  # also gives the ImageNet classifier's outputs (with_imagenet)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (n, size, size, 3) RGB -> float (n,) probabilities of dog."""
@@ -52,26 +54,6 @@ def default_threads() -> int:
     """Threads of the model by default: every core; the decoders share them (measured in
     scripts/benchmark_runtimes.py: the split that gave the most images per second end to end)."""
     return os.cpu_count() or 1
-
-
-# oneDNN instruction sets (ONEDNN_MAX_CPU_ISA) without 8-bit dot products
-ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
-
-
-def has_vnni() -> bool:
-    """Whether this CPU has 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX),
-    whose int8 arithmetic cannot saturate as the older AVX2/AVX-512 one can (Linux only). A
-    oneDNN capped below them (ONEDNN_MAX_CPU_ISA=AVX2, which OpenVINO and TensorFlow honour)
-    runs int8 as a CPU without them does, and counts as one."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""  # (its older name)
-    if cap.strip().upper() in ISAS_WITHOUT_VNNI:
-        return False
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def shares_gate_backbone(checkpoint: Checkpoint) -> bool:
@@ -123,7 +105,7 @@ class KerasRuntime:
         self.gated = imagenet
         self._predict = compiled(model)
         if imagenet:
-            self._with_imagenet = compiled(_with_imagenet_outputs(model))
+            self._with_imagenet = compiled(with_imagenet_outputs(model))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(pixels)).reshape(-1)
@@ -134,7 +116,7 @@ class KerasRuntime:
         return np.asarray(p).reshape(-1), np.asarray(imagenet)
 
 
-def _with_imagenet_outputs(model):
+def with_imagenet_outputs(model):
     """`model` (a chain, as pretrained_model builds it) with a second output: the ImageNet
     classifier on its backbone's feature map, and the model's head on its sides. The layers,
     and so the weights, are shared."""
@@ -171,7 +153,6 @@ class GateRuntime:
 class OnnxRuntime:
     """An exported `model.onnx` (fp32 or int8, uint8 pixels in) run by ONNX Runtime on the CPU."""
 
-    name = "onnx"
     gated = False
 
     def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
@@ -196,35 +177,49 @@ class OnnxRuntime:
 
 class OpenVinoRuntime:
     """An exported `model.xml` (or `model.onnx`) compiled by OpenVINO for the CPU. An fp32
-    model runs in fp32 (OpenVINO would pick bf16 on CPUs that have it); int8 runs as int8."""
+    model runs in fp32 (OpenVINO would pick bf16 on CPUs that have it); int8 runs as int8. An
+    export of a model that `shares_gate_backbone` has a second output, the ImageNet classifier's
+    (content.gate_outputs): with `imagenet` the runtime is `gated` and gives it, else only p_dog
+    is computed (OpenVINO leaves out what that output alone needs)."""
 
-    name = "openvino"
-    gated = False
-
-    def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
+    def __init__(self, checkpoint: Checkpoint, threads: int | None = None, imagenet: bool = False):
         ov = require("openvino", "the openvino runtime")
-        core = ov.Core()
-        config = {
-            "INFERENCE_PRECISION_HINT": "f32",
-            "INFERENCE_NUM_THREADS": threads or default_threads(),
-            "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, all its threads on it
-        }
+        core, config = ov.Core(), openvino_config(threads)
         try:
-            self._model = core.compile_model(str(checkpoint.model_path), "CPU", config)
+            model = core.read_model(str(checkpoint.model_path))
+            self.gated = imagenet and len(model.outputs) == 2
+            p_dog = ov.Model([model.outputs[0]], model.get_parameters(), "p_dog") if len(model.outputs) > 1 else model
+            self._request = core.compile_model(p_dog, "CPU", config).create_infer_request()
+            if self.gated:
+                self._both = core.compile_model(model, "CPU", config).create_infer_request()
         except Exception as e:  # OpenVINO raises RuntimeError with long messages
             raise UserError(f"cannot load {checkpoint.model_path}: {str(e).splitlines()[0]}") from None
-        self._request = self._model.create_infer_request()
         if checkpoint.run.get("export", {}).get("needs_vnni") and not has_vnni():
             log.warning(
                 "%s was quantized for CPUs with VNNI and may lose accuracy on this one: "
                 "export it again here (catsdogs export --format openvino --int8)", checkpoint.model_path,
             )
-        shape = self._model.inputs[0].get_partial_shape()
+        shape = model.inputs[0].get_partial_shape()
         _check_input(checkpoint, [d.get_length() if d.is_static else None for d in shape])
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         result = self._request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})
         return np.asarray(result[0]).reshape(-1).copy()
+
+    def with_imagenet(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """p_dog (n,) and the ImageNet classifier's (n, 1003) outputs, from one pass."""
+        result = self._both.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})
+        return np.asarray(result[0]).reshape(-1).copy(), np.asarray(result[1]).copy()
+
+
+def openvino_config(threads: int | None = None) -> dict:
+    """How OpenVINO compiles a model here: fp32 stays fp32 (not bf16), int8 stays int8; one batch
+    at a time with all its threads on it."""
+    return {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": threads or default_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
 
 
 def _check_input(checkpoint: Checkpoint, shape: list) -> None:
@@ -277,10 +272,20 @@ def check_model(checkpoint: Checkpoint, runtime: str = "auto") -> None:
 
 def load_runtime(checkpoint: Checkpoint, runtime: str = "auto", threads: int | None = None, imagenet: bool = False) -> Runtime:
     """Load the checkpoint's model into the runtime chosen for it (see `choose_runtime`); with
-    `imagenet`, a Keras model that `shares_gate_backbone` also gives the ImageNet classifier's
-    outputs (its runtime is then `gated`)."""
+    `imagenet`, a Keras model that `shares_gate_backbone`, or an OpenVINO export of one, also
+    gives the ImageNet classifier's outputs (its runtime is then `gated`)."""
     name = choose_runtime(checkpoint, runtime)
     log.debug("running %s with the %s runtime", checkpoint.model_path, name)
     if name == "keras":
         return KerasRuntime(checkpoint, threads, imagenet and shares_gate_backbone(checkpoint))
-    return {"onnx": OnnxRuntime, "openvino": OpenVinoRuntime}[name](checkpoint, threads)
+    loaded = OpenVinoRuntime(checkpoint, threads, imagenet) if name == "openvino" else OnnxRuntime(checkpoint, threads)
+    loaded.name = runtime_name(checkpoint, name)
+    return loaded
+
+
+def runtime_name(checkpoint: Checkpoint, runtime: str = "auto") -> str:
+    """What runs the checkpoint's model, as job records and summaries say it: keras, openvino,
+    openvino int8, onnx or onnx int8."""
+    name = choose_runtime(checkpoint, runtime)
+    export = checkpoint.run.get("export")
+    return name + (" int8" if checkpoint.is_export and isinstance(export, dict) and export.get("int8") else "")

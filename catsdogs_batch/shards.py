@@ -25,6 +25,7 @@ from .errors import UserError
 from .files import atomic_write_json, shown
 from .images import HiddenEntries, iter_image_files
 from .options import PredictOptions
+from .runtimes import runtime_name
 from .side_files import (
     job_file, parts_folder, parts_job_file, read_record, shard_marker, shard_markers, shard_name, shard_rows_file,
 )  # fmt: skip
@@ -105,7 +106,7 @@ class PartsFolder:
                 raise UserError(f"{self.path} is in the way of this run's work folder: move it away")
             if job_file.exists():
                 # a damaged record is never equal to a job: --overwrite starts over
-                previous = upgraded_job(read_record(job_file)) or {"damaged": str(job_file)}
+                previous = read_record(job_file) or {"damaged": str(job_file)}
             elif not any(self.path.iterdir()):
                 previous = None  # stopped before it recorded its job
             else:
@@ -188,6 +189,7 @@ class Summary:
     engine: str = "local"
     startup_seconds: float = 0.0  # to the first rows: loading the model (and starting Ray)
     startup_rows: int = 0  # rows that arrived with the first results
+    runtimes: str = ""  # what ran the model(s): keras, openvino int8, ... (runtimes.runtime_name)
 
     @property
     def images_per_second(self) -> float:
@@ -202,7 +204,8 @@ class Summary:
         counts = ", ".join(f"{n} {label}" for label, n in sorted(self.labels.items()))
         text = (
             f"{self.rows} images ({counts}; {self.errors} errors) -> {shown(self.table)}; "
-            f"{self.processed} predicted in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s)"
+            f"{self.processed} predicted in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s"
+            + (f", {self.runtimes})" if self.runtimes else ")")
         )
         if self.engine != "local" and self.processed:
             text += f"; {self.engine.capitalize()}: {self.startup_seconds:.1f} s start-up"
@@ -218,13 +221,15 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
     for checkpoint in checkpoints:
         model = checkpoint.model_path.resolve()
         stat = model.stat()
-        models.append({"model": str(model), "model_size": stat.st_size, "model_mtime": stat.st_mtime_ns})
+        models.append({
+            "model": str(model), "model_size": stat.st_size, "model_mtime": stat.st_mtime_ns,
+            "runtime": runtime_name(checkpoint, options.engine.runtime),
+        })  # fmt: skip
     job = {
         "folder": str(options.folder.resolve()),
         "models": models,
         "tta": options.engine.tta,
         "shard_size": options.engine.shard_size,
-        "runtime": options.engine.runtime,
         "threshold": options.labelling.threshold,
         "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
         "content_check": content_job(options.labelling),
@@ -245,16 +250,6 @@ def content_job(labelling) -> dict | None:
         "neither_below": labelling.neither_below, "both_above": labelling.both_above,
         "both_candidates": BOTH_CANDIDATES, "sides_apart": SIDES_APART, "present": PRESENT,
     }  # fmt: skip
-
-
-def upgraded_job(job: object) -> object:
-    """A job record written before ensembles (one "model", its size and mtime), in today's form
-    ("models"), so that runs and tables of the previous version are still recognised."""
-    if isinstance(job, dict) and "model" in job and "models" not in job:
-        job = dict(job)
-        model = {key: job.pop(key) for key in ("model", "model_size", "model_mtime") if key in job}
-        job["models"] = [model] if len(model) > 1 else [model["model"]]
-    return job
 
 
 def interrupted_job(table: Path) -> dict | None:

@@ -14,7 +14,7 @@ from .engine import check_engine_options, predict_folder, table_lock
 from .errors import UserError
 from .files import atomic_path, atomic_write_json, made_folder, sha256
 from .images import HiddenEntries
-from .shards import files_fingerprint, job_description, upgraded_job
+from .shards import files_fingerprint, job_description
 from .side_files import job_file, read_record
 from .options import THRESHOLD, Labelling, PredictOptions, SubmissionOptions, check_options
 from .tables import read_table
@@ -68,7 +68,7 @@ def make_submission(options: SubmissionOptions) -> Path:
     with made_folder(out), table_lock(results_path):  # refused: no --out folder left that it made
         hidden = HiddenEntries()
         job = {
-            **job_description(predict, find_checkpoints(options.model)),
+            **job_description(predict, find_checkpoints(options.model, options.engine.runtime)),
             "files": files_fingerprint(options.test_dir, hidden),
         }
         if results_path.exists() and not options.overwrite:
@@ -91,8 +91,7 @@ def make_submission(options: SubmissionOptions) -> Path:
 
 def _check_reusable(job_file: Path, job: dict, results: Path) -> None:
     """Refuse a results.csv computed from anything else than `job` describes, or changed since."""
-    legacy = job_file.with_name("results.job.json")  # where the previous version kept it
-    previous = upgraded_job(read_record(job_file if job_file.exists() else legacy))
+    previous = read_record(job_file)
     if previous is not None and previous.pop("results_sha256", None) != sha256(results):
         why = "it changed since it was computed"
     elif previous == job:

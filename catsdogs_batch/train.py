@@ -1,9 +1,13 @@
 """`catsdogs train`: a folder of labelled images -> `models/<run-name>/` with the best model,
-run.json, split.csv, history.csv and curves.png. Interrupted runs continue with `resume`.
+run.json, split.csv, history.csv and curves.png, and the run's fast model (its checked int8
+OpenVINO export, export/openvino-int8/, which every command then runs). Interrupted runs
+continue with `resume`.
 
 A model from scratch (`--arch residual` or `seed`) trains in one phase; a pretrained backbone in
-two: the new head with the backbone frozen, then the top of the backbone at a lower rate. Once
-training ends, a temperature fitted on the validation split calibrates p_dog (calibration.py)."""
+two: the new head with the backbone frozen, then the top of the backbone at a lower rate. The
+default, a fitted head, embeds the images once with the frozen backbone in int8 (quantize.py)
+and fits a logistic regression on them (linear_head.py). Once training ends, a temperature
+fitted on the validation split calibrates p_dog (calibration.py)."""
 
 from __future__ import annotations
 
@@ -35,10 +39,19 @@ from .files import (
 )
 from .images import CLASS_NAMES
 from .corrections import read_corrections
-from .dataset import SPLIT_FILE, LabelledImage, corrected_split, decode_images, embed_images, read_split, write_split
+from .dataset import (
+    SPLIT_FILE,
+    LabelledImage,
+    corrected_split,
+    decode_images,
+    decode_sample,
+    embed_images,
+    read_split,
+    write_split,
+)
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
-from .options import ARCHITECTURES, Augmentation, TrainOptions, check_options
+from .options import ARCHITECTURES, Augmentation, ExportOptions, TrainOptions, check_options
 from .side_files import read_record, run_lock_file
 
 log = logging.getLogger(__name__)
@@ -235,6 +248,13 @@ def _train_locked(options: TrainOptions) -> Path:
         except KeyboardInterrupt:
             log.warning("interrupted while calibrating: finish it with --resume --out %s", out)
             raise
+    if options.fast_model and (out / MODEL_FILE).exists():
+        atomic_write_json(run_path, run)  # what the export copies
+        try:
+            run["fast_model"] = write_fast_model(out)
+        except KeyboardInterrupt:
+            log.warning("interrupted while exporting: finish it with --resume --out %s", out)
+            raise
     atomic_write_json(run_path, run | {"status": "finished"})
     shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
     best = run.get("best") or {}
@@ -257,10 +277,14 @@ def _fit_head(
     from .metrics import accuracy, log_loss, roc_auc
 
     started = time.time()
-    features_of = keras.Model(model.inputs, model.get_layer(OUTPUT_LAYER).input).predict_on_batch
     size, workers = options.image_size, options.workers
-    train_f, train_m, train_skipped = embed_images(options.data, train_items, features_of, size, workers, "train", True)
-    val_f, _, val_skipped = embed_images(options.data, val_items, features_of, size, workers, "validation", False)
+    embed, embedded_by = _embedder(options, model, train_items)
+    train_f, train_m, train_skipped = embed_images(
+        options.data, train_items, embed, size, workers, f"embed train ({embedded_by})", True
+    )
+    val_f, _, val_skipped = embed_images(
+        options.data, val_items, embed, size, workers, f"embed validation ({embedded_by})", False
+    )
     skipped = train_skipped + val_skipped
     train_y, val_y = (_readable_labels(items, rows) for items, rows in ((train_items, train_skipped), (val_items, val_skipped)))
     for what, labels in (("training", train_y), ("validation", val_y)):
@@ -280,7 +304,7 @@ def _fit_head(
     p_val = head.p_dog(val_f)
     validation = {"accuracy": accuracy(val_y, p_val), "log_loss": log_loss(val_y, p_val), "auc": roc_auc(val_y, p_val)}
     run = _run_record(options, (train_f, train_y[:, None]), (val_f, val_y[:, None]), skipped, status="trained")
-    run["head"] = head.record() | {"val_log_loss": validation["log_loss"]}
+    run["head"] = head.record() | {"val_log_loss": validation["log_loss"], "embedded_by": embedded_by}
     run["best"] = {f"val_{name}": None if value is None else round(value, 6) for name, value in validation.items()}
     run["train_seconds"] = round(time.time() - started, 1)
     if corrections:
@@ -291,6 +315,23 @@ def _fit_head(
         head.C, time.time() - started, validation["accuracy"], validation["log_loss"],
     )
     return run, val_f, val_y[:, None].astype(np.float32)
+
+
+def _embedder(options: TrainOptions, model: keras.Model, train_items: list[LabelledImage]):
+    """What embeds the images for the head, and its name: the frozen backbone in int8 on
+    OpenVINO, calibrated on a seeded sample of the training images (the ones the run's export
+    will be calibrated on), or Keras where TensorFlow has a GPU."""
+    from .quantize import CALIBRATION_SEED, EMBEDDING_CALIBRATION, int8_embedder
+    from .runtimes import compiled
+
+    features = keras.Model(model.inputs, model.get_layer(OUTPUT_LAYER).input)
+    if tf.config.list_physical_devices("GPU"):
+        return compiled(features), "keras"
+    paths = [item.path for item in train_items]
+    calibration = decode_sample(
+        options.data, paths, EMBEDDING_CALIBRATION, CALIBRATION_SEED, options.image_size, options.workers
+    )
+    return int8_embedder(features, options.image_size, calibration), "openvino int8"
 
 
 def _readable_labels(items: list[LabelledImage], skipped: list[dict[str, str]]) -> np.ndarray:
@@ -519,6 +560,38 @@ def _duration(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+# --- the run's fast model ----------------------------------------------------------------
+
+FAST_MODEL_CHECK_IMAGES = 1000  # held-out images the run's export is checked on (a seeded sample of them)
+
+
+def write_fast_model(run: Path) -> dict:
+    """The run's OpenVINO export, int8 (calibrated on the images its backbone embedded with, see
+    `_embedder`), or fp32 where int8 fails its check, checked against model.keras as `catsdogs
+    export` checks (on at most FAST_MODEL_CHECK_IMAGES of the validation split): what every
+    command runs when given the run folder. Returns what run.json records of it."""
+    from .export import export_model
+    from .quantize import CALIBRATION_SEED, EMBEDDING_CALIBRATION
+
+    refusals = []
+    for int8 in (True, False):
+        options = ExportOptions(
+            run, "openvino", int8, calibration_images=EMBEDDING_CALIBRATION, check_images=FAST_MODEL_CHECK_IMAGES,
+            overwrite=True, seed=CALIBRATION_SEED,
+        )  # fmt: skip
+        name = "openvino int8" if int8 else "openvino"
+        try:
+            out, agreement = export_model(options)
+        except UserError as e:
+            log.warning("the run's %s model: %s", name, e)
+            refusals.append(f"{name}: {e}")
+            continue
+        log.info("the run's fast model (%s): %s", name, agreement.describe())
+        return {"model": (out / "model.xml").relative_to(run).as_posix(), "runtime": name, "check": agreement.describe()}
+    log.warning("no export of %s passed its check: commands given the run folder run its model.keras (Keras)", run)
+    return {"model": MODEL_FILE, "runtime": "keras", "refused": refusals}
 
 
 # --- calibration ---------------------------------------------------------------------------

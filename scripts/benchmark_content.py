@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
+from catsdogs_batch.cpu import cpu_description  # noqa: E402
 
 WALLPAPERS = (
     "plasma-workspace-wallpapers", "ukui-wallpapers", "lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
+from catsdogs_batch.cpu import cpu_description  # noqa: E402
 
 SHARD = 1000
 CHILD = """

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from catsdogs_batch import images  # noqa: E402
-from catsdogs_batch.benchmarking import alternate, cpu_description, fmt  # noqa: E402
+from catsdogs_batch.cpu import cpu_description  # noqa: E402
+from benchmarking import alternate, fmt  # noqa: E402
 
 Loader = Callable[[Path, int], object]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
+from catsdogs_batch.cpu import cpu_description  # noqa: E402
 
 # This process stays small (no TensorFlow, no Ray) until the commands are measured: a child's
 # peak RSS starts at its parent's size when it is forked.

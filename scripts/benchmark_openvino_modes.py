@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from catsdogs_batch.benchmarking import alternate, cpu_description, fmt  # noqa: E402
+from catsdogs_batch.cpu import cpu_description  # noqa: E402
+from benchmarking import alternate, fmt  # noqa: E402
 
 
 class ThroughputRuntime:

@@ -31,7 +31,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from catsdogs_batch.benchmarking import alternate, cpu_description, fmt  # noqa: E402
+from catsdogs_batch.cpu import cpu_description  # noqa: E402
+from benchmarking import alternate, fmt  # noqa: E402
 
 FULL_SET_TRAINING_IMAGES = 20_000  # Kaggle's 25,000 labelled images, 20% held out
 

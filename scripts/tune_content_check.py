@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_content import composites, skimage_pictures, wallpapers  # noqa: E402
 
-from catsdogs_batch.benchmarking import cpu_description  # noqa: E402
+from catsdogs_batch.cpu import cpu_description  # noqa: E402
 from catsdogs_batch.content import BOTH_CANDIDATES, SIDES_APART  # noqa: E402
 from catsdogs_batch.content import PRESENT as CONTENT_PRESENT  # noqa: E402
 from catsdogs_batch.options import BOTH_ABOVE, NEITHER_BELOW  # noqa: E402

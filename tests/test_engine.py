@@ -500,20 +500,6 @@ def test_ensembles_are_checked_and_named_briefly(tiny_model, kaggle_train_folder
     assert ensemble_name(runs[0]) == runs[0].name
 
 
-def test_records_of_the_previous_version_are_still_recognised(tiny_model, kaggle_train_folder, tmp_path):
-    """An interrupted run of the version before ensembles recorded one "model": it resumes."""
-    from catsdogs_batch.checkpoint import find_checkpoint
-    from catsdogs_batch.shards import job_description, upgraded_job
-
-    options = PredictOptions(tiny_model, kaggle_train_folder, tmp_path / "t.csv")
-    job = job_description(options, [find_checkpoint(tiny_model)])
-    (model,) = job["models"]
-    legacy = {key: value for key, value in job.items() if key != "models"} | model
-    assert upgraded_job(legacy) == job
-    label_job = {"folder": "/x", "model": "/m", "sort_into": None}
-    assert upgraded_job(label_job) == {"folder": "/x", "models": ["/m"], "sort_into": None}
-
-
 def test_the_engine_predicts_the_files_it_is_given_in_their_order(tiny_model, tmp_path, capsys):
     """A list of files (a split's images) goes through the same driver as a folder: only those
     rows, in the list's order, and a path that leaves the folder is refused before any work."""

@@ -73,9 +73,9 @@ def test_an_export_gives_the_keras_models_answers(model, exports, photos, format
     assert export["check"]["images"] == 12 and "validation split" in export["check"]["images_from"]
     assert (export["calibration"] or {}).get("images") == (40 if int8 else None)
 
-    keras_p = Predictor(model).predict(pixels(photos))
+    keras_p = Predictor(model, runtime="keras").predict(pixels(photos))
     export_p = Predictor(folder).predict(pixels(photos))
-    assert Predictor(folder).runtimes[0].name == format
+    assert Predictor(folder).runtimes[0].name == format + (" int8" if int8 else "")
     assert np.allclose(export_p, keras_p, atol=0.03 if int8 else 1e-4)
     assert ((export_p >= 0.5) == (keras_p >= 0.5)).all()
 
@@ -185,9 +185,14 @@ def test_a_runtime_can_be_named(model, exports, photos, tmp_path, capsys):
     by_openvino = Predictor(onnx, runtime="openvino").predict(pixels(photos))
     assert np.allclose(by_openvino, Predictor(onnx).predict(pixels(photos)), atol=1e-4)
 
+    # Given the run folder, --runtime onnx runs its fastest onnx export (int8 here, if made)
     args = ["predict", str(model), str(photos), "--out", str(tmp_path / "r.csv"), "--runtime", "onnx"]
-    assert main(args) == 1
-    assert f"the onnx runtime cannot run model.keras; pass its export: {onnx}" in capsys.readouterr().err
+    assert main(args) == 0
+    assert re.search(r"img/s, onnx( int8)?\)$", capsys.readouterr().out.strip())
+    assert main([*args[:-1], "keras", "--overwrite"]) == 0
+    assert capsys.readouterr().out.strip().endswith("img/s, keras)")
+    assert main(["predict", str(model / "model.keras"), str(photos), "--out", str(tmp_path / "k.csv"), "--runtime", "onnx"]) == 1
+    assert "the onnx runtime cannot run model.keras; pass its export: " in capsys.readouterr().err
     assert main(["export", str(onnx)]) == 1
     assert "already an export" in capsys.readouterr().err
 
@@ -276,16 +281,16 @@ def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path
 def test_a_onednn_capped_below_vnni_counts_as_a_cpu_without_it(monkeypatch):
     """OpenVINO runs int8 with the instructions ONEDNN_MAX_CPU_ISA allows: capped at AVX2 on a
     VNNI machine, its int8 is an AVX2 machine's, and an export made there must suit one."""
-    from catsdogs_batch import runtimes
+    from catsdogs_batch import cpu
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    uncapped = runtimes.has_vnni()
+    uncapped = cpu.has_vnni()
     for cap in ("AVX2", "avx512_core", "SSE41"):
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-        assert runtimes.has_vnni() is False, cap
+        assert cpu.has_vnni() is False, cap
     for cap in ("AVX512_CORE_VNNI", "AVX512_CORE_AMX", "ALL", ""):  # a cap that keeps them changes nothing
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-        assert runtimes.has_vnni() is uncapped, cap
+        assert cpu.has_vnni() is uncapped, cap
 
 
 def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(model, exports, tmp_path, capsys):
