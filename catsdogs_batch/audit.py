@@ -168,13 +168,17 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
         # ImageNet weights that cannot be had stop the audit here, before any decoding
         backbone = pretrained_features(options.arch, options.image_size, options.weights)
         from .dataset import embed_images
+        from .quantize import embedder
 
+        # Embedded as train embeds (the backbone in int8 on OpenVINO)
+        paths = [item.path for item in items]
+        embed, embedded_by = embedder(backbone, options.image_size, options.data, paths, options.workers)
         # With TTA, each image's row is the mean of its and its mirror's: the classifier is linear, so
         # its logit of the mean is the mean of the two logits, for half the memory and one fit.
         features, mirrored, skipped = embed_images(
-            options.data, items, backbone.predict_on_batch, options.image_size, options.workers, "audit", options.tta,
-            sizes,
-        )
+            options.data, items, embed, options.image_size, options.workers, f"embed audit ({embedded_by})",
+            options.tta, sizes,
+        )  # fmt: skip
         if mirrored is not None:
             features = (features + mirrored) / 2
             del mirrored
@@ -191,6 +195,7 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
         raise UserError(f"too few readable images of each class for --folds {options.folds}")
     if pretrained(options.arch):
         p_dog, method = classify_out_of_fold(features, given, options.folds, options.seed)
+        method["embedded_by"] = embedded_by
         del features
     else:
         p_dog = out_of_fold(images, given, training, options.folds, options.tta)

@@ -6,6 +6,7 @@ than Keras on a CPU, and the head fitted on its features scores as well: docs/be
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -72,10 +73,21 @@ def quantize_openvino(ov_model, calibration: np.ndarray, plan: int = 0):
     return quantized, quantizer, needs_vnni
 
 
-def int8_embedder(features, image_size: int, calibration: np.ndarray, threads: int | None = None) -> Callable:
-    """A Keras feature extractor (pixels -> (n, features)) converted to OpenVINO and quantized
-    by the first plan on `calibration`: a function of uint8 pixels -> float32 features."""
+def embedder(features, image_size: int, folder: Path, paths: list[str], workers: int) -> tuple[Callable, str]:
+    """What embeds images with a Keras feature extractor (pixels -> (n, features)), and its name:
+    the extractor converted to OpenVINO and quantized by the first plan on a seeded sample of
+    the images `paths` (relative to `folder`; the sample a run's export is calibrated on), or
+    Keras itself where TensorFlow has a GPU. A function of uint8 pixels -> float32 features."""
+    import tensorflow as tf
+
+    from .dataset import decode_sample
+    from .runtimes import compiled
+
+    if tf.config.list_physical_devices("GPU"):
+        return compiled(features), "keras"
     ov = require("openvino", "embedding with openvino")
+    calibration = decode_sample(folder, paths, EMBEDDING_CALIBRATION, CALIBRATION_SEED, image_size, workers)
     quantized, _, _ = quantize_openvino(ov.convert_model(uint8_function(features, image_size)), calibration)
-    request = ov.Core().compile_model(quantized, "CPU", openvino_config(threads)).create_infer_request()
-    return lambda pixels: np.asarray(request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]).copy()
+    request = ov.Core().compile_model(quantized, "CPU", openvino_config()).create_infer_request()
+    embed = lambda pixels: np.asarray(request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]).copy()  # noqa: E731
+    return embed, "openvino int8"

@@ -44,7 +44,6 @@ from .dataset import (
     LabelledImage,
     corrected_split,
     decode_images,
-    decode_sample,
     embed_images,
     read_split,
     write_split,
@@ -275,10 +274,12 @@ def _fit_head(
     validation images' features and labels (what calibration needs)."""
     from .linear_head import fit_head
     from .metrics import accuracy, log_loss, roc_auc
+    from .quantize import embedder
 
     started = time.time()
     size, workers = options.image_size, options.workers
-    embed, embedded_by = _embedder(options, model, train_items)
+    features = keras.Model(model.inputs, model.get_layer(OUTPUT_LAYER).input)
+    embed, embedded_by = embedder(features, size, options.data, [item.path for item in train_items], workers)
     log.info("embedding the images with %s", embedded_by)
     train_f, train_m, train_skipped = embed_images(
         options.data, train_items, embed, size, workers, f"embed train ({embedded_by})", True
@@ -316,23 +317,6 @@ def _fit_head(
         head.C, time.time() - started, validation["accuracy"], validation["log_loss"],
     )
     return run, val_f, val_y[:, None].astype(np.float32)
-
-
-def _embedder(options: TrainOptions, model: keras.Model, train_items: list[LabelledImage]):
-    """What embeds the images for the head, and its name: the frozen backbone in int8 on
-    OpenVINO, calibrated on a seeded sample of the training images (the ones the run's export
-    will be calibrated on), or Keras where TensorFlow has a GPU."""
-    from .quantize import CALIBRATION_SEED, EMBEDDING_CALIBRATION, int8_embedder
-    from .runtimes import compiled
-
-    features = keras.Model(model.inputs, model.get_layer(OUTPUT_LAYER).input)
-    if tf.config.list_physical_devices("GPU"):
-        return compiled(features), "keras"
-    paths = [item.path for item in train_items]
-    calibration = decode_sample(
-        options.data, paths, EMBEDDING_CALIBRATION, CALIBRATION_SEED, options.image_size, options.workers
-    )
-    return int8_embedder(features, options.image_size, calibration), "openvino int8"
 
 
 def _readable_labels(items: list[LabelledImage], skipped: list[dict[str, str]]) -> np.ndarray:
@@ -565,7 +549,7 @@ def _duration(seconds: float) -> str:
 
 # --- the run's fast model ----------------------------------------------------------------
 
-FAST_MODEL_CHECK_IMAGES = 1000  # held-out images the run's export is checked on (a seeded sample of them)
+FAST_MODEL_CHECK_IMAGES = 500  # held-out images the run's export is checked on (a seeded sample of them)
 
 
 def write_fast_model(run: Path) -> dict:

@@ -213,7 +213,7 @@ def test_a_model_and_its_own_export_are_not_an_ensemble(model, exports, second_m
         ([model, onnx], [openvino_int8 / "model.xml", onnx / "model.onnx"]),  # the run folder runs its int8 export
         ([onnx / "model.onnx", openvino_int8], [onnx / "model.onnx", openvino_int8 / "model.xml"]),
         ([openvino_int8, second_model, copy.parent], [openvino_int8 / "model.xml", copy]),
-        ([model, copy], [keras_file, copy]),
+        ([keras_file, copy], [keras_file, copy]),
     ):
         out = tmp_path / "t.csv"
         assert main(["predict", *map(str, given), str(photos), "--out", str(out), "--no-progress"]) == 1

@@ -21,6 +21,7 @@ from catsdogs_batch.cli import main
 from catsdogs_batch.images import load_image
 from catsdogs_batch.model import residual_cnn, seed_cnn
 from catsdogs_batch.options import ARCHITECTURES
+from catsdogs_batch.predictor import Predictor
 
 from conftest import write_image
 
