@@ -56,7 +56,8 @@ class Marks(logging.Handler):
 
 
 def subset_folder(source: Path, out: Path, share: float) -> None:
-    """Every 1/share-th file of each part (train, test), hard-linked (or copied)."""
+    """Every 1/share-th file of each part (train, test), hard-linked (or copied); no
+    sample_submission.csv (its ids would not match)."""
     step = round(1 / share)
     for part in ("train", "test"):
         (out / part).mkdir(parents=True)
@@ -66,8 +67,6 @@ def subset_folder(source: Path, out: Path, share: float) -> None:
                     os.link(path, out / part / path.name)
                 except OSError:
                     shutil.copyfile(path, out / part / path.name)
-    for extra in source.glob("sample_submission*.csv"):
-        shutil.copyfile(extra, out / extra.name)
 
 
 def decode_ceiling(folder: Path, size: int) -> float:
