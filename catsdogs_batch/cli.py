@@ -164,7 +164,7 @@ def parse_download(sub: argparse._SubParsersAction) -> None:
 
 
 def run_download(args: argparse.Namespace) -> None:
-    from .download import download
+    from .kaggle.download import download
 
     download(options_from(DownloadOptions, args))
 
@@ -256,7 +256,7 @@ def parse_train(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from .train import train
+    from .training.train import train
 
     train(options_from(TrainOptions, args))
 
@@ -338,7 +338,7 @@ def _add_content_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    from .engine import predict_folder
+    from .inference.engine import predict_folder
 
     say(predict_folder(options_from(PredictOptions, args, model=_models(args.model))).describe())
 
@@ -364,7 +364,7 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
 
 
 def run_submission(args: argparse.Namespace) -> None:
-    from .submission import make_submission
+    from .inference.submission import make_submission
 
     path = make_submission(options_from(SubmissionOptions, args, model=_models(args.model)))
     say(f"submission written: {shown(path)}; upload it with: catsdogs submit {shown(path)} -m MESSAGE")
@@ -409,7 +409,7 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from .export import export_model
+    from .inference.export import export_model
 
     options = options_from(ExportOptions, args)
     out, agreement = export_model(options)
@@ -451,7 +451,7 @@ def parse_submit(sub: argparse._SubParsersAction) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> None:
-    from .scoring import status_report, submit_and_score
+    from .kaggle.submit import status_report, submit_and_score
 
     if args.status:
         if args.file is not None or args.message is not None:
@@ -508,7 +508,7 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
 
 
 def run_label(args: argparse.Namespace) -> int:
-    from .label import label_folder
+    from .labelling.label import label_folder
 
     if args.mode and not args.sort_into:
         raise UserError("--mode needs --sort-into DIR")
@@ -541,7 +541,7 @@ def parse_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_folder
+    from .labelling.evaluate import evaluate_folder
 
     say(evaluate_folder(options_from(EvaluateOptions, args, model=_models(args.model))).describe())
 
@@ -583,7 +583,7 @@ def parse_review(sub: argparse._SubParsersAction) -> None:
 
 
 def run_review(args: argparse.Namespace) -> None:
-    from .review import review
+    from .labelling.review import review
 
     say(review(options_from(ReviewOptions, args)).describe())
 
@@ -652,7 +652,7 @@ def parse_audit(sub: argparse._SubParsersAction) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> None:
-    from .audit import audit
+    from .labelling.audit import audit
 
     say(audit(options_from(AuditOptions, args)).describe())
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .images import CLASS_NAMES
+from .data.images import CLASS_NAMES
 from .options import THRESHOLD
 
 EPS = 1e-7  # log loss clips probabilities to [EPS, 1 - EPS]

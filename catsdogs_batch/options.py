@@ -203,7 +203,7 @@ class TrainOptions:
 
 # The engines that distribute the work, by name: the module that implements each (imported only
 # when chosen; see catsdogs_batch/engine.py for what such a module provides).
-ENGINES = {"local": "catsdogs_batch.local_engine", "ray": "catsdogs_batch.ray_engine"}
+ENGINES = {"local": "catsdogs_batch.inference.local_engine", "ray": "catsdogs_batch.inference.ray_engine"}
 RUNTIMES = ("keras", "onnx", "openvino")  # what can run a model (runtimes.py); "auto" picks by its file
 
 

@@ -68,7 +68,7 @@ def main() -> int:
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - started
 
-        from catsdogs_batch.tables import read_table
+        from catsdogs_batch.inference.tables import read_table
 
         ranked = list(read_table(table, true_label=True)["path"])
         found = [name for name in flipped if name in ranked[: args.top]]

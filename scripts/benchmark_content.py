@@ -93,9 +93,9 @@ def composites(data: Path, val: list[tuple[str, str]], folder: Path, count: int)
 def labels(run: Path, folder: Path, out: Path, labelling, files=None) -> dict:
     """The table `predict` writes for `folder` with `labelling`, and its images per second once the
     model is loaded (the first batch's wait left out)."""
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import EngineOptions, PredictOptions
-    from catsdogs_batch.tables import read_table
+    from catsdogs_batch.inference.tables import read_table
 
     options = PredictOptions(run, folder, out, overwrite=True, labelling=labelling, files=files,
                              engine=EngineOptions(progress=False))  # fmt: skip

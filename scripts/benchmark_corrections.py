@@ -31,9 +31,9 @@ CHILD = """
 import sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
-from catsdogs_batch.label import relabeller
-from catsdogs_batch.corrections import Corrections, read_corrections
-from catsdogs_batch.tables import DTYPES
+from catsdogs_batch.labelling.label import relabeller
+from catsdogs_batch.data.corrections import Corrections, read_corrections
+from catsdogs_batch.inference.tables import DTYPES
 path, how, lookups = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 started = time.perf_counter()
 if how == "dict":

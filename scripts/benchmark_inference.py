@@ -73,7 +73,7 @@ def model_only(predictor, pixels, batch_size: int) -> float:
 def engine(predictor, folder: Path, batch_size: int, workers: int, n: int) -> tuple[float, float]:
     """Images per second of predict_folder after its start-up (the first batch: walking, the
     first decoding, the model's first call), and including it."""
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import EngineOptions, PredictOptions
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +87,7 @@ def engine(predictor, folder: Path, batch_size: int, workers: int, n: int) -> tu
 
 
 def decoding(paths: list[Path], size: int, workers: int) -> float:
-    from catsdogs_batch.images import decode_many
+    from catsdogs_batch.data.images import decode_many
 
     start = time.perf_counter()
     for _ in decode_many(paths, size, workers):
@@ -110,9 +110,9 @@ def without_model(predictor):
 def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds: int, naive_count: int) -> None:
     import numpy as np
 
-    from catsdogs_batch.predictor import Predictor
-    from catsdogs_batch.images import iter_image_files, load_image
-    from catsdogs_batch.model import load_keras_model
+    from catsdogs_batch.inference.predictor import Predictor
+    from catsdogs_batch.data.images import iter_image_files, load_image
+    from catsdogs_batch.models.networks import load_keras_model
 
     predictor = Predictor(model_path)
     size = predictor.image_size
@@ -159,7 +159,7 @@ def speed(folder: Path, model_path: Path, batch_size: int, workers: int, rounds:
 
 
 def memory(folder: Path, model_path: Path, counts: list[int]) -> None:
-    from catsdogs_batch.images import iter_image_files
+    from catsdogs_batch.data.images import iter_image_files
 
     sources = list(iter_image_files(folder))
     peaks = {}
@@ -183,7 +183,7 @@ def memory(folder: Path, model_path: Path, counts: list[int]) -> None:
 
 
 def child_memory(folder: Path, model_path: Path) -> None:
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import EngineOptions, PredictOptions
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -71,7 +71,7 @@ def subset_folder(source: Path, out: Path, share: float) -> None:
 
 def decode_ceiling(folder: Path, size: int) -> float:
     """Images per second of decoding and resizing alone, on every core (images.decode_many)."""
-    from catsdogs_batch.images import decode_many
+    from catsdogs_batch.data.images import decode_many
 
     paths = sorted(folder.iterdir())[:2000]
     started = time.perf_counter()
@@ -90,10 +90,10 @@ def main() -> None:
     parser.add_argument("--setup-seconds", type=float, default=50.0, help="the venv's set-up, added to the estimate")
     args = parser.parse_args()
 
-    from catsdogs_batch.download import download
+    from catsdogs_batch.kaggle.download import download
     from catsdogs_batch.options import DownloadOptions, SubmissionOptions, TrainOptions
-    from catsdogs_batch.submission import make_submission
-    from catsdogs_batch.train import train
+    from catsdogs_batch.inference.submission import make_submission
+    from catsdogs_batch.training.train import train
 
     print(cpu_description())
     work = args.keep or Path(tempfile.mkdtemp(prefix="catsdogs-main-job-"))

@@ -65,8 +65,8 @@ def actor_peaks(model: Path, folder: Path, work: Path) -> list[float]:
     import ray
     from ray import cloudpickle
 
-    from catsdogs_batch import ray_engine
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference import ray_engine
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import EngineOptions, PredictOptions
 
     peaks = work / f"peaks-{model.name}"

@@ -57,9 +57,9 @@ def main() -> None:
     parser.add_argument("images", type=Path, help="a folder of JPEGs (the sample's test/)")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import EngineOptions, PredictOptions
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.inference.predictor import Predictor
 
     print(cpu_description())
     variants = {"latency (the runtime)": Predictor(args.export)}

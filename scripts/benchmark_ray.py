@@ -25,10 +25,10 @@ from catsdogs_batch.cpu import cpu_description  # noqa: E402
 
 
 def main() -> None:
-    from catsdogs_batch.engine import predict_folder
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.inference.engine import predict_folder
+    from catsdogs_batch.inference.predictor import Predictor
     from catsdogs_batch.options import EngineOptions, PredictOptions
-    from catsdogs_batch.tables import read_table
+    from catsdogs_batch.inference.tables import read_table
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="images, e.g. the sample's test/")

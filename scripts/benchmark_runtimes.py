@@ -40,8 +40,8 @@ def name(format: str, int8: bool) -> str:
 
 def make_exports(model: Path) -> dict[str, Path]:
     """The four exports of `model` (made, forced through the check, if missing), by name."""
-    from catsdogs_batch.export import default_out, export_model
-    from catsdogs_batch.checkpoint import find_checkpoint
+    from catsdogs_batch.inference.export import default_out, export_model
+    from catsdogs_batch.models.checkpoint import find_checkpoint
     from catsdogs_batch.options import ExportOptions
 
     checkpoint = find_checkpoint(model)
@@ -72,7 +72,7 @@ def agreement(folders: dict[str, Path]) -> None:
 
 
 def model_only(folders: dict[str, Path], images, rounds: int, batch: int) -> dict[str, float]:
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.inference.predictor import Predictor
 
     predictors = {label: Predictor(folder) for label, folder in folders.items()}
     for p in predictors.values():
@@ -97,8 +97,8 @@ def end_to_end(
     folders: dict[str, Path], folder: Path, rounds: int, batch: int, splits: dict[str, tuple[int | None, int]]
 ) -> dict[str, float]:
     """predict_folder for each model (and each threads split of `splits`), best of `rounds`."""
-    from catsdogs_batch.engine import predict_folder
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.inference.engine import predict_folder
+    from catsdogs_batch.inference.predictor import Predictor
     from catsdogs_batch.options import EngineOptions, PredictOptions
 
     count = sum(1 for _ in folder.iterdir())
@@ -131,7 +131,7 @@ def end_to_end(
 def decode_sample(folder: Path, size: int, count: int):
     import numpy as np
 
-    from catsdogs_batch.images import decode_many, iter_image_files
+    from catsdogs_batch.data.images import decode_many, iter_image_files
 
     paths = [p for _, p in zip(range(count), iter_image_files(folder))]
     return np.stack([d.pixels for _, d in decode_many(paths, size, os.cpu_count() or 1)])
@@ -153,7 +153,7 @@ def main() -> None:
 def compare(model: Path, image_folder: Path, rounds: int, batch_size: int, model_images: int = 512, threads: bool = True) -> None:
     """Agreement, model-only and end-to-end speed of Keras and every export of `model`."""
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    from catsdogs_batch.checkpoint import find_checkpoint
+    from catsdogs_batch.models.checkpoint import find_checkpoint
 
     folders = make_exports(model)
     agreement(folders)

@@ -40,10 +40,10 @@ FULL_SET_TRAINING_IMAGES = 20_000  # Kaggle's 25,000 labelled images, 20% held o
 def throughput(data: Path, archs: list[str], batch_size: int, rounds: int, limit: int) -> None:
     import tensorflow as tf
 
-    from catsdogs_batch.model import backbone_of, build_model, compile_model
+    from catsdogs_batch.models.networks import backbone_of, build_model, compile_model
     from catsdogs_batch.options import ARCHITECTURES, TrainOptions
-    from catsdogs_batch.dataset import decode_images, find_labelled_images
-    from catsdogs_batch.train import make_datasets, resolve_options
+    from catsdogs_batch.data.dataset import decode_images, find_labelled_images
+    from catsdogs_batch.training.train import make_datasets, resolve_options
 
     items = find_labelled_images(data)
     items = items[:: max(1, len(items) // limit)][:limit]  # a stride: cats and dogs alike
@@ -94,13 +94,13 @@ def throughput(data: Path, archs: list[str], batch_size: int, rounds: int, limit
 def accuracy(data: Path, out: Path, arch: str, epochs: int, seeds: list[int]) -> None:
     import numpy as np
 
-    from catsdogs_batch.calibration import logit, sigmoid
+    from catsdogs_batch.training.calibration import logit, sigmoid
     from catsdogs_batch.metrics import accuracy as accuracy_of
     from catsdogs_batch.metrics import expected_calibration_error, log_loss
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.predictor import Predictor
-    from catsdogs_batch.dataset import decode_images, read_split
-    from catsdogs_batch.train import train
+    from catsdogs_batch.inference.predictor import Predictor
+    from catsdogs_batch.data.dataset import decode_images, read_split
+    from catsdogs_batch.training.train import train
 
     folders = []
     for seed in seeds:

@@ -31,8 +31,8 @@ from PIL import Image
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from catsdogs_batch.evaluate import with_true_labels  # noqa: E402
-from catsdogs_batch.tables import COLUMNS, DTYPES, ok_row, read_table, row_values, write_table  # noqa: E402
+from catsdogs_batch.labelling.evaluate import with_true_labels  # noqa: E402
+from catsdogs_batch.inference.tables import COLUMNS, DTYPES, ok_row, read_table, row_values, write_table  # noqa: E402
 
 SAMPLE = REPOSITORY.parent / "shared/data/dogs-vs-cats-redux-kernels-edition-mini.zip"
 WIDTH, HEIGHT = 900, 600
@@ -70,7 +70,7 @@ def fixed_table(sample: Path, work: Path) -> tuple[Path, tuple[float, float]]:
 def model_table(sample: Path, model: Path, work: Path) -> tuple[Path, tuple[float, float]]:
     """The model's 12 least sure and 2 most confidently wrong of POOL cats and POOL dogs: the
     table and a band around 0.5 that holds the 12."""
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import EngineOptions, PredictOptions
 
     names = [f"{label}.{n}.jpg" for label in ("cat", "dog") for n in range(POOL)]

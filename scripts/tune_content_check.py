@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_content import composites, skimage_pictures, wallpapers  # noqa: E402
 
 from catsdogs_batch.cpu import cpu_description  # noqa: E402
-from catsdogs_batch.content import BOTH_CANDIDATES, SIDES_APART  # noqa: E402
-from catsdogs_batch.content import PRESENT as CONTENT_PRESENT  # noqa: E402
+from catsdogs_batch.models.content import BOTH_CANDIDATES, SIDES_APART  # noqa: E402
+from catsdogs_batch.models.content import PRESENT as CONTENT_PRESENT  # noqa: E402
 from catsdogs_batch.options import BOTH_ABOVE, NEITHER_BELOW  # noqa: E402
 
 NEITHER = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
@@ -41,8 +41,8 @@ PRESENT = (0.05, 0.1, 0.2)
 
 def quantities(predictor, paths: list[Path]) -> dict[str, np.ndarray]:
     """What the rules read, for each photo (decoded as the engine decodes)."""
-    from catsdogs_batch.content import Evidence, halves
-    from catsdogs_batch.images import load_image
+    from catsdogs_batch.models.content import Evidence, halves
+    from catsdogs_batch.data.images import load_image
 
     out: dict[str, list] = {"p": [], "region": [], "gap": [], "half_p": [], "half_animal": []}
     for start in range(0, len(paths), 32):
@@ -61,7 +61,7 @@ def quantities(predictor, paths: list[Path]) -> dict[str, np.ndarray]:
 
 
 def verdicts(q: dict[str, np.ndarray], neither_below: float, band: float, sure: float, present: float, apart: float = 0):
-    from catsdogs_batch.content import both_in_halves
+    from catsdogs_batch.models.content import both_in_halves
 
     neither = q["region"] < neither_below
     candidate = ~neither & (q["p"] > 1 - band) & (q["p"] < band) if band < 1 else ~neither
@@ -77,8 +77,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="an .npz of the quantities: written once, read on later runs")
     args = parser.parse_args()
 
-    from catsdogs_batch.images import iter_image_files
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.data.images import iter_image_files
+    from catsdogs_batch.inference.predictor import Predictor
 
     print(cpu_description())
     data = Path(json.loads((args.run / "run.json").read_text())["config"]["data"])

@@ -182,7 +182,7 @@ def tiny_model(tmp_path_factory) -> Path:
     (12 images) tells a faithful export from a broken one. Tests that write into a model folder
     work on a copy (see tests/test_export.py)."""
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import train
+    from catsdogs_batch.training.train import train
 
     root = tmp_path_factory.mktemp("tiny")
     for n in range(30):
@@ -203,7 +203,7 @@ def second_model(tiny_model, tmp_path_factory) -> Path:
 
     import keras
 
-    from catsdogs_batch.model import scale_logit
+    from catsdogs_batch.models.networks import scale_logit
 
     folder = tmp_path_factory.mktemp("second") / "model"
     shutil.copytree(tiny_model, folder)
@@ -228,7 +228,7 @@ def lite2_run(sample_dir, tmp_path_factory) -> Path:
     """The default architecture (EfficientNet-Lite2, a fitted head) trained on 60 of the
     sample's photos: its content check runs on its own features."""
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import train
+    from catsdogs_batch.training.train import train
 
     root = tmp_path_factory.mktemp("lite2")
     for kind in ("cat", "dog"):

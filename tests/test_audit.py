@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catsdogs_batch.audit import audit, classify_out_of_fold
-from catsdogs_batch.dataset import EMBED_BATCH, embed_images
+from catsdogs_batch.labelling.audit import audit, classify_out_of_fold
+from catsdogs_batch.data.dataset import EMBED_BATCH, embed_images
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.options import AuditOptions, ReviewOptions, Labelling
-from catsdogs_batch.corrections import read_corrections
-from catsdogs_batch.review import open_session, recorded_job
-from catsdogs_batch.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
+from catsdogs_batch.data.corrections import read_corrections
+from catsdogs_batch.labelling.review import open_session, recorded_job
+from catsdogs_batch.inference.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
 
-from catsdogs_batch.images import load_image
-from catsdogs_batch.dataset import find_labelled_images
+from catsdogs_batch.data.images import load_image
+from catsdogs_batch.data.dataset import find_labelled_images
 
 from conftest import write_image
 
@@ -67,8 +67,8 @@ def backbone_weights(tmp_path: Path) -> Path:
 
 def no_whole_folder_decoding(monkeypatch) -> None:
     """The embeddings' path decodes a batch at a time: decoding the folder at once fails the test."""
-    import catsdogs_batch.dataset as dataset_module
-    import catsdogs_batch.train  # noqa: F401  (imported now, it binds the real functions, not the stand-ins)
+    import catsdogs_batch.data.dataset as dataset_module
+    import catsdogs_batch.training.train  # noqa: F401  (imported now, it binds the real functions, not the stand-ins)
 
     def decode_images(*args):
         raise AssertionError("the whole folder was decoded into memory")
@@ -109,8 +109,8 @@ def test_embeddings_of_a_backbone_put_the_flipped_labels_first(mislabelled, back
 def test_imagenet_weights_that_cannot_be_downloaded_stop_the_audit_in_one_line(mislabelled, tmp_path, monkeypatch, capsys):
     """No cached weights and no way to the weights server (a proxy that refuses, so this holds
     on a machine with internet too): one line naming the URL and both ways out, before decoding."""
-    import catsdogs_batch.dataset as dataset_module
-    import catsdogs_batch.train  # noqa: F401  (imported now, it binds the real functions, not the stand-ins)
+    import catsdogs_batch.data.dataset as dataset_module
+    import catsdogs_batch.training.train  # noqa: F401  (imported now, it binds the real functions, not the stand-ins)
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # the discard port: nothing listens
@@ -167,7 +167,7 @@ def test_the_audit_table_gives_each_image_its_size(mislabelled, tmp_path, monkey
     """Like predict's and evaluate's tables, the audit's gives the width and height of each
     readable image (of the upright original, not the decoded size); unreadable rows have none.
     A stand-in backbone (mean colour) keeps this fast: the sizes come from the decoding."""
-    import catsdogs_batch.model as model_module
+    import catsdogs_batch.models.networks as model_module
 
     class MeanColour:
         def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -201,7 +201,7 @@ def test_the_out_of_fold_classifier_never_sees_the_held_out_fold(monkeypatch):
     """Features of pure noise, more of them than images: a classifier that had seen an image
     could rank it by its label (AUC near 1, as the leaking folds below show); out of fold it can
     only guess (AUC near 0.5). Features that do hold the label are read well."""
-    import catsdogs_batch.audit as audit_module
+    import catsdogs_batch.labelling.audit as audit_module
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(0)
@@ -348,8 +348,8 @@ def test_a_corrections_file_is_read_strictly_and_hashed(tmp_path):
 
 def test_the_audit_table_of_names_that_are_not_utf8(tmp_path):
     """audit_table builds its columns itself: a name that is not UTF-8 must survive it."""
-    from catsdogs_batch.audit import audit_table
-    from catsdogs_batch.dataset import LabelledImage
+    from catsdogs_batch.labelling.audit import audit_table
+    from catsdogs_batch.data.dataset import LabelledImage
 
     name = b"cat.caf\xe9.jpg".decode("utf-8", "surrogateescape")
     kept = [LabelledImage(name, 0), LabelledImage("dog.1.jpg", 1)]
@@ -365,7 +365,7 @@ def test_a_corrections_file_that_is_not_a_regular_file_is_refused_at_once(tmp_pa
     """A FIFO would block the read forever; this runs in a child process with a timeout."""
     fifo = tmp_path / "corrections.csv"
     os.mkfifo(fifo)
-    code = f"from catsdogs_batch.corrections import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}), Path('.'))"
+    code = f"from catsdogs_batch.data.corrections import read_corrections; from pathlib import Path; read_corrections(Path({str(fifo)!r}), Path('.'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "is not a regular file" in done.stderr
 
@@ -376,8 +376,8 @@ def test_a_flagged_photo_with_no_cat_or_dog_is_labelled_neither_not_a_label_issu
     photos that hold no animal (a colour gradient named cat.N): no cat-for-dog error to fix."""
     from PIL import Image
 
-    from catsdogs_batch.audit import audit_table, check_flagged
-    from catsdogs_batch.dataset import LabelledImage
+    from catsdogs_batch.labelling.audit import audit_table, check_flagged
+    from catsdogs_batch.data.dataset import LabelledImage
 
     folder = tmp_path / "labelled"
     folder.mkdir()

@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
-from catsdogs_batch.calibration import calibration_report, fit_temperature, logit, sigmoid
-from catsdogs_batch.images import load_image
-from catsdogs_batch.predictor import Predictor
+from catsdogs_batch.training.calibration import calibration_report, fit_temperature, logit, sigmoid
+from catsdogs_batch.data.images import load_image
+from catsdogs_batch.inference.predictor import Predictor
 
 # Four images at logit +2 (three dogs, a cat) and four at -2 (three cats, a dog). Platt's targets
 # are 5/6 for a dog and 1/6 for a cat (4 of each), so the best p at +2 is their mean there,
@@ -54,9 +54,9 @@ def test_logit_and_sigmoid_are_inverse_and_finite_at_the_ends():
 def test_the_temperature_is_in_the_model_for_every_runtime(tiny_model, tmp_path):
     """`calibrate` divides the model's logit by T: Keras gives sigmoid(logit(p_before) / T), and
     so do ONNX Runtime and OpenVINO exports of the calibrated checkpoint."""
-    from catsdogs_batch.export import export_model
+    from catsdogs_batch.inference.export import export_model
     from catsdogs_batch.options import ExportOptions
-    from catsdogs_batch.train import calibrate
+    from catsdogs_batch.training.train import calibrate
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

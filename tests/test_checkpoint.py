@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from catsdogs_batch.checkpoint import find_checkpoint
+from catsdogs_batch.models.checkpoint import find_checkpoint
 from catsdogs_batch.cli import main
-from catsdogs_batch.export import export_model
+from catsdogs_batch.inference.export import export_model
 from catsdogs_batch.options import ExportOptions
 from catsdogs_batch.side_files import job_file
 

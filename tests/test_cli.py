@@ -66,7 +66,7 @@ def test_outputs_that_cannot_be_written_are_one_line(tiny_model, photos, tmp_pat
     assert line == f"catsdogs predict: error: cannot write {tmp_path / 'notes.txt' / 'r.csv'}: {tmp_path / 'notes.txt'} is a file, not a folder"
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
-    import catsdogs_batch.shards as shards
+    import catsdogs_batch.inference.shards as shards
 
     def disk_full(*args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r.csv.parts"))
@@ -223,13 +223,14 @@ def test_usage_errors_are_printed_escaped(capsys):
 # a library's warning and its logger's notice, beside a line of the command's own.
 OTHER_LIBRARIES_TALK = """
 import logging, sys, warnings
-from catsdogs_batch import cli, download
+from catsdogs_batch import cli
+from catsdogs_batch.kaggle import download
 
 def talkative(options):
     import matplotlib.figure  # a first run: "generated new fontManager"
     warnings.warn("Skipping nested container: no matching group found in the saved file")
     logging.getLogger("tensorflow").warning("5 out of the last 5 calls triggered tf.function retracing")
-    logging.getLogger("catsdogs_batch.download").info("the command's own line")
+    logging.getLogger("catsdogs_batch.kaggle.download").info("the command's own line")
     raise download.UserError("the command's own error")
 
 download.download = talkative

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs_batch.content import (
+from catsdogs_batch.models.content import (
     CAT_CLASSES,
     DOG_CLASSES,
     Evidence,
@@ -18,7 +18,7 @@ from catsdogs_batch.content import (
     halves,
 )
 from catsdogs_batch.options import Labelling
-from catsdogs_batch.tables import confidences, label_for, ok_row
+from catsdogs_batch.inference.tables import confidences, label_for, ok_row
 
 
 def test_the_class_names_are_imagenets_with_the_cats_and_dogs_where_the_classifier_has_them():
@@ -81,13 +81,13 @@ def test_neither_and_both_have_no_confidence_of_cat_or_dog():
 
 @pytest.fixture(scope="module")
 def gate():
-    from catsdogs_batch.runtimes import GateRuntime
+    from catsdogs_batch.inference.runtimes import GateRuntime
 
     return GateRuntime()
 
 
 def photo(path, size: int = 260) -> np.ndarray:
-    from catsdogs_batch.images import load_image
+    from catsdogs_batch.data.images import load_image
 
     return load_image(path, size).pixels
 
@@ -121,9 +121,9 @@ EXPECTED = {
 @pytest.mark.slow
 @pytest.mark.content_check
 def test_label_sorts_cats_dogs_neither_and_both_into_their_folders_with_nothing_lost(lite2_run, mixed_folder, tmp_path):
-    from catsdogs_batch.label import label_folder
+    from catsdogs_batch.labelling.label import label_folder
     from catsdogs_batch.options import LabelOptions
-    from catsdogs_batch.tables import read_table
+    from catsdogs_batch.inference.tables import read_table
 
     before = {p.name: p.read_bytes() for p in mixed_folder.iterdir()}
     options = LabelOptions(lite2_run, mixed_folder, tmp_path / "labels.csv", sort_into=tmp_path / "sorted", mode="move")
@@ -142,9 +142,9 @@ def test_label_sorts_cats_dogs_neither_and_both_into_their_folders_with_nothing_
 @pytest.mark.slow
 @pytest.mark.content_check
 def test_the_content_check_can_be_turned_off_or_moved(lite2_run, mixed_folder, tmp_path):
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import Labelling, PredictOptions
-    from catsdogs_batch.tables import read_table
+    from catsdogs_batch.inference.tables import read_table
 
     def labels(labelling: Labelling, name: str) -> dict[str, str]:
         predict_folder(PredictOptions(lite2_run, mixed_folder, tmp_path / name, labelling=labelling))
@@ -162,9 +162,9 @@ def test_the_content_check_can_be_turned_off_or_moved(lite2_run, mixed_folder, t
 def test_the_default_runs_own_features_give_the_packaged_classifiers_answers(lite2_run, mixed_folder, gate):
     """The shared pass (the run's backbone with the classifier on top) and the packaged Lite2 on
     its own see the same features: the same evidence on the same pixels."""
-    from catsdogs_batch.checkpoint import find_checkpoint
-    from catsdogs_batch.predictor import Predictor
-    from catsdogs_batch.runtimes import shares_gate_backbone
+    from catsdogs_batch.models.checkpoint import find_checkpoint
+    from catsdogs_batch.inference.predictor import Predictor
+    from catsdogs_batch.inference.runtimes import shares_gate_backbone
 
     assert shares_gate_backbone(find_checkpoint(lite2_run, "keras"))
     default = Predictor(lite2_run, content_check=True)  # its int8 export carries the classifier too
@@ -192,11 +192,11 @@ def test_an_export_and_an_ensemble_get_the_same_answers_from_the_classifier_besi
     """An ONNX export cannot share the Keras backbone: the packaged Lite2 runs beside it and
     labels the photos as the run itself does; so does an ensemble whose first member is not a
     default run."""
-    from catsdogs_batch.engine import predict_folder
-    from catsdogs_batch.export import export_model
+    from catsdogs_batch.inference.engine import predict_folder
+    from catsdogs_batch.inference.export import export_model
     from catsdogs_batch.options import EngineOptions, ExportOptions, PredictOptions
-    from catsdogs_batch.predictor import Predictor
-    from catsdogs_batch.tables import read_table
+    from catsdogs_batch.inference.predictor import Predictor
+    from catsdogs_batch.inference.tables import read_table
 
     export, _ = export_model(ExportOptions(lite2_run, "onnx", out=tmp_path / "onnx"))
     assert Predictor(export, content_check=True).gate is not None
@@ -213,7 +213,7 @@ def test_an_export_and_an_ensemble_get_the_same_answers_from_the_classifier_besi
 @pytest.mark.slow
 @pytest.mark.content_check
 def test_evaluate_counts_neither_and_both_among_the_labelled_photos(lite2_run, mixed_folder, tmp_path):
-    from catsdogs_batch.evaluate import evaluate_folder
+    from catsdogs_batch.labelling.evaluate import evaluate_folder
     from catsdogs_batch.options import EvaluateOptions
 
     labelled = tmp_path / "labelled"
@@ -232,9 +232,9 @@ def test_the_content_checks_settings_are_part_of_the_job(tmp_path):
     """A rerun with other thresholds, or without the check, is another job: its rows are not reused."""
     import json
 
-    from catsdogs_batch.checkpoint import RUN_KIND, find_checkpoints
+    from catsdogs_batch.models.checkpoint import RUN_KIND, find_checkpoints
     from catsdogs_batch.options import PredictOptions
-    from catsdogs_batch.shards import job_description
+    from catsdogs_batch.inference.shards import job_description
 
     run = tmp_path / "run"  # what a job records of a model: its path, size and time (it is not loaded)
     run.mkdir()

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catsdogs_batch import corrections as corrections_module
-from catsdogs_batch.corrections import CorrectionsIndex, read_corrections
-from catsdogs_batch.label import relabeller
-from catsdogs_batch.tables import DTYPES
+from catsdogs_batch.data import corrections as corrections_module
+from catsdogs_batch.data.corrections import CorrectionsIndex, read_corrections
+from catsdogs_batch.labelling.label import relabeller
+from catsdogs_batch.inference.tables import DTYPES
 
 RAW = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")  # a name that is not UTF-8
 ESCAPED = "caf\\xe9.jpg"  # the four characters \xe9: another name

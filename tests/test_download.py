@@ -26,9 +26,9 @@ from kaggle_stub import KaggleStub, kaggle_home, kaggle_stub, point_client_at  #
 from PIL import Image
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.download import MANIFEST, DownloadOptions, download
+from catsdogs_batch.kaggle.download import MANIFEST, DownloadOptions, download
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.kaggle_api import download_competition_archive, submit
+from catsdogs_batch.kaggle.api import download_competition_archive, submit
 
 from conftest import SAMPLE_ARCHIVE, SAMPLE_ARCHIVE_MISSING
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catsdogs_batch.efficientnet_lite import block_layout, efficientnet_lite
+from catsdogs_batch.models.efficientnet_lite import block_layout, efficientnet_lite
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.images import load_image
-from catsdogs_batch.torch_weights import packaged_state_dict
+from catsdogs_batch.data.images import load_image
+from catsdogs_batch.models.torch_weights import packaged_state_dict
 
 # EfficientNet-B0's blocks as its paper lists them, stage by stage: (repeats, first stride).
 B0_STAGES = [(1, 1), (2, 2), (2, 2), (3, 2), (3, 1), (4, 2), (1, 1)]
@@ -121,7 +121,7 @@ def test_the_layout_is_read_off_each_checkpoint():
 
 
 def test_a_checkpoint_of_another_network_is_one_line(tmp_path):
-    from catsdogs_batch.torch_weights import PACKAGED
+    from catsdogs_batch.models.torch_weights import PACKAGED
 
     other = PACKAGED["efficientnet-lite1"]
     with pytest.raises(UserError, match="is not a checkpoint of efficientnet-lite0") as e:

@@ -19,11 +19,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.engine import predict_folder
-from catsdogs_batch.predictor import Predictor
+from catsdogs_batch.inference.engine import predict_folder
+from catsdogs_batch.inference.predictor import Predictor
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.options import EngineOptions, PredictOptions
-from catsdogs_batch.tables import COLUMNS, read_table
+from catsdogs_batch.inference.tables import COLUMNS, read_table
 
 from conftest import write_image
 
@@ -196,8 +196,8 @@ def test_training_and_prediction_decode_the_same_way(tiny_model, tmp_path):
     import keras
 
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.dataset import decode_images, read_split
-    from catsdogs_batch.train import make_datasets
+    from catsdogs_batch.data.dataset import decode_images, read_split
+    from catsdogs_batch.training.train import make_datasets
 
     run = json.loads((tiny_model / "run.json").read_text())
     data = Path(run["config"]["data"])
@@ -217,7 +217,7 @@ def test_training_and_prediction_decode_the_same_way(tiny_model, tmp_path):
 
 
 def test_the_newest_finished_run_is_the_default_model(tiny_model, tmp_path, monkeypatch):
-    from catsdogs_batch.checkpoint import latest_checkpoint
+    from catsdogs_batch.models.checkpoint import latest_checkpoint
 
     models = tmp_path / "models"
     shutil.copytree(tiny_model, models / "old")
@@ -239,7 +239,7 @@ def test_the_newest_finished_run_is_the_default_model(tiny_model, tmp_path, monk
 
 def interrupt_after_first_shard(monkeypatch) -> None:
     """Ctrl-C once the first shard is written, as a user would."""
-    from catsdogs_batch.shards import PartsFolder
+    from catsdogs_batch.inference.shards import PartsFolder
 
     real_finish = PartsFolder.finish
 
@@ -272,7 +272,7 @@ def test_overwrite_after_an_interrupted_run_starts_over(tiny_model, tmp_path, mo
 def test_a_photo_replaced_after_an_interrupted_run_is_predicted_again(tiny_model, tmp_path, monkeypatch, suffix):
     """Ctrl-C once a.* is predicted, then a.* becomes another photo (a dog where a cat was): the
     rerun predicts it again instead of keeping the cat's row, even when only the time tells."""
-    from catsdogs_batch.images import load_image
+    from catsdogs_batch.data.images import load_image
 
     folder = tmp_path / "photos"
     photo = write_image(folder / f"a{suffix}", 0, seed=1)
@@ -396,7 +396,7 @@ def test_carriage_returns_and_huge_numbers_in_names_keep_their_rows(tiny_model, 
 
 
 def test_a_table_that_is_not_ours_is_one_line(tiny_model, kaggle_train_folder, tmp_path, capsys):
-    from catsdogs_batch.tables import read_table as read
+    from catsdogs_batch.inference.tables import read_table as read
 
     for name, content in [("empty.csv", b""), ("columns.csv", b"a,b\n1,2\n"), ("ids.csv", b"path,id,p_dog,label,confidence,"
                           b"width,height,status,error\nx.jpg,abc,0.5,dog,0.5,1,1,ok,\n"), ("junk.parquet", b"PAR1 junk")]:  # fmt: skip
@@ -419,7 +419,7 @@ CHECK_IMPORTS = (
 
 @pytest.fixture(scope="module")
 def onnx_export(tiny_model, tmp_path_factory) -> Path:
-    from catsdogs_batch.export import export_model
+    from catsdogs_batch.inference.export import export_model
     from catsdogs_batch.options import ExportOptions
 
     out, _ = export_model(ExportOptions(tiny_model, "onnx", out=tmp_path_factory.mktemp("exports") / "onnx"))
@@ -488,7 +488,7 @@ def test_an_ensemble_of_models_of_other_sizes_gives_each_its_own_size(tiny_model
 
 
 def test_ensembles_are_checked_and_named_briefly(tiny_model, kaggle_train_folder, tmp_path, capsys):
-    from catsdogs_batch.checkpoint import ensemble_name
+    from catsdogs_batch.models.checkpoint import ensemble_name
 
     out = tmp_path / "t.csv"
     assert main(["predict", str(tiny_model), str(tiny_model / "model.keras"), str(kaggle_train_folder), "--out", str(out)]) == 1
@@ -523,7 +523,7 @@ def test_the_engine_predicts_the_files_it_is_given_in_their_order(tiny_model, tm
 def test_an_out_under_a_link_to_nothing_names_that_link(tmp_path):
     """A link that leads nowhere where a folder must be is named as the link it is, not as a
     file, nor as a folder below it that does not exist."""
-    from catsdogs_batch.engine import table_lock
+    from catsdogs_batch.inference.engine import table_lock
 
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     table = tmp_path / "gone" / "sub" / "r.csv"

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.evaluate import PICTURES, binary_metrics, draw_contact_sheet
+from catsdogs_batch.labelling.evaluate import PICTURES, binary_metrics, draw_contact_sheet
 from catsdogs_batch.metrics import roc_curve
 
 from conftest import write_image
@@ -157,7 +157,7 @@ def test_an_interrupted_validation_table_of_a_copied_run_is_finished(tiny_model,
     again instead of asking for an --overwrite that review does not have."""
     import os
 
-    import catsdogs_batch.evaluate as evaluate
+    import catsdogs_batch.labelling.evaluate as evaluate
 
     run = tmp_path / "run"
     shutil.copytree(tiny_model, run)

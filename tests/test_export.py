@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.predictor import Predictor
+from catsdogs_batch.inference.predictor import Predictor
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.export import compare, export_model
-from catsdogs_batch.images import load_image
+from catsdogs_batch.inference.export import compare, export_model
+from catsdogs_batch.data.images import load_image
 from catsdogs_batch.options import ARCHITECTURES, LITE, ExportOptions
-from catsdogs_batch.tables import read_table
+from catsdogs_batch.inference.tables import read_table
 
 from conftest import write_image
 
@@ -126,7 +126,7 @@ def test_label_flips_where_the_model_is_unsure_pass_the_check_and_one_where_it_i
 
 def test_a_broken_export_is_refused_unless_forced(model, monkeypatch, capsys):
     """An export whose model says the opposite of the checkpoint never replaces a good one."""
-    import catsdogs_batch.export as export
+    import catsdogs_batch.inference.export as export
 
     real_convert = export.convert
 
@@ -272,7 +272,7 @@ def test_a_model_away_from_its_training_images_is_calibrated_and_checked_on_othe
 def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path, monkeypatch, caplog):
     import shutil
 
-    import catsdogs_batch.runtimes as runtimes
+    import catsdogs_batch.inference.runtimes as runtimes
 
     copy = tmp_path / "openvino-int8"
     shutil.copytree(exports("openvino", True), copy)
@@ -359,7 +359,7 @@ def files_in(folder: Path) -> dict[str, bytes]:
 def test_int8_keeps_more_in_fp32_until_the_check_passes(model, tmp_path, format):
     """The fastest plan first; a guard it fails makes the next, safer plan run; every plan tried
     is recorded with its agreement (here a guard no export can pass, kept with --force)."""
-    from catsdogs_batch.export import INT8_PLANS
+    from catsdogs_batch.inference.export import INT8_PLANS
 
     out, _ = export_model(ExportOptions(model, format, True, calibration_images=40, out=tmp_path / "first"))
     check = json.loads((out / "run.json").read_text())["export"]["check"]
@@ -385,8 +385,8 @@ def test_every_pretrained_architecture_exports_with_the_image_as_its_only_input(
     import onnxruntime
     import openvino
 
-    from catsdogs_batch.export import convert
-    from catsdogs_batch.model import pretrained_model
+    from catsdogs_batch.inference.export import convert
+    from catsdogs_batch.models.networks import pretrained_model
 
     model = pretrained_model(arch, 64, "imagenet" if arch in LITE else "none")
     images = np.random.default_rng(3).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)

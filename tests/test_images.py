@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.images import (
+from catsdogs_batch.data.images import (
     HiddenEntries,
     ImageError,
     decode_many,
@@ -142,7 +142,7 @@ def test_orientations_pillow_reads_from_other_blocks_are_followed(tmp_path, bloc
     image = load_image(path, 24)
     assert (image.width, image.height) == (32, 64)
     assert np.array_equal(image.pixels, cv2.resize(upright, (24, 24), interpolation=cv2.INTER_LINEAR))
-    from catsdogs_batch.images import _decode_plain_jpeg
+    from catsdogs_batch.data.images import _decode_plain_jpeg
 
     with open(path, "rb") as f:  # read by the fast decoder itself, not left to Pillow
         assert _decode_plain_jpeg(f, 24)[1:] == (64, 32, 6)
@@ -175,7 +175,7 @@ def test_the_first_exif_block_counts_wherever_the_header_holds_it(tmp_path):
 
 def test_an_exif_orientation_wins_over_xmp_as_in_pillow(tmp_path):
     """Phones write both: Pillow reads XMP's tiff:Orientation only where EXIF has none."""
-    from catsdogs_batch.images import _decode_plain_jpeg
+    from catsdogs_batch.data.images import _decode_plain_jpeg
 
     buffer = io.BytesIO()
     Image.new("RGB", (64, 32), (200, 20, 20)).save(buffer, "JPEG")
@@ -220,7 +220,7 @@ def test_a_huge_frame_hidden_behind_a_marker_without_length_is_still_a_bomb(tmp_
 def test_a_huge_frame_before_the_one_pillow_reads_is_never_decoded(tmp_path):
     """Pillow's header keeps the last of two frames (here 64 x 48), libjpeg the first (30000 x
     20000, then it stops at the second): neither decoder makes the huge image."""
-    from catsdogs_batch.images import _decode_plain_jpeg
+    from catsdogs_batch.data.images import _decode_plain_jpeg
 
     data, start, end = jpeg_and_its_frame()
     small = data[start:end]
@@ -250,7 +250,7 @@ def test_jpegs_that_are_not_three_components_give_pillows_pixels(tmp_path, mode)
 def test_a_jpeg_over_the_fast_path_size_is_read_by_pillow_without_being_held_whole(tmp_path):
     """A JPEG file over FAST_JPEG_BYTES (here a small photo padded with zeros) is left to
     Pillow, which reads only what it decodes; the image is the same."""
-    from catsdogs_batch.images import FAST_JPEG_BYTES, _decode_plain_jpeg
+    from catsdogs_batch.data.images import FAST_JPEG_BYTES, _decode_plain_jpeg
 
     buffer = io.BytesIO()
     Image.new("RGB", (60, 40), (10, 200, 10)).save(buffer, "JPEG")
@@ -357,7 +357,7 @@ def test_image_files_are_found_recursively_in_a_stable_order(tmp_path):
 def test_the_walk_counts_the_hidden_files_and_folders_it_leaves_out(tmp_path, monkeypatch, caplog):
     """Hidden names are still left out, but counted as the walk goes (each folder listed once,
     no second walk of a huge folder), so that a command can say how many it skipped."""
-    import catsdogs_batch.images as images_module
+    import catsdogs_batch.data.images as images_module
 
     for rel in ["a.jpg", ".hidden.jpg", ".DS_Store", "sub/.cat.1.jpg", "sub/b.png", ".git/x.jpg", ".git/y.jpg"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -545,7 +545,7 @@ def test_importing_the_decoder_changes_no_process_setting():
     code = (
         "import warnings, cv2; from PIL import Image\n"
         "before = (Image.MAX_IMAGE_PIXELS, list(warnings.filters), cv2.getNumThreads())\n"
-        "import catsdogs_batch.images, catsdogs_batch.engine, catsdogs_batch.cli\n"
+        "import catsdogs_batch.data.images, catsdogs_batch.inference.engine, catsdogs_batch.cli\n"
         "assert before == (Image.MAX_IMAGE_PIXELS, list(warnings.filters), cv2.getNumThreads()), 'changed'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -12,30 +12,43 @@ PACKAGE = Path(catsdogs_batch.__file__).parent
 NAME = "catsdogs_batch"
 
 
-def internal_imports(path: Path) -> set[str]:
-    """Package modules that `path` imports anywhere in its body, by module name."""
+def module_name(path: Path) -> str:
+    """A module's dotted name inside the package: inference/engine.py -> inference.engine."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def internal_imports(path: Path, name: str = "m") -> set[str]:
+    """Package modules (dotted, inside the package) that `path`, the module `name`, imports
+    anywhere in its body, relative imports resolved; a name imported from a package may be a
+    module of it (kept when it is one, see `import_graph`)."""
+    package = name.split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module and node.module.split(".")[0] == NAME:
-                parts = node.module.split(".")
-                found.update([parts[1]] if len(parts) > 1 else [alias.name for alias in node.names])
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+            elif node.module and node.module.split(".")[0] == NAME:
+                base = []
+                node = ast.ImportFrom(module=".".join(node.module.split(".")[1:]) or None, names=node.names, level=0)
+            else:
+                continue
+            module = [*base, *(node.module.split(".") if node.module else [])]
+            if module:
+                found.add(".".join(module))
+            found.update(".".join([*module, alias.name]) for alias in node.names)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
                 if parts[0] == NAME and len(parts) > 1:
-                    found.add(parts[1])
+                    found.add(".".join(parts[1:]))
     return found
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Each module of the package mapped to the package modules it imports (`__init__` left out)."""
-    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    return {name: internal_imports(path) & modules.keys() - {name} for name, path in modules.items()}
+    """Each module of the package (its subpackages walked) mapped to the package modules it
+    imports (`__init__` files left out)."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py") if path.stem != "__init__"}
+    return {name: internal_imports(path, name) & modules.keys() - {name} for name, path in modules.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -70,7 +83,21 @@ def test_find_cycle_reports_the_modules_of_a_cycle():
 def test_imports_inside_functions_are_counted(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from .a import x\ndef f():\n    from .b import y\n    import catsdogs_batch.c\n")
-    assert internal_imports(module) == {"a", "b", "c"}
+    assert {"a", "b", "c"} <= internal_imports(module)
+
+
+def test_relative_imports_of_a_subpackage_are_resolved(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from .engine import x\nfrom ..data.images import y\nfrom ..files import z\nfrom .. import options\n")
+    found = internal_imports(module, "inference.predictor")
+    assert {"inference.engine", "data.images", "files", "options"} <= found
+
+
+def test_the_package_is_grouped_by_job():
+    """Every module but the command line and what all of them share lives in a subpackage."""
+    top = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top <= {"cli", "api", "options", "errors", "files", "side_files", "quiet", "cpu", "metrics"}, top
+    assert "inference.engine" in import_graph()
 
 
 def test_package_imports_have_no_cycle():

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catsdogs_batch import label as label_module
+from catsdogs_batch.labelling import label as label_module
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.label import Sorter, label_folder
+from catsdogs_batch.labelling.label import Sorter, label_folder
 from catsdogs_batch.options import EngineOptions, LabelOptions, Labelling
-from catsdogs_batch.tables import COLUMNS, SOURCE_COLUMNS, label_for, read_table
+from catsdogs_batch.inference.tables import COLUMNS, SOURCE_COLUMNS, label_for, read_table
 
 from conftest import write_image
 
@@ -407,7 +407,7 @@ def test_hidden_files_are_left_out_and_counted_once(tiny_model, photos, tmp_path
 def test_a_skipped_image_has_no_confidence_in_the_table():
     """`skip` is a person's "neither": the table keeps the model's p_dog but gives no confidence,
     which would read as the model's certainty of a label it never gave; cat and dog keep theirs."""
-    from catsdogs_batch.tables import DTYPES
+    from catsdogs_batch.inference.tables import DTYPES
 
     frame = pd.DataFrame({
         "path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "id": [None] * 4, "p_dog": [0.9, 0.9, 0.2, np.nan],
@@ -538,7 +538,7 @@ def test_the_lock_of_a_killed_move_never_blocks_the_next(tiny_model, photos, tmp
     before = files_under(photos)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from catsdogs_batch.label import sorting_lock
+        from catsdogs_batch.labelling.label import sorting_lock
         with sorting_lock({str(photos)!r}, "move"):  # as a move that is sorting it
             print("held", flush=True)
             time.sleep(60)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catsdogs_batch.linear_head import C_GRID, INNER_FOLDS, fit_head
+from catsdogs_batch.training.linear_head import C_GRID, INNER_FOLDS, fit_head
 
 
 def features(rows: int, columns: int, separation: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

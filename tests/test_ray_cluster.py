@@ -28,9 +28,9 @@ import pytest
 pytest.importorskip("ray")
 import psutil  # noqa: E402  (a dev dependency)
 
-from catsdogs_batch.engine import predict_folder  # noqa: E402
+from catsdogs_batch.inference.engine import predict_folder  # noqa: E402
 from catsdogs_batch.options import Labelling, EngineOptions, PredictOptions  # noqa: E402
-from catsdogs_batch.tables import read_table  # noqa: E402
+from catsdogs_batch.inference.tables import read_table  # noqa: E402
 
 from conftest import write_image  # noqa: E402
 

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from catsdogs_batch import ray_engine
+from catsdogs_batch.inference import ray_engine
 from catsdogs_batch.cli import build_parser, main
-from catsdogs_batch.engine import predict_folder
-from catsdogs_batch.predictor import Predictor
+from catsdogs_batch.inference.engine import predict_folder
+from catsdogs_batch.inference.predictor import Predictor
 from catsdogs_batch.options import Labelling, EngineOptions, PredictOptions
-from catsdogs_batch.ray_engine import PredictorActor
-from catsdogs_batch.shards import Summary
-from catsdogs_batch.tables import COLUMNS, read_table
+from catsdogs_batch.inference.ray_engine import PredictorActor
+from catsdogs_batch.inference.shards import Summary
+from catsdogs_batch.inference.tables import COLUMNS, read_table
 
 pytestmark = pytest.mark.slow  # a Ray and its actors start in every test
 
@@ -193,7 +193,7 @@ def test_actors_run_an_export_without_tensorflow_a_window_at_a_time(
     local engine's."""
     from ray import cloudpickle
 
-    from catsdogs_batch.export import export_model
+    from catsdogs_batch.inference.export import export_model
     from catsdogs_batch.options import ExportOptions
 
     export, _ = export_model(ExportOptions(tiny_model, "onnx", out=tmp_path / "onnx"))

@@ -19,9 +19,9 @@ import pytest
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.files import TEXT, CsvWriter
 from catsdogs_batch.options import ReviewOptions
-from catsdogs_batch.corrections import Corrections
-from catsdogs_batch.review import ReviewServer, Session, create_app, open_session, review_queue
-from catsdogs_batch.tables import COLUMNS, EVALUATE_COLUMNS, read_table
+from catsdogs_batch.data.corrections import Corrections
+from catsdogs_batch.labelling.review import ReviewServer, Session, create_app, open_session, review_queue
+from catsdogs_batch.inference.tables import COLUMNS, EVALUATE_COLUMNS, read_table
 
 from conftest import write_image
 
@@ -180,7 +180,7 @@ def test_a_training_run_is_reviewed_on_its_validation_images(tiny_model, second_
     model's p_dog of them must be what `catsdogs predict` gives for the same files."""
     import shutil
 
-    from catsdogs_batch.engine import predict_folder
+    from catsdogs_batch.inference.engine import predict_folder
     from catsdogs_batch.options import PredictOptions
 
     run = tmp_path / "run"
@@ -411,7 +411,7 @@ def test_a_kill_at_any_moment_loses_no_saved_decision(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from catsdogs_batch.corrections import Corrections
+        from catsdogs_batch.data.corrections import Corrections
         corrections = Corrections(Path({str(path)!r}))
         for n in range(1_000_000):
             corrections.set(f"photo-{{n:07d}}.jpg", "cat")
@@ -489,7 +489,7 @@ def test_a_link_to_the_corrections_is_the_same_review(tmp_path):
 def test_the_corrections_of_another_folder_are_refused_through_a_link(tmp_path):
     """The record of which folder a corrections file is about sits beside the file, not the link:
     `label --corrections link.csv` of another folder's decisions is refused like the file itself."""
-    from catsdogs_batch.corrections import read_corrections as read_for_label
+    from catsdogs_batch.data.corrections import read_corrections as read_for_label
 
     cats, dogs = tmp_path / "cats", tmp_path / "dogs"
     cats.mkdir(), dogs.mkdir()
@@ -511,7 +511,7 @@ def test_a_save_killed_halfway_leaves_nothing_after_the_next_start(tmp_path):
     script = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        from catsdogs_batch.corrections import Corrections
+        from catsdogs_batch.data.corrections import Corrections
         Corrections(Path({str(path)!r})).set("a.jpg", "cat")  # the first version, complete
         os.fsync = lambda fd: os.kill(os.getpid(), 9)  # killed once written, before the rename
         Corrections(Path({str(path)!r})).set("a.jpg", "dog")
@@ -632,7 +632,7 @@ def test_only_the_images_of_the_table_inside_the_folder_are_served(client, sessi
 def test_thumbnails_of_images_with_too_many_pixels_are_refused(session, monkeypatch):
     from PIL import Image
 
-    import catsdogs_batch.review as review
+    import catsdogs_batch.labelling.review as review
 
     Image.new("RGB", (600, 600)).save(session.images / "sub" / "dog.3.jpg", "PNG")  # named .jpg, a PNG
     monkeypatch.setattr(review, "THUMBNAIL_MAX_PIXELS", 300_000)

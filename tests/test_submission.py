@@ -140,9 +140,9 @@ def test_a_photo_replaced_after_an_interrupted_submission_is_predicted_again(tin
     file touched since (same bytes, another time) is not answered from it."""
     import os
 
-    from catsdogs_batch.images import load_image
-    from catsdogs_batch.predictor import Predictor
-    from catsdogs_batch.shards import PartsFolder
+    from catsdogs_batch.data.images import load_image
+    from catsdogs_batch.inference.predictor import Predictor
+    from catsdogs_batch.inference.shards import PartsFolder
 
     test_dir = tmp_path / "test"
     for n in range(1, 4):
@@ -181,7 +181,7 @@ def test_a_photo_replaced_after_an_interrupted_submission_is_predicted_again(tin
 def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, test_dir, tmp_path, capsys):
     from catsdogs_batch.errors import UserError
     from catsdogs_batch.options import SubmissionOptions
-    from catsdogs_batch.submission import make_submission
+    from catsdogs_batch.inference.submission import make_submission
 
     out = tmp_path / "sub"
     assert submission_cli(tiny_model, test_dir, out, "--clip", "0.7") == 2
@@ -219,8 +219,8 @@ def test_a_results_table_replaced_by_hand_is_not_submitted(tiny_model, test_dir,
 def test_a_submission_of_an_ensemble_averages_its_models(tiny_model, second_model, tmp_path, monkeypatch):
     """`--model` repeated: p_dog is the mean of the models' (each run on its own here), the
     job record lists both, and the default folder is named after the first and how many more."""
-    from catsdogs_batch.images import load_image
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.data.images import load_image
+    from catsdogs_batch.inference.predictor import Predictor
 
     test_dir = tmp_path / "test"
     for n in range(1, 5):

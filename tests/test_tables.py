@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from catsdogs_batch.tables import COLUMNS, DTYPES, error_row, iter_table, ok_row, read_table, row_values, write_table
+from catsdogs_batch.inference.tables import COLUMNS, DTYPES, error_row, iter_table, ok_row, read_table, row_values, write_table
 
 # The characters an escape is made of, and bytes that are not UTF-8 (as os.fsdecode gives them)
 ALPHABET = ["\\", "x", "f", "F", "8", os.fsdecode(b"\xff"), os.fsdecode(b"\x80"), "a"]

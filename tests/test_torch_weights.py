@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catsdogs_batch import torch_weights
+from catsdogs_batch.models import torch_weights
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.torch_weights import PACKAGED, packaged_state_dict, read_state_dict
+from catsdogs_batch.models.torch_weights import PACKAGED, packaged_state_dict, read_state_dict
 
 # A legacy checkpoint is five pickles and then the raw storages. They are written here opcode by
 # opcode, so no torch (real or stand-in) is needed to make one.

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from catsdogs_batch.cli import main
-from catsdogs_batch.images import load_image
-from catsdogs_batch.model import residual_cnn, seed_cnn
+from catsdogs_batch.data.images import load_image
+from catsdogs_batch.models.networks import residual_cnn, seed_cnn
 from catsdogs_batch.options import ARCHITECTURES
-from catsdogs_batch.predictor import Predictor
+from catsdogs_batch.inference.predictor import Predictor
 
 from conftest import write_image
 
@@ -175,7 +175,7 @@ def test_corrections_change_the_labels_trained_on_and_leave_out_skip_neither_and
 
     # A resumed run keeps them: its options come from run.json (and its labels from split.csv).
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import _options_from_json
+    from catsdogs_batch.training.train import _options_from_json
 
     resumed = _options_from_json(run["config"], TrainOptions(resume=True))
     assert resumed.corrections == corrections and resumed.resume
@@ -192,7 +192,7 @@ def test_corrections_leave_the_validation_split_where_it_was(kaggle_train_folder
     """The split is drawn before the corrections apply: a skip or a changed label moves no
     other image between training and validation."""
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.dataset import corrected_split
+    from catsdogs_batch.data.dataset import corrected_split
 
     plain_train, plain_val, _ = corrected_split(TrainOptions(data=kaggle_train_folder))
     corrections = tmp_path / "corrections.csv"
@@ -232,7 +232,7 @@ def test_corrections_that_leave_a_split_without_cats_or_dogs_are_refused_before_
 def test_corrections_that_skip_the_validation_cats_are_refused(kaggle_train_folder, tmp_path):
     from catsdogs_batch.errors import UserError
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.dataset import corrected_split
+    from catsdogs_batch.data.dataset import corrected_split
 
     _, plain_val, _ = corrected_split(TrainOptions(data=kaggle_train_folder))
     cats = [item.path for item in plain_val if item.path.startswith("cat.")]
@@ -298,7 +298,7 @@ def test_resume_without_out_or_with_bad_options_is_refused_before_any_work(tmp_p
     the options it still takes from the command line (--workers) are checked like any other."""
     from catsdogs_batch.errors import UserError
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import train
+    from catsdogs_batch.training.train import train
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=r"^--resume needs --out: the run folder to continue$"):
@@ -310,7 +310,7 @@ def test_resume_without_out_or_with_bad_options_is_refused_before_any_work(tmp_p
 
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folder, tmp_path, monkeypatch):
-    import catsdogs_batch.train as train_module
+    import catsdogs_batch.training.train as train_module
 
     class CtrlCAfterTwoEpochs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -342,7 +342,7 @@ def test_history_csv_has_lf_line_ends_and_is_appended_to_by_later_phases_and_res
     import dataclasses
 
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import Phase, _callbacks
+    from catsdogs_batch.training.train import Phase, _callbacks
 
     history = tmp_path / "history.csv"
     options = TrainOptions(out=tmp_path, arch="residual")
@@ -400,9 +400,9 @@ def test_the_default_run_fits_efficientnet_lite2s_head_on_int8_features_and_ends
     int8 by OpenVINO, is the model's p_dog layer. The same head fitted on Keras's fp32 features
     gives the same answers within 0.05 (the stated tolerance of the int8 embedding), and the
     run ends with its checked int8 export, which a command given the run folder runs."""
-    from catsdogs_batch.checkpoint import find_checkpoint
-    from catsdogs_batch.dataset import read_split
-    from catsdogs_batch.linear_head import fit_head
+    from catsdogs_batch.models.checkpoint import find_checkpoint
+    from catsdogs_batch.data.dataset import read_split
+    from catsdogs_batch.training.linear_head import fit_head
 
     out = tmp_path / "run"
     assert main(["train", "--data", str(kaggle_train_folder), "--out", str(out)]) == 0
@@ -492,7 +492,7 @@ def test_a_weights_download_that_hangs_gives_up_in_one_line(tmp_path, monkeypatc
     import socket
     import time
 
-    from catsdogs_batch import model as model_module
+    from catsdogs_batch.models import networks as model_module
     from catsdogs_batch.errors import UserError
 
     silent = socket.socket()
@@ -565,10 +565,10 @@ def test_a_pretrained_backbone_trains_its_head_then_its_top_and_resumes(
     fine-tuning resumes there. The checkpoint then predicts and exports like any other."""
     import numpy as np
 
-    import catsdogs_batch.train as train_module
-    from catsdogs_batch.export import export_model
+    import catsdogs_batch.training.train as train_module
+    from catsdogs_batch.inference.export import export_model
     from catsdogs_batch.options import ExportOptions
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.inference.predictor import Predictor
 
     keras.utils.set_random_seed(5)
     backbone = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
@@ -615,7 +615,7 @@ def test_every_pretrained_backbone_builds_saves_and_loads(arch, tmp_path):
     backbone allows, its preprocessing inside, and round-trips through a .keras file."""
     import numpy as np
 
-    from catsdogs_batch.model import pretrained_model
+    from catsdogs_batch.models.networks import pretrained_model
 
     model = pretrained_model(arch, 32, "none")
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 1)
@@ -627,7 +627,7 @@ def test_every_pretrained_backbone_builds_saves_and_loads(arch, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_interrupted_while_calibrating_resumes_without_training_again(kaggle_train_folder, tmp_path, monkeypatch):
-    import catsdogs_batch.train as train_module
+    import catsdogs_batch.training.train as train_module
 
     real_fit = train_module.fit_temperature
 
@@ -649,7 +649,7 @@ def test_a_run_interrupted_while_calibrating_resumes_without_training_again(kagg
 
 
 def test_a_new_phase_keeps_the_best_loss_but_not_the_patience_spent(tmp_path):
-    from catsdogs_batch.train import BestCheckpoint, CallbackState
+    from catsdogs_batch.training.train import BestCheckpoint, CallbackState
 
     state = tmp_path / "callbacks.json"
     state.write_text(json.dumps({"phase": "head", "best": 0.3, "best_epoch": 1, "early_stopping_wait": 8,
@@ -668,7 +668,7 @@ def test_a_new_phase_keeps_the_best_loss_but_not_the_patience_spent(tmp_path):
 def test_two_runs_never_share_a_run_folder(kaggle_train_folder, tmp_path, capsys):
     from catsdogs_batch.files import exclusive_lock
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import default_run_name
+    from catsdogs_batch.training.train import default_run_name
 
     with exclusive_lock(tmp_path / ".run.lock", "the other run"):  # as a run writing tmp_path/run holds it
         assert train_cli(kaggle_train_folder, tmp_path / "run", "--epochs", "1") == 1
@@ -679,7 +679,7 @@ def test_two_runs_never_share_a_run_folder(kaggle_train_folder, tmp_path, capsys
 
 def test_a_run_of_the_previous_version_resumes_on_its_own_split():
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.train import _options_from_json, _options_to_json
+    from catsdogs_batch.training.train import _options_from_json, _options_to_json
 
     config = _options_to_json(TrainOptions(out=Path("models/old"), seed=7, learning_rate=3e-4, image_size=128))
     for key in ("arch", "split_seed", "weights", "head_epochs", "fine_tune_layers", "fine_tune_rate", "calibrate"):
@@ -690,7 +690,7 @@ def test_a_run_of_the_previous_version_resumes_on_its_own_split():
 
 @pytest.mark.slow
 def test_a_backbone_with_random_weights_trains_whole_and_predicts(kaggle_train_folder, tmp_path):
-    from catsdogs_batch.predictor import Predictor
+    from catsdogs_batch.inference.predictor import Predictor
 
     out = tmp_path / "run"
     assert train_cli(kaggle_train_folder, out, "--arch", "mobilenetv3-small", "--weights", "none", "--epochs", "2") == 0
@@ -722,14 +722,14 @@ def _sysconf_without(missing: str, pages: int | None = None):
 
 
 def test_decoding_for_training_works_where_free_memory_is_unknown(tmp_path, monkeypatch, caplog):
-    from catsdogs_batch.dataset import LabelledImage, decode_images
+    from catsdogs_batch.data.dataset import LabelledImage, decode_images
     from catsdogs_batch.errors import UserError
 
     items = [LabelledImage(f"{name}.1.jpg", label) for name, label in (("cat", 0), ("dog", 1))]
     for item in items:
         write_image(tmp_path / item.path, item.label)
     monkeypatch.setattr("os.sysconf", _sysconf_without("SC_AVPHYS_PAGES"))
-    with caplog.at_level(logging.DEBUG, logger="catsdogs_batch.dataset"):
+    with caplog.at_level(logging.DEBUG, logger="catsdogs_batch.data.dataset"):
         images, labels, skipped = decode_images(tmp_path, items, 32, 1, "train")
     assert images.shape == (2, 32, 32, 3) and labels.ravel().tolist() == [0, 1] and skipped == []
     assert "does not say how much memory is free" in caplog.text

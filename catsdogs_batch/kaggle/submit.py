@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import UserError
-from .kaggle_api import KaggleSubmissions, KaggleUnavailable, Submission, Submitted
-from .options import COMPETITIONS, SUBMISSIONS_LISTED, SubmitOptions, check_options
+from ..errors import UserError
+from .api import KaggleSubmissions, KaggleUnavailable, Submission, Submitted
+from ..options import COMPETITIONS, SUBMISSIONS_LISTED, SubmitOptions, check_options
 
 log = logging.getLogger(__name__)
 

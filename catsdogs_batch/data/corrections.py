@@ -26,10 +26,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path, atomic_write_json, shown
-from .side_files import corrections_record, read_record
-from .tables import ANSWERS
+from ..errors import UserError
+from ..files import TEXT, CsvWriter, atomic_path, atomic_write_json, shown
+from ..side_files import corrections_record, read_record
+from ..inference.tables import ANSWERS
 
 CORRECTIONS_FILE = "corrections.csv"
 CORRECTIONS_COLUMNS = ["path", "label"]

@@ -26,10 +26,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import __version__
-from .checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
-from .errors import UserError
-from .files import (
+from .. import __version__
+from ..models.checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
+from ..errors import UserError
+from ..files import (
     atomic_path,
     atomic_write_json,
     exclusive_lock,
@@ -37,9 +37,9 @@ from .files import (
     sha256,
     shown,
 )
-from .images import CLASS_NAMES
-from .corrections import read_corrections
-from .dataset import (
+from ..data.images import CLASS_NAMES
+from ..data.corrections import read_corrections
+from ..data.dataset import (
     SPLIT_FILE,
     LabelledImage,
     corrected_split,
@@ -49,9 +49,9 @@ from .dataset import (
     write_split,
 )
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
-from .model import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
-from .options import ARCHITECTURES, Augmentation, ExportOptions, TrainOptions, check_options
-from .side_files import read_record, run_lock_file
+from ..models.networks import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
+from ..options import ARCHITECTURES, Augmentation, ExportOptions, TrainOptions, check_options
+from ..side_files import read_record, run_lock_file
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,8 @@ def _fit_head(
     and of its mirror, each computed once, and saved as the run's model; its run record, and the
     validation images' features and labels (what calibration needs)."""
     from .linear_head import fit_head
-    from .metrics import accuracy, log_loss, roc_auc
-    from .quantize import embedder
+    from ..metrics import accuracy, log_loss, roc_auc
+    from ..inference.quantize import embedder
 
     started = time.time()
     size, workers = options.image_size, options.workers
@@ -557,8 +557,8 @@ def write_fast_model(run: Path) -> dict:
     `_embedder`), or fp32 where int8 fails its check, checked against model.keras as `catsdogs
     export` checks (on at most FAST_MODEL_CHECK_IMAGES of the validation split): what every
     command runs when given the run folder. Returns what run.json records of it."""
-    from .export import export_model
-    from .quantize import CALIBRATION_SEED, EMBEDDING_CALIBRATION
+    from ..inference.export import export_model
+    from ..inference.quantize import CALIBRATION_SEED, EMBEDDING_CALIBRATION
 
     refusals = []
     for int8 in (True, False):
@@ -689,7 +689,7 @@ def _weights_record(options: TrainOptions) -> dict:
     if ARCHITECTURES[options.arch].backbone is None:
         return {}
     if options.weights == "imagenet" and ARCHITECTURES[options.arch].fitted_head:
-        from .torch_weights import PACKAGED
+        from ..models.torch_weights import PACKAGED
 
         package = PACKAGED[options.arch]
         return {"weights": "imagenet", "weights_package": {

@@ -41,14 +41,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .checkpoint import model_paths
-from .engine import check_engine_options, predict_folder, table_lock
-from .errors import UserError
-from .files import atomic_write_json, folder_lock, shown
-from .options import LabelOptions, PredictOptions, check_options
-from .corrections import CorrectionsFile, CorrectionsIndex, read_corrections
-from .side_files import read_record, sorted_file, sorting_file
-from .tables import ANSWERS, confidences, iter_table, label_for
+from ..models.checkpoint import model_paths
+from ..inference.engine import check_engine_options, predict_folder, table_lock
+from ..errors import UserError
+from ..files import atomic_write_json, folder_lock, shown
+from ..options import LabelOptions, PredictOptions, check_options
+from ..data.corrections import CorrectionsFile, CorrectionsIndex, read_corrections
+from ..side_files import read_record, sorted_file, sorting_file
+from ..inference.tables import ANSWERS, confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)
 

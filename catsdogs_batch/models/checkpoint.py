@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from .cpu import has_vnni
-from .errors import UserError
-from .files import sha256, shown
+from ..cpu import has_vnni
+from ..errors import UserError
+from ..files import sha256, shown
 
 MODEL_FILE = "model.keras"
 # What a folder may hold: a trained checkpoint, or an export of one (`catsdogs export`).
@@ -35,7 +35,7 @@ FAST_EXPORTS = {"openvino-int8": "openvino", "onnx-int8": "onnxruntime", "openvi
 # (an ensemble: their p_dog averaged, see predictor.Predictor).
 Models = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 PREPROCESSING = (
-    "catsdogs_batch.images.load_image: upright RGB, JPEG DCT scaling or box reduction to within "
+    "catsdogs_batch.data.images.load_image: upright RGB, JPEG DCT scaling or box reduction to within "
     "2x of the target, then bilinear resize to image_size x image_size "
     "(aspect ratio not kept); uint8 0-255 pixels in, normalized inside the model"
 )

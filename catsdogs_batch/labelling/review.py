@@ -43,14 +43,14 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from .checkpoint import MODEL_FILES, RUN_FILE
-from .corrections import CORRECTIONS_FILE, DECISIONS, Corrections, corrections_file, refuse_another_folder
-from .errors import UserError
-from .files import exclusive_lock, shown
-from .images import to_rgb
-from .options import DEFAULT_BAND, THRESHOLD, ReviewOptions, check_options
-from .side_files import corrections_record, job_file, lock_file, parts_job_file, read_record, sorted_file, sorting_file
-from .tables import ANSWERS, NOT_CAT_OR_DOG, check_band, read_table
+from ..models.checkpoint import MODEL_FILES, RUN_FILE
+from ..data.corrections import CORRECTIONS_FILE, DECISIONS, Corrections, corrections_file, refuse_another_folder
+from ..errors import UserError
+from ..files import exclusive_lock, shown
+from ..data.images import to_rgb
+from ..options import DEFAULT_BAND, THRESHOLD, ReviewOptions, check_options
+from ..side_files import corrections_record, job_file, lock_file, parts_job_file, read_record, sorted_file, sorting_file
+from ..inference.tables import ANSWERS, NOT_CAT_OR_DOG, check_band, read_table
 
 log = logging.getLogger(__name__)
 

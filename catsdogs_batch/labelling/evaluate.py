@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .calibration import calibration_report, logit
-from .checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
-from .engine import predict_folder
-from .errors import UserError
-from .files import atomic_write_json, atomic_write_text, sha256, shown
-from .images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
-from .metrics import (
+from ..training.calibration import calibration_report, logit
+from ..models.checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
+from ..inference.engine import predict_folder
+from ..errors import UserError
+from ..files import atomic_write_json, atomic_write_text, sha256, shown
+from ..data.images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
+from ..metrics import (
     EPS,
     THRESHOLD,
     accuracy,
@@ -35,8 +35,8 @@ from .metrics import (
     roc_auc,
     roc_curve,
 )
-from .options import EvaluateOptions, PredictOptions, check_options
-from .tables import NOT_CAT_OR_DOG, read_table
+from ..options import EvaluateOptions, PredictOptions, check_options
+from ..inference.tables import NOT_CAT_OR_DOG, read_table
 
 log = logging.getLogger(__name__)
 
@@ -307,11 +307,11 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     run.json says. Written by the engine (resumable), on first use and again when the model, the
     split or the folder changed (the table's job records their sha256s and the folder); a
     validation.csv this tool did not write is never replaced."""
-    from .checkpoint import find_checkpoint, training_folder
-    from .dataset import SPLIT_FILE, read_split
-    from .engine import table_lock
-    from .shards import interrupted_job, job_description
-    from .side_files import job_file, read_record
+    from ..models.checkpoint import find_checkpoint, training_folder
+    from ..data.dataset import SPLIT_FILE, read_split
+    from ..inference.engine import table_lock
+    from ..inference.shards import interrupted_job, job_description
+    from ..side_files import job_file, read_record
 
     checkpoint = find_checkpoint(run, "keras")
     if checkpoint.is_export:

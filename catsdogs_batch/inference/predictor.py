@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Models, find_checkpoints
-from .content import (
+from ..models.checkpoint import Models, find_checkpoints
+from ..models.content import (
     BOTH_CANDIDATES,
     GATE_IMAGE_SIZE,
     PRESENT,
@@ -19,8 +19,8 @@ from .content import (
     class_names,
     halves,
 )
-from .images import DecodedImage, ImageError, load_image, resize_batch
-from .options import Labelling
+from ..data.images import DecodedImage, ImageError, load_image, resize_batch
+from ..options import Labelling
 from .runtimes import load_runtime
 from .tables import ImageNetWord, Row, error_row, label_for, ok_row
 

@@ -36,18 +36,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .engine import table_lock
-from .errors import UserError
-from .files import atomic_write_json, shown
-from .images import CLASS_NAMES
-from .linear_head import INNER_FOLDS
-from .options import ARCHITECTURES, THRESHOLD, AuditOptions, FoldTraining, TrainOptions, check_options
-from .side_files import job_file
-from .tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, confidences, kaggle_id, write_table
+from .. import __version__
+from ..inference.engine import table_lock
+from ..errors import UserError
+from ..files import atomic_write_json, shown
+from ..data.images import CLASS_NAMES
+from ..training.linear_head import INNER_FOLDS
+from ..options import ARCHITECTURES, THRESHOLD, AuditOptions, FoldTraining, TrainOptions, check_options
+from ..side_files import job_file
+from ..inference.tables import ALL_DTYPES, AUDIT_COLUMNS, check_table_name, confidences, kaggle_id, write_table
 
 if TYPE_CHECKING:
-    from .dataset import LabelledImage
+    from ..data.dataset import LabelledImage
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def least_of_each(options: AuditOptions) -> int:
 def fold_options(options: AuditOptions) -> TrainOptions:
     """`options` as train's, checked by train's rules: every option both methods share, and the
     model each fold trains from scratch."""
-    from .train import resolve_options as resolve_training
+    from ..training.train import resolve_options as resolve_training
 
     training = {"epochs": options.epochs, "batch_size": options.batch_size, "learning_rate": options.learning_rate}
     return resolve_training(
@@ -145,7 +145,7 @@ def audit(options: AuditOptions) -> AuditSummary:
     options = resolve_options(options)
     if not options.data.is_dir():
         raise UserError(f"{options.data} is not a folder")
-    from .dataset import corrected_images
+    from ..data.dataset import corrected_images
 
     items, corrections = corrected_images(options.data, options.corrections)  # checked before anything is written
     counts = np.bincount([item.label for item in items], minlength=2)
@@ -163,12 +163,12 @@ def audit(options: AuditOptions) -> AuditSummary:
 def _audit_locked(options: AuditOptions, out: Path, started: float, items: list, corrections: dict | None) -> AuditSummary:
     sizes = np.zeros((len(items), 2), dtype=np.int64)  # each image's (width, height), as predict's rows give it
     if pretrained(options.arch):
-        from .model import pretrained_features
+        from ..models.networks import pretrained_features
 
         # ImageNet weights that cannot be had stop the audit here, before any decoding
         backbone = pretrained_features(options.arch, options.image_size, options.weights)
-        from .dataset import embed_images
-        from .quantize import embedder
+        from ..data.dataset import embed_images
+        from ..inference.quantize import embedder
 
         # Embedded as train embeds (the backbone in int8 on OpenVINO)
         paths = [item.path for item in items]
@@ -183,7 +183,7 @@ def _audit_locked(options: AuditOptions, out: Path, started: float, items: list,
             features = (features + mirrored) / 2
             del mirrored
     else:
-        from .dataset import decode_images
+        from ..data.dataset import decode_images
 
         training = fold_options(options)
         images, _, skipped = decode_images(options.data, items, options.image_size, options.workers, "audit", sizes)
@@ -237,9 +237,9 @@ class FlaggedContent:
 def check_flagged(options: AuditOptions, kept: list[LabelledImage], issues: np.ndarray) -> FlaggedContent:
     """Run the packaged ImageNet classifier (content.py) on the flagged images only: a photo with
     no cat or dog is no label error of cat for dog, and costs no pass over the whole folder."""
-    from .content import GATE_IMAGE_SIZE, Evidence, class_names
-    from .images import ImageError, load_image
-    from .runtimes import GateRuntime
+    from ..models.content import GATE_IMAGE_SIZE, Evidence, class_names
+    from ..data.images import ImageError, load_image
+    from ..inference.runtimes import GateRuntime
 
     gate, names = GateRuntime(), class_names()
     dog, cat = np.full(len(kept), np.nan), np.full(len(kept), np.nan)
@@ -275,7 +275,7 @@ def classify_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, s
     """p_dog of every image from a logistic regression fitted on the other folds' embeddings
     (linear_head.fit_head: C chosen in an inner k-fold of the training folds only, so nothing of
     the held-out fold reaches it), and the job record's account of it."""
-    from .linear_head import fit_head
+    from ..training.linear_head import fit_head
 
     p_dog = np.full(len(labels), np.nan)
     chosen = []
@@ -320,8 +320,8 @@ def _fold(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, held_o
     """Train a new model on `train_rows` and return its p_dog of the `held_out` images."""
     import keras
 
-    from .model import build_model, compile_model
-    from .train import make_datasets
+    from ..models.networks import build_model, compile_model
+    from ..training.train import make_datasets
 
     fold_started = time.perf_counter()
     keras.backend.clear_session()

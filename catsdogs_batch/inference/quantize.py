@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .quiet import held_back
-from .cpu import has_vnni
+from ..quiet import held_back
+from ..cpu import has_vnni
 from .runtimes import openvino_config, require
 
 # What each OpenVINO int8 plan keeps in fp32, tried in order until an export passes its check:
@@ -80,7 +80,7 @@ def embedder(features, image_size: int, folder: Path, paths: list[str], workers:
     Keras itself where TensorFlow has a GPU. A function of uint8 pixels -> float32 features."""
     import tensorflow as tf
 
-    from .dataset import decode_sample
+    from ..data.dataset import decode_sample
     from .runtimes import compiled
 
     if tf.config.list_physical_devices("GPU"):

@@ -14,9 +14,9 @@ import keras
 from keras import layers, ops
 
 from .checkpoint import RUN_FILE, Checkpoint
-from .errors import UserError
-from .options import ARCHITECTURES, LITE, Augmentation, TrainOptions
-from .quiet import held_back
+from ..errors import UserError
+from ..options import ARCHITECTURES, LITE, Augmentation, TrainOptions
+from ..quiet import held_back
 
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download of ImageNet weights gives up
 

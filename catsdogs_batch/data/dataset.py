@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .corrections import read_corrections
-from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path
+from ..errors import UserError
+from ..files import TEXT, CsvWriter, atomic_path
 from .images import CLASS_NAMES, HiddenEntries, decode_many, iter_image_files, label_from_path
-from .options import TrainOptions
+from ..options import TrainOptions
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .metrics import EPS, expected_calibration_error, log_loss
+from ..metrics import EPS, expected_calibration_error, log_loss
 
 TEMPERATURES = (0.05, 20.0)  # the search range: far beyond what a trained network needs
 

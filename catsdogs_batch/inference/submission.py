@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import find_checkpoints
+from ..models.checkpoint import find_checkpoints
 from .engine import check_engine_options, predict_folder, table_lock
-from .errors import UserError
-from .files import atomic_path, atomic_write_json, made_folder, sha256
-from .images import HiddenEntries
+from ..errors import UserError
+from ..files import atomic_path, atomic_write_json, made_folder, sha256
+from ..data.images import HiddenEntries
 from .shards import files_fingerprint, job_description
-from .side_files import job_file, read_record
-from .options import THRESHOLD, Labelling, PredictOptions, SubmissionOptions, check_options
+from ..side_files import job_file, read_record
+from ..options import THRESHOLD, Labelling, PredictOptions, SubmissionOptions, check_options
 from .tables import read_table
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opin
 def resolve_options(options: SubmissionOptions) -> SubmissionOptions:
     """Check every option and fill in the defaults: the newest finished run in models/, the
     competition's test folder under data/, and submissions/<run name>."""
-    from .checkpoint import ensemble_name, latest_checkpoint
+    from ..models.checkpoint import ensemble_name, latest_checkpoint
 
     check_options(options)
     model = options.model or latest_checkpoint()

@@ -19,10 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
-from .checkpoint import Checkpoint
-from .cpu import has_vnni
-from .errors import UserError
-from .options import RUNTIMES
+from ..models.checkpoint import Checkpoint
+from ..cpu import has_vnni
+from ..errors import UserError
+from ..options import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def shares_gate_backbone(checkpoint: Checkpoint) -> bool:
     """Whether the checkpoint's backbone is the content check's (content.py): EfficientNet-Lite2
     at its native size with the ImageNet weights untouched (a fitted head that no fine-tuning
     epoch replaced), so that the ImageNet classifier can run on the model's own features."""
-    from .content import GATE_BACKBONE, GATE_IMAGE_SIZE
+    from ..models.content import GATE_BACKBONE, GATE_IMAGE_SIZE
 
     config = checkpoint.run.get("config") if isinstance(checkpoint.run.get("config"), dict) else {}
     best = checkpoint.run.get("best") if isinstance(checkpoint.run.get("best"), dict) else {}
@@ -97,7 +97,7 @@ class KerasRuntime:
     name = "keras"
 
     def __init__(self, checkpoint: Checkpoint, threads: int | None = None, imagenet: bool = False):
-        from .model import load_keras_model
+        from ..models.networks import load_keras_model
 
         set_tensorflow_threads(threads)
         model = load_keras_model(checkpoint)
@@ -121,9 +121,9 @@ def with_imagenet_outputs(model):
     and so the weights, are shared."""
     import keras
 
-    from .content import GATE_BACKBONE, gate_outputs
-    from .model import OUTPUT_LAYER, backbone_of
-    from .torch_weights import packaged_state_dict
+    from ..models.content import GATE_BACKBONE, gate_outputs
+    from ..models.networks import OUTPUT_LAYER, backbone_of
+    from ..models.torch_weights import packaged_state_dict
 
     backbone = backbone_of(model)
     head = model.get_layer(OUTPUT_LAYER).get_weights()
@@ -140,7 +140,7 @@ class GateRuntime:
     backbone: uint8 pixels at content.GATE_IMAGE_SIZE in, (n, 1001) out."""
 
     def __init__(self, threads: int | None = None):
-        from .content import gate_model
+        from ..models.content import gate_model
 
         set_tensorflow_threads(threads)
         self._predict = compiled(gate_model())

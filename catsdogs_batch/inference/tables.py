@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .files import TEXT, CsvWriter, atomic_path
-from .options import THRESHOLD, Labelling
+from ..errors import UserError
+from ..files import TEXT, CsvWriter, atomic_path
+from ..options import THRESHOLD, Labelling
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
-from .files import shown
+from ..errors import UserError
+from ..files import shown
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CLASS_NAMES = ("cat", "dog")  # index = label: 0 = cat, 1 = dog

@@ -8,8 +8,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
-from .images import decode_many
-from .options import PredictOptions
+from ..data.images import decode_many
+from ..options import PredictOptions
 from .predictor import Predictor
 from .shards import FinishedShard, Shard
 

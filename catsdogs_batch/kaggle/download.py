@@ -41,10 +41,10 @@ from typing import BinaryIO, NamedTuple
 
 from tqdm import tqdm
 
-from .errors import UserError
-from .files import sha256, shown, umask_mode
-from .images import CLASS_NAMES, is_image_file, label_from_path
-from .options import DownloadOptions, check_options
+from ..errors import UserError
+from ..files import sha256, shown, umask_mode
+from ..data.images import CLASS_NAMES, is_image_file, label_from_path
+from ..options import DownloadOptions, check_options
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def download(options: DownloadOptions) -> Path:
         _install(options.archive, target, options.competition, source=str(options.archive.resolve()))
         return target
 
-    from .kaggle_api import NoCredentials, download_competition_archive
+    from .api import NoCredentials, download_competition_archive
 
     try:
         archive = download_competition_archive(options.competition, options.data_dir)

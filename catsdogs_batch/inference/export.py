@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import EXPORT_DIR, MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, training_folder
-from .errors import UserError
-from .files import atomic_write_json, sha256, shown, umask_mode
-from .metrics import accuracy, log_loss, predicted_labels
-from .model import load_keras_model
-from .options import DEFAULT_BAND, NEITHER_BELOW, ExportOptions, check_options
-from .quiet import held_back
+from ..models.checkpoint import EXPORT_DIR, MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, training_folder
+from ..errors import UserError
+from ..files import atomic_write_json, sha256, shown, umask_mode
+from ..metrics import accuracy, log_loss, predicted_labels
+from ..models.networks import load_keras_model
+from ..options import DEFAULT_BAND, NEITHER_BELOW, ExportOptions, check_options
+from ..quiet import held_back
 from .quantize import OPENVINO_PLANS, quantize_openvino, uint8_function
 from .runtimes import load_runtime, require, shares_gate_backbone, with_imagenet_outputs
 
@@ -153,7 +153,7 @@ def compare(
 
 def with_content(agreement: Agreement, keras_imagenet: np.ndarray, export_imagenet: np.ndarray) -> Agreement:
     """`agreement` with the comparison of two sets of ImageNet classifier outputs (content.py)."""
-    from .content import Evidence
+    from ..models.content import Evidence
 
     keras_region, export_region = Evidence.from_outputs(keras_imagenet).region, Evidence.from_outputs(export_imagenet).region
     same = (keras_region < NEITHER_BELOW) == (export_region < NEITHER_BELOW)
@@ -181,7 +181,7 @@ def held_out_images(
     """Held-out labelled images: the run's validation split if its files are here, else the
     labelled images of `calibration`; at most `count` of them (a seeded sample). Returns pixels,
     labels (1 = dog) and where they came from."""
-    from .dataset import SPLIT_FILE, decode_images, find_labelled_images, read_split
+    from ..data.dataset import SPLIT_FILE, decode_images, find_labelled_images, read_split
 
     data = training_folder(checkpoint)
     split = checkpoint.folder / SPLIT_FILE
@@ -212,8 +212,8 @@ def calibration_images(
     checkpoint: Checkpoint, calibration: Path | None, count: int, seed: int, workers: int
 ) -> tuple[np.ndarray, str]:
     """A seeded sample of `count` images: from `calibration`, else the run's training split."""
-    from .dataset import SPLIT_FILE, decode_sample, read_split
-    from .images import iter_image_files
+    from ..data.dataset import SPLIT_FILE, decode_sample, read_split
+    from ..data.images import iter_image_files
 
     if calibration is not None:
         if not calibration.is_dir():

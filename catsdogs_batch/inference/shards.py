@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checkpoint import Checkpoint
-from .errors import UserError
-from .files import atomic_write_json, shown
-from .images import HiddenEntries, iter_image_files
-from .options import PredictOptions
+from ..models.checkpoint import Checkpoint
+from ..errors import UserError
+from ..files import atomic_write_json, shown
+from ..data.images import HiddenEntries, iter_image_files
+from ..options import PredictOptions
 from .runtimes import runtime_name
-from .side_files import (
+from ..side_files import (
     job_file, parts_folder, parts_job_file, read_record, shard_marker, shard_markers, shard_name, shard_rows_file,
 )  # fmt: skip
 from .tables import Row, merge_shards, write_shard
@@ -244,7 +244,7 @@ def content_job(labelling) -> dict | None:
     """The content check's settings as a job records them, its fixed ones (content.py) too."""
     if not labelling.content_check:
         return None
-    from .content import BOTH_CANDIDATES, PRESENT, SIDES_APART
+    from ..models.content import BOTH_CANDIDATES, PRESENT, SIDES_APART
 
     return {
         "neither_below": labelling.neither_below, "both_above": labelling.both_above,

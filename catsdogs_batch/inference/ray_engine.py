@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .checkpoint import find_checkpoints
-from .errors import UserError
-from .images import one_thread_each
-from .options import PredictOptions
+from ..models.checkpoint import find_checkpoints
+from ..errors import UserError
+from ..data.images import one_thread_each
+from ..options import PredictOptions
 from .predictor import Predictor
 from .runtimes import check_model
 from .shards import FinishedShard, Shard

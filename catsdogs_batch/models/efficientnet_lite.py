@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .errors import UserError
+from ..errors import UserError
 from .torch_weights import packaged_state_dict, read_state_dict
 
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # EfficientNet-B0's seven stages, kept by the whole family

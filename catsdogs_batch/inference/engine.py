@@ -25,15 +25,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from .checkpoint import find_checkpoints
-from .errors import UserError
-from .files import exclusive_lock, shown
-from .images import HiddenEntries, iter_image_files
-from .options import ENGINES, PredictOptions, check_options
+from ..models.checkpoint import find_checkpoints
+from ..errors import UserError
+from ..files import exclusive_lock, shown
+from ..data.images import HiddenEntries, iter_image_files
+from ..options import ENGINES, PredictOptions, check_options
 from .predictor import Predictor
 from .runtimes import runtime_name
 from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
-from .side_files import lock_file
+from ..side_files import lock_file
 from .tables import check_band, check_table_name
 
 if TYPE_CHECKING:
