@@ -15,6 +15,9 @@ from .files import shown
 
 log = logging.getLogger(__name__)
 
+# What `catsdogs evaluate` writes into its folder (and `review` reads from it)
+RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
+
 
 def _beside(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)

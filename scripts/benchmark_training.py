@@ -43,7 +43,7 @@ def throughput(data: Path, archs: list[str], batch_size: int, rounds: int, limit
     from catsdogs_batch.models.networks import backbone_of, build_model, compile_model
     from catsdogs_batch.options import ARCHITECTURES, TrainOptions
     from catsdogs_batch.data.dataset import decode_images, find_labelled_images
-    from catsdogs_batch.training.train import make_datasets, resolve_options
+    from catsdogs_batch.training.recipe import make_datasets, resolve_options
 
     items = find_labelled_images(data)
     items = items[:: max(1, len(items) // limit)][:limit]  # a stride: cats and dogs alike

@@ -31,7 +31,7 @@ from PIL import Image
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from catsdogs_batch.labelling.evaluate import with_true_labels  # noqa: E402
+from catsdogs_batch.inference.tables import with_true_labels  # noqa: E402
 from catsdogs_batch.inference.tables import COLUMNS, DTYPES, ok_row, read_table, row_values, write_table  # noqa: E402
 
 SAMPLE = REPOSITORY.parent / "shared/data/dogs-vs-cats-redux-kernels-edition-mini.zip"

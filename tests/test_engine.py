@@ -197,7 +197,7 @@ def test_training_and_prediction_decode_the_same_way(tiny_model, tmp_path):
 
     from catsdogs_batch.options import TrainOptions
     from catsdogs_batch.data.dataset import decode_images, read_split
-    from catsdogs_batch.training.train import make_datasets
+    from catsdogs_batch.training.recipe import make_datasets
 
     run = json.loads((tiny_model / "run.json").read_text())
     data = Path(run["config"]["data"])

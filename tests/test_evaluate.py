@@ -157,16 +157,16 @@ def test_an_interrupted_validation_table_of_a_copied_run_is_finished(tiny_model,
     again instead of asking for an --overwrite that review does not have."""
     import os
 
-    import catsdogs_batch.labelling.evaluate as evaluate
+    import catsdogs_batch.labelling.validation as validation
 
     run = tmp_path / "run"
     shutil.copytree(tiny_model, run)
     with monkeypatch.context() as m:
-        m.setattr(evaluate, "with_true_labels", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        m.setattr(validation, "with_true_labels", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):  # every shard done, stopped as they merge
-            evaluate.validation_results(run)
+            validation.validation_results(run)
     assert (run / "validation.csv.parts").is_dir() and not (run / "validation.csv").exists()
     later = (run / "model.keras").stat().st_mtime_ns + 10**9
     os.utime(run / "model.keras", ns=(later, later))
-    table = evaluate.validation_results(run)
+    table = validation.validation_results(run)
     assert len(pd.read_csv(table)) == 12 and not (run / "validation.csv.parts").exists()

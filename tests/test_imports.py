@@ -103,3 +103,19 @@ def test_the_package_is_grouped_by_job():
 def test_package_imports_have_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The modules of the commands the CLI runs (what `catsdogs <command>` calls and nothing else
+# should): none imports another's. inference/export.py is not one of them: its export_model is
+# also how `catsdogs train` writes the run's fast model, a job of the inference room.
+COMMANDS = {
+    "kaggle.download", "kaggle.submit", "training.train", "inference.submission",
+    "labelling.label", "labelling.review", "labelling.audit", "labelling.evaluate",
+}
+
+
+def test_no_command_module_imports_another_commands_module():
+    graph = import_graph()
+    assert COMMANDS <= graph.keys()
+    reaching = {command: sorted(graph[command] & COMMANDS) for command in sorted(COMMANDS) if graph[command] & COMMANDS}
+    assert not reaching, reaching

@@ -32,7 +32,6 @@ from ..files import atomic_write_json, sha256, shown, umask_mode
 from ..metrics import accuracy, log_loss, predicted_labels
 from ..models.networks import load_keras_model
 from ..options import DEFAULT_BAND, NEITHER_BELOW, ExportOptions, check_options
-from ..quiet import held_back
 from .quantize import OPENVINO_PLANS, quantize_openvino, uint8_function
 from .runtimes import load_runtime, require, shares_gate_backbone, with_imagenet_outputs
 

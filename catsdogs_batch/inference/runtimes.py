@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import zipfile
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np

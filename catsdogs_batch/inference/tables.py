@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..files import TEXT, CsvWriter, atomic_path
+from ..data.images import CLASS_NAMES
 from ..options import THRESHOLD, Labelling
 
 
@@ -301,3 +302,14 @@ def check_table_name(path: Path) -> None:
         raise UserError(f"{path}: the results table must end in .csv or .parquet")
     if path.is_dir():
         raise UserError(f"{path} is a folder: --out names the results table, a file")
+
+
+def with_true_labels(results: pd.DataFrame, truth: list[int | None]) -> pd.DataFrame:
+    """Evaluate's table: `results` with the true label of each row (0 cat, 1 dog, None: not
+    known, an empty cell) in a `true_label` column after `label`."""
+    results = results.copy()
+    results.insert(
+        results.columns.get_loc("label") + 1, "true_label",
+        pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string[python]"),
+    )  # fmt: skip
+    return results

@@ -105,7 +105,7 @@ def least_of_each(options: AuditOptions) -> int:
 def fold_options(options: AuditOptions) -> TrainOptions:
     """`options` as train's, checked by train's rules: every option both methods share, and the
     model each fold trains from scratch."""
-    from ..training.train import resolve_options as resolve_training
+    from ..training.recipe import resolve_options as resolve_training
 
     training = {"epochs": options.epochs, "batch_size": options.batch_size, "learning_rate": options.learning_rate}
     return resolve_training(
@@ -321,7 +321,7 @@ def _fold(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, held_o
     import keras
 
     from ..models.networks import build_model, compile_model
-    from ..training.train import make_datasets
+    from ..training.recipe import make_datasets
 
     fold_started = time.perf_counter()
     keras.backend.clear_session()

@@ -21,7 +21,7 @@ from ..training.calibration import calibration_report, logit
 from ..models.checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
 from ..inference.engine import predict_folder
 from ..errors import UserError
-from ..files import atomic_write_json, atomic_write_text, sha256, shown
+from ..files import atomic_write_json, atomic_write_text, shown
 from ..data.images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
 from ..metrics import (
     EPS,
@@ -36,13 +36,12 @@ from ..metrics import (
     roc_curve,
 )
 from ..options import EvaluateOptions, PredictOptions, check_options
-from ..inference.tables import NOT_CAT_OR_DOG, read_table
+from ..inference.tables import NOT_CAT_OR_DOG, read_table, with_true_labels
+from ..side_files import METRICS_FILE, REPORT_FILE, RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
 LISTED_ERRORS = 100  # unreadable files listed by name in metrics.json
-RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
-VALIDATION_TABLE = "validation.csv"  # in a run folder: its validation images, predicted (for review)
 PICTURES = {
     "confusion_matrix": "confusion_matrix.png",
     "roc_curve": "roc_curve.png",
@@ -287,67 +286,6 @@ def _check_labelled(folder: Path) -> None:
         f"no labelled images in {folder}: name them like Kaggle's train/ (cat.1.jpg, dog.1.jpg) "
         "or put them in cat/ and dog/ folders"
     )
-
-
-def with_true_labels(results: pd.DataFrame, truth: list[int | None]) -> pd.DataFrame:
-    """Evaluate's table: `results` with the true label of each row (0 cat, 1 dog, None: not
-    known, an empty cell) in a `true_label` column after `label`."""
-    results = results.copy()
-    results.insert(
-        results.columns.get_loc("label") + 1, "true_label",
-        pd.array([CLASS_NAMES[t] if t is not None else "" for t in truth], dtype="string[python]"),
-    )  # fmt: skip
-    return results
-
-
-def validation_results(run: Path, images: Path | None = None) -> Path:
-    """The validation images of a training run predicted by its model, as evaluate's table
-    `<run>/validation.csv` with the labels the run trained against (its corrections included):
-    what `catsdogs review RUN` shows. `images`: the training folder, when it is no longer where
-    run.json says. Written by the engine (resumable), on first use and again when the model, the
-    split or the folder changed (the table's job records their sha256s and the folder); a
-    validation.csv this tool did not write is never replaced."""
-    from ..models.checkpoint import find_checkpoint, training_folder
-    from ..data.dataset import SPLIT_FILE, read_split
-    from ..inference.engine import table_lock
-    from ..inference.shards import interrupted_job, job_description
-    from ..side_files import job_file, read_record
-
-    checkpoint = find_checkpoint(run, "keras")
-    if checkpoint.is_export:
-        raise UserError(f"{checkpoint.model_path} is an export: name the run folder it came from")
-    split = checkpoint.folder / SPLIT_FILE
-    if not split.is_file():
-        raise UserError(f"{shown(checkpoint.folder)} has no {SPLIT_FILE}: no validation images to review")
-    data = images or training_folder(checkpoint)
-    if data is None or not data.is_dir():
-        where = f"not at {shown(data)}" if data is not None else "not recorded in its run.json"
-        raise UserError(f"the training images of {shown(checkpoint.folder)} are {where}: pass --images DIR")
-    table = checkpoint.folder / VALIDATION_TABLE
-    model = find_checkpoint(checkpoint.folder)  # the run's fastest model that passed its check
-    made_from = {
-        "command": "validation", "model_sha256": sha256(model.model_path), "split_sha256": sha256(split),
-    }  # fmt: skip
-
-    def of_this(job: dict | None) -> bool:
-        job = job or {}
-        return job.get("folder") == str(data.resolve()) and all(job.get(k) == v for k, v in made_from.items())
-
-    with table_lock(table):
-        recorded = read_record(job_file(table))
-        if table.exists() and (recorded or {}).get("command") != "validation":
-            raise UserError(f"{shown(table)} was not written by catsdogs review: move it away (it is never replaced)")
-        if table.is_file() and of_this(recorded):
-            return table
-        labels = {item.path: item.label for item in read_split(split)[1]}
-        predict = PredictOptions(model.model_path, data, table, files=tuple(labels), made_from=made_from)
-        # resumed where the interrupted run is this very job (the model file's size and time too),
-        # else started over: review has no --overwrite to answer "other settings" with
-        job = job_description(predict, [model])
-        predict.overwrite = table.exists() or interrupted_job(table) != job
-        predict_folder(predict, locked=True, relabel=lambda rows: with_true_labels(rows, [labels[p] for p in rows["path"]]))
-    log.info("validation images of %s predicted -> %s", shown(checkpoint.folder), shown(table))
-    return table
 
 
 def evaluate_folder(options: EvaluateOptions) -> Evaluation:

@@ -74,7 +74,7 @@ def find_table(path: Path, images: Path | None = None) -> Path:
         if (path / "results.csv").is_file():
             return path / "results.csv"
         if (path / RUN_FILE).is_file():
-            from .evaluate import validation_results
+            from .validation import validation_results
 
             return validation_results(path, images)
         raise UserError(f"{path} is a folder without results.csv: name the results table (or a training run)")
@@ -99,7 +99,7 @@ def recorded_job(table: Path) -> dict:
     (`<table>.job.json`), of an unfinished predict or label run (`<table>.parts/job.json`,
     `<table>.sorting.json`) or evaluate's `metrics.json`, each holding the images `folder`, with
     `_file` naming the file read; {} when none is there."""
-    from .evaluate import METRICS_FILE
+    from ..side_files import METRICS_FILE
 
     for sidecar in (job_file(table), parts_job_file(table), sorting_file(table), table.with_name(METRICS_FILE)):
         job = read_record(sidecar)

@@ -35,7 +35,6 @@ from ..files import (
     exclusive_lock,
     made_folder,
     sha256,
-    shown,
 )
 from ..data.images import CLASS_NAMES
 from ..data.corrections import read_corrections
@@ -49,8 +48,9 @@ from ..data.dataset import (
     write_split,
 )
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
-from ..models.networks import OUTPUT_LAYER, RandomAffine, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
+from ..models.networks import OUTPUT_LAYER, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
 from ..options import ARCHITECTURES, Augmentation, ExportOptions, TrainOptions, check_options
+from .recipe import make_datasets, resolve_options
 from ..side_files import read_record, run_lock_file
 
 log = logging.getLogger(__name__)
@@ -60,63 +60,11 @@ CURVES_FILE = "curves.png"
 BACKUP_DIR = "backup"  # last epoch's weights + optimizer state, kept until the run ends
 
 
-def make_datasets(options: TrainOptions, train_data, val_data):
-    """tf.data pipelines: shuffled, augmented training batches; plain validation batches."""
-    augment = RandomAffine(options.augmentation, seed=options.seed)
-
-    def augment_batch(images, labels):
-        return tf.cast(augment(images, training=True), tf.float32), labels
-
-    def to_float(images, labels):
-        return tf.cast(images, tf.float32), labels
-
-    train_images, train_labels = train_data
-    train = (
-        tf.data.Dataset.from_tensor_slices((train_images, train_labels))
-        .shuffle(len(train_images), seed=options.seed, reshuffle_each_iteration=True)
-        .batch(options.batch_size)
-        .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    val = (
-        tf.data.Dataset.from_tensor_slices(val_data)
-        .batch(options.batch_size)
-        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    return train, val
-
-
 # --- training ------------------------------------------------------------------------------
 
 
 def default_run_name(options: TrainOptions) -> str:
     return f"{options.arch}-{options.image_size}px-seed{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def resolve_options(options: TrainOptions) -> TrainOptions:
-    """Check every option before any work, and fill in the architecture's defaults."""
-    check_options(options)
-    arch = ARCHITECTURES[options.arch]
-    options = dataclasses.replace(
-        options,
-        image_size=options.image_size or arch.image_size,
-        learning_rate=options.learning_rate or arch.learning_rate,
-        epochs=arch.epochs if options.epochs is None else options.epochs,
-    )
-    if options.epochs < 1 and not arch.fitted_head:  # a fitted head needs no epoch; fine-tuning is optional
-        raise UserError(f"{options.arch} needs --epochs of at least 1, not {options.epochs}")
-    if arch.fitted_head and options.weights == "none" and options.epochs == 0:
-        raise UserError(f"--weights none with --epochs 0: {options.arch} would learn nothing; give --epochs")
-    if arch.backbone is None:
-        if options.weights != "imagenet":
-            raise UserError(f"--weights is for pretrained backbones; {options.arch} is trained from scratch")
-    elif options.weights not in ("imagenet", "none"):
-        if not Path(options.weights).is_file():
-            what = "is not a regular file" if Path(options.weights).exists() else "no such file"
-            raise UserError(f"--weights {shown(options.weights)}: {what} (or say imagenet or none)")
-        options = dataclasses.replace(options, weights=str(Path(options.weights).resolve()))  # for --resume
-    return options
 
 
 def _options_to_json(options: TrainOptions) -> dict:
