@@ -1,0 +1,151 @@
+"""The jobs as Python functions, for notebooks: what `catsdogs download`, `train`, `predict`,
+`label` and `submission` do, with the same defaults, checks and files, returning a path or a
+pandas DataFrame. Settings are the commands' options as keyword arguments, by the name of the
+option without its dashes (`tta=True`, `batch_size=32`, `content_check=False`, `arch="seed"`);
+an unknown one is a TypeError. docs/python.md has examples."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .options import (
+    DownloadOptions,
+    LabelOptions,
+    PredictOptions,
+    SubmissionOptions,
+    TrainOptions,
+)
+
+PathLike = str | os.PathLike
+
+
+def download(**settings: Any) -> Path:
+    """The competition's data folder (`data/<competition>/` with train/ and test/), downloaded
+    or imported (`archive=`) once; a rerun finds it there."""
+    from .kaggle.download import download as download_job
+
+    return download_job(_options(DownloadOptions, settings))
+
+
+def train(data: PathLike, out: PathLike | None = None, **settings: Any) -> Path:
+    """Train on a labelled folder (Kaggle names or cat/ and dog/ folders) into the run folder
+    `out` (default: models/<arch>-...), which is returned."""
+    from .training.train import train as train_job
+
+    return train_job(_options(TrainOptions, settings, data=Path(data), out=None if out is None else Path(out)))
+
+
+def predict(model: PathLike | Sequence[PathLike], images: PathLike | Sequence[PathLike], out: PathLike | None = None,
+            **settings: Any) -> pd.DataFrame:  # fmt: skip
+    """The results table (one row per image: p_dog, label, ...) of a folder, found recursively,
+    or of a list of image files, as a DataFrame; also written to `out` (.csv or .parquet) when
+    given, where a rerun resumes. Several models make an ensemble."""
+    from .inference.engine import predict_folder
+    from .inference.tables import read_table
+
+    folder, files = _images(images)
+    with _table(out) as table:
+        predict_folder(_options(PredictOptions, settings, model=_models(model), folder=folder, out=table, files=files))
+        return read_table(table)
+
+
+def label(model: PathLike | Sequence[PathLike], folder: PathLike, out: PathLike | None = None, **settings: Any) -> pd.DataFrame:
+    """Label every image under `folder` (cat, dog, neither, both) and, with `sort_into=DIR`,
+    place each into DIR/<label>/ (`mode=` copy, link or move); the table as a DataFrame (also at
+    `out`, default submissions/labels-<folder>.csv, as `catsdogs label` writes it)."""
+    from .inference.tables import read_table
+    from .labelling.label import label_folder
+
+    if "sort_into" in settings and settings["sort_into"] is not None:
+        settings["sort_into"] = Path(settings["sort_into"])
+    options = _options(LabelOptions, settings, model=_models(model), folder=Path(folder), out=None if out is None else Path(out))
+    return read_table(label_folder(options).table)
+
+
+def submission(model: PathLike | Sequence[PathLike] | None = None, **settings: Any) -> Path:
+    """Kaggle's submission.csv for the test images (default: the newest finished run in models/
+    on data/<competition>/test), returned as its path."""
+    from .inference.submission import make_submission
+
+    if settings.get("test_dir") is not None:
+        settings["test_dir"] = Path(settings["test_dir"])
+    if settings.get("out") is not None:
+        settings["out"] = Path(settings["out"])
+    return make_submission(_options(SubmissionOptions, settings, model=None if model is None else _models(model)))
+
+
+def _models(model: PathLike | Sequence[PathLike]) -> Path | tuple[Path, ...]:
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model)
+    models = tuple(Path(m) for m in model)
+    return models[0] if len(models) == 1 else models
+
+
+def _images(images: PathLike | Sequence[PathLike]) -> tuple[Path, tuple[str, ...] | None]:
+    """A folder, or the folder the files share and their paths below it (in the order given)."""
+    if isinstance(images, (str, os.PathLike)):
+        return Path(images), None
+    paths = [Path(p).absolute() for p in images]
+    if not paths:
+        raise ValueError("no images given")
+    folder = Path(os.path.commonpath([p.parent for p in paths]))
+    return folder, tuple(p.relative_to(folder).as_posix() for p in paths)
+
+
+class _table:
+    """The table's path: `out`, or one in a temporary folder removed afterwards."""
+
+    def __init__(self, out: PathLike | None):
+        self.out, self.temporary = out, None
+
+    def __enter__(self) -> Path:
+        if self.out is not None:
+            return Path(self.out)
+        self.temporary = tempfile.TemporaryDirectory(prefix="catsdogs-")
+        return Path(self.temporary.name) / "results.csv"
+
+    def __exit__(self, *exc) -> None:
+        if self.temporary is not None:
+            self.temporary.cleanup()
+
+
+def _options(cls, settings: dict[str, Any], **given: Any):
+    """`cls` made from `given` and the `settings` its fields (and those of its nested option
+    dataclasses: EngineOptions, Labelling, ...) name; a setting no field names is a TypeError."""
+    settings = dict(settings)
+    values = dict(given)
+    for field in dataclasses.fields(cls):
+        if field.name in given:
+            continue
+        nested = _nested_class(field)
+        if nested is not None:
+            names = {f.name for f in dataclasses.fields(nested)}
+            chosen = {name: settings.pop(name) for name in list(settings) if name in names}
+            if field.name in settings:  # the whole block given as one object
+                values[field.name] = settings.pop(field.name)
+            elif chosen:
+                values[field.name] = nested(**chosen)
+        elif field.name in settings:
+            values[field.name] = settings.pop(field.name)
+    if settings:
+        raise TypeError(f"unknown setting{'s' if len(settings) > 1 else ''} for {cls.__name__}: {', '.join(sorted(settings))}")
+    return cls(**values)
+
+
+def _nested_class(field: dataclasses.Field):
+    """The option dataclass a field holds (EngineOptions, Labelling, Augmentation, RayOptions), if any."""
+    from . import options
+
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    candidate = getattr(options, kind, None)
+    return candidate if dataclasses.is_dataclass(candidate) else None
+
+
+__all__ = ["download", "train", "predict", "label", "submission"]
