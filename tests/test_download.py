@@ -110,9 +110,11 @@ def assert_no_secret(stub: KaggleStub, *texts: str) -> None:
 
 
 def assert_nothing_unpacked(data_dir: Path, competition: str = REDUX) -> None:
-    """No complete-looking folder and no half-built hidden one is left."""
+    """No complete-looking folder and no half-built hidden one is left (a partial download's
+    marker may stay beside it: the next run resumes it)."""
     assert not (data_dir / competition).exists()
-    assert not list(data_dir.glob(f".{competition}.*"))
+    marker = data_dir / f".{competition}.zip.catsdogs-download"
+    assert not [p for p in data_dir.glob(f".{competition}.*") if p != marker or not (data_dir / f"{competition}.zip").exists()]
 
 
 def files_in(folder: Path) -> list[str]:
@@ -281,6 +283,37 @@ def test_archive_left_by_an_interrupted_unpack_is_reused(kaggle_stub, tmp_path, 
     assert code == 0, err
     assert "Using the archive already downloaded" in caplog.text
     assert json.loads((data / REDUX / MANIFEST).read_text())["test_files"] == 4
+    # not downloaded by this run: the user's (or an earlier run's) archive is kept (issue 31, item 1)
+    assert (data / f"{REDUX}.zip").read_bytes() == kaggle_stub.archives[REDUX]
+
+
+def test_an_archive_a_cut_short_run_of_this_tool_left_is_removed_once_unpacked(kaggle_stub, tmp_path, capsys):
+    from catsdogs_batch.kaggle.api import download_marker
+
+    kaggle_stub.archives[REDUX] = competition_zip()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / f"{REDUX}.zip").write_bytes(kaggle_stub.archives[REDUX])
+    download_marker(data / f"{REDUX}.zip").touch()  # as a run of this tool leaves it
+
+    code, _, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert code == 0, err
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]
+
+
+def test_a_file_of_the_archives_name_that_was_there_is_never_deleted(kaggle_stub, tmp_path, capsys, caplog):
+    """Not a zip, and not written by this run: refused as an archive, and kept."""
+    kaggle_stub.archives[REDUX] = competition_zip()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / f"{REDUX}.zip").write_bytes(b"my notes, not a zip" * 100)
+
+    code, _, err = run_cli(["download", "--data-dir", str(data)], capsys)
+
+    assert_one_line_error(code, err, "is not a zip this tool downloaded", "move it away")
+    assert (data / f"{REDUX}.zip").read_bytes() == b"my notes, not a zip" * 100
+    assert_nothing_unpacked(data)
 
 
 def test_rejected_api_token(kaggle_stub, tmp_path, capsys, monkeypatch):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,8 +34,12 @@ RULES_URL = "https://www.kaggle.com/competitions/{competition}/rules"
 TOKEN_URL = "https://www.kaggle.com/settings/api"
 
 
-def download_competition_archive(competition: str, dest_dir: Path) -> Path:
-    """Download the competition's whole-data zip to DEST_DIR/<competition>.zip and return its path.
+def download_competition_archive(competition: str, dest_dir: Path) -> tuple[Path, bool]:
+    """Download the competition's whole-data zip to DEST_DIR/<competition>.zip; return its path
+    and whether this tool wrote it (False: a file that was there already, not downloaded by this
+    tool, reused as it is). A download in progress is marked by `download_marker` beside it, so a
+    partial archive a cut-short run left is known for this tool's (and resumed); a file of that
+    name that is not a zip and not this tool's is refused, never written over.
 
     The client's `competition_download_files` reuses a complete archive not older than Kaggle's,
     resumes a partial one left by a cut-short run, and retries (5 times, resuming) on its own.
@@ -42,6 +47,14 @@ def download_competition_archive(competition: str, dest_dir: Path) -> Path:
     api = _authenticated_api()
     dest_dir.mkdir(parents=True, exist_ok=True)
     outfile = dest_dir / f"{competition}.zip"  # the client's name for a zip it was served
+    marker = download_marker(outfile)
+    ours = marker.exists()
+    if outfile.exists() and not ours and not zipfile.is_zipfile(outfile):
+        raise UserError(
+            f"{outfile} is there and is not a zip this tool downloaded: move it away (the download would "
+            "write over it), or import your own archive with --archive"
+        )
+    marker.touch()
     before = _stat(outfile)
     log.info("Asking Kaggle for the %s data (to %s)", competition, outfile)
     try:
@@ -49,8 +62,11 @@ def download_competition_archive(competition: str, dest_dir: Path) -> Path:
             api.competition_download_files(competition, path=str(dest_dir), quiet=False)
     except Exception as e:  # noqa: BLE001 - every failure is translated below
         partial = _stat(outfile) not in (None, before)
+        if not (partial or ours):  # nothing of this tool's to resume
+            marker.unlink(missing_ok=True)
         raise _translate(e, api, competition, partial_download=partial) from None
     if not outfile.is_file():
+        marker.unlink(missing_ok=True)
         written = sorted(p.name for p in dest_dir.glob(f"{competition}.*"))
         raise UserError(
             f"Kaggle did not serve the {competition} data as a zip (the client wrote "
@@ -58,7 +74,14 @@ def download_competition_archive(competition: str, dest_dir: Path) -> Path:
         )
     if _stat(outfile) == before:
         log.info("Using the archive already downloaded: %s", outfile)
-    return outfile
+        return outfile, ours
+    return outfile, True
+
+
+def download_marker(archive: Path) -> Path:
+    """`.<archive>.catsdogs-download` beside the archive: this tool is downloading it (left by a
+    run cut short, it says the partial archive is this tool's); removed with the archive."""
+    return archive.with_name(f".{archive.name}.catsdogs-download")
 
 
 @dataclass(frozen=True)

@@ -94,10 +94,10 @@ def download(options: DownloadOptions) -> Path:
         _install(options.archive, target, options.competition, source=str(options.archive.resolve()))
         return target
 
-    from .api import NoCredentials, download_competition_archive
+    from .api import NoCredentials, download_competition_archive, download_marker
 
     try:
-        archive = download_competition_archive(options.competition, options.data_dir)
+        archive, fetched = download_competition_archive(options.competition, options.data_dir)
     except NoCredentials as e:
         mounted = kaggle_input_folder(options.competition)
         if mounted is None:
@@ -112,13 +112,23 @@ def download(options: DownloadOptions) -> Path:
         _check_apart(mounted, target)
         _install(mounted, target, options.competition, source=str(mounted.resolve()))
         return target
+    # Only what this run downloaded is removed: an archive that was there before (put there by
+    # the user, or left whole by an earlier run) is theirs to keep or delete.
     try:
         _install(archive, target, options.competition, source="kaggle")
     except ArchiveError:
-        log.info("Deleting the broken download %s", archive)
-        archive.unlink(missing_ok=True)
+        if fetched:
+            log.info("Deleting the broken download %s", archive)
+            archive.unlink(missing_ok=True)
+        else:
+            log.info("Kept %s: it was there before, not downloaded by this tool", archive)
+        download_marker(archive).unlink(missing_ok=True)
         raise
-    archive.unlink()
+    if fetched:
+        archive.unlink()
+    else:
+        log.info("Kept %s: it was there before, not downloaded by this tool (delete it to free the space)", archive)
+    download_marker(archive).unlink(missing_ok=True)
     return target
 
 
