@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import os
 import shutil
 import signal
@@ -533,3 +534,17 @@ def test_an_out_under_a_link_to_nothing_names_that_link(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=f"{tmp_path / 'notes.txt'} is a file, not a folder$"):
         table_lock(tmp_path / "notes.txt" / "sub" / "r.csv")
+
+
+def test_the_summary_of_a_folder_with_nothing_readable_reads_right(tiny_model, tmp_path):
+    """Issue 31, item 12: it said "4 images (; 4 errors)"."""
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for n in range(4):
+        (folder / f"{n}.jpg").write_text("not a photo")
+    summary = predict_folder(PredictOptions(tiny_model, folder, tmp_path / "t.csv"))
+    assert summary.describe().startswith("4 images (4 errors) -> ")
+    (folder / "ok.jpg").unlink(missing_ok=True)
+    write_image(folder / "ok.jpg", 1)
+    one = predict_folder(PredictOptions(tiny_model, folder, tmp_path / "u.csv"))
+    assert re.match(r"5 images \(1 (cat|dog); 4 errors\) -> ", one.describe())

@@ -201,9 +201,10 @@ class Summary:
         return (self.processed - self.startup_rows) / seconds if seconds > 0 else 0.0
 
     def describe(self) -> str:
-        counts = ", ".join(f"{n} {label}" for label, n in sorted(self.labels.items()))
+        counts = [f"{n} {label}" for label, n in sorted(self.labels.items())]
+        errors = f"{self.errors} error{'' if self.errors == 1 else 's'}"
         text = (
-            f"{self.rows} images ({counts}; {self.errors} errors) -> {shown(self.table)}; "
+            f"{self.rows} images ({'; '.join([', '.join(counts)] * bool(counts) + [errors])}) -> {shown(self.table)}; "
             f"{self.processed} predicted in {self.seconds:.1f} s ({self.images_per_second:.1f} img/s"
             + (f", {self.runtimes})" if self.runtimes else ")")
         )
