@@ -22,7 +22,7 @@ import pytest
 from catsdogs_batch.labelling import label as label_module
 from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.labelling.label import Sorter, label_folder
+from catsdogs_batch.labelling.label import Sorter, label_folder, partial_copy
 from catsdogs_batch.options import EngineOptions, LabelOptions, Labelling
 from catsdogs_batch.inference.tables import COLUMNS, SOURCE_COLUMNS, label_for, read_table
 
@@ -162,7 +162,7 @@ def test_a_move_across_file_systems_copies_before_removing(tmp_path, monkeypatch
     content = photo.read_bytes()
     mover = Sorter(tmp_path / "in", tmp_path / "out", "move")
     (tmp_path / "out" / "dog" / "a").mkdir(parents=True)
-    (tmp_path / "out" / "dog" / "a" / ".x.jpg.catsdogs-partial").write_bytes(b"half a file from a killed run")
+    partial_copy(tmp_path / "out" / "dog" / "a" / "x.jpg").write_bytes(b"half a file from a killed run")
     mover.place("a/x.jpg", "dog")
     assert not photo.exists() and files_under(tmp_path / "out") == {"dog/a/x.jpg": content}
 
@@ -310,7 +310,7 @@ def test_a_copy_killed_after_placing_leaves_no_hidden_duplicate(tiny_model, phot
     args = ["label", str(tiny_model), str(photos), "--out", str(table), "--sort-into", str(sorted_dir), "--no-progress"]
     assert main(args) == 0
     placed = next(sorted_dir.glob("*/cat.jpg"))
-    os.link(placed, placed.with_name(".cat.jpg.catsdogs-partial"))  # killed between link and unlink
+    os.link(placed, partial_copy(placed))  # killed between link and unlink
     (table.with_name("t.csv.sorting.json")).write_text(json.dumps({
         "folder": str(photos.resolve()), "models": [str(tiny_model.resolve())], "sort_into": str(sorted_dir.resolve()),
         "mode": "copy", "threshold": 0.5, "uncertain": None,
@@ -576,3 +576,18 @@ def test_two_moves_of_one_folder_started_together(tiny_model, tmp_path):
             assert "48 placed, 0 already there, 0 left in place" in printed
     assert 0 in [code for code, _, _ in finished]
     assert sorted_photos(photos, tmp_path / "first", tmp_path / "second") == sorted(before.items())
+
+
+@pytest.mark.parametrize("mode", ["copy", "link", "move"])
+def test_names_up_to_the_file_systems_limit_are_sorted_in_every_mode(tmp_path, mode):
+    """Issue 31, item 9: a copy's hidden partial name outgrew 255 bytes for names of 238-255."""
+    names = ["c" * 251 + ".jpg", "x" + "é" * 125 + ".jpg"]  # 255 bytes each (é is two in UTF-8)
+    for k, name in enumerate(names):
+        assert len(os.fsencode(name)) == 255
+        write_image(tmp_path / "in" / name, k % 2, seed=k)
+    content = {name: (tmp_path / "in" / name).read_bytes() for name in names}
+    sorter = Sorter(tmp_path / "in", tmp_path / "out", mode)
+    for name in names:
+        sorter.place(name, "cat")
+    assert files_under(tmp_path / "out") == {f"cat/{name}": data for name, data in content.items()}
+    assert all(len(os.fsencode(partial_copy(tmp_path / "out" / "cat" / name).name)) < 64 for name in names)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import filecmp
 import logging
 import os
@@ -151,7 +152,7 @@ class Sorter:
             raise NotSorted(f"not sorted: {target} exists with other content")
         if self.mode == "move":
             _remove_source(source, target)  # the earlier run stopped between placing and removing
-        _partial(target).unlink(missing_ok=True)  # a killed copy's leftover, if any
+        partial_copy(target).unlink(missing_ok=True)  # a killed copy's leftover, if any
         self.counts.already += 1
 
     def _move_new(self, source: Path, target: Path) -> None:
@@ -210,16 +211,18 @@ def _check_row(relative: str, label: str) -> None:
         raise NotSorted("not sorted: not a path the folder's walk gives")
 
 
-def _partial(target: Path) -> Path:
+def partial_copy(target: Path) -> Path:
     """The name this tool copies to before a file is put in place (a leftover of a killed run
-    is replaced, never written through)."""
-    return target.with_name(f".{target.name}.catsdogs-partial")
+    is replaced, never written through): hidden, named by a digest of the target's name, so that
+    it fits the file system's limit on a name (255 bytes) whatever the photo's name."""
+    digest = hashlib.sha1(os.fsencode(target.name)).hexdigest()[:24]
+    return target.with_name(f".catsdogs-partial-{digest}")
 
 
 def _copy_new(source: Path, target: Path) -> None:
     """Copy to a hidden file beside the target, flush it to disk, then put it in place without
     overwriting: the target is either complete or absent."""
-    partial = _partial(target)
+    partial = partial_copy(target)
     try:
         partial.unlink(missing_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies
