@@ -203,7 +203,11 @@ def decode_sample(folder: Path, paths: list[str], count: int, seed: int, size: i
     int8 models are calibrated on. The same paths, count and seed give the same images."""
     chosen = np.random.default_rng(seed).permutation(len(paths))[:count]
     items = [LabelledImage(paths[k], 0) for k in sorted(chosen)]
-    return decode_images(folder, items, size, workers, "calibration")[0]
+    skipped: list[dict[str, str]] = []
+    pixels = [image for _, image in decode_labelled(folder, items, size, workers, "decode calibration", skipped)]
+    if not pixels:
+        raise UserError(f"none of the {len(items)} images drawn from {folder} to calibrate on is readable")
+    return np.stack(pixels)
 
 
 def decode_labelled(
