@@ -25,7 +25,7 @@ from catsdogs_batch.inference.predictor import Predictor
 
 from conftest import write_image
 
-FAST = ["--arch", "residual", "--image-size", "32", "--batch-size", "8", "--dense-units", "16"]
+FAST = ["--arch", "residual", "--image-size", "32", "--batch-size", "8", "--dense-units", "16", "--no-fast-model"]
 
 
 def train_cli(data: Path, out: Path, *extra: str) -> int:
@@ -81,6 +81,25 @@ def test_training_writes_everything_the_later_stages_need(kaggle_train_folder, t
     assert not (out / "backup").exists()  # removed once the run finished
     split = pd.read_csv(out / "split.csv")
     assert len(split) == 24 and set(split["subset"]) == {"train", "val"}
+
+
+@pytest.mark.slow
+def test_a_run_from_scratch_ends_with_its_fast_model_or_says_why_it_has_none(kaggle_train_folder, tmp_path):
+    """Every run ends by exporting itself (int8, else fp32 OpenVINO), checked against model.keras;
+    what a command given the run folder runs is what run.json's fast_model says."""
+    from catsdogs_batch.models.checkpoint import find_checkpoint
+
+    out = tmp_path / "run"
+    args = ["--arch", "seed", "--image-size", "32", "--batch-size", "8", "--dense-units", "16", "--epochs", "2"]
+    assert main(["train", "--data", str(kaggle_train_folder), "--out", str(out), *args]) == 0
+    fast = json.loads((out / "run.json").read_text())["fast_model"]
+    assert find_checkpoint(out).model_path == out / fast["model"]
+    if fast["runtime"] == "keras":  # both exports failed their check: each said why
+        assert len(fast["refused"]) == 2 and all("export refused" in why for why in fast["refused"])
+    else:
+        export = json.loads((out / fast["model"]).with_name("run.json").read_text())["export"]
+        assert export["check"]["passed"] and not export["content_check"]  # not a Lite2 backbone
+        assert fast["runtime"] == ("openvino int8" if export["int8"] else "openvino")
 
 
 @pytest.mark.slow
@@ -449,7 +468,7 @@ def test_fine_tuning_after_the_fitted_head_keeps_an_epoch_only_if_it_beats_the_h
     run.json's "best" move to an epoch only when its val_loss is below the head's."""
     out = tmp_path / "run"
     args = ["train", "--data", str(kaggle_train_folder), "--out", str(out), "--arch", "efficientnet-lite0"]
-    args += ["--epochs", "2", "--image-size", "64"]
+    args += ["--epochs", "2", "--image-size", "64", "--no-fast-model"]
     assert main(args) == 0
     run = json.loads((out / "run.json").read_text())
     history = pd.read_csv(out / "history.csv")
