@@ -755,3 +755,43 @@ def test_decoding_for_training_works_where_free_memory_is_unknown(tmp_path, monk
     monkeypatch.setattr("os.sysconf", _sysconf_without("SC_AVPHYS_PAGES", pages=1))  # 4 KiB free
     with pytest.raises(UserError, match=r"^2 train images at 32px need 0\.0 GiB, more than the 0\.0 GiB free"):
         decode_images(tmp_path, items, 32, 1, "train")
+
+
+def one_readable_class(folder: Path) -> Path:
+    """Ten cats, and ten dogs that are text files named .jpg."""
+    for n in range(10):
+        write_image(folder / f"cat.{n}.jpg", 0, seed=n)
+        (folder / f"dog.{n}.jpg").write_text("not a photo")
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["seed", pytest.param("efficientnet-lite0", marks=pytest.mark.slow)])
+def test_a_folder_with_one_readable_class_is_refused_by_every_arch_and_leaves_no_folder(tmp_path, arch, capsys):
+    """Issue 31, items 2 and 6: from scratch it trained a model that calls every photo a cat
+    ("val accuracy 1.0000"); every refusal left split.csv in the folder it made."""
+    data = one_readable_class(tmp_path / "one")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--arch", arch, "--image-size", "32", "--epochs", "1"]
+    assert main([*args, "--no-fast-model"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (and progress bars)
+    assert len(errors) == 1 and "not both cats and dogs" in errors[0], errors
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays, empty
+    assert main([*args, "--no-fast-model"]) == 1
+    assert out.is_dir() and not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_weights_that_are_not_finite_are_one_line_before_anything_is_written(kaggle_train_folder, tmp_path, capsys):
+    """Issue 31, item 3: a checkpoint of the right shapes holding NaN ended in scikit-learn's traceback."""
+    backbone = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
+    backbone.set_weights([np.full_like(w, np.nan) for w in backbone.get_weights()])
+    weights = tmp_path / "nan.weights.h5"
+    backbone.save_weights(weights)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(kaggle_train_folder), "--out", str(out), "--arch", "mobilenetv3-small",
+            "--weights", str(weights), "--image-size", "32", "--epochs", "1"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not all finite numbers" in err, err
+    assert not out.exists()

@@ -31,6 +31,7 @@ from ..models.checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
 from ..errors import UserError
 from ..files import (
     atomic_path,
+    shown,
     atomic_write_json,
     exclusive_lock,
     made_folder,
@@ -145,9 +146,30 @@ def _train_locked(options: TrainOptions) -> Path:
     # Built first: pretrained weights that cannot be had stop the run before it writes anything.
     keras.utils.set_random_seed(options.seed)
     model = build_model(options)
-    if not options.resume:
-        out.mkdir(parents=True, exist_ok=True)
-        write_split(out / SPLIT_FILE, train_items, val_items)
+    if options.weights not in ("imagenet", "none") and not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise UserError(f"--weights {shown(options.weights)}: its weights are not all finite numbers (NaN or infinity)")
+    if options.resume:
+        return _train_built(options, model, run, trained, train_items, val_items, corrections)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    write_split(out / SPLIT_FILE, train_items, val_items)
+    try:
+        return _train_built(options, model, {}, trained, train_items, val_items, corrections)
+    except UserError:  # refused before the run began (unreadable images, one readable class): leave nothing
+        if not run_path.exists():
+            (out / SPLIT_FILE).unlink(missing_ok=True)
+            shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
+            if made and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def _train_built(
+    options: TrainOptions, model: keras.Model, run: dict, trained: bool, train_items: list[LabelledImage],
+    val_items: list[LabelledImage], corrections: dict | None,
+) -> Path:
+    """The run, once its model is built and its split written: fit, calibrate, export."""
+    out, run_path = options.out, options.out / RUN_FILE
     started = time.time()
     val_features = None  # of a fitted head: what calibration needs instead of the images
     fitted = ARCHITECTURES[options.arch].fitted_head and options.weights != "none"
@@ -161,6 +183,8 @@ def _train_locked(options: TrainOptions) -> Path:
         skipped = train_data[2] + val_data[2]
         if len(train_data[0]) == 0 or len(val_data[0]) == 0:
             raise UserError(f"no readable images left in {options.data} after skipping {len(skipped)}")
+        for what, labels in (("training", train_data[1]), ("validation", val_data[1])):
+            _check_both_classes(options, what, labels)
         log.info(
             "training on %d images, validating on %d (%d unreadable skipped)",
             len(train_data[0]), len(val_data[0]), len(skipped),
@@ -238,8 +262,7 @@ def _fit_head(
     skipped = train_skipped + val_skipped
     train_y, val_y = (_readable_labels(items, rows) for items, rows in ((train_items, train_skipped), (val_items, val_skipped)))
     for what, labels in (("training", train_y), ("validation", val_y)):
-        if len(np.unique(labels)) < 2:
-            raise UserError(f"the readable {what} images of {options.data} are not both cats and dogs ({len(labels)} images)")
+        _check_both_classes(options, what, labels)
     log.info(
         "fitting the head on %d training images and their mirrors, validating on %d (%d unreadable skipped)",
         len(train_y), len(val_y), len(skipped),
@@ -265,6 +288,12 @@ def _fit_head(
         head.C, time.time() - started, validation["accuracy"], validation["log_loss"],
     )
     return run, val_f, val_y[:, None].astype(np.float32)
+
+
+def _check_both_classes(options: TrainOptions, what: str, labels: np.ndarray) -> None:
+    """Refuse a split whose readable images are of one class: every --arch would learn nothing."""
+    if len(np.unique(labels)) < 2:
+        raise UserError(f"the readable {what} images of {options.data} are not both cats and dogs ({len(labels)} images)")
 
 
 def _readable_labels(items: list[LabelledImage], skipped: list[dict[str, str]]) -> np.ndarray:
