@@ -194,6 +194,13 @@ def test_unreachable_kaggle_is_a_network_error(kaggle_home, tmp_path, capsys, mo
 
     assert_one_line_error(code, err, f"cannot reach 127.0.0.1:{port}", "network")
     assert "secret-key-for-network-test" not in out + err
+    assert "--archive ZIP_OR_FOLDER" in err  # what would serve instead (issue 31, item 10)
+
+    mounted = tmp_path / "input" / REDUX  # as a Kaggle notebook mounts the competition
+    mounted.mkdir(parents=True)
+    monkeypatch.setenv("CATSDOGS_KAGGLE_INPUT", str(tmp_path / "input"))
+    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
+    assert_one_line_error(code, err, f"cannot reach 127.0.0.1:{port}", f"mounted at {mounted}", f"--archive {mounted}")
 
 
 def test_truncated_archive_is_refused_and_deleted(kaggle_stub, tmp_path, capsys):

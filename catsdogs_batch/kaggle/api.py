@@ -109,6 +109,10 @@ class NoCredentials(UserError):
     """No Kaggle credentials anywhere the client looks (download then tries /kaggle/input)."""
 
 
+class Unreachable(UserError):
+    """Kaggle cannot be reached (download then says what else would serve)."""
+
+
 class KaggleUnavailable(UserError):
     """Kaggle did not answer this time (unreachable, a server error, rate-limited): worth asking again."""
 
@@ -326,7 +330,7 @@ def _translate(
     )
     if unreachable:
         host = _host(e.request.url) if e.request is not None and e.request.url else "Kaggle"
-        return UserError(f"cannot reach {host}: check your network connection or proxy settings")
+        return Unreachable(f"cannot reach {host}: check your network connection or proxy settings")
     cut_short = (
         requests.ConnectionError,
         requests.exceptions.ChunkedEncodingError,

@@ -94,10 +94,18 @@ def download(options: DownloadOptions) -> Path:
         _install(options.archive, target, options.competition, source=str(options.archive.resolve()))
         return target
 
-    from .api import NoCredentials, download_competition_archive, download_marker
+    from .api import NoCredentials, Unreachable, download_competition_archive, download_marker
 
     try:
         archive, fetched = download_competition_archive(options.competition, options.data_dir)
+    except Unreachable as e:  # offline: say what would serve instead
+        mounted = kaggle_input_folder(options.competition)
+        instead = (
+            f"the competition is mounted at {shown(mounted)}: import it with --archive {shown(mounted)}"
+            if mounted is not None
+            else "with the competition's zip or folder you already have, import it with --archive ZIP_OR_FOLDER"
+        )
+        raise Unreachable(f"{e}; {instead}") from None
     except NoCredentials as e:
         mounted = kaggle_input_folder(options.competition)
         if mounted is None:
