@@ -795,3 +795,19 @@ def test_weights_that_are_not_finite_are_one_line_before_anything_is_written(kag
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not all finite numbers" in err, err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_fine_tuning_epochs_that_do_not_beat_the_fitted_head_keep_its_figures(kaggle_train_folder, tmp_path, caplog):
+    """Issue 31, item 5: the run ended with "fitted head: val accuracy nan, val log loss nan" and a
+    run.json without `best`. Epochs at a learning rate that wrecks the model cannot beat the head."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(kaggle_train_folder), "--out", str(out), "--arch", "efficientnet-lite0",
+            "--image-size", "64", "--epochs", "1", "--learning-rate", "50", "--fine-tune-rate", "1", "--no-fast-model"]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="catsdogs_batch"):
+        assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert "epoch" not in run["best"] and run["best"]["val_log_loss"] == pytest.approx(run["head"]["val_log_loss"], abs=1e-6)
+    assert run["best"]["val_accuracy"] >= 0.5
+    last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fitted head:")][-1]
+    assert "nan" not in last

@@ -191,10 +191,12 @@ def _train_built(
         )
         previous_seconds = run.get("train_seconds", 0) if options.resume else 0
         head = run.get("head") if fitted else None  # fine-tuning keeps only what beats it
+        head_best = run.get("best") if head else None  # the head's figures, until an epoch beats them
         run = _run_record(options, train_data, val_data, skipped, status="running")
         run["train_seconds"] = previous_seconds
         if head:
             run["head"] = head
+            run["best"] = head_best
         if corrections:
             run["corrections"] = corrections
         atomic_write_json(run_path, run)
