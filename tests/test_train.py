@@ -811,3 +811,25 @@ def test_fine_tuning_epochs_that_do_not_beat_the_fitted_head_keep_its_figures(ka
     assert run["best"]["val_accuracy"] >= 0.5
     last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fitted head:")][-1]
     assert "nan" not in last
+
+
+@pytest.mark.slow
+def test_rerunning_a_run_killed_while_it_saved_its_head_finishes_it(kaggle_train_folder, tmp_path):
+    """Issue 31, item 4: kill -9 while the fitted head is saved leaves split.csv, backup/ and
+    .model.keras.*.tmp files, and no run.json: the same command again makes the run."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "split.csv").write_text("path,label,subset\n")
+    (out / "backup").mkdir()
+    (out / ".model.keras.x1y2z3.tmp").write_bytes(b"")
+    (out / ".model.keras.x1y2z3.tmp.keras").write_bytes(b"half a model")
+    args = ["train", "--data", str(kaggle_train_folder), "--out", str(out), *FAST, "--epochs", "1"]
+    assert main(args) == 0
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert not list(out.glob(".model.keras.*")) and not (out / "backup").exists()
+    # a folder with anything else in it is still refused
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "split.csv").write_text("")
+    (other / "notes.txt").write_text("mine")
+    assert main([*args[:4], str(other), *args[5:]]) == 1 and (other / "notes.txt").read_text() == "mine"

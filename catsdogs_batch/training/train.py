@@ -136,9 +136,16 @@ def _train_locked(options: TrainOptions) -> Path:
     else:
         if run_path.exists() or (out / MODEL_FILE).exists():
             raise UserError(f"{out} already holds a run: use --resume to continue it, or another --out")
-        # An empty folder, or one a run left before it started training (its split is redone).
-        if out.is_symlink() or (out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - {SPLIT_FILE})):
+        # An empty folder, or one a run left before it wrote run.json (killed while it embedded or
+        # saved the head): its split is redone and its leftovers go.
+        left = _left_by_a_run(out)
+        if out.is_symlink() or (out.exists() and (not out.is_dir() or left is None)):
             raise UserError(f"--out {out} is not an empty folder: a run gets a new one (its files would be replaced)")
+        for name in left or ():
+            if name == BACKUP_DIR:
+                shutil.rmtree(out / name)
+            elif name != SPLIT_FILE:
+                (out / name).unlink()
         if not options.data.is_dir():
             raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
         train_items, val_items, corrections = corrected_split(options)
@@ -162,6 +169,20 @@ def _train_locked(options: TrainOptions) -> Path:
             if made and not any(out.iterdir()):
                 out.rmdir()
         raise
+
+
+def _left_by_a_run(out: Path) -> set[str] | None:
+    """What a run killed before it wrote run.json left in `out` (split.csv, then its backup folder
+    and the temporary files of a model being saved), or None when `out` holds anything else.
+    Only a folder with split.csv, which a run writes first, holds a run's leftovers."""
+    if not out.is_dir() or out.is_symlink():
+        return set()
+    names = {p.name for p in out.iterdir()}
+    saving = {n for n in names if n.startswith(f".{MODEL_FILE}.") and ".tmp" in n and (out / n).is_file()}
+    ours = {SPLIT_FILE} | saving | ({BACKUP_DIR} if (out / BACKUP_DIR).is_dir() else set())
+    if not names or (SPLIT_FILE in names and names <= ours):
+        return names
+    return None
 
 
 def _train_built(
