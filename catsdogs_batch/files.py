@@ -164,7 +164,6 @@ def folder_lock(folder: str | os.PathLike, busy: str, *, shared: bool = False) -
 
 def shown(text: object) -> str:
     """`text` safe to print: bytes that are not UTF-8 as \\xNN, control and other
-    invisible characters (a terminal's escape sequences, right-to-left marks) as escapes, and a
-    backslash as two, so that no name prints like another (a file named `\\xff` shows `\\\\xff`)."""
-    text = str(text).replace("\\", "\\\\").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    invisible characters (a terminal's escape sequences, right-to-left marks) as escapes."""
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

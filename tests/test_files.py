@@ -105,13 +105,3 @@ def test_a_folder_lock_is_shared_or_held_alone_and_writes_nothing(tmp_path, monk
     with folder_lock(tmp_path, "busy"):  # goes on, as it did before there was a lock
         pass
     assert "cannot lock the folder" in caplog.text
-
-
-def test_names_that_differ_never_print_alike():
-    """Issue 31, item 11: a file named backslash-x-f-f and one named by the byte 0xFF printed alike."""
-    from catsdogs_batch.files import shown
-
-    literal, byte = "\\xff.jpg", os.fsdecode(b"\xff.jpg")
-    assert shown(literal) != shown(byte)
-    assert shown(byte) == "\\xff.jpg" and shown(literal) == "\\\\xff.jpg"
-    assert shown("a\\b\nc") == "a\\\\b\\nc"  # the backslash doubled, the newline escaped
