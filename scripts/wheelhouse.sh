@@ -10,7 +10,7 @@
 #   --arch ARCH             target machine (default x86_64)
 #   --glibc X.Y             newest glibc of the target; manylinux wheels up to it are accepted
 #                           (default 2.35, Kaggle's Ubuntu 22.04 image)
-#   --extras a,b            also the dependencies of these extras (e.g. onnx,openvino)
+#   --extras a,b            also the dependencies of these extras (e.g. onnx,ray)
 #   --without-tensorflow    leave out tensorflow, keras and what only they need (Kaggle
 #                           preinstalls them): about 300 MB instead of 860 MB; the install then
 #                           expects tensorflow>=2.16 and keras>=3 already present
