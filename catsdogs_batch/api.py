@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,7 +125,7 @@ def _options(cls, settings: dict[str, Any], **given: Any):
     for field in dataclasses.fields(cls):
         if field.name in given:
             continue
-        nested = _nested_class(field)
+        nested = _nested_class(cls, field)
         if nested is not None:
             names = {f.name for f in dataclasses.fields(nested)}
             chosen = {name: settings.pop(name) for name in list(settings) if name in names}
@@ -139,12 +140,11 @@ def _options(cls, settings: dict[str, Any], **given: Any):
     return cls(**values)
 
 
-def _nested_class(field: dataclasses.Field):
-    """The option dataclass a field holds (EngineOptions, Labelling, Augmentation, RayOptions), if any."""
-    from . import options
-
+def _nested_class(cls, field: dataclasses.Field):
+    """The option dataclass a field of `cls` holds (EngineOptions, Labelling, Augmentation,
+    RayOptions), if any: its annotation names a dataclass of the module that defines `cls`."""
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    candidate = getattr(options, kind, None)
+    candidate = vars(sys.modules[cls.__module__]).get(kind)
     return candidate if dataclasses.is_dataclass(candidate) else None
 
 

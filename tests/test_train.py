@@ -636,7 +636,7 @@ def test_a_run_interrupted_while_calibrating_resumes_without_training_again(kagg
 
 
 def test_a_new_phase_keeps_the_best_loss_but_not_the_patience_spent(tmp_path):
-    from catsdogs_batch.training.train import BestCheckpoint, CallbackState
+    from catsdogs_batch.training.callbacks import BestCheckpoint, CallbackState
 
     state = tmp_path / "callbacks.json"
     state.write_text(json.dumps({"phase": "head", "best": 0.3, "best_epoch": 1, "early_stopping_wait": 8,

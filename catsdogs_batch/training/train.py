@@ -51,6 +51,16 @@ from ..data.dataset import (
 from .calibration import TEMPERATURES, calibration_report, fit_temperature
 from ..models.networks import OUTPUT_LAYER, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
 from ..options import ARCHITECTURES, Augmentation, ExportOptions, TrainOptions, check_options
+from .callbacks import (
+    HEAD_WEIGHTS,
+    PHASE_FILE,
+    BestCheckpoint,
+    CallbackState,
+    HeadDone,
+    HistoryLogger,
+    RunProgress,
+    save_atomically,
+)
 from .recipe import make_datasets, resolve_options
 from ..side_files import read_record, run_lock_file
 
@@ -296,7 +306,7 @@ def _fit_head(
     )  # fmt: skip
     model.get_layer(OUTPUT_LAYER).set_weights([head.kernel, head.bias])
     options.out.joinpath(BACKUP_DIR).mkdir(exist_ok=True)
-    _save_atomically(model.save, options.out / MODEL_FILE, ".keras")
+    save_atomically(model.save, options.out / MODEL_FILE, ".keras")
     p_val = head.p_dog(val_f)
     validation = {"accuracy": accuracy(val_y, p_val), "log_loss": log_loss(val_y, p_val), "auc": roc_auc(val_y, p_val)}
     run = _run_record(options, (train_f, train_y[:, None]), (val_f, val_y[:, None]), skipped, status="trained")
@@ -354,8 +364,6 @@ class Phase:
     end_epoch: int
 
 
-PHASE_FILE = "phase.json"  # in BACKUP_DIR: {"phase": "fine-tune"} once the head is trained
-HEAD_WEIGHTS = "head.weights.h5"  # in BACKUP_DIR: the best head, where fine-tuning starts
 
 
 def _phases(options: TrainOptions, model: keras.Model) -> Iterator[Phase]:
@@ -417,136 +425,6 @@ def _callbacks(options: TrainOptions, phase: Phase, best: float | None = None) -
     return callbacks
 
 
-def _save_atomically(save, path: Path, suffix: str) -> None:
-    """`save(file)` into a temporary file renamed onto `path`: a kill never leaves half a model.
-    Keras insists on the file's suffix (`.keras`, `.weights.h5`)."""
-    with atomic_path(path) as tmp:
-        saved = tmp.with_name(tmp.name + suffix)
-        try:
-            save(saved)
-            saved.replace(tmp)
-        finally:
-            saved.unlink(missing_ok=True)
-
-
-class BestCheckpoint(keras.callbacks.Callback):
-    """The model of the epoch with the lowest val_loss so far, replacing `path` atomically
-    (Keras's ModelCheckpoint writes over the file in place)."""
-
-    def __init__(self, path: Path, best: float = np.inf):
-        super().__init__()
-        self.path, self.best = path, best
-
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("val_loss")
-        if loss is not None and loss < self.best:
-            self.best = float(loss)
-            _save_atomically(self.model.save, self.path, ".keras")
-
-
-class HeadDone(keras.callbacks.Callback):
-    """When the head phase ends, before its backup is removed: the best head so far (the
-    checkpoint) saved where fine-tuning starts, and the phase marked done."""
-
-    def __init__(self, backup: Path, best_model: Path):
-        super().__init__()
-        self.backup, self.best_model = backup, best_model
-
-    def on_train_end(self, logs=None):
-        self.model.load_weights(self.best_model)
-        _save_atomically(self.model.save_weights, self.backup / HEAD_WEIGHTS, ".weights.h5")
-        atomic_write_json(self.backup / PHASE_FILE, {"phase": "fine-tune"})
-
-
-class HistoryLogger(keras.callbacks.CSVLogger):
-    """Keras's CSVLogger (a header, then a row per epoch; appended to by a later phase or a
-    resumed run) with "\\n" line ends, like every other table here, where it writes "\\r\\n".
-    A history an earlier version wrote is converted before rows are added to it."""
-
-    def on_train_begin(self, logs=None):
-        path = Path(self.filename)
-        if self.append and path.is_file() and b"\r\n" in (old := path.read_bytes()):
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(old.replace(b"\r\n", b"\n"))
-        super().on_train_begin(logs)
-        self.csv_file = _LineFeeds(self.csv_file)
-
-
-class _LineFeeds:
-    """A text file whose writes have their "\\r\\n" turned into "\\n" (csv's excel dialect, which
-    CSVLogger's writer uses, ends each row with "\\r\\n")."""
-
-    def __init__(self, file):
-        self._file = file
-
-    def write(self, text: str) -> int:
-        return self._file.write(text.replace("\r\n", "\n"))
-
-    def __getattr__(self, name):
-        return getattr(self._file, name)
-
-
-class CallbackState(keras.callbacks.Callback):
-    """Saves what BackupAndRestore does not: the best val_loss and patience counters of
-    EarlyStopping, the checkpoint and ReduceLROnPlateau, so a resumed run behaves as if it had
-    never stopped. A new phase keeps only the best val_loss: its patience starts afresh."""
-
-    def __init__(self, path: Path, phase: str, early_stopping, checkpoint, plateau):
-        super().__init__()
-        self.path, self.phase = path, phase
-        self.early_stopping, self.checkpoint, self.plateau = early_stopping, checkpoint, plateau
-
-    def on_train_begin(self, logs=None):
-        if not self.path.exists():
-            return
-        state = json.loads(self.path.read_text())
-        self.early_stopping.best = self.checkpoint.best = self.plateau.best = state["best"]
-        if state.get("phase", self.phase) != self.phase:
-            return
-        self.early_stopping.wait = state["early_stopping_wait"]
-        self.early_stopping.best_epoch = state["best_epoch"]
-        self.plateau.wait = state["plateau_wait"]
-        self.plateau.cooldown_counter = state["plateau_cooldown"]
-
-    def on_epoch_end(self, epoch, logs=None):
-        atomic_write_json(
-            self.path,
-            {
-                "phase": self.phase,
-                "best": float(self.checkpoint.best),
-                "best_epoch": self.early_stopping.best_epoch,
-                "early_stopping_wait": self.early_stopping.wait,
-                "plateau_wait": self.plateau.wait,
-                "plateau_cooldown": self.plateau.cooldown_counter,
-            },
-        )
-
-
-class RunProgress(keras.callbacks.Callback):
-    """After each epoch, one line on the whole run (every phase): elapsed time and, at the mean
-    time per epoch so far, how long the remaining epochs will take (Keras's bar shows only the
-    epoch's)."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs, self.started, self.done = epochs, time.monotonic(), 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.done += 1
-        elapsed = time.monotonic() - self.started
-        left = self.epochs - (epoch + 1)
-        log.info(
-            "epoch %d/%d: %s elapsed, at most %s left for the %d epochs to go (early stopping may end sooner)",
-            epoch + 1, self.epochs, _duration(elapsed), _duration(elapsed / self.done * left), left,
-        )
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
 # --- the run's fast model ----------------------------------------------------------------
 
 FAST_MODEL_CHECK_IMAGES = 500  # held-out images the run's export is checked on (a seeded sample of them)
@@ -602,7 +480,7 @@ def calibrate(
     source = run / BACKUP_DIR / UNCALIBRATED
     if not source.exists():
         source.parent.mkdir(exist_ok=True)
-        _save_atomically(lambda tmp: shutil.copyfile(run / MODEL_FILE, tmp), source, ".keras")
+        save_atomically(lambda tmp: shutil.copyfile(run / MODEL_FILE, tmp), source, ".keras")
     model = keras.saving.load_model(source, compile=False)
     dense = model.get_layer(OUTPUT_LAYER)
     if features is None:
@@ -630,7 +508,7 @@ def calibrate(
     temperature = fit_temperature(labels, logits)
     report = calibration_report(labels, logits, temperature)
     scale_logit(model, temperature)
-    _save_atomically(model.save, run / MODEL_FILE, ".keras")
+    save_atomically(model.save, run / MODEL_FILE, ".keras")
     log.info(
         "calibrated: temperature %.3f; validation log loss %.4f -> %.4f, calibration error %.4f -> %.4f",
         temperature, report["log_loss"]["before"], report["log_loss"]["after"],
