@@ -14,14 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import faulthandler
 import logging
 import os
-import signal
 import sys
-import tempfile
-import threading
-import traceback
 import typing
 import warnings
 from collections.abc import Callable
@@ -53,6 +48,7 @@ from .options import (
     TrainOptions,
     flag,
 )
+from .quiet import QuietTensorFlowStart
 
 EXIT_ERROR, EXIT_NOT_ALL_SORTED, EXIT_INTERRUPTED = 1, 3, 130
 
@@ -701,78 +697,6 @@ def own_or_error(record: logging.LogRecord) -> bool:
     return record.name.partition(".")[0] == __package__ or record.levelno >= logging.ERROR
 
 
-TAIL_LINES = 20  # of what native libraries wrote, shown when a command fails unexpectedly
-TAIL_BYTES = 64 * 1024  # read to find them, however long the log
-
-
-class NativeStderr:
-    """What C libraries write straight to the stderr descriptor (TensorFlow's and oneDNN's
-    start-up log) goes to a temporary file for the command's duration, while Python's own
-    messages, the progress bar included, still reach the terminal. When the command fails
-    unexpectedly, `show_tail` prints the file's last lines (a library's own words: an allocator
-    out of memory, a failed check); a native crash prints Python's fatal-error report
-    (faulthandler) on the terminal, and the file, which then stays, holds the library's words."""
-
-    def __enter__(self) -> NativeStderr:
-        try:
-            sys.stderr.flush()
-            self.python_on_fd2 = sys.stderr.fileno() == 2
-        except (AttributeError, OSError, ValueError):  # stderr replaced (a test, an IDE) or None
-            self.python_on_fd2 = False
-        self.saved = os.dup(2)
-        self.fd, self.path = tempfile.mkstemp(prefix="catsdogs-", suffix=".stderr")  # kept: read even if removed
-        os.dup2(self.fd, 2)
-        self.python_stderr = sys.stderr
-        if self.python_on_fd2:
-            sys.stderr = open(self.saved, "w", buffering=1, closefd=False, errors="backslashreplace")
-        # Python's own fault handler (PYTHONFAULTHANDLER, -X faulthandler) writes to descriptor 2,
-        # the file now: moved to the terminal while the command runs. A test runner's has its own.
-        asked = os.environ.get("PYTHONFAULTHANDLER") or "faulthandler" in sys._xoptions
-        self.pythons = faulthandler.is_enabled() and bool(asked)
-        self.faulthandler = not faulthandler.is_enabled() or self.pythons
-        if self.faulthandler:
-            faulthandler.enable(file=self.saved)
-        # SIGTERM (kill, timeout, a scheduler) still ends the command at once, the file first
-        self.sigterm = threading.current_thread() is threading.main_thread() and (
-            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-        )
-        if self.sigterm:
-            signal.signal(signal.SIGTERM, self._terminated)
-        return self
-
-    def _terminated(self, signum: int, frame: object) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    def show_tail(self) -> None:
-        size = os.fstat(self.fd).st_size
-        end = os.pread(self.fd, TAIL_BYTES, max(0, size - TAIL_BYTES))  # not the offset fd 2 writes at
-        lines = end.decode("utf-8", "backslashreplace").splitlines()[-TAIL_LINES:]
-        if lines:
-            say("the last lines native libraries wrote before it:", file=sys.stderr)
-            say("\n".join("  " + line for line in lines), file=sys.stderr)
-
-    def __exit__(self, *exc) -> None:
-        if self.sigterm and signal.getsignal(signal.SIGTERM) == self._terminated:  # not replaced since
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if self.faulthandler:
-            faulthandler.disable()
-        if self.python_on_fd2:  # else left as it was (None, in a GUI or a service)
-            with contextlib.suppress(OSError):  # a reader gone (| head): the file goes all the same
-                sys.stderr.flush()
-        sys.stderr = self.python_stderr
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        os.close(self.fd)
-        with contextlib.suppress(FileNotFoundError):  # someone cleaning $TMPDIR meanwhile
-            os.unlink(self.path)
-        if self.pythons:  # back on sys.stderr, as Python had it
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                faulthandler.enable()
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -781,14 +705,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with contextlib.ExitStack() as quiet:
-        native = None if args.verbose else quiet.enter_context(NativeStderr())
         if not args.verbose:
+            if "tensorflow" not in sys.modules:
+                start = QuietTensorFlowStart()
+                sys.meta_path.insert(0, start)
+                quiet.callback(lambda: start in sys.meta_path and sys.meta_path.remove(start))
             # Libraries' warnings (Keras' one per layer of a weights file it cannot match, Pillow's
             # about photos of 90 to 180 megapixels, decoded all the same) are theirs, not the
             # command's: its errors still end it with one line.
             quiet.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
-        handler = logging.StreamHandler()  # after the redirection: it writes to sys.stderr
+        handler = logging.StreamHandler()
         handler.setFormatter(EscapedFormatter("%(message)s"))
         if not args.verbose:
             handler.addFilter(own_or_error)
@@ -807,12 +734,6 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             say(f"catsdogs {args.command}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except Exception:  # not a user's mistake: a bug, or a library that failed (out of memory, ...)
-            if native is None:
-                raise
-            traceback.print_exc()
-            native.show_tail()
-            return EXIT_ERROR
 
 
 if __name__ == "__main__":
