@@ -110,7 +110,7 @@ def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Pa
     changed, skipped, found, corrected = 0, 0, set(), []
     for items in parts:
         kept = []
-        for item, label in zip(items, given.labels.get_many([item.path for item in items])):
+        for item, label in ((item, given.labels.get(item.path)) for item in items):
             if label is None:
                 kept.append(item)
                 continue

@@ -47,7 +47,7 @@ from ..inference.engine import check_engine_options, predict_folder, table_lock
 from ..errors import UserError
 from ..files import atomic_write_json, folder_lock, shown
 from ..options import LabelOptions, PredictOptions, check_options
-from ..data.corrections import CorrectionsFile, CorrectionsIndex, read_corrections
+from ..data.corrections import CorrectionsFile, read_corrections
 from ..side_files import read_record, sorted_file, sorting_file
 from ..inference.tables import ANSWERS, confidences, iter_table, label_for
 
@@ -296,8 +296,7 @@ def relabeller(corrections: Mapping[str, str]) -> Callable[[pd.DataFrame], pd.Da
     def relabel(frame: pd.DataFrame) -> pd.DataFrame:
         # A plain lookup: pandas would turn the names into UTF-8 strings, which some names are not.
         paths = frame["path"].astype(object).tolist()
-        found = corrections.get_many(paths) if isinstance(corrections, CorrectionsIndex) else [corrections.get(p) for p in paths]
-        human = pd.Series(found, index=frame.index, dtype=object)
+        human = pd.Series([corrections.get(path) for path in paths], index=frame.index, dtype=object)
         ok = (frame["status"] == "ok").to_numpy(dtype=bool, na_value=False)
         corrected = ok & human.notna().to_numpy()
         p = frame["p_dog"].to_numpy(dtype=float, na_value=np.nan)
