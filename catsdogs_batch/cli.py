@@ -47,6 +47,7 @@ from .options import (
     SubmitOptions,
     TrainOptions,
     flag,
+    number_pair,
 )
 from .quiet import QuietTensorFlowStart
 
@@ -70,27 +71,33 @@ def number(kind: type, bounds: Bounds | None = None) -> Callable:
 
 
 def option(parser: argparse.ArgumentParser, options: type, name: str, help: str, *flags: str, **extra: Any) -> None:
-    """Add the flag of option `name` of the dataclass `options` (its flag, or `flags`), with the
-    default, type, range and choices the dataclass gives it. A yes/no option that is on by
-    default is turned off by its flag (give it, e.g. --no-calibration)."""
+    """Add the flag of option `name` of the dataclass `options` (its flag, or `flags`; a flag
+    without a dash is a positional argument), with the default, type, range and choices the
+    dataclass gives it. A yes/no option that is on by default is turned off by its flag (give
+    it, e.g. --no-calibration)."""
     f = next(f for f in dataclasses.fields(options) if f.name == name)
     kind = typing.get_type_hints(options)[name]
     default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     prefix = extra.pop("prefix", "")
-    kwargs: dict[str, Any] = {"dest": prefix + name, "help": help}
+    positional = bool(flags) and not flags[0].startswith("-")
+    kwargs: dict[str, Any] = {"help": help} if positional else {"dest": prefix + name, "help": help}
+    if positional:
+        flags, kwargs["metavar"] = (prefix + name,), flags[0]
     if kind is bool:  # a --no-X flag always turns X off
         kwargs["action"] = "store_false" if default or any(f.startswith("--no-") for f in flags) else "store_true"
-        kwargs["default"] = default
     else:
         numeric = next((t for t in (int, float) if t == kind or t in typing.get_args(kind)), None)
-        if typing.get_origin(kind) is tuple or any(typing.get_origin(t) is tuple for t in typing.get_args(kind)):
+        if number_pair(kind):
             kwargs.update(nargs=2, type=number(float, f.metadata.get("bounds")))
         elif numeric is not None:
             kwargs["type"] = number(numeric, f.metadata.get("bounds"))
         elif Path == kind or Path in typing.get_args(kind):
             kwargs["type"] = Path
+        elif kind is not str and str not in typing.get_args(kind):
+            raise TypeError(f"{options.__name__}.{name}: no flag for {kind}")
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
+    if default is not dataclasses.MISSING:
         kwargs["default"] = default
     parser.add_argument(*(flags or (flag(prefix + name),)), **{**kwargs, **extra})
 
@@ -260,12 +267,13 @@ def run_train(args: argparse.Namespace) -> None:
 # --- predict, submission ------------------------------------------------------------------
 
 
-def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+def _add_engine_options(parser: argparse.ArgumentParser, command_options: type) -> None:
+    """The flags every command that predicts with the engine has (and its --overwrite)."""
     e = EngineOptions
     option(parser, e, "tta", "average with the mirrored image")
     option(parser, e, "batch_size", "images per batch of the model")
     option(parser, e, "workers", "decoding threads")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output")
+    option(parser, command_options, "overwrite", "replace existing output")
     option(parser, e, "shard_size", "files per resumable unit of work")
     option(parser, e, "progress", "no progress bar", "--no-progress")
     option(
@@ -306,11 +314,11 @@ def parse_predict(sub: argparse._SubParsersAction) -> None:
         "imagenet_cat, imagenet_top, width, height, status, error. "
         "An interrupted run continues where it stopped when rerun.",
     )  # fmt: skip
-    p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
-    p.add_argument("folder", type=Path, help="folder of images")
-    p.add_argument("--out", type=Path, required=True, help="results table, .csv or .parquet")
+    option(p, PredictOptions, "model", MODELS_HELP, "model", nargs="+")
+    option(p, PredictOptions, "folder", "folder of images", "folder")
+    option(p, PredictOptions, "out", "results table, .csv or .parquet", required=True)
     _add_content_options(p)
-    _add_engine_options(p)
+    _add_engine_options(p, PredictOptions)
     p.set_defaults(func=run_predict)
 
 
@@ -346,16 +354,16 @@ def parse_submission(sub: argparse._SubParsersAction) -> None:
         description="Predict every test image and write submission.csv (checked against the "
         "competition's sample submission) and results.csv into the output folder.",
     )  # fmt: skip
-    p.add_argument(
-        "--model", type=Path, action="append",
-        help="run folder (default: the newest finished run in models/); repeat it for an ensemble",
+    option(
+        p, SubmissionOptions, "model",
+        "run folder (default: the newest finished run in models/); repeat it for an ensemble", action="append",
     )  # fmt: skip
     option(p, SubmissionOptions, "test_dir", "default: data/<competition>/test")
     option(p, SubmissionOptions, "competition", "Kaggle competition")
     option(p, SubmissionOptions, "clip", "redux: clip p_dog to [clip, 1-clip]")
     option(p, SubmissionOptions, "sample_submission", "default: found beside the test folder")
     option(p, SubmissionOptions, "out", "output folder (default: submissions/<run-name>)")
-    _add_engine_options(p)
+    _add_engine_options(p, SubmissionOptions)
     p.set_defaults(func=run_submission)
 
 
@@ -383,7 +391,7 @@ def parse_export(sub: argparse._SubParsersAction) -> None:
         f"sure of (p_dog below {DEFAULT_BAND[0]} or above {DEFAULT_BAND[1]}) keep its label; int8 keeps "
         "more layers in fp32, one step at a time, until it passes.",
     )  # fmt: skip
-    p.add_argument("model", type=Path, help="a run folder (models/<run>) or its model.keras")
+    option(p, ExportOptions, "model", "a run folder (models/<run>) or its model.keras", "model")
     option(p, ExportOptions, "format", "what will run it")
     option(p, ExportOptions, "int8", "quantize to int8 after training")
     option(
@@ -429,8 +437,8 @@ def parse_submit(sub: argparse._SubParsersAction) -> None:
         "still being scored when the wait ends exits 0 and says how to look later. With --status, "
         "list the latest submissions with their status and public score instead (no upload).",
     )  # fmt: skip
-    p.add_argument("file", type=Path, nargs="?", help="the submission file, e.g. submissions/submission.csv")
-    p.add_argument("-m", "--message", help="a description of this submission (required with FILE)")
+    option(p, SubmitOptions, "file", "the submission file, e.g. submissions/submission.csv", "file", nargs="?", default=None)
+    option(p, SubmitOptions, "message", "a description of this submission (required with FILE)", "-m", "--message")
     option(p, SubmitOptions, "wait", "how long to wait for the score; 0 uploads only", metavar="SECONDS")
     option(
         p, SubmitOptions, "poll_interval",
@@ -475,8 +483,8 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
         "DIR/{cat,dog,neither,both,uncertain}/<its path relative to FOLDER>; no file is ever overwritten, "
         "unreadable files stay where they are, and an interrupted run finishes when rerun.",
     )  # fmt: skip
-    p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
-    p.add_argument("folder", type=Path, help="folder of images")
+    option(p, LabelOptions, "model", MODELS_HELP, "model", nargs="+")
+    option(p, LabelOptions, "folder", "folder of images", "folder")
     option(
         p, LabelOptions, "out",
         "results table, .csv or .parquet (default: submissions/labels-<folder name>.csv, "
@@ -499,7 +507,7 @@ def parse_label(sub: argparse._SubParsersAction) -> None:
         "removes each source only once its copy is in place",
         default=None,  # given or not: --mode needs --sort-into
     )  # fmt: skip
-    _add_engine_options(p)
+    _add_engine_options(p, LabelOptions)
     p.set_defaults(func=run_label)
 
 
@@ -527,12 +535,12 @@ def parse_evaluate(sub: argparse._SubParsersAction) -> None:
         "precision and recall per class, confusion matrix, errors), confusion_matrix.png, "
         "roc_curve.png, reliability.png, confidently_wrong.jpg and report.html.",
     )  # fmt: skip
-    p.add_argument("model", type=Path, nargs="+", help=MODELS_HELP)
-    p.add_argument("folder", type=Path, metavar="labelled_folder", help="folder of labelled images")
+    option(p, EvaluateOptions, "model", MODELS_HELP, "model", nargs="+")
+    option(p, EvaluateOptions, "folder", "folder of labelled images", "labelled_folder")
     option(p, EvaluateOptions, "out", "output folder (default: submissions/evaluate-<run>-<folder name>)", metavar="DIR")
     option(p, EvaluateOptions, "worst", "images on the contact sheet of the most confidently wrong")
     _add_content_options(p)
-    _add_engine_options(p)
+    _add_engine_options(p, EvaluateOptions)
     p.set_defaults(func=run_evaluate)
 
 
@@ -555,10 +563,10 @@ def parse_review(sub: argparse._SubParsersAction) -> None:
         "c cat, d dog, x neither/unusable, space the model's label, u undo, arrows move. Every "
         "decision is saved at once to corrections.csv (path,label) beside the table.",
     )  # fmt: skip
-    p.add_argument(
-        "table", type=Path,
-        help="results table of predict, label, evaluate or audit (or evaluate's folder), or a training run "
-        "folder: its validation images, predicted by its model",
+    option(
+        p, ReviewOptions, "table",
+        "results table of predict, label, evaluate or audit (or evaluate's folder), or a training run "
+        "folder: its validation images, predicted by its model", "table",
     )  # fmt: skip
     option(
         p, ReviewOptions, "images",
@@ -602,7 +610,7 @@ def parse_audit(sub: argparse._SubParsersAction) -> None:
         "`catsdogs review TABLE` shows the flagged ones.",
     )  # fmt: skip
     a = AuditOptions
-    p.add_argument("data", type=Path, help="folder of labelled images")
+    option(p, a, "data", "folder of labelled images", "data")
     option(p, a, "out", "the table, .csv or .parquet (default: submissions/audit-<folder name>.csv)", metavar="TABLE")
     option(p, a, "folds", "k of the k-fold predictions")
     option(

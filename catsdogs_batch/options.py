@@ -11,6 +11,7 @@ import dataclasses
 import numbers
 import os
 import sys
+import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,16 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def number_pair(kind: Any) -> bool:
+    """Whether an option's type is two numbers (`tuple[float, float]`, or that or None)."""
+    return any(typing.get_origin(t) is tuple and float in typing.get_args(t) for t in (kind, *typing.get_args(kind)))
+
+
 def check_options(options: Any, prefix: str = "") -> None:
     """Refuse, with one line naming the flag, a value an option does not admit (its `setting`),
     in `options` and the options dataclasses it holds; and an engine's own options given with
     another engine. None means "not given" and passes. `prefix`: of the flags of nested options."""
+    kinds = typing.get_type_hints(type(options))
     for f in dataclasses.fields(options):
         value, name = getattr(options, f.name), prefix + f.name
         nested = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
@@ -80,10 +87,10 @@ def check_options(options: Any, prefix: str = "") -> None:
         elif dataclasses.is_dataclass(value):
             check_options(value, prefix)
         elif value is not None or f.default is not None:
-            _check_setting(f, value, flag(name))
+            _check_setting(f, kinds[f.name], value, flag(name))
 
 
-def _check_setting(f: dataclasses.Field, value: Any, name: str) -> None:
+def _check_setting(f: dataclasses.Field, kind: Any, value: Any, name: str) -> None:
     """Refuse a value the field's `setting` does not admit: not among its choices, or not a
     number of its kind (an integer for an int field; two for a band) within its bounds."""
     choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
@@ -91,11 +98,11 @@ def _check_setting(f: dataclasses.Field, value: Any, name: str) -> None:
         raise UserError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
     if bounds is None:
         return
-    kind = str(f.type)  # a string: the annotations are not evaluated
-    if kind.startswith("tuple") and not (isinstance(value, (tuple, list)) and len(value) == 2):
+    pair = number_pair(kind)
+    if pair and not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise UserError(f"{name} takes two numbers, not {value!r}")
-    whole = kind.startswith("int")
-    for number in value if kind.startswith("tuple") else (value,):
+    whole = kind is int or int in typing.get_args(kind)
+    for number in value if pair else (value,):
         if isinstance(number, bool) or not isinstance(number, numbers.Integral if whole else numbers.Real):
             raise UserError(f"{name} must be {'an integer' if whole else 'a number'}, not {number!r}")
         if whole and number > sys.maxsize:
