@@ -356,8 +356,7 @@ def test_resume_continues_an_interrupted_run_where_it_stopped(kaggle_train_folde
 
 def test_history_csv_has_lf_line_ends_and_is_appended_to_by_later_phases_and_resumes(tmp_path):
     """history.csv ends its lines with "\\n" like every other table, whichever fit writes it: a
-    first phase starts it, a later phase or a resumed run appends, a history an earlier version
-    wrote with "\\r\\n" is converted before rows are added to it."""
+    first phase starts it, a later phase or a resumed run appends."""
     import dataclasses
 
     from catsdogs_batch.options import TrainOptions
@@ -377,7 +376,7 @@ def test_history_csv_has_lf_line_ends_and_is_appended_to_by_later_phases_and_res
     fit(Phase("head", 0, 2))
     fit(Phase("fine-tune", 2, 3))
     assert history.read_bytes() == b"epoch,loss,val_loss\n0,0.5,0.25\n1,0.5,0.25\n2,0.5,0.25\n"
-    history.write_bytes(b"epoch,loss,val_loss\r\n0,0.5,0.25\r\n")  # an interrupted run of the previous version
+    history.write_bytes(b"epoch,loss,val_loss\n0,0.5,0.25\n")  # a run interrupted after its first epoch
     fit(Phase("train", 1, 2), resume=True)
     assert history.read_bytes() == b"epoch,loss,val_loss\n0,0.5,0.25\n1,0.5,0.25\n"
     fit(Phase("train", 0, 1))  # a new run starts it afresh

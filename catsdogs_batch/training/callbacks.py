@@ -63,14 +63,9 @@ class HeadDone(keras.callbacks.Callback):
 
 class HistoryLogger(keras.callbacks.CSVLogger):
     """Keras's CSVLogger (a header, then a row per epoch; appended to by a later phase or a
-    resumed run) with "\\n" line ends, like every other table here, where it writes "\\r\\n".
-    A history an earlier version wrote is converted before rows are added to it."""
+    resumed run) with "\\n" line ends, like every other table here, where it writes "\\r\\n"."""
 
     def on_train_begin(self, logs=None):
-        path = Path(self.filename)
-        if self.append and path.is_file() and b"\r\n" in (old := path.read_bytes()):
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(old.replace(b"\r\n", b"\n"))
         super().on_train_begin(logs)
         self.csv_file = _LineFeeds(self.csv_file)
 

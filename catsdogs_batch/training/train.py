@@ -86,8 +86,7 @@ def _options_to_json(options: TrainOptions) -> dict:
 
 
 def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
-    # Runs from before --arch trained the seed's CNN, on a split drawn with --seed.
-    config = {"arch": "seed", "split_seed": config["seed"]} | config
+    config = dict(config)
     config["augmentation"] = Augmentation(**config["augmentation"])
     config["data"] = Path(config["data"])
     config["out"] = Path(config["out"])
