@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import UserError
@@ -167,3 +167,17 @@ def shown(text: object) -> str:
     invisible characters (a terminal's escape sequences, right-to-left marks) as escapes."""
     text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def plain_relative(name: str) -> bool:
+    """Whether `name` is a plain relative path below a folder, as a walk gives it: not empty,
+    not absolute, no `..`, `.` or empty parts (the POSIX spelling of itself)."""
+    path = PurePosixPath(name)
+    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts and path.as_posix() == name
+
+
+def resolves_inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """`path` with every link resolved, if that is `folder` (itself resolved) or below it; else
+    None. The one test of "a link never leads out of the folder the user named"."""
+    real = Path(os.path.realpath(path))
+    return real if real.is_relative_to(os.path.realpath(folder)) else None

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from ..files import shown
+from ..files import resolves_inside, shown
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CLASS_NAMES = ("cat", "dog")  # index = label: 0 = cat, 1 = dog
@@ -257,7 +257,6 @@ def iter_image_files(folder: str | os.PathLike, hidden: HiddenEntries | None = N
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
-    inside = os.path.join(os.path.realpath(folder), "")
     visited: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every folder walked
     stack = [folder]
     while stack:
@@ -283,7 +282,7 @@ def iter_image_files(folder: str | os.PathLike, hidden: HiddenEntries | None = N
                     else:
                         hidden.files += 1
                 continue
-            if _links_inside(entry, inside):
+            if _links_inside(entry, folder):
                 continue
             if _is_dir(entry):
                 subdirs.append(Path(entry.path))
@@ -292,12 +291,10 @@ def iter_image_files(folder: str | os.PathLike, hidden: HiddenEntries | None = N
         stack.extend(reversed(subdirs))
 
 
-def _links_inside(entry: os.DirEntry, inside: str) -> bool:
-    """Whether `entry` is a link to something that exists under the folder `inside` (which ends
-    with a separator); a broken link is not, and becomes an error row."""
-    if not entry.is_symlink() or not os.path.exists(entry.path):
-        return False
-    return os.path.join(os.path.realpath(entry.path), "").startswith(inside)
+def _links_inside(entry: os.DirEntry, folder: Path) -> bool:
+    """Whether `entry` is a link to something that exists in `folder`; a broken link is not,
+    and becomes an error row."""
+    return entry.is_symlink() and os.path.exists(entry.path) and resolves_inside(folder, entry.path) is not None
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

@@ -45,7 +45,7 @@ import pandas as pd
 from ..models.checkpoint import model_paths
 from ..inference.engine import check_engine_options, predict_folder, table_lock
 from ..errors import UserError
-from ..files import atomic_write_json, folder_lock, shown
+from ..files import atomic_write_json, folder_lock, plain_relative, shown
 from ..options import LabelOptions, PredictOptions, check_options
 from ..data.corrections import CorrectionsFile, read_corrections
 from ..side_files import read_record, sorted_file, sorting_file
@@ -204,10 +204,9 @@ def _link_new(source: Path, target: Path) -> None:
 def _check_row(relative: str, label: str) -> None:
     """Only what the walk gives (a relative path without hidden or special parts) and the labels
     this tool writes are sorted: a table edited by hand cannot point anywhere else."""
-    parts = PurePosixPath(relative).parts
     if label not in LABELS:
         raise NotSorted(f"not sorted: the table says {label!r}, not one of {', '.join(LABELS)}")
-    if not parts or PurePosixPath(relative).is_absolute() or any(p.startswith(".") for p in parts):
+    if not plain_relative(relative) or any(part.startswith(".") for part in PurePosixPath(relative).parts):
         raise NotSorted("not sorted: not a path the folder's walk gives")
 
 

@@ -46,7 +46,7 @@ import pandas as pd
 from ..models.checkpoint import MODEL_FILES, RUN_FILE
 from ..data.corrections import CORRECTIONS_FILE, DECISIONS, Corrections, corrections_file, refuse_another_folder
 from ..errors import UserError
-from ..files import exclusive_lock, shown
+from ..files import exclusive_lock, plain_relative, resolves_inside, shown
 from ..data.images import to_rgb
 from ..options import DEFAULT_BAND, THRESHOLD, ReviewOptions, check_options
 from ..side_files import corrections_record, job_file, lock_file, parts_job_file, read_record, sorted_file, sorting_file
@@ -214,12 +214,9 @@ class NotServed(Exception):
 def open_inside(folder: Path, relative: str) -> io.BufferedReader:
     """Open `folder/relative` for reading only if it resolves to a regular file inside `folder`
     (a resolved, real path): links may be followed, but never out of the folder."""
-    parts = PurePosixPath(relative).parts
-    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
-        raise NotServed("not a path inside the folder")
-    real = Path(os.path.realpath(folder / relative))
-    if not real.is_relative_to(folder) or real == folder:
-        raise NotServed("outside the images folder")
+    real = resolves_inside(folder, folder / relative) if plain_relative(relative) else None
+    if real is None:
+        raise NotServed("not a path inside the images folder")
     try:  # O_NOFOLLOW: a link put in its place since the check is refused; O_NONBLOCK: a FIFO opens at once
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
