@@ -7,6 +7,8 @@ import dataclasses
 
 import os
 import resource
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +140,16 @@ def content_check_off_for_generated_images(request: pytest.FixtureRequest) -> It
         patch.setattr(Labelling.__dataclass_fields__["content_check"], "default", False)
         patch.setattr(Labelling.__init__, "__defaults__", tuple(defaults))
         yield
+
+
+def bound_by_permissions(source: str) -> None:
+    """Run the Python `source` (its asserts) in a process that file permissions bind: as root, as
+    CI runs, with the capabilities that override them dropped (util-linux's setpriv)."""
+    command = [sys.executable, "-c", source]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def write_image(path: Path, label: int, size: int = 48, seed: int = 0, **save_options) -> Path:

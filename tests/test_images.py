@@ -24,7 +24,7 @@ from catsdogs_batch.data.images import (
     load_image,
 )
 
-from conftest import write_image
+from conftest import bound_by_permissions, write_image
 
 
 @pytest.mark.parametrize("name", ["a.jpg", "a.png", "a.bmp", "a.gif", "a.webp", "a.tiff"])
@@ -436,14 +436,18 @@ def test_a_subfolder_that_cannot_be_listed_becomes_an_error_row(tmp_path, monkey
 
 
 def test_a_folder_without_read_permission_becomes_an_error_row(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root can list any folder")
     write_image(tmp_path / "locked" / "b.jpg", 0)
     (tmp_path / "locked").chmod(0)
     try:
-        assert list(iter_image_files(tmp_path)) == [tmp_path / "locked"]
-        with pytest.raises(ImageError, match="^cannot list this folder: Permission denied$"):
-            load_image(tmp_path / "locked", 16)
+        bound_by_permissions(f"""
+import pytest
+from pathlib import Path
+from catsdogs_batch.data.images import ImageError, iter_image_files, load_image
+folder = Path({str(tmp_path)!r})
+assert list(iter_image_files(folder)) == [folder / "locked"]
+with pytest.raises(ImageError, match="^cannot list this folder: Permission denied$"):
+    load_image(folder / "locked", 16)
+""")  # fmt: skip
     finally:
         (tmp_path / "locked").chmod(0o755)
 
@@ -501,12 +505,14 @@ def test_special_files_named_like_images_are_errors_not_hangs(tmp_path, kind, me
 
 
 def test_a_file_without_read_permission_is_permission_denied(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root can read any file")
     path = write_image(tmp_path / "private.jpg", 0)
     path.chmod(0)
-    with pytest.raises(ImageError, match="^permission denied$"):
-        load_image(path, 16)
+    bound_by_permissions(f"""
+import pytest
+from catsdogs_batch.data.images import ImageError, load_image
+with pytest.raises(ImageError, match="^permission denied$"):
+    load_image({str(path)!r}, 16)
+""")  # fmt: skip
 
 
 def test_large_1_bit_png_is_reduced_correctly(tmp_path):
