@@ -168,9 +168,8 @@ ARCHITECTURES = {
     "mobilenetv3-large": Architecture(224, 1e-3, "MobileNetV3Large", "pretrained, 3.0M parameters"),
     "resnet50v2": Architecture(224, 1e-3, "ResNet50V2", "pretrained, 23.6M parameters"),
 }
-# Measured on the sample's validation split (README, `catsdogs train`): log loss 0.0187 against
-# Lite0's 0.025, in minutes on two cores; the audit keeps Lite0, which found all ten flipped
-# labels of scripts/benchmark_audit.py in 112 s.
+# The most accurate of the packaged backbones in minutes on two cores; the audit keeps Lite0
+# (docs/benchmarks.md, "Figures behind settings").
 DEFAULT_ARCH = "efficientnet-lite2"
 
 
@@ -285,8 +284,7 @@ class SubmissionOptions:
     out: Path | None = None  # a folder; default: submissions/<run name>
     competition: str = setting(COMPETITIONS[0], choices=COMPETITIONS)
     # redux only: probabilities clipped to [clip, 1 - clip], which caps the log loss of one wrong
-    # image at -ln(clip) (6.9) and costs about clip per image: on the sample's validation split,
-    # 0.0004 to EfficientNet-Lite2's 0.019, where 0.005 cost 0.0034
+    # image at -ln(clip) and costs about clip per image (docs/benchmarks.md)
     clip: float = setting(0.001, low=0, high=0.5, open_high=True)
     sample_submission: Path | None = None  # default: found beside the test folder
     overwrite: bool = False

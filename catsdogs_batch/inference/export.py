@@ -46,9 +46,7 @@ INT8_PLANS = {
     "onnx": ("the first convolution and the output layer", "the first convolution and every dense layer"),
 }
 # What to try when an int8 export fails its check. ONNX Runtime's quantizer has no bias
-# correction: on the default residual model its int8 flipped 0.9% of the validation labels
-# (keeping more layers in fp32, ranked by their effect on p_dog, did not pass before it lost the
-# speed int8 is for: tried, not kept), where NNCF's OpenVINO int8 flipped 0.3%.
+# correction, NNCF's OpenVINO int8 has (the figures: docs/benchmarks.md).
 ALTERNATIVE = {("onnx", True): "an OpenVINO int8 export, --format openvino --int8, corrects the biases that int8 shifts"}
 BATCH = 64
 
@@ -270,12 +268,9 @@ def _to_onnx(model, path: Path, image_size: int, calibration: np.ndarray | None,
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # shapes are static
     layers = [n for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     dense = [n.name for n in layers if n.op_type != "Conv"]
-    # Measured on the sample's validation images: int8 in the first convolution (full-range
-    # pixels, where ONNX Runtime's u8s8 kernels saturate; u8u8 weights fixed it but ran no faster
-    # than fp32) cost 1 point of label agreement, int8 in the last layer and the sigmoid 3 more.
-    # The rest is int8; p_dog itself keeps full precision. ReLU6 (Clip) is quantized too: left in
-    # float, every one of EfficientNet-Lite's put a dequantize-quantize pair around it, and its
-    # log loss rose by 0.0082 (0.0001 with it, and 1.4x faster; Lite2 on the sample).
+    # The first convolution (full-range pixels, where ONNX Runtime's u8s8 kernels saturate) and
+    # the last layer stay fp32; the rest is int8, ReLU6 (Clip) included: left in float, each one
+    # of EfficientNet-Lite's gets a dequantize-quantize pair around it (docs/benchmarks.md).
     quantize_static(
         str(prepared), str(path), Reader(),
         quant_format=QuantFormat.QDQ, per_channel=True,

@@ -95,8 +95,8 @@ def embedder(features, image_size: int, folder: Path, paths: list[str], workers:
     quantized, _, _ = quantize_openvino(ov.convert_model(uint8_function(features, image_size)), calibration)
     request = ov.Core().compile_model(quantized, "CPU", openvino_config()).create_infer_request()
     embed = lambda pixels: np.asarray(request.infer({0: np.ascontiguousarray(pixels, dtype=np.uint8)})[0]).copy()  # noqa: E731
-    # The int8 features must point where Keras's do (EfficientNet-Lite2's: median cosine 0.9965 on
-    # the sample, the lowest 0.976); a backbone int8 does not suit is embedded by Keras instead.
+    # The int8 features must point where Keras's do (Lite2's figure: docs/benchmarks.md); a
+    # backbone int8 does not suit is embedded by Keras instead.
     agreement = float(np.median(_cosines(embed(calibration), np.asarray(keras_embed(calibration)))))
     if agreement < EMBEDDING_AGREEMENT:
         log.warning(
