@@ -16,11 +16,14 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import kaggle_stub as kaggle_server
 import pytest
 from kaggle_stub import KaggleStub, kaggle_home, kaggle_stub, point_client_at  # noqa: F401
 from PIL import Image
@@ -28,6 +31,7 @@ from PIL import Image
 from catsdogs_batch.cli import main
 from catsdogs_batch.kaggle.download import MANIFEST, DownloadOptions, download
 from catsdogs_batch.errors import UserError
+from catsdogs_batch.files import exclusive_lock
 from catsdogs_batch.kaggle.api import download_competition_archive, submit
 
 from conftest import SAMPLE_ARCHIVE, SAMPLE_ARCHIVE_MISSING
@@ -827,6 +831,205 @@ def test_a_source_folder_overlapping_the_data_folder_is_refused(tmp_path, capsys
 
     assert_one_line_error(code, err, "is where download unpacks to")
     assert tree(source) == before
+
+
+# --- one run at a time in a competition folder ---------------------------------------------------
+
+
+def test_a_second_download_is_refused_while_the_first_downloads(kaggle_stub, monkeypatch, tmp_path, capsys):
+    kaggle_stub.archives[REDUX] = competition_zip()
+    data = tmp_path / "data"
+    reached, release = threading.Event(), threading.Event()
+    answer = kaggle_server._Handler.do_GET
+
+    def held_answer(handler: kaggle_server._Handler) -> None:
+        """The first archive answer waits until the test lets it go."""
+        if not reached.is_set():
+            reached.set()
+            release.wait(60)
+        answer(handler)
+
+    monkeypatch.setattr(kaggle_server._Handler, "do_GET", held_answer)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(download, DownloadOptions(data_dir=data))
+        try:
+            assert reached.wait(60)  # the first run is downloading
+            code, _, err = run_cli(["download", "--data-dir", str(data)], capsys)
+        finally:
+            release.set()
+        folder = first.result(timeout=60)
+
+    assert_one_line_error(code, err, f"another catsdogs run is writing {data / REDUX} ", "wait for it")
+    assert kaggle_stub.calls == [  # the first run's: the second asked Kaggle for nothing
+        "POST /api/v1/competitions.CompetitionApiService/DownloadDataFiles",
+        f"GET /files/{REDUX}.zip",
+    ]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert (manifest["train_files"], manifest["test_files"]) == (6, 4)
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]  # the download was unpacked, then deleted
+
+
+def test_a_work_folder_is_removed_only_when_no_live_run_holds_the_folder(tmp_path, capsys, caplog):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    data = tmp_path / "data"
+    work = data / f".{REDUX}.partial-live"  # a live run's work folder, half unpacked
+    (work / "train").mkdir(parents=True)
+    (work / "train" / "cat.0.jpg").write_bytes(jpeg(0))
+    before = tree(work)
+    argv = ["download", "--archive", str(archive), "--data-dir", str(data)]
+
+    with exclusive_lock(data / f".{REDUX}.lock", REDUX):  # held the way a live run holds it
+        code, _, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, f"another catsdogs run is writing {data / REDUX} ")
+        assert tree(work) == before and not (data / REDUX).exists()
+
+    # That run has ended without clearing up (the kernel drops a dead run's lock): a leftover now.
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert f"Removing {work}, left by an interrupted run" in caplog.text
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]
+
+
+HELD_RUN = """
+import sys, time
+from pathlib import Path
+from catsdogs_batch.cli import main
+from catsdogs_batch.kaggle import download
+
+reached, release = Path(sys.argv[1]), Path(sys.argv[2])
+extract = download._extract
+
+def held_extract(members, dest, label, part):
+    if part == "test":  # train/ is unpacked in the work folder by now
+        reached.touch()
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return extract(members, dest, label, part)
+
+download._extract = held_extract
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+class HeldRun:
+    """`catsdogs ARGV` in a process of its own that waits where it starts unpacking test/ (its
+    train/ unpacked in its work folder) until `go_on`, which returns its exit status and stderr."""
+
+    def __init__(self, argv: list[str], folder: Path) -> None:
+        folder.mkdir()
+        self.reached, self.release = folder / "reached", folder / "release"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HELD_RUN, str(self.reached), str(self.release), *argv],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+
+    def wait_until_held(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.reached.exists():
+            assert self.process.poll() is None, self.process.communicate()[1]
+            assert time.monotonic() < deadline, "the run never got to test/"
+            time.sleep(0.02)
+
+    def go_on(self) -> tuple[int, str]:
+        self.release.touch()
+        _, err = self.process.communicate(timeout=60)
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def held_run(tmp_path: Path) -> Iterator[Callable[[list[str]], HeldRun]]:
+    """Start a HeldRun and wait until it is held; any still running at the end is killed."""
+    runs: list[HeldRun] = []
+
+    def start(argv: list[str]) -> HeldRun:
+        runs.append(HeldRun(argv, tmp_path / f"held-{len(runs)}"))
+        runs[-1].wait_until_held()
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.communicate()
+
+
+def catsdogs(argv: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "catsdogs_batch.cli", *argv], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_two_imports_into_one_folder_at_once_the_second_is_refused(held_run, tmp_path):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    source = competition_folder(tmp_path / "source", unpacked=True)  # another import, into the same --data-dir
+    data = tmp_path / "data"
+    first = held_run(["download", "--archive", str(archive), "--data-dir", str(data)])
+    (work,) = data.glob(f".{REDUX}.partial-*")  # the first run's work folder
+    before = tree(work)
+
+    second = catsdogs(["download", "--archive", str(source), "--data-dir", str(data)])
+
+    assert_one_line_error(second.returncode, second.stderr, f"another catsdogs run is writing {data / REDUX} ")
+    assert tree(work) == before and not (data / REDUX).exists()
+    code, err = first.go_on()
+    assert code == 0, err
+    assert f"{data / REDUX} is ready: 6 train and 4 test files" in err
+    manifest = json.loads((data / REDUX / MANIFEST).read_text())
+    assert manifest["source"] == str(archive.resolve())
+    assert (manifest["train_files"], manifest["test_files"]) == (6, 4)
+    assert (len(files_in(data / REDUX / "train")), len(files_in(data / REDUX / "test"))) == (6, 4)
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]
+
+
+@pytest.mark.slow
+def test_ready_is_said_of_the_files_that_are_there(held_run, tmp_path):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    data = tmp_path / "data"
+    first = held_run(["download", "--archive", str(archive), "--data-dir", str(data)])
+    (work,) = data.glob(f".{REDUX}.partial-*")
+    (work / "train" / "cat.1.jpg").unlink()  # another program removes a file while it unpacks
+
+    code, err = first.go_on()
+
+    assert code == 1 and "is ready" not in err and "Traceback" not in err
+    error = err.strip().splitlines()[-1]  # after the lines of its progress
+    assert error.startswith("catsdogs download: error: 1 of the 11 files unpacked into ")
+    assert "are gone (train/cat.1.jpg)" in error and "run the command again" in error
+    assert_nothing_unpacked(data)
+
+
+@pytest.mark.slow
+def test_a_run_killed_midway_leaves_a_work_folder_the_next_run_removes(held_run, tmp_path, capsys, caplog):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    data = tmp_path / "data"
+    argv = ["download", "--archive", str(archive), "--data-dir", str(data)]
+    first = held_run(argv)
+    (work,) = data.glob(f".{REDUX}.partial-*")
+    first.process.kill()  # kill -9: nothing is cleared up, the kernel drops its lock
+    first.process.communicate()
+
+    code, _, err = run_cli(argv, capsys)
+
+    assert code == 0, err
+    assert f"Removing {work}, left by an interrupted run" in caplog.text
+    assert json.loads((data / REDUX / MANIFEST).read_text())["train_files"] == 6
+    assert sorted(p.name for p in data.iterdir()) == [REDUX]
+
+
+def test_a_data_dir_written_with_dot_dot_is_unpacked_into(tmp_path, capsys):
+    archive = tmp_path / "archive.zip"
+    archive.write_bytes(competition_zip())
+    (tmp_path / "elsewhere").mkdir()
+
+    code, _, err = run_cli(["download", "--archive", str(archive), "--data-dir", str(tmp_path / "elsewhere" / ".." / "data")], capsys)
+
+    assert code == 0, err
+    assert len(files_in(tmp_path / "data" / REDUX / "train")) == 6
 
 
 # --- scripts/quickstart.sh ----------------------------------------------------------------------

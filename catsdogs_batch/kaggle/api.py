@@ -39,7 +39,8 @@ def download_competition_archive(competition: str, dest_dir: Path) -> tuple[Path
     and whether this tool wrote it (False: a file that was there already, not downloaded by this
     tool, reused as it is). A download in progress is marked by `download_marker` beside it, so a
     partial archive a cut-short run left is known for this tool's (and resumed); a file of that
-    name that is not a zip and not this tool's is refused, never written over.
+    name that is not a zip and not this tool's is refused, never written over. `catsdogs download`
+    calls it holding the competition folder's lock, so one run at a time writes the archive.
 
     The client's `competition_download_files` reuses a complete archive not older than Kaggle's,
     resumes a partial one left by a cut-short run, and retries (5 times, resuming) on its own.

@@ -13,11 +13,17 @@ no `..`, no links, in the outer zip and in the nested train/test zips), every CR
 files are the competition's (cat.N.jpg and dog.N.jpg in train, numbered images in test).
 Unpacking happens in a hidden folder inside DATA_DIR that is renamed into place at the end;
 manifest.json is written last, so a folder without one is never complete; it lists every file
-the stage wrote, and an existing folder is replaced (--force) only when it holds nothing else: a
+the stage wrote, counted in the folder just before (a file that vanished while unpacking fails the
+run instead), and an existing folder is replaced (--force) only when it holds nothing else: a
 folder this tool cannot prove is its own is refused, never deleted. A downloaded archive
 is deleted once unpacked, kept when unpacking fails for another reason than the archive itself
 (a re-run then reuses it instead of downloading again), and deleted when it is found broken or
 unsafe.
+
+One run at a time works on a competition folder: each holds `.<competition>.lock` beside it
+(files.exclusive_lock) from before the download to the end, and a second one stops at once with a
+one-line error naming the folder. Holding the lock is also what proves that a hidden work folder
+found beside it is a dead run's leftover, and safe to remove.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import BinaryIO, NamedTuple
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..files import sha256, shown, umask_mode
+from ..files import exclusive_lock, plain_relative, resolves_inside, sha256, shown, umask_mode
 from ..data.images import CLASS_NAMES, is_image_file, label_from_path
 from ..options import DownloadOptions, check_options
 
@@ -76,13 +82,20 @@ def download(options: DownloadOptions) -> Path:
     """Make DATA_DIR/<competition>/ hold the unpacked competition data; return that folder."""
     check_options(options)
     target = options.data_dir / options.competition
-    if (target / MANIFEST).is_file() and not options.force and not target.is_symlink():
-        log.info("%s is complete (it has %s): nothing to do; --force redoes it", target, MANIFEST)
+    if _nothing_to_do(options, target):
         return target
     if options.archive is not None and options.archive.is_dir():  # before the target's own checks
         _check_apart(options.archive, target)
     _check_replaceable(target)
     _make_dir(options.data_dir)
+    with exclusive_lock(_lock_file(target), shown(target)):  # the download included
+        return _download_locked(options, target)
+
+
+def _download_locked(options: DownloadOptions, target: Path) -> Path:
+    """`download`, holding the competition folder's lock."""
+    if _nothing_to_do(options, target):  # a run that held the lock just before finished it
+        return target
     if options.archive is not None:
         if not options.archive.exists():
             raise UserError(f"archive not found: {options.archive}")
@@ -140,6 +153,21 @@ def download(options: DownloadOptions) -> Path:
     return target
 
 
+def _nothing_to_do(options: DownloadOptions, target: Path) -> bool:
+    """Whether TARGET is complete (has its manifest) and no --force asks to redo it; says so."""
+    if (target / MANIFEST).is_file() and not options.force and not target.is_symlink():
+        log.info("%s is complete (it has %s): nothing to do; --force redoes it", target, MANIFEST)
+        return True
+    return False
+
+
+def _lock_file(target: Path) -> Path:
+    """`.<competition>.lock` beside the competition folder: held (files.exclusive_lock) by the one
+    download writing it, from before the download to the end; beside, not inside, as the folder is
+    made and replaced whole. Removed when that run ends; its content is never read."""
+    return target.with_name(f".{target.name}.lock")
+
+
 def kaggle_input_folder(competition: str) -> Path | None:
     """The competition's folder where a Kaggle notebook mounts it (/kaggle/input/<competition>/,
     or below CATSDOGS_KAGGLE_INPUT), or None where there is none."""
@@ -150,13 +178,12 @@ def kaggle_input_folder(competition: str) -> Path | None:
 def _check_apart(source: Path, target: Path) -> None:
     """Refuse a SOURCE folder that is TARGET, or holds it, or lies inside it: the source is only
     read, and replacing TARGET must not touch it."""
-    src, dst = source.resolve(), target.resolve()
-    if src == dst or dst in src.parents:
+    if resolves_inside(target, source):
         raise UserError(
             f"{shown(source)} is where download unpacks to ({shown(target)}): move it elsewhere and "
             "import it from there, or choose another --data-dir"
         )
-    if src in dst.parents:
+    if resolves_inside(source, target):
         raise UserError(
             f"--data-dir {shown(target.parent)} is inside {shown(source)}, which is only read: choose another"
         )
@@ -164,7 +191,7 @@ def _check_apart(source: Path, target: Path) -> None:
 
 def _install(archive: Path, target: Path, competition: str, source: str) -> dict:
     """Check ARCHIVE (a zip or a competition folder), unpack it into a hidden folder next to
-    TARGET, then swap it into place.
+    TARGET, then swap it into place. The caller holds TARGET's lock (`_lock_file`).
 
     Returns the manifest. On any failure nothing but the hidden folder was written, and it is
     removed again.
@@ -207,24 +234,34 @@ def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
             parts, csv, record = _archive_parts(archive, work, stack)
         needed = sum(m.size for _, members in parts.values() for m in members)
         _check_space(work, needed, "unpacking the images")
-        counts = {
-            part: _extract(members, work / part, label, part) for part, (label, members) in parts.items()
-        }
+        written: set[str] = set()  # as the manifest lists them
+        for part, (label, members) in parts.items():
+            written |= _extract(members, work / part, label, part)
         if csv is not None:
             _copy_member(csv, work / csv.rel[-1], name)
+            written.add(csv.rel[-1])
         else:
             wanted = " or ".join(SAMPLE_SUBMISSIONS)
             log.warning("%s has no sample submission csv (%s)", name, wanted)
     shutil.rmtree(work / ".archives", ignore_errors=True)
+    files = sorted(_relative_files(work))  # what is there now: the manifest says this, not what was written
+    missing = written.difference(files)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise UserError(
+            f"{len(missing)} of the {len(written)} files unpacked into {shown(work)} are gone "
+            f"({shown(min(missing))}{more}): another program removed them while this run unpacked; "
+            "run the command again"
+        )
     return {
         "competition": competition,
         "source": source,
         **record,
-        "train_files": counts["train"],
-        "test_files": counts["test"],
+        "train_files": sum(f.startswith("train/") for f in files),
+        "test_files": sum(f.startswith("test/") for f in files),
         "sample_submission": csv.rel[-1] if csv is not None else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": sorted(_relative_files(work)),  # what --force may replace, and nothing else
+        "files": files,  # what --force may replace, and nothing else
     }
 
 
@@ -342,10 +379,11 @@ def _file_member(root: Path, path: Path, rel: tuple[str, ...], label: str) -> _M
 
 def _inside(root: Path, path: Path, label: str) -> Path:
     """PATH with its links resolved, refused (one line) where that leads out of ROOT."""
-    real = Path(os.path.realpath(path))
-    if real != root and root not in real.parents:
+    real = resolves_inside(root, path)
+    if real is None:
         raise ArchiveError(
-            f"refusing {label}: {_below(root, path)!r} is a link that leads out of it (to {shown(real)})"
+            f"refusing {label}: {_below(root, path)!r} is a link that leads out of it "
+            f"(to {shown(os.path.realpath(path))})"
         )
     return real
 
@@ -468,22 +506,23 @@ def _check_names(part: str, members: list[_Member], label: str) -> None:
             raise ArchiveError(f"{wrong}: test image {bad!r} is not named by a number (like 1.jpg)")
 
 
-def _extract(members: list[_Member], dest: Path, label: str, part: str) -> int:
-    """Write each member below DEST (names were checked by _check_zip); return the file count."""
+def _extract(members: list[_Member], dest: Path, label: str, part: str) -> set[str]:
+    """Write each member below DEST, the work folder's PART (names were checked by _check_zip);
+    return the paths written, as the manifest lists them ("train/cat.0.jpg")."""
     log.info("Unpacking %d %s files from %s", len(members), part, label)
     dest.mkdir()
-    root = os.path.normpath(dest) + os.sep
     folders, written = {dest}, set()
     for member in tqdm(members, desc=part, unit="file", disable=None, leave=False):
-        out = dest.joinpath(*member.rel)
-        if not os.path.normpath(out).startswith(root):  # cannot happen after _check_zip
+        name = "/".join(member.rel)
+        if not plain_relative(name):  # cannot happen after _check_zip (DEST, ours, holds no links)
             raise ArchiveError(f"refusing {label}: entry {member.name!r} points outside")
+        out = dest.joinpath(*member.rel)
         if out.parent not in folders:
             out.parent.mkdir(parents=True, exist_ok=True)
             folders.add(out.parent)
         _copy_member(member, out, label)
-        written.add(out)
-    return len(written)
+        written.add(f"{part}/{name}")
+    return written
 
 
 def _copy_member(member: _Member, out: Path, label: str) -> None:
