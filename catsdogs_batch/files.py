@@ -140,13 +140,18 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, busy: str, *, shared: bool = False) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike, busy: str, *, shared: bool = False, if_readable: bool = False) -> Iterator[None]:
     """Hold a lock on `folder` itself for the block, shared with other shared holders or
     exclusive, or stop at once with the one-line error `busy`. Nothing is written: the lock is
-    the folder's own (flock), and the kernel drops it when the run dies, kill -9 included."""
+    the folder's own (flock), and the kernel drops it when the run dies, kill -9 included.
+    `if_readable`: a folder this user cannot open (a parent one may only pass through) is not
+    locked, instead of an error."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
+        if if_readable:
+            yield
+            return
         raise UserError(f"cannot open the folder {shown(folder)}: {e.strerror}") from None
     try:
         try:

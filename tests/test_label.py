@@ -557,6 +557,29 @@ def test_the_lock_of_a_killed_move_never_blocks_the_next(tiny_model, photos, tmp
     assert set(files_under(photos)) == {"2024/empty.jpg", "notes.jpg"}
 
 
+@pytest.mark.parametrize("held, sorted_here", [
+    ("photos", "photos/2024"),  # a move of the folder, then one of a folder inside it
+    ("photos/2024", "photos"),  # a move of a folder inside, then one of the whole
+    ("photos", None),  # a move, then a label without sorting that would see its files go
+])  # fmt: skip
+def test_a_move_locks_the_folders_inside_and_around_it(tiny_model, photos, tmp_path, capsys, held, sorted_here):
+    """Issue 31, item 13: a move of a folder and a move of a folder inside it were not locked
+    against each other (nothing lost, but "file not found" rows); nor a label without sorting."""
+    from catsdogs_batch.labelling.label import sorting_lock
+
+    before = files_under(photos)
+    folder = tmp_path / (sorted_here or "photos")
+    args = sorting_args(tiny_model, folder, tmp_path, "sorted", "move")
+    if sorted_here is None:
+        args = args[: args.index("--sort-into")] + ["--no-progress", "--no-content-check"]
+    with sorting_lock(tmp_path / held, "move"):  # as a move of that folder holds it
+        assert main(args) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "another catsdogs run is" in error, error
+    assert files_under(photos) == before and not (tmp_path / "sorted").exists() and not (tmp_path / "sorted.csv").exists()
+    assert main(args) == 0  # once the other has finished
+
+
 @pytest.mark.slow
 def test_two_moves_of_one_folder_started_together(tiny_model, tmp_path):
     """The report's case, as two real processes: however they meet, no photo is lost or reported

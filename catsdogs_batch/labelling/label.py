@@ -35,7 +35,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -394,19 +394,34 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     if options.sort_into is not None:
         check_sort_target(options.folder, options.sort_into)
         check_sort_into(options.sort_into)
-    sorting = sorting_lock(options.folder, options.mode) if options.sort_into else contextlib.nullcontext()
-    with table_lock(out), sorting:
+    # a run that only labels reads the folder as a copy does: no move may take its files meanwhile
+    with table_lock(out), sorting_lock(options.folder, options.mode if options.sort_into else "copy"):
         return _label_locked(options, predict, corrections, started)
 
 
-def sorting_lock(folder: Path, mode: str) -> contextlib.AbstractContextManager[None]:
-    """The lock on the folder that a run sorting it holds: a move holds it alone (a run reading
-    the folder would find its files gone), copies and links share it."""
-    if mode == "move":
-        busy = f"another catsdogs run is sorting {shown(folder)} (it holds a lock on the folder): move when it has finished"
-    else:
-        busy = f"another catsdogs run is moving the files of {shown(folder)} (it holds a lock on the folder): wait for it"
-    return folder_lock(folder, busy, shared=mode != "move")
+@contextlib.contextmanager
+def sorting_lock(folder: Path, mode: str) -> Iterator[None]:
+    """The locks of a run that sorts (or reads) `folder`: a move holds the folder alone (a run
+    reading it would find its files gone), copies and links share it; and every run shares each
+    folder around it, which a move of that folder holds alone, so that a move of a folder and
+    runs on a folder inside it never meet. A folder inside one a copy reads can still be moved
+    (its files then become "file not found" rows of the copy's table: nothing is lost)."""
+    real = Path(os.path.realpath(folder))
+    with contextlib.ExitStack() as held:
+        for around in reversed(real.parents):
+            held.enter_context(folder_lock(around, (
+                f"another catsdogs run is moving the files of {shown(around)}, which holds {shown(folder)}: "
+                "wait for it"
+            ), shared=True, if_readable=True))  # fmt: skip
+        if mode == "move":
+            busy = (
+                f"another catsdogs run is sorting {shown(folder)} or a folder inside it (it holds a lock on the "
+                "folder): move when it has finished"
+            )
+        else:
+            busy = f"another catsdogs run is moving the files of {shown(folder)} (it holds a lock on the folder): wait for it"
+        held.enter_context(folder_lock(real, busy, shared=mode != "move"))
+        yield
 
 
 def _label_locked(
