@@ -56,7 +56,7 @@ def test_the_temperature_is_in_the_model_for_every_runtime(tiny_model, tmp_path)
     so do ONNX Runtime and OpenVINO exports of the calibrated checkpoint."""
     from catsdogs_batch.inference.export import export_model
     from catsdogs_batch.options import ExportOptions
-    from catsdogs_batch.training.train import calibrate
+    from catsdogs_batch.training.calibration import calibrate
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

@@ -194,9 +194,9 @@ def test_corrections_change_the_labels_trained_on_and_leave_out_skip_neither_and
 
     # A resumed run keeps them: its options come from run.json (and its labels from split.csv).
     from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.training.train import _options_from_json
+    from catsdogs_batch.training.run_record import options_from_record
 
-    resumed = _options_from_json(run["config"], TrainOptions(resume=True))
+    resumed = options_from_record(run["config"], TrainOptions(resume=True))
     assert resumed.corrections == corrections and resumed.resume
 
     # Resuming with other corrections would silently keep the recorded ones: refused.
@@ -661,17 +661,6 @@ def test_two_runs_never_share_a_run_folder(kaggle_train_folder, tmp_path, capsys
     assert "another catsdogs run is writing" in capsys.readouterr().err and not (tmp_path / "run").exists()
     names = {default_run_name(TrainOptions(seed=seed, image_size=128)) for seed in (0, 1)}
     assert len(names) == 2  # seeded runs started in the same second get their own folders
-
-
-def test_a_run_of_the_previous_version_resumes_on_its_own_split():
-    from catsdogs_batch.options import TrainOptions
-    from catsdogs_batch.training.train import _options_from_json, _options_to_json
-
-    config = _options_to_json(TrainOptions(out=Path("models/old"), seed=7, learning_rate=3e-4, image_size=128))
-    for key in ("arch", "split_seed", "weights", "head_epochs", "fine_tune_layers", "fine_tune_rate", "calibrate"):
-        del config[key]  # what run.json held before --arch
-    options = _options_from_json(config, TrainOptions())
-    assert (options.arch, options.split_seed, options.seed) == ("seed", 7, 7)
 
 
 @pytest.mark.slow

@@ -6,10 +6,17 @@ ONNX Runtime, OpenVINO, Ray and every export give the same calibrated p_dog."""
 
 from __future__ import annotations
 
+import logging
+import shutil
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ..metrics import EPS, expected_calibration_error, log_loss
+from ..models.checkpoint import MODEL_FILE
+
+log = logging.getLogger(__name__)
 
 TEMPERATURES = (0.05, 20.0)  # the search range: far beyond what a trained network needs
 
@@ -56,3 +63,77 @@ def calibration_report(true: ArrayLike, logits: ArrayLike, temperature: float) -
             "after": expected_calibration_error(true, after),
         },
     }
+
+
+# --- a run's calibration -------------------------------------------------------------------
+
+UNCALIBRATED = "uncalibrated.keras"  # in BACKUP_DIR: the best model before calibration
+
+
+def calibrate(
+    run: Path, labels: np.ndarray, *, images: np.ndarray | None = None, features: np.ndarray | None = None,
+    batch_size: int = 32, fit: bool = True,
+) -> dict:
+    """Fit the temperature of the run's best model on these (validation) images, or on their
+    `features` (the inputs of its p_dog layer, when they are known already), bake it into its
+    p_dog layer, and return what run.json records about it. The uncalibrated model is kept in
+    the backup folder until the run is finished, so calibrating again (after a kill) starts
+    from it and gives the same model.
+
+    Without `fit` (a fitted linear head) the temperature stays 1 and only the report is made:
+    on held-out halves of the sample's validation split, a temperature fitted on the other half
+    raised EfficientNet-Lite2's log loss from 0.0187 to 0.0224 (Lite0: 0.0247 to 0.0281), the
+    head's own C having been chosen by cross-validated log loss already."""
+    import keras
+
+    from ..models.networks import OUTPUT_LAYER, scale_logit
+    from .callbacks import save_atomically
+    from .run_record import BACKUP_DIR
+
+    source = run / BACKUP_DIR / UNCALIBRATED
+    if not source.exists():
+        source.parent.mkdir(exist_ok=True)
+        save_atomically(lambda tmp: shutil.copyfile(run / MODEL_FILE, tmp), source, ".keras")
+    model = keras.saving.load_model(source, compile=False)
+    dense = model.get_layer(OUTPUT_LAYER)
+    if features is None:
+        embed = keras.Model(model.inputs, dense.input).predict_on_batch
+        features = np.concatenate(
+            [np.asarray(embed(images[k : k + batch_size].astype(np.float32))) for k in range(0, len(images), batch_size)]
+        )
+    kernel, bias = dense.get_weights()
+    logits = (features.astype(np.float64) @ kernel.astype(np.float64) + bias).reshape(-1)
+    if not np.all(np.isfinite(logits)):
+        log.warning("not calibrated: the model gives non-finite logits on the validation split")
+        return {"temperature": None, "skipped": "non-finite logits on the validation split"}
+    if not fit:
+        report = calibration_report(labels, logits, 1.0)
+        log.info(
+            "not rescaled (a fitted head is calibrated by its cross-validated C): validation log loss %.4f, "
+            "calibration error %.4f", report["log_loss"]["after"], report["expected_calibration_error"]["after"],
+        )  # fmt: skip
+        return {
+            "temperature": 1.0,
+            "not_fitted": "a linear head whose regularization was chosen by cross-validated log loss on the "
+            "training split: a temperature fitted on the validation split made held-out log loss worse",
+            "validation": report,
+        }
+    temperature = fit_temperature(labels, logits)
+    report = calibration_report(labels, logits, temperature)
+    scale_logit(model, temperature)
+    save_atomically(model.save, run / MODEL_FILE, ".keras")
+    log.info(
+        "calibrated: temperature %.3f; validation log loss %.4f -> %.4f, calibration error %.4f -> %.4f",
+        temperature, report["log_loss"]["before"], report["log_loss"]["after"],
+        report["expected_calibration_error"]["before"], report["expected_calibration_error"]["after"],
+    )
+    record = {
+        "temperature": temperature,
+        "fitted_on": f"the validation split ({len(labels)} images)",
+        "applied": f"the logit of {OUTPUT_LAYER} is divided by the temperature (its kernel and bias, in the model file)",
+        "validation": report,
+    }
+    if not TEMPERATURES[0] * 1.01 < temperature < TEMPERATURES[1] / 1.01:
+        log.warning("the temperature %.3f is at the end of its range %s: the model stays miscalibrated", temperature, TEMPERATURES)
+        record["at_limit"] = True
+    return record
