@@ -1,5 +1,7 @@
-"""Finding, labelling and decoding images: the one decode-and-resize function that training and
-prediction share, so the two can never disagree."""
+"""Finding, labelling and decoding images: the one decode-and-resize function (`load_image`,
+what run.json's `preprocessing` names) that training and prediction share. One exception: in
+an ensemble of models of different input sizes, the smaller members get the largest member's
+decode reduced with area interpolation (`resize_batch`), close to but not exactly their own."""
 
 from __future__ import annotations
 
