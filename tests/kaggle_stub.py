@@ -277,3 +277,10 @@ def kaggle_stub(kaggle_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def assert_no_secret(stub: KaggleStub, *texts: str) -> None:
+    """None of `texts` (output, logs) holds the stand-in's key, its basic-auth form or its token."""
+    basic = base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()
+    for text in texts:
+        assert stub.key not in text and basic not in text and stub.token not in text

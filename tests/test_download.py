@@ -3,7 +3,6 @@ stand-in Kaggle server on 127.0.0.1 (tests/kaggle_stub.py) or on archives made h
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -25,14 +24,14 @@ from pathlib import Path
 
 import kaggle_stub as kaggle_server
 import pytest
-from kaggle_stub import KaggleStub, kaggle_home, kaggle_stub, point_client_at  # noqa: F401
+from kaggle_stub import assert_no_secret, kaggle_home, kaggle_stub, point_client_at  # noqa: F401
 from PIL import Image
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.kaggle.download import MANIFEST, DownloadOptions, download
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.files import exclusive_lock
-from catsdogs_batch.kaggle.api import download_competition_archive, submit
+from catsdogs_batch.kaggle.api import download_competition_archive
 
 from conftest import SAMPLE_ARCHIVE, SAMPLE_ARCHIVE_MISSING
 
@@ -105,12 +104,6 @@ def assert_one_line_error(code: int, err: str, *fragments: str, command: str = "
     assert all(other.startswith("\r") or "%|" in other for other in lines[:-1]), lines
     for fragment in fragments:
         assert fragment in line
-
-
-def assert_no_secret(stub: KaggleStub, *texts: str) -> None:
-    basic = base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()
-    for text in texts:
-        assert stub.key not in text and basic not in text and stub.token not in text
 
 
 def assert_nothing_unpacked(data_dir: Path, competition: str = REDUX) -> None:
@@ -1073,72 +1066,6 @@ def test_quickstart_resolves_relative_paths_from_where_it_is_run(args, quickstar
     assert_one_line_error(result.returncode, result.stderr, f"archive not found: {missing}")
     assert (caller / "relative" / "data").is_dir()  # --data-dir too, not below the repository
     assert not (quickstart.parents[1] / "relative").exists()
-
-
-# --- submitting ----------------------------------------------------------------------------
-
-
-def test_submit_uploads_the_file_and_prints_kaggles_status(kaggle_stub, tmp_path, capsys, caplog):
-    csv = tmp_path / "submission.csv"
-    csv.write_text("id,label\n1,0.9\n2,0.1\n")
-
-    code, out, err = run_cli(["submit", str(csv), "-m", "first try", "--wait", "0"], capsys)  # tests/test_submit.py waits
-
-    assert code == 0, err
-    assert out.strip().splitlines()[0] == "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition"
-    assert kaggle_stub.calls == [
-        "POST /api/v1/competitions.CompetitionApiService/StartSubmissionUpload",
-        "PUT /upload/blob-1",
-        "POST /api/v1/competitions.CompetitionApiService/CreateSubmission",
-    ]
-    assert kaggle_stub.uploads["blob-1"] == csv.read_bytes()
-    assert kaggle_stub.submissions == [
-        {"competitionName": REDUX, "blobFileTokens": "blob-1", "submissionDescription": "first try"}
-    ]
-    assert "Submission ref: 4241" in caplog.text
-    assert_no_secret(kaggle_stub, out, err, caplog.text)
-
-
-def test_submit_with_an_api_token(kaggle_stub, tmp_path, monkeypatch):
-    monkeypatch.delenv("KAGGLE_USERNAME")
-    monkeypatch.delenv("KAGGLE_KEY")
-    monkeypatch.setenv("KAGGLE_API_TOKEN", kaggle_stub.token)
-    csv = tmp_path / "submission.csv"
-    csv.write_text("id,label\n1,0.9\n")
-
-    status = submit(csv, "with a token", "dogs-vs-cats")
-
-    assert status == "Successfully submitted to Dogs vs. Cats"
-    assert kaggle_stub.calls[0] == "POST /api/v1/security.OAuthService/IntrospectToken"
-
-
-def test_submit_before_accepting_the_rules(kaggle_stub, tmp_path, capsys, caplog):
-    kaggle_stub.rules_not_accepted.add("dogs-vs-cats")
-    csv = tmp_path / "submission.csv"
-    csv.write_text("id,label\n1,0.9\n")
-
-    code, out, err = run_cli(["submit", str(csv), "-m", "x", "--competition", "dogs-vs-cats"], capsys)
-
-    assert_one_line_error(code, err, "https://www.kaggle.com/competitions/dogs-vs-cats/rules", command="submit")
-    assert kaggle_stub.uploads == {}
-    assert_no_secret(kaggle_stub, out, err, caplog.text)
-
-
-def test_failed_upload_is_an_error_not_a_status(kaggle_stub, tmp_path, capsys):
-    kaggle_stub.upload_fails = True  # the client reports this in the message, without raising
-    csv = tmp_path / "submission.csv"
-    csv.write_text("id,label\n1,0.9\n")
-
-    code, _, err = run_cli(["submit", str(csv), "-m", "x"], capsys)
-
-    assert_one_line_error(code, err, "uploading", "failed", command="submit")
-    assert kaggle_stub.submissions == []
-
-
-def test_submit_missing_file(kaggle_stub, tmp_path, capsys):
-    code, _, err = run_cli(["submit", str(tmp_path / "none.csv"), "-m", "x"], capsys)
-    assert_one_line_error(code, err, "submission file not found", command="submit")
-    assert kaggle_stub.calls == []
 
 
 def test_unpacked_data_follows_the_umask(tmp_path, capsys):

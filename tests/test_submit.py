@@ -4,12 +4,12 @@ against the stand-in Kaggle server on 127.0.0.1 (tests/kaggle_stub.py)."""
 
 from __future__ import annotations
 
-import base64
+import logging
 import time
 from pathlib import Path
 
 import pytest
-from kaggle_stub import KaggleStub, kaggle_home, kaggle_stub  # noqa: F401
+from kaggle_stub import assert_no_secret, kaggle_home, kaggle_stub  # noqa: F401
 
 from catsdogs_batch.cli import main
 
@@ -25,10 +25,11 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
     return code, out, err
 
 
-def assert_no_secret(stub: KaggleStub, *texts: str) -> None:
-    basic = base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()
-    for text in texts:
-        assert stub.key not in text and basic not in text and stub.token not in text
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    """Exit status 1 and one error line holding `fragments`; nothing else but the upload's bar."""
+    *bars, line = err.strip().splitlines()
+    assert code == 1 and line.startswith("catsdogs submit: error: ") and all("%|" in bar for bar in bars), err
+    assert all(fragment in line for fragment in fragments), err
 
 
 @pytest.fixture
@@ -191,3 +192,67 @@ def test_submit_without_credentials_says_where_to_put_them(kaggle_home, csv, cap
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith("catsdogs submit: error: no Kaggle credentials") and "KAGGLE_USERNAME" in err
     assert "--archive" not in err  # download's way round it, not submit's
+
+
+def test_submit_uploads_the_file_and_prints_kaggles_status(kaggle_stub, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n2,0.1\n")
+
+    code, out, err = run_cli(["submit", str(csv), "-m", "first try", "--wait", "0"], capsys)
+
+    assert code == 0, err
+    assert out.strip().splitlines()[0] == "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition"
+    assert kaggle_stub.calls == [
+        "POST /api/v1/competitions.CompetitionApiService/StartSubmissionUpload",
+        "PUT /upload/blob-1",
+        "POST /api/v1/competitions.CompetitionApiService/CreateSubmission",
+    ]
+    assert kaggle_stub.uploads["blob-1"] == csv.read_bytes()
+    assert kaggle_stub.submissions == [
+        {"competitionName": REDUX, "blobFileTokens": "blob-1", "submissionDescription": "first try"}
+    ]
+    assert "Submission ref: 4241" in caplog.text
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+
+def test_submit_with_an_api_token(kaggle_stub, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", kaggle_stub.token)
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n")
+
+    code, out, err = run_cli(["submit", str(csv), "-m", "with a token", "--competition", "dogs-vs-cats", "--wait", "0"], capsys)
+
+    assert code == 0 and out.splitlines()[0] == "Successfully submitted to Dogs vs. Cats", err
+    assert kaggle_stub.calls[0] == "POST /api/v1/security.OAuthService/IntrospectToken"
+
+
+def test_submit_before_accepting_the_rules(kaggle_stub, tmp_path, capsys, caplog):
+    kaggle_stub.rules_not_accepted.add("dogs-vs-cats")
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n")
+
+    code, out, err = run_cli(["submit", str(csv), "-m", "x", "--competition", "dogs-vs-cats"], capsys)
+
+    assert_one_line_error(code, err, "https://www.kaggle.com/competitions/dogs-vs-cats/rules")
+    assert kaggle_stub.uploads == {}
+    assert_no_secret(kaggle_stub, out, err, caplog.text)
+
+
+def test_failed_upload_is_an_error_not_a_status(kaggle_stub, tmp_path, capsys):
+    kaggle_stub.upload_fails = True  # the client reports this in the message, without raising
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,label\n1,0.9\n")
+
+    code, _, err = run_cli(["submit", str(csv), "-m", "x"], capsys)
+
+    assert_one_line_error(code, err, "uploading", "failed")
+    assert kaggle_stub.submissions == []
+
+
+def test_submit_missing_file(kaggle_stub, tmp_path, capsys):
+    code, _, err = run_cli(["submit", str(tmp_path / "none.csv"), "-m", "x"], capsys)
+    assert_one_line_error(code, err, "submission file not found")
+    assert kaggle_stub.calls == []

@@ -131,10 +131,9 @@ class KaggleSubmissions:
 
         The client asks for an upload URL (StartSubmissionUpload), PUTs the file there and then
         creates the submission (CreateSubmission); the message is Kaggle's own, e.g.
-        "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition".
+        "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition". The caller has checked
+        that `file` is a file (submit.submit_and_score, before any work).
         """
-        if not file.is_file():
-            raise UserError(f"submission file not found: {file}")
         api = self._api
         try:
             with _client_prints(api) as printed:
@@ -173,13 +172,6 @@ class KaggleSubmissions:
             file_name=s.file_name or "",
             date=s.date,
         )
-
-
-def submit(file: Path, message: str, competition: str) -> str:
-    """Upload a submission file (KaggleSubmissions.upload); return Kaggle's message."""
-    if not file.is_file():
-        raise UserError(f"submission file not found: {file}")
-    return KaggleSubmissions(competition).upload(file, message).message
 
 
 # --- helpers -------------------------------------------------------------------------------
