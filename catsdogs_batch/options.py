@@ -111,6 +111,7 @@ def _check_setting(f: dataclasses.Field, kind: Any, value: Any, name: str) -> No
             raise UserError(f"{name} must be {bounds}, not {number}")
 
 COMPETITIONS = ("dogs-vs-cats-redux-kernels-edition", "dogs-vs-cats")  # the first is the default
+SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")  # what each competition names its sample
 MIN_IMAGE_SIZE = 32  # pixels: the smallest input of the pretrained backbones
 
 
@@ -230,6 +231,9 @@ class EngineOptions:
     workers: int = setting(factory=lambda: os.cpu_count() or 1, low=1)  # decoding threads
     tta: bool = False  # average with the horizontally flipped image
     shard_size: int = setting(1024, low=1)  # files per resumable unit of work
+    # A resume trusts a finished shard while its files keep their names, sizes and modification
+    # times; with checksum, only while their SHA-256 is the same too (every photo is read once more)
+    checksum: bool = False
     progress: bool = True
     runtime: str = setting("auto", choices=("auto", *RUNTIMES))  # auto: from the model file
     runtime_threads: int | None = setting(None, low=1)  # threads of the model; None: every core (shared with the decoders)

@@ -15,7 +15,8 @@ from .files import shown
 
 log = logging.getLogger(__name__)
 
-# What `catsdogs evaluate` writes into its folder (and `review` reads from it)
+# What `catsdogs evaluate` writes into its folder (and `review` reads from it); `submission`'s
+# folder has its results.csv too
 RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
 
 

@@ -15,17 +15,15 @@ from ..errors import UserError
 from ..files import atomic_path, atomic_write_json, made_folder, sha256
 from ..data.images import HiddenEntries
 from .shards import files_fingerprint, job_description
-from ..side_files import job_file, read_record
-from ..options import THRESHOLD, Labelling, PredictOptions, SubmissionOptions, check_options
+from ..side_files import RESULTS_FILE, job_file, read_record
+from ..options import SAMPLE_SUBMISSIONS, THRESHOLD, Labelling, PredictOptions, SubmissionOptions, check_options
 from .tables import read_table
 
 log = logging.getLogger(__name__)
 
 SUBMISSION_FILE = "submission.csv"
-RESULTS_FILE = "results.csv"
 # results.csv.job.json (side_files.job_file) says what results.csv was computed from; a submission adds
 # the test files' fingerprint and the table's sha256, and reuses results.csv only if all are the same.
-SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
 UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opinion
 
 

@@ -51,14 +51,13 @@ from ..errors import UserError
 from ..files import exclusive_lock, plain_relative, resolves_inside, sha256, shown, umask_mode
 from ..side_files import folder_lock_file
 from ..data.images import CLASS_NAMES, is_image_file, label_from_path
-from ..options import DownloadOptions, check_options
+from ..options import SAMPLE_SUBMISSIONS, DownloadOptions, check_options
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 TRAIN_FOLDERS = ("train",)
 TEST_FOLDERS = ("test", "test1")  # the 2013 competition `dogs-vs-cats` calls it test1
-SAMPLE_SUBMISSIONS = ("sample_submission.csv", "sampleSubmission.csv")
 _TEST_NAME = re.compile(r"\d+\.\w+", re.ASCII)  # test/12.jpg
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
 KAGGLE_INPUT_VARIABLE = "CATSDOGS_KAGGLE_INPUT"  # where Kaggle notebooks mount competitions
