@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.inference.engine import predict_folder
 from catsdogs_batch.inference.predictor import Predictor
 from catsdogs_batch.errors import UserError
-from catsdogs_batch.options import EngineOptions, PredictOptions
+from catsdogs_batch.options import EngineOptions, Labelling, PredictOptions
 from catsdogs_batch.inference.tables import COLUMNS, read_table
 
 from conftest import write_image
@@ -260,7 +262,8 @@ def test_overwrite_after_an_interrupted_run_starts_over(tiny_model, tmp_path, mo
     interrupt_after_first_shard(monkeypatch)
     assert main(args) == 130
     monkeypatch.undo()
-    old = read_table(out.with_name("r.csv.parts") / "shard-000000.csv")["p_dog"][0]
+    (first,) = out.with_name("r.csv.parts").glob("shard-*.csv")
+    old = read_table(first)["p_dog"][0]
 
     Image.new("RGB", (48, 48), (255, 255, 255)).save(folder / "a.png")  # a.png is another photo now
     assert main(args + ["--overwrite"]) == 0
@@ -307,28 +310,137 @@ def interrupted_after_one_of_two_photos(tiny_model, tmp_path) -> tuple[Path, Pre
     return folder, options
 
 
-def test_a_shard_finished_by_an_older_version_is_predicted_again(tiny_model, tmp_path):
-    """Its done marker names the files but not their sizes and times, so nothing says its rows
-    are of the files as they are now: the rerun predicts it again rather than trusting it."""
-    folder, options = interrupted_after_one_of_two_photos(tiny_model, tmp_path)
-    marker = tmp_path / "r.csv.parts" / "shard-000000.json"
-    stats = json.loads(marker.read_text())
-    older = {key: stats[key] for key in ("fingerprint", "rows", "ok", "errors", "labels", "seconds")}
-    marker.write_text(json.dumps(older))  # as the version before this one wrote it
-
-    assert predict_folder(options).processed == 2
-    pd.testing.assert_frame_equal(read_table(options.out), predict(tiny_model, folder, tmp_path / "fresh.csv"))
-
-
-@pytest.mark.parametrize("damaged", ["[]", '{"rows": 1}', "{", ""])
+@pytest.mark.parametrize("damaged", ["[]", '{"rows": 1}', "{", ""])  # the second: no files recorded
 def test_a_shard_with_a_damaged_done_marker_is_predicted_again(tiny_model, tmp_path, caplog, damaged):
     folder, options = interrupted_after_one_of_two_photos(tiny_model, tmp_path)
-    (tmp_path / "r.csv.parts" / "shard-000000.json").write_text(damaged)
+    (marker,) = (tmp_path / "r.csv.parts").glob("shard-*.json")
+    marker.write_text(damaged)
 
     with caplog.at_level("INFO"):
         assert predict_folder(options).processed == 2
-    assert "predicting shard-000000 again: its done marker is damaged" in caplog.text
+    assert f"predicting {marker.stem} again: its done marker is damaged" in caplog.text
     pd.testing.assert_frame_equal(read_table(options.out), predict(tiny_model, folder, tmp_path / "fresh.csv"))
+
+
+class RecordingPredictor(Predictor):
+    """A Predictor that records the paths it is asked to predict."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.predicted: list[str] = []
+
+    def rows(self, relative_paths, decoded, labelling=None):
+        self.predicted += relative_paths
+        return super().rows(relative_paths, decoded, labelling or Labelling())
+
+
+def interrupted_before_the_merge(options: PredictOptions, predictor: Predictor) -> None:
+    """A run stopped once every shard is done, as they were about to be merged into the table."""
+    import catsdogs_batch.inference.engine as engine
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "merge_table", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            predict_folder(options, predictor)
+
+
+def test_photos_added_and_removed_after_an_interrupted_run_redo_only_their_shards(tiny_model, tmp_path):
+    """Issue 31, item 8: one photo added to or removed from a finished shard threw every finished
+    shard away ("the folder changed"). Now the shards they fall in are predicted again, the others
+    are kept, and the table is the one a run on the folder as it is now writes."""
+    folder = tmp_path / "photos"
+    for n in range(60):
+        write_image(folder / f"{n:02d}.png", n % 2, size=32, seed=n)
+    predictor = RecordingPredictor(tiny_model)
+    engine = EngineOptions(progress=False, shard_size=4, batch_size=8)
+    options = PredictOptions(tiny_model, folder, tmp_path / "r.csv", engine=engine)
+    interrupted_before_the_merge(options, predictor)
+
+    write_image(folder / "20a.png", 1, size=32, seed=99)  # sorts among the finished shards
+    (folder / "40.png").unlink()
+    predictor.predicted.clear()
+    summary = predict_folder(options, predictor)
+    predict_folder(PredictOptions(tiny_model, folder, tmp_path / "fresh.csv", engine=engine), predictor)
+    pd.testing.assert_frame_equal(read_table(options.out), read_table(tmp_path / "fresh.csv"))
+    assert summary.rows == 60 and "40.png" not in read_table(options.out)["path"].tolist()
+    redone = predictor.predicted[: summary.processed]
+    assert "20a.png" in redone and "40.png" not in redone
+    assert len(redone) <= 20 and not {"00.png", "59.png"} & set(redone)  # the rest was kept
+
+
+@given(
+    names=st.lists(st.text("abc", min_size=1, max_size=6), unique=True, max_size=120).map(sorted),
+    change=st.text("abc", min_size=1, max_size=6),
+    shard_size=st.integers(1, 8),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_change_to_the_files_touches_only_the_shards_it_falls_in(tmp_path_factory, names, change, shard_size):
+    """The cut does not shift with an insertion or a removal: every shard (its id and its files)
+    but at most two on each side is the same before and after."""
+    from catsdogs_batch.inference.shards import iter_shards
+
+    folder = tmp_path_factory.getbasetemp()  # the files need not exist: their state is an error
+    changed = sorted(set(names) ^ {change})  # added if absent, removed if present
+
+    def cut(files: list[str]) -> set[tuple[int, tuple[str, ...]]]:
+        shards = list(iter_shards(folder, shard_size, files=files))
+        assert [p for s in shards for p in s.paths] == files and len({s.id for s in shards}) == len(shards)
+        return {(s.id, tuple(s.paths)) for s in shards}
+
+    before, after = cut(names), cut(changed)
+    assert len(before - after) <= 2 and len(after - before) <= 2
+
+
+@pytest.mark.parametrize("checksum", [False, True])
+def test_a_photo_replaced_with_the_same_size_and_time_is_caught_by_checksums(tiny_model, tmp_path, checksum):
+    """Issue 31, section 1: a photo replaced by another of the same size and modification time
+    (`touch -r`) is trusted on resume by default (its size and time are all it looks at), and
+    predicted again with `checksum` (the photos' SHA-256, read as the folder is walked)."""
+    from catsdogs_batch.data.images import load_image
+
+    folder = tmp_path / "photos"
+    photo = write_image(folder / "a.bmp", 0, seed=1)  # a .bmp of the same pixel size is the same byte size
+    write_image(folder / "b.bmp", 0, seed=2)
+    predictor = RecordingPredictor(tiny_model)
+    engine = EngineOptions(progress=False, shard_size=1, checksum=checksum)
+    options = PredictOptions(tiny_model, folder, tmp_path / "r.csv", engine=engine)
+    with pytest.MonkeyPatch.context() as patch:
+        interrupt_after_first_shard(patch)
+        with pytest.raises(KeyboardInterrupt):
+            predict_folder(options, predictor)
+    assert predictor.predicted[0] == "a.bmp"
+    before = photo.stat()
+
+    write_image(photo, 1, seed=3)  # a dog where the cat was
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))  # touch -r
+    assert (photo.stat().st_size, photo.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    dog = Predictor(tiny_model).predict(load_image(photo, 32).pixels[None])[0]
+    assert dog > 0.5
+    summary = predict_folder(options, predictor)
+    row = read_table(options.out).set_index("path").loc["a.bmp"]
+    if checksum:
+        assert summary.processed == 2 and row["p_dog"] == pytest.approx(dog, abs=1e-6)
+    else:  # what the default trusts: the cat's row is kept
+        assert summary.processed == 1 and row["p_dog"] < 0.5
+
+
+def test_checksums_read_only_regular_files(tmp_path):
+    """A FIFO named like a photo is not opened to be hashed (it would wait for a writer forever);
+    the walk goes on, and the engine makes its error row."""
+    import threading
+
+    from catsdogs_batch.inference.shards import iter_shards
+
+    folder = tmp_path / "odd"
+    write_image(folder / "a.jpg", 0)
+    os.mkfifo(folder / "pipe.jpg")
+    shards: list = []
+    walk = threading.Thread(target=lambda: shards.extend(iter_shards(folder, 1, checksum=True)), daemon=True)
+    walk.start()
+    walk.join(timeout=10)
+    assert not walk.is_alive(), "the walk hung on the FIFO"
+    hashes = {path: h for s in shards for path, h in zip(s.paths, s.hashes, strict=True)}
+    assert len(hashes["a.jpg"]) == 64 and hashes["pipe.jpg"] == "not a regular file"
 
 
 @pytest.mark.slow

@@ -18,7 +18,6 @@ from PIL import Image
 from catsdogs_batch.inference import ray_engine
 from catsdogs_batch.cli import build_parser, main
 from catsdogs_batch.inference.engine import predict_folder
-from catsdogs_batch.inference.predictor import Predictor
 from catsdogs_batch.options import Labelling, EngineOptions, PredictOptions
 from catsdogs_batch.inference.ray_engine import PredictorActor
 from catsdogs_batch.inference.shards import Summary
@@ -93,24 +92,25 @@ def test_the_ray_engine_writes_the_local_engines_table(
 def test_a_run_interrupted_on_the_local_engine_is_finished_by_ray(
     local_ray, tiny_model, test_images_and_bad_files, local_table, tmp_path
 ):
-    class InterruptedAfterFiveBatches(Predictor):
-        batches = 0
+    from catsdogs_batch.inference.shards import PartsFolder
 
-        def rows(self, *args, **kwargs):
-            self.batches += 1
-            if self.batches > 5:  # 320 images in: the first shard (300) is written
-                raise KeyboardInterrupt
-            return super().rows(*args, **kwargs)
+    real_finish = PartsFolder.finish
+
+    def finish_then_stop(self, shard, rows, seconds):  # Ctrl-C once the first shard is written
+        real_finish(self, shard, rows, seconds)
+        raise KeyboardInterrupt
 
     out = tmp_path / "results.csv"
     engine = EngineOptions(shard_size=300, progress=False)
     local = PredictOptions(tiny_model, test_images_and_bad_files, out, engine=engine)
-    with pytest.raises(KeyboardInterrupt):
-        predict_folder(local, InterruptedAfterFiveBatches(tiny_model))
-    assert len(list((tmp_path / "results.csv.parts").glob("shard-*.json"))) == 1
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(PartsFolder, "finish", finish_then_stop)
+        predict_folder(local)
+    (marker,) = (tmp_path / "results.csv.parts").glob("shard-*.json")
+    done = json.loads(marker.read_text())["rows"]
 
     summary = predict_on_ray(tiny_model, test_images_and_bad_files, out)
-    assert (summary.rows, summary.processed) == (1003, 1003 - 300)
+    assert (summary.rows, summary.processed) == (1003, 1003 - done)
     assert_same_rows(read_table(out), local_table)
 
 
@@ -189,8 +189,8 @@ class RefusesTensorFlow(PredictorActor):
 def test_actors_run_an_export_without_tensorflow_a_window_at_a_time(
     local_ray, tiny_model, kaggle_train_folder, tmp_path, monkeypatch
 ):
-    """Three windows of two 4-file shards: the folder streams through Ray, and the table is the
-    local engine's."""
+    """Windows of at least 8 files (whole shards of about 4) for 24 files: the folder streams
+    through Ray, and the table is the local engine's."""
     from ray import cloudpickle
 
     from catsdogs_batch.inference.export import export_model

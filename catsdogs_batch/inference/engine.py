@@ -98,7 +98,8 @@ def predict_folder(
 
         def pending() -> Iterator[Shard]:
             """Shards not done yet, in order, registering every shard as the walk finds it."""
-            for shard in iter_shards(options.folder, options.engine.shard_size, hidden, options.files):
+            settings = options.engine
+            for shard in iter_shards(options.folder, settings.shard_size, hidden, options.files, settings.checksum):
                 shard_files.append(parts.rows_file(shard))
                 done = parts.done(shard)
                 if done:

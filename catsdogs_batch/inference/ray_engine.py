@@ -39,7 +39,7 @@ from .tables import COLUMNS, DTYPES, Row
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "--engine ray needs Ray: pip install '.[ray]' (or pip install 'ray[data]')"
-WINDOW_FILES = 100_000  # about this many files (whole shards) per Ray dataset: the actor pool starts once per window
+WINDOW_FILES = 100_000  # at least this many files (whole shards) per Ray dataset: the actor pool starts once per window
 
 
 def import_ray():
@@ -72,15 +72,30 @@ def distributor(
 
 def distribute(options: PredictOptions, shards: Iterator[Shard]) -> Iterator[int | FinishedShard]:
     """Predict the shards window by window on one Ray (started or joined once)."""
-    per_window = max(1, WINDOW_FILES // options.engine.shard_size)
-    window = list(itertools.islice(shards, per_window))
-    if not window:
+    windows = shard_windows(shards, WINDOW_FILES)
+    window = next(windows, None)
+    if window is None:
         return  # every shard was done already: no Ray to start
     ray = import_ray()
     with ray_cluster(options.engine.ray.address), _ray_data_quiet(ray):
-        while window:
-            yield from distribute_window(ray, options, {shard.index: shard for shard in window})
-            window = list(itertools.islice(shards, per_window))
+        while window is not None:
+            yield from distribute_window(ray, options, {shard.id: shard for shard in window})
+            window = next(windows, None)
+
+
+def shard_windows(shards: Iterator[Shard], files: int) -> Iterator[list[Shard]]:
+    """Whole shards, in order, taken as they come in lists of at least `files` files (the last:
+    what is left)."""
+    window: list[Shard] = []
+    count = 0
+    for shard in shards:
+        window.append(shard)
+        count += len(shard.paths)
+        if count >= files:
+            yield window
+            window, count = [], 0
+    if window:
+        yield window
 
 
 class PredictorActor:
@@ -177,7 +192,7 @@ def predictions(ray, options: PredictOptions, pending: dict[int, Shard]):
 
 def file_blocks(pending: dict[int, Shard], batch_size: int) -> list[pa.Table]:
     """The pending shards' files as Arrow blocks of one batch each: shard, position, path (bytes)."""
-    files = ((s.index, position, path) for s in pending.values() for position, path in enumerate(s.paths))
+    files = ((s.id, position, path) for s in pending.values() for position, path in enumerate(s.paths))
     blocks = []
     while chunk := list(itertools.islice(files, batch_size)):
         shard, position, path = (list(column) for column in zip(*chunk))

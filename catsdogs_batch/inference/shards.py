@@ -3,18 +3,22 @@ deterministic ids, each written to its own file in `<table>.parts/` with, once t
 complete, a small JSON done marker (img2dataset's design). A rerun of the same job skips marked
 shards, so an interrupted run (Ctrl-C, kill -9) resumes with no duplicated and no missing rows;
 a marker records its files' names, sizes and modification times as the walk found them (before
-they were read), and a shard whose files changed since is predicted again. `--overwrite` starts
-over instead. When every shard is done they are merged into the table
-(atomically) and the parts folder is removed. The driver (engine.py) writes every shard through
-this module; the engines only compute rows.
+they were read; with --checksum their SHA-256 too), and a shard whose files changed since is
+predicted again. `--overwrite` starts over instead. When every shard is done they are merged
+into the table (atomically) and the parts folder is removed. The driver (engine.py) writes every
+shard through this module; the engines only compute rows.
+
+Where a shard begins is decided by the names alone (`iter_shards`), not by a count from the
+start: a photo added or removed after an interrupted run changes the shard it falls in, and every
+other shard keeps its files, its id and so its done marker.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import shutil
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..models.checkpoint import Checkpoint
 from ..errors import UserError
-from ..files import atomic_write_json, shown
+from ..files import atomic_write_json, sha256, shown
 from ..data.images import HiddenEntries, iter_image_files
 from ..options import PredictOptions
 from .runtimes import runtime_name
@@ -39,26 +43,32 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Shard:
-    index: int
+    id: int  # from its first file's name (iter_shards): a change elsewhere in the folder leaves it
     paths: list[str]  # relative to the folder
     states: list[str]  # file_state of each path, taken when the walk found it (before it is read)
+    hashes: list[str] | None = None  # with --checksum, content_hash of each path, taken with its state
 
     @property
     def name(self) -> str:
-        return shard_name(self.index)
-
-    @property
-    def fingerprint(self) -> str:
-        """Its file names: another answer means the folder's files are not those of the run."""
-        return hashlib.sha1("\n".join(self.paths).encode(errors="surrogateescape")).hexdigest()
+        return shard_name(self.id)
 
     @property
     def files(self) -> str:
         """Its file names, sizes and modification times: another answer means its rows are out of date."""
-        digest = hashlib.sha1()
-        for path, state in zip(self.paths, self.states, strict=True):
-            digest.update(f"{path}\0{state}\n".encode(errors="surrogateescape"))
-        return digest.hexdigest()
+        return _digest(self.paths, self.states)
+
+    @property
+    def contents(self) -> str | None:
+        """Its file names and SHA-256s (None without --checksum): another answer means a file
+        holds other bytes, whatever its size and time say."""
+        return None if self.hashes is None else _digest(self.paths, self.hashes)
+
+
+def _digest(paths: list[str], values: list[str]) -> str:
+    digest = hashlib.sha1()
+    for path, value in zip(paths, values, strict=True):
+        digest.update(f"{path}\0{value}\n".encode(errors="surrogateescape"))
+    return digest.hexdigest()
 
 
 def file_state(path: Path) -> str:
@@ -67,6 +77,17 @@ def file_state(path: Path) -> str:
     try:
         stat = path.stat()
         return f"{stat.st_size} {stat.st_mtime_ns}"
+    except OSError as e:
+        return f"error {e.errno}"
+
+
+def content_hash(path: Path) -> str:
+    """The SHA-256 of a regular file's bytes (or why it has none): a FIFO or a device named like
+    a photo is not opened, as reading it could wait forever."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return "not a regular file"
+        return sha256(path)
     except OSError as e:
         return f"error {e.errno}"
 
@@ -80,18 +101,43 @@ def files_fingerprint(folder: Path, hidden: HiddenEntries | None = None) -> str:
     return digest.hexdigest()
 
 
+SHARD_IDS = 10**12  # a shard's id is below this: its first name's hash modulo it, then the next free one
+
+
 def iter_shards(
-    folder: Path, shard_size: int, hidden: HiddenEntries | None = None, files: Sequence[str] | None = None
-) -> Iterator[Shard]:
+    folder: Path, shard_size: int, hidden: HiddenEntries | None = None, files: Sequence[str] | None = None,
+    checksum: bool = False,
+) -> Iterator[Shard]:  # fmt: skip
     """The folder's image files, in their stable order (or `files`, paths relative to it, in
-    theirs), cut into shards of `shard_size`, each with the state of its files as the walk found
-    them; the hidden names a walk leaves out are counted in `hidden`."""
+    theirs), cut into shards of about `shard_size`, each with the state of its files as the walk
+    found them (and, with `checksum`, their SHA-256); the hidden names a walk leaves out are
+    counted in `hidden`.
+
+    A shard begins at the first file and at every file whose name hashes to 0 modulo
+    `shard_size` (one name in `shard_size`), and is named by its first file's name: a file added
+    or removed changes only the shard it falls in (one added that begins a shard splits it in two;
+    one removed that began a shard joins what is left to the shard before), and every other shard
+    keeps its files and its id. Sizes vary around `shard_size` (more than 5 times it: under 1%)."""
     found = iter_image_files(folder, hidden) if files is None else (folder / name for name in files)
-    for index in itertools.count():
-        paths = list(itertools.islice(found, shard_size))
-        if not paths:
-            return
-        yield Shard(index, [p.relative_to(folder).as_posix() for p in paths], [file_state(p) for p in paths])
+    taken: set[int] = set()  # the ids given, so that two shards never share one
+    shard: Shard | None = None
+    for file in found:
+        path = file.relative_to(folder).as_posix()
+        name_hash = hashlib.blake2b(path.encode(errors="surrogateescape"), digest_size=16).digest()
+        if shard is None or int.from_bytes(name_hash[:8], "big") % shard_size == 0:
+            if shard is not None:
+                yield shard
+            shard_id = int.from_bytes(name_hash[8:], "big") % SHARD_IDS
+            while shard_id in taken:
+                shard_id = (shard_id + 1) % SHARD_IDS
+            taken.add(shard_id)
+            shard = Shard(shard_id, [], [], [] if checksum else None)
+        shard.paths.append(path)
+        shard.states.append(file_state(file))
+        if shard.hashes is not None:
+            shard.hashes.append(content_hash(file))
+    if shard is not None:
+        yield shard
 
 
 class PartsFolder:
@@ -127,45 +173,42 @@ class PartsFolder:
         self.job = job
 
     def rows_file(self, shard: Shard) -> Path:
-        return shard_rows_file(self.table, shard.index)
+        return shard_rows_file(self.table, shard.id)
 
     def done(self, shard: Shard) -> dict | None:
-        """The done marker of `shard` if its rows are of its files as they are now; None if it
-        is to be predicted (again: a file changed since, or an older version, which recorded no
-        sizes and times, wrote it)."""
-        marker = shard_marker(self.table, shard.index)
+        """The done marker of `shard` if its rows are of its files as they are now (the same
+        names, sizes and modification times; with --checksum the same SHA-256 too); None if it is
+        to be predicted (again). Markers of shards the folder no longer has are never asked for:
+        their rows are left out of the table and go with the parts folder."""
+        marker = shard_marker(self.table, shard.id)
         if not marker.exists():
             return None
         stats = read_record(marker)
-        if stats is None or "fingerprint" not in stats:  # cut short or edited: its rows are not trusted
-            log.info("predicting %s again: its done marker is damaged", shard.name)
-            marker.unlink()
-            return None
-        if stats["fingerprint"] != shard.fingerprint:
-            raise UserError(
-                f"the folder changed since the interrupted run in {self.path} "
-                "(different files): pass --overwrite to start over"
-            )
-        if stats.get("files") != shard.files:
-            why = "a file changed since" if "files" in stats else "an older version, which kept no sizes and times, did"
-            log.info("predicting %s again: %s", shard.name, why)
-            marker.unlink()  # until its new rows are complete, this shard is not done
-            return None
-        return stats
+        if stats is None or not isinstance(stats.get("files"), str):  # cut short or edited: not trusted
+            why = "its done marker is damaged"
+        elif stats["files"] != shard.files:
+            why = "its files changed since (one added, removed, or of another size or time)"
+        elif shard.contents is not None and stats.get("contents") != shard.contents:
+            why = "a file holds other bytes" if stats.get("contents") else "the interrupted run took no checksums"
+        else:
+            return stats
+        log.info("predicting %s again: %s", shard.name, why)
+        marker.unlink()  # until its new rows are complete, this shard is not done
+        return None
 
     def finish(self, shard: Shard, rows: list[Row], seconds: float) -> dict:
         write_shard(self.rows_file(shard), rows)
         errors = sum(r.status == "error" for r in rows)
         stats = {
-            "fingerprint": shard.fingerprint,
             "files": shard.files,
+            "contents": shard.contents,
             "rows": len(rows),
             "ok": len(rows) - errors,
             "errors": errors,
             "labels": {label: sum(r.label == label for r in rows) for label in {r.label for r in rows if r.label}},
             "seconds": round(seconds, 3),
         }
-        atomic_write_json(shard_marker(self.table, shard.index), stats)
+        atomic_write_json(shard_marker(self.table, shard.id), stats)
         return stats
 
 
@@ -234,10 +277,11 @@ def job_description(options: PredictOptions, checkpoints: list[Checkpoint]) -> d
         "threshold": options.labelling.threshold,
         "uncertain": list(options.labelling.uncertain) if options.labelling.uncertain else None,
         "content_check": content_job(options.labelling),
+        "files_sha1": None if options.files is None else hashlib.sha1(
+            "\n".join(options.files).encode(errors="surrogateescape")
+        ).hexdigest(),
     }
-    if options.files is not None:  # only then: jobs of whole folders stay as recorded before
-        job["files_sha1"] = hashlib.sha1("\n".join(options.files).encode(errors="surrogateescape")).hexdigest()
-    job.update(options.made_from)  # empty unless given: jobs recorded before stay equal
+    job.update(options.made_from)  # label's corrections, a validation table's model and split
     return job
 
 
