@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .files import shown
+from .files import printable, shown
 from .options import (
     ARCHITECTURES,
     DEFAULT_AUDIT_ARCH,
@@ -124,7 +124,7 @@ class Parser(argparse.ArgumentParser):
 
     def _print_message(self, message: str, file=None) -> None:
         if message:
-            lines = "\n".join(shown(line) for line in message.splitlines())
+            lines = "\n".join(printable(line) for line in message.splitlines())
             super()._print_message(lines + ("\n" if message.endswith("\n") else ""), file)
 
 
@@ -683,19 +683,19 @@ def build_parser() -> argparse.ArgumentParser:
 def say(text: str, file=None) -> None:
     """Print a report for people: each of its lines escaped (the reports escape the names they
     hold, so a name with a line break in it stays on its line), so no name drives the terminal."""
-    print("\n".join(shown(line) for line in str(text).splitlines()), file=file or sys.stdout)
+    print("\n".join(printable(line) for line in str(text).splitlines()), file=file or sys.stdout)
 
 
 def say_error(command: str, message: object) -> None:
     """The one line of an error, escaped whole."""
-    print(shown(f"catsdogs {command}: error: {message}"), file=sys.stderr)
+    print(printable(f"catsdogs {command}: error: {message}"), file=sys.stderr)
 
 
 class EscapedFormatter(logging.Formatter):
     """Log messages are one line each: escaped whole, names included."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return shown(super().format(record))
+        return printable(super().format(record))
 
 
 def own_or_error(record: logging.LogRecord) -> bool:

@@ -167,11 +167,19 @@ def folder_lock(folder: str | os.PathLike, busy: str, *, shared: bool = False, i
         os.close(fd)
 
 
-def shown(text: object) -> str:
-    """`text` safe to print: bytes that are not UTF-8 as \\xNN, control and other
-    invisible characters (a terminal's escape sequences, right-to-left marks) as escapes."""
+def printable(text: object) -> str:
+    """`text` safe to print: bytes that are not UTF-8 as \\xNN, control and other invisible
+    characters (a terminal's escape sequences, right-to-left marks) as escapes. Every line the
+    commands print goes through it (cli.say, its log handler, argparse's messages)."""
     text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def shown(name: object) -> str:
+    """A name (a path, a file's name, a label read from a table) as messages and pages show it:
+    `printable`, with its backslashes doubled first, so that no two names show alike (a file
+    named backslash-x-f-f shows `\\\\xff`, one named by the byte 0xFF `\\xff`)."""
+    return printable(str(name).replace("\\", "\\\\"))
 
 
 def plain_relative(name: str) -> bool:

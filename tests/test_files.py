@@ -105,3 +105,20 @@ def test_a_folder_lock_is_shared_or_held_alone_and_writes_nothing(tmp_path, monk
     with folder_lock(tmp_path, "busy"):  # goes on, as it did before there was a lock
         pass
     assert "cannot lock the folder" in caplog.text
+
+
+def test_names_that_differ_never_print_alike(tmp_path, capsys):
+    """Issue 31, item 11: a file named backslash-x-f-f and one named by the byte 0xFF printed
+    alike. A name's backslashes are doubled once, however many times its line is made safe."""
+    from catsdogs_batch.cli import say, say_error
+    from catsdogs_batch.files import printable, shown
+
+    literal, byte = "\\xff.jpg", os.fsdecode(b"\xff.jpg")
+    assert (shown(literal), shown(byte)) == ("\\\\xff.jpg", "\\xff.jpg")
+    assert shown("a\\b\nc") == "a\\\\b\\nc"  # the backslash doubled, the newline escaped
+    say(f"sorted {shown(literal)} and {shown(byte)}")
+    say_error("label", f"cannot place {shown(literal)}")
+    printed = capsys.readouterr()
+    assert printed.out == "sorted \\\\xff.jpg and \\xff.jpg\n"
+    assert printed.err == "catsdogs label: error: cannot place \\\\xff.jpg\n"
+    assert printable(shown(literal)) == shown(literal)
