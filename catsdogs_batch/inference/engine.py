@@ -22,12 +22,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..models.checkpoint import find_checkpoints
 from ..errors import UserError
-from ..files import exclusive_lock, shown
+from ..files import exclusive_lock, plain_relative, shown
 from ..data.images import HiddenEntries, iter_image_files
 from ..options import ENGINES, PredictOptions, check_options
 from .predictor import Predictor
@@ -50,8 +50,7 @@ def check_engine_options(options: PredictOptions) -> None:
     if not options.folder.is_dir():
         raise UserError(f"{options.folder} is not a folder")
     for name in options.files or ():
-        path = PurePosixPath(name)
-        if not path.parts or path.is_absolute() or ".." in path.parts or path.as_posix() != name:  # "" and "." too
+        if not plain_relative(name):
             raise UserError(f"{shown(name)} is not a plain path inside {shown(options.folder)}")
 
 
