@@ -613,20 +613,20 @@ def test_every_pretrained_backbone_builds_saves_and_loads(arch, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_interrupted_while_calibrating_resumes_without_training_again(kaggle_train_folder, tmp_path, monkeypatch):
-    import catsdogs_batch.training.train as train_module
+    import catsdogs_batch.training.calibration as calibration
 
-    real_fit = train_module.fit_temperature
+    real_fit = calibration.fit_temperature
 
     def ctrl_c(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "fit_temperature", ctrl_c)
+    monkeypatch.setattr(calibration, "fit_temperature", ctrl_c)
     out = tmp_path / "run"
     assert train_cli(kaggle_train_folder, out, "--epochs", "2") == 130
     assert json.loads((out / "run.json").read_text())["status"] == "trained"
     history, uncalibrated = (out / "history.csv").read_text(), (out / "model.keras").read_bytes()
 
-    monkeypatch.setattr(train_module, "fit_temperature", real_fit)
+    monkeypatch.setattr(calibration, "fit_temperature", real_fit)
     assert main(["train", "--out", str(out), "--resume"]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["calibration"]["temperature"] > 0
