@@ -532,6 +532,44 @@ def test_a_second_run_sorting_the_folder_a_move_is_sorting_stops_at_once(tiny_mo
     assert sorted_photos(photos, tmp_path / "first", tmp_path / "second") == sorted(expected)
 
 
+@pytest.mark.parametrize("killed", ["before the table's record", "after the table"])
+def test_a_move_killed_once_its_table_is_written_is_finished_by_the_rerun(tiny_model, photos, tmp_path, monkeypatch, capsys, killed):
+    """Issue 31, item 7: killed right after the table was written, the rerun said "t.csv already
+    exists: pass --overwrite", sorted nothing and left t.csv.parts/ (and no t.csv.job.json)."""
+    import catsdogs_batch.inference.shards as shards
+    import catsdogs_batch.labelling.label as label
+
+    before = files_under(photos)
+    args = sorting_args(tiny_model, photos, tmp_path, "sorted", "move")
+    table = tmp_path / "sorted.csv"
+    if killed == "before the table's record":
+        write_record = shards.atomic_write_json
+
+        def killed_at_the_record(path, data):
+            if path == table.with_name(table.name + ".job.json"):
+                raise KeyboardInterrupt  # as kill -9 between the table and its record
+            write_record(path, data)
+
+        monkeypatch.setattr(shards, "atomic_write_json", killed_at_the_record)
+    else:
+        predict = label.predict_folder
+
+        def killed_after(*args, **kwargs):
+            predict(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(label, "predict_folder", killed_after)
+    assert main(args) == 130 and table.exists() and files_under(photos) == before
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(args) == 0, capsys.readouterr().err
+    assert "8 placed" in capsys.readouterr().out
+    assert sorted_photos(photos, tmp_path / "sorted") == sorted(before.items())
+    assert set(files_under(photos)) == {"2024/empty.jpg", "notes.jpg"}
+    assert not table.with_name("sorted.csv.parts").exists() and table.with_name("sorted.csv.job.json").exists()
+    assert table.with_name("sorted.csv.sorted.json").exists()
+
+
 def test_the_lock_of_a_killed_move_never_blocks_the_next(tiny_model, photos, tmp_path, capsys):
     """The lock is the folder's own, held by a process: nothing is written into the folder, and
     kill -9 of the run that holds it frees it."""

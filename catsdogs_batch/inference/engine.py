@@ -33,7 +33,7 @@ from ..options import ENGINES, PredictOptions, check_options
 from .predictor import Predictor
 from .runtimes import runtime_name
 from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
-from ..side_files import lock_file
+from ..side_files import lock_file, parts_job_file
 from .tables import check_band, check_table_name
 
 if TYPE_CHECKING:
@@ -81,7 +81,9 @@ def predict_folder(
     if not locked:
         with table_lock(options.out):
             return predict_folder(options, predictor, locked=True, relabel=relabel)
-    if options.out.exists() and not options.overwrite:
+    if options.out.exists() and not options.overwrite and not parts_job_file(options.out).exists():
+        # (a table beside its parts folder is this tool's, merged by a run killed before it
+        # recorded its job: the rerun merges it again, or refuses other settings as any resume)
         raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
     started = time.perf_counter()
     engine = importlib.import_module(ENGINES[options.engine.engine])

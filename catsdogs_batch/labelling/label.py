@@ -48,7 +48,7 @@ from ..errors import UserError
 from ..files import atomic_write_json, folder_lock, plain_relative, shown
 from ..options import LabelOptions, PredictOptions, check_options
 from ..data.corrections import CorrectionsFile, read_corrections
-from ..side_files import read_record, sorted_file, sorting_file
+from ..side_files import parts_folder, read_record, sorted_file, sorting_file
 from ..inference.tables import ANSWERS, confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)
@@ -268,11 +268,11 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
     if not job_file.exists():
         return False
     previous = read_record(job_file)  # None when damaged: it cannot be continued
-    if previous == job and not overwrite and table.exists():
+    finished = table.exists() and not parts_folder(table).exists()  # a table still being merged is not
+    if previous == job and not overwrite and finished:
         log.info("continuing the interrupted sorting recorded in %s", job_file)
         return True
-    if previous == job and not table.exists():  # its table is gone: predict again, then sort
-        job_file.unlink()
+    if previous == job and not finished:  # its table is gone or unfinished: predict (resume), then sort
         return False
     if not overwrite:
         what = "is damaged" if previous is None else "records an unfinished sorting with other settings"
@@ -440,15 +440,19 @@ def _label_locked(
     if corrections:  # only then: the job files of earlier versions stay equal
         job["corrections"] = corrections.record()
     only_sorting_left = options.sort_into is not None and _sorting_left(job_file, job, out, options.overwrite)
+    sorter = Sorter(options.folder, options.sort_into, options.mode) if options.sort_into else None
+    if sorter:
+        atomic_write_json(job_file, job)  # from here on, a rerun finishes this job, the sorting included
     processed = 0
     if not only_sorting_left:
         relabel = relabeller(corrections.labels) if corrections else None
-        processed = predict_folder(predict, locked=True, relabel=relabel).processed
+        try:
+            processed = predict_folder(predict, locked=True, relabel=relabel).processed
+        except UserError:  # refused: nothing is sorted yet
+            job_file.unlink(missing_ok=True)
+            raise
     predict_seconds = time.perf_counter() - started
 
-    sorter = Sorter(options.folder, options.sort_into, options.mode) if options.sort_into else None
-    if sorter:
-        atomic_write_json(job_file, job)  # from here on, a rerun finishes this sorting
     labels: dict[str, int] = {}
     unreadable: list[tuple[str, str]] = []
     rows = 0
