@@ -440,8 +440,7 @@ def _label_locked(
     if corrections:  # only then: the job files of earlier versions stay equal
         job["corrections"] = corrections.record()
     only_sorting_left = options.sort_into is not None and _sorting_left(job_file, job, out, options.overwrite)
-    sorter = Sorter(options.folder, options.sort_into, options.mode) if options.sort_into else None
-    if sorter:
+    if options.sort_into is not None:
         atomic_write_json(job_file, job)  # from here on, a rerun finishes this job, the sorting included
     processed = 0
     if not only_sorting_left:
@@ -452,6 +451,7 @@ def _label_locked(
             job_file.unlink(missing_ok=True)
             raise
     predict_seconds = time.perf_counter() - started
+    sorter = Sorter(options.folder, options.sort_into, options.mode) if options.sort_into else None
 
     labels: dict[str, int] = {}
     unreadable: list[tuple[str, str]] = []
