@@ -274,7 +274,12 @@ def _add_engine_options(parser: argparse.ArgumentParser, command_options: type) 
     option(parser, e, "batch_size", "images per batch of the model")
     option(parser, e, "workers", "decoding threads")
     option(parser, command_options, "overwrite", "replace existing output")
-    option(parser, e, "shard_size", "files per resumable unit of work")
+    option(parser, e, "shard_size", "files per resumable unit of work, on average")
+    option(
+        parser, e, "checksum",
+        "on resume, keep a finished shard only if its photos' SHA-256 is unchanged too, not only their sizes and "
+        "modification times (reads every photo once more)",
+    )  # fmt: skip
     option(parser, e, "progress", "no progress bar", "--no-progress")
     option(
         parser, e, "runtime",

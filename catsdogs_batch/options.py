@@ -230,7 +230,7 @@ class EngineOptions:
     batch_size: int = setting(64, low=1)
     workers: int = setting(factory=lambda: os.cpu_count() or 1, low=1)  # decoding threads
     tta: bool = False  # average with the horizontally flipped image
-    shard_size: int = setting(1024, low=1)  # files per resumable unit of work
+    shard_size: int = setting(1024, low=1)  # files per resumable unit of work, on average (shards begin where names hash to)
     # A resume trusts a finished shard while its files keep their names, sizes and modification
     # times; with checksum, only while their SHA-256 is the same too (every photo is read once more)
     checksum: bool = False

@@ -62,24 +62,25 @@ def parts_job_file(table: Path) -> Path:
     return parts_folder(table) / "job.json"
 
 
-def shard_name(index: int) -> str:
-    """`shard-NNNNNN`: the shard's rows file and done marker are named by it (and logs say it)."""
-    return f"shard-{index:06d}"
+def shard_name(shard_id: int) -> str:
+    """`shard-N` (N: six to twelve digits, a hash of the shard's first file's name, see
+    shards.iter_shards): the shard's rows file and done marker are named by it (and logs say it)."""
+    return f"shard-{shard_id:06d}"
 
 
-def shard_rows_file(table: Path, index: int) -> Path:
-    """`<table>.parts/shard-NNNNNN.csv`: the rows of one shard, written by the driver
+def shard_rows_file(table: Path, shard_id: int) -> Path:
+    """`<table>.parts/shard-N.csv`: the rows of one shard, written by the driver
     (shards.PartsFolder.finish) once the engine has returned them all; merged, in order, into
     the table, then removed with the folder."""
-    return parts_folder(table) / f"{shard_name(index)}.csv"
+    return parts_folder(table) / f"{shard_name(shard_id)}.csv"
 
 
-def shard_marker(table: Path, index: int) -> Path:
-    """`<table>.parts/shard-NNNNNN.json`: the shard's done marker (its files' fingerprints and
+def shard_marker(table: Path, shard_id: int) -> Path:
+    """`<table>.parts/shard-N.json`: the shard's done marker (its files' fingerprints and
     its counts), written only after its rows file is complete; a rerun skips the shards that
     have one (shards.PartsFolder.done) and removes a damaged or out-of-date one to predict the
     shard again. Removed with the folder."""
-    return parts_folder(table) / f"{shard_name(index)}.json"
+    return parts_folder(table) / f"{shard_name(shard_id)}.json"
 
 
 def shard_markers(table: Path) -> Iterator[Path]:

@@ -25,7 +25,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from catsdogs_batch import images  # noqa: E402
+from catsdogs_batch.data import images  # noqa: E402
 from catsdogs_batch.cpu import cpu_description  # noqa: E402
 from benchmarking import alternate, fmt  # noqa: E402
 
@@ -39,15 +39,19 @@ def pillow_only(path: Path, size: int) -> images.DecodedImage:
 
 
 def old_load_image(revision: str) -> Loader:
-    """load_image of catsdogs_batch/images.py as it was at `revision`, loaded beside today's."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:catsdogs_batch/images.py"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    name = "catsdogs_batch._images_at_" + revision.replace("~", "_").replace("^", "_")
+    """load_image of the images module as it was at `revision` (catsdogs_batch/data/images.py,
+    or catsdogs_batch/images.py before the package had rooms), loaded beside today's."""
+    for package, path in (("catsdogs_batch.data", "catsdogs_batch/data/images.py"), ("catsdogs_batch", "catsdogs_batch/images.py")):
+        shown = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"no images module at {revision}")
+    name = f"{package}._images_at_" + revision.replace("~", "_").replace("^", "_")
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
-    module.__package__ = "catsdogs_batch"
+    module.__package__ = package
     sys.modules[name] = module  # dataclasses look their module up
-    exec(compile(source, f"{revision}:catsdogs_batch/images.py", "exec"), module.__dict__)
+    exec(compile(shown.stdout, f"{revision}:{path}", "exec"), module.__dict__)
     return module.load_image
 
 
