@@ -193,6 +193,44 @@ def dataclass_default(classes: tuple[type, ...], name: str) -> object:
     return None
 
 
+# Options a command line does not set, each with why; every other field of a command's options
+# has its flag (the field's name, or the --no- flag of a yes/no option on by default).
+NOT_FLAGS = {
+    "PredictOptions.files": "a training run's validation images: review's and the Python API's",
+    "PredictOptions.made_from": "what label and evaluate add to the job",
+    "Labelling.threshold": "predict, evaluate and audit keep 0.5: only label labels by another",
+    "Labelling.uncertain": "only label labels images uncertain",
+    "Labelling.both_above": "the audit checks no both (its out-of-fold classifiers are no cat-or-dog model)",
+    "ExportOptions.seed": "the calibration sample's seed, fixed",
+    "ExportOptions.min_agreement": "the export's check: what users see, fixed",
+    "ExportOptions.max_log_loss_increase": "the export's check",
+    "ExportOptions.max_accuracy_drop": "the export's check",
+}
+FLAG_NAMES = {
+    "TrainOptions.calibrate": "--no-calibration", "ReviewOptions.open_browser": "--no-browser",
+    "TrainOptions.fast_model": "--no-fast-model", "Labelling.content_check": "--no-content-check",
+    "EvaluateOptions.folder": "labelled_folder",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", OPTIONS_OF)
+def test_every_option_has_its_flag(command, capsys, monkeypatch):
+    """A field added to an options dataclass reaches the command line (the engine's checksum was
+    settable from Python only), unless NOT_FLAGS says why not."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    usage, flags = text.split("\n\n")[0], set(re.findall(r"--[\w-]+", text))
+    for cls in OPTIONS_OF[command]:
+        for f in dataclasses.fields(cls):
+            name = f"{cls.__name__}.{f.name}"
+            if dataclasses.is_dataclass(f.default_factory) or name in NOT_FLAGS:
+                continue
+            spelled = FLAG_NAMES.get(name, "--" + f.name.replace("_", "-"))
+            positional = re.search(rf"\b{spelled if spelled.isidentifier() else f.name}\b", usage)
+            assert spelled in flags or positional, f"{name} has no flag in catsdogs {command}"
+
+
 @pytest.mark.parametrize("command", OPTIONS_OF)
 def test_help_shows_each_default_once(command, capsys, monkeypatch):
     """Every option whose dataclass field has a default (a number, a word, a path) shows that value,
