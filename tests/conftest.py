@@ -187,7 +187,16 @@ def sample_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def keras_imported():
+    """Keras and TensorFlow imported, once a session: a fixture of its own, so that the seconds
+    of CPU the import costs count as its own, not as the first model fixture's."""
+    import keras
+
+    return keras
+
+
+@pytest.fixture(scope="session")
+def tiny_model(keras_imported, tmp_path_factory) -> Path:
     """A real checkpoint of this project (the seed's CNN, 32 px, 16 dense units, calibrated),
     trained once per session on 60
     generated images until it is sure of its answers: confident enough that its validation split
