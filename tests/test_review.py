@@ -486,6 +486,22 @@ def test_a_link_to_the_corrections_is_the_same_review(tmp_path):
     assert read_corrections(link)[1:] == [["a.jpg", "cat"], ["b.jpg", "dog"]]
 
 
+def test_a_hard_linked_corrections_file_is_refused(tmp_path):
+    """Issue 31: a hard link to corrections.csv got a lock of its own, so two reviews could save
+    at once, and each save (a new file put in place) parted the two names. A corrections file
+    with more than one name is refused, with what to do; the file and its link are untouched."""
+    table = write_table(tmp_path / "t.csv", [{"path": "a.jpg", "p_dog": 0.5}])
+    corrections, other = tmp_path / "corrections.csv", tmp_path / "elsewhere" / "decisions.csv"
+    corrections.write_text("path,label\na.jpg,dog\n")
+    other.parent.mkdir()
+    os.link(corrections, other)
+    for given in (None, other):
+        with pytest.raises(UserError, match=r"has 2 names \(hard links\).*review a copy"):
+            ReviewServer(ReviewOptions(table, images=tmp_path, corrections=given))
+    assert os.stat(corrections).st_ino == os.stat(other).st_ino and corrections.read_text() == "path,label\na.jpg,dog\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrections.csv", "elsewhere", "t.csv"]
+
+
 def test_the_corrections_of_another_folder_are_refused_through_a_link(tmp_path):
     """The record of which folder a corrections file is about sits beside the file, not the link:
     `label --corrections link.csv` of another folder's decisions is refused like the file itself."""

@@ -393,6 +393,12 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
     band = options.uncertain or recorded_band or DEFAULT_BAND
     check_band(band)
     path = corrections_file(options.corrections or table.with_name(CORRECTIONS_FILE))
+    names = os.stat(path).st_nlink if path.exists() else 1
+    if names > 1:  # its lock is per name, and each save puts a new file in place: the names would part
+        raise UserError(
+            f"{shown(path)} has {names} names (hard links): each save replaces it under this name only; "
+            "review a copy (cp), or remove the other names"
+        )
     queue = review_queue(read_table(table, true_label=True), band, threshold)
     with exclusive_lock(lock_file(path), shown(path)):
         remove_unfinished_saves(path)
