@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -194,3 +194,22 @@ def resolves_inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path 
     None. The one test of "a link never leads out of the folder the user named"."""
     real = Path(os.path.realpath(path))
     return real if real.is_relative_to(os.path.realpath(folder)) else None
+
+
+def put_in_place(work: Path, target: Path, remove_old: Callable[[Path], None]) -> bool:
+    """Rename the finished folder `work` to `target`. An earlier `target` is renamed aside first
+    (`.<name>.old-<pid>` beside it), put back if the rename fails, and handed to `remove_old`
+    (which removes only what its command wrote) once the new one is in place. Returns whether
+    there was an earlier one."""
+    if not (target.exists() or target.is_symlink()):
+        os.rename(work, target)
+        return False
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.rename(target, old)
+    try:
+        os.rename(work, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    remove_old(old)
+    return True

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..models.checkpoint import EXPORT_DIR, MODEL_FILES, RUN_FILE, RUN_KIND, Checkpoint, find_checkpoint, training_folder
 from ..errors import UserError
-from ..files import atomic_write_json, sha256, shown, umask_mode
+from ..files import atomic_write_json, put_in_place, sha256, shown, umask_mode
 from ..metrics import accuracy, log_loss, predicted_labels
 from ..models.networks import load_keras_model
 from ..options import DEFAULT_BAND, NEITHER_BELOW, ExportOptions, check_options
@@ -372,21 +372,15 @@ def _is_export(folder: Path, names: set[str]) -> bool:
 
 def _replace(work: Path, out: Path) -> None:
     """Put the finished export in place; an earlier one (checked by `check_out`) is moved
-    aside first and removed only once the new one is there."""
-    if not out.exists():
-        work.rename(out)
-        return
-    if not any(out.iterdir()):
-        out.rmdir()
-        work.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    work.rename(out)
-    for name in EXPORT_FILES:
-        (old / out.name / name).unlink(missing_ok=True)
-    (old / out.name).rmdir()
-    old.rmdir()
+    aside first and removed (the files an export holds, then its folder) only once the new one
+    is there."""
+
+    def remove(old: Path) -> None:
+        for name in EXPORT_FILES:
+            (old / name).unlink(missing_ok=True)
+        old.rmdir()
+
+    put_in_place(work, out, remove)
 
 
 def export_model(options: ExportOptions) -> tuple[Path, Agreement]:

@@ -48,7 +48,7 @@ from typing import BinaryIO, NamedTuple
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..files import exclusive_lock, plain_relative, resolves_inside, sha256, shown, umask_mode
+from ..files import exclusive_lock, plain_relative, put_in_place, resolves_inside, sha256, shown, umask_mode
 from ..side_files import folder_lock_file
 from ..data.images import CLASS_NAMES, is_image_file, label_from_path
 from ..options import SAMPLE_SUBMISSIONS, DownloadOptions, check_options
@@ -595,18 +595,8 @@ def _swap_into_place(work: Path, target: Path) -> None:
     """Rename the finished WORK folder to TARGET; an old TARGET, checked again to hold only what
     this stage wrote, is removed only afterwards."""
     _check_replaceable(target)
-    if not (target.exists() or target.is_symlink()):
-        os.rename(work, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.rename(target, old)
-    try:
-        os.rename(work, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    log.info("Replaced the previous %s", target)
-    _remove(old)
+    if put_in_place(work, target, _remove):
+        log.info("Replaced the previous %s", target)
 
 
 def _remove_leftovers(target: Path) -> None:
