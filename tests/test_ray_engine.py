@@ -41,7 +41,8 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def test_images_and_bad_files(sample_dir, tmp_path_factory) -> Path:
-    """The sample's 1,000 test images plus an empty file, a text file and a truncated JPEG."""
+    """The sample's 1,000 test images plus an empty file, a text file, a truncated JPEG and two
+    copies named by bytes that are not UTF-8 and by the escape that spells them."""
     folder = tmp_path_factory.mktemp("mixed") / "test"
     shutil.copytree(sample_dir / "test", folder)
     (folder / "bad").mkdir()
@@ -50,6 +51,9 @@ def test_images_and_bad_files(sample_dir, tmp_path_factory) -> Path:
     buffer = io.BytesIO()
     Image.new("RGB", (300, 300), (1, 2, 3)).save(buffer, "JPEG")
     (folder / "truncated.jpg").write_bytes(buffer.getvalue()[:400])
+    # names that travel to the actors and back: bytes that are not UTF-8, and what their escape spells
+    shutil.copyfile(folder / "1.jpg", folder / os.fsdecode(b"caf\xe9.jpg"))
+    shutil.copyfile(folder / "2.jpg", folder / "caf\\xe9.jpg")
     return folder
 
 
@@ -81,7 +85,7 @@ def test_the_ray_engine_writes_the_local_engines_table(
     table = read_table(tmp_path / "results.csv")
     assert list(table.columns) == COLUMNS
     assert_same_rows(table, local_table)
-    assert (summary.rows, summary.errors, summary.processed) == (1003, 3, 1003)
+    assert (summary.rows, summary.errors, summary.processed) == (1005, 3, 1005)
     errors = local_table[local_table["status"] == "error"].set_index("path")["error"]
     assert {path: message[: len(BAD_FILES[path])] for path, message in errors.items()} == BAD_FILES
     assert 0 < summary.startup_seconds < summary.seconds
@@ -110,7 +114,7 @@ def test_a_run_interrupted_on_the_local_engine_is_finished_by_ray(
     done = json.loads(marker.read_text())["rows"]
 
     summary = predict_on_ray(tiny_model, test_images_and_bad_files, out)
-    assert (summary.rows, summary.processed) == (1003, 1003 - done)
+    assert (summary.rows, summary.processed) == (1005, 1005 - done)
     assert_same_rows(read_table(out), local_table)
 
 

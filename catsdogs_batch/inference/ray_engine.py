@@ -34,7 +34,7 @@ from ..options import PredictOptions
 from .predictor import Predictor
 from .runtimes import check_model
 from .shards import FinishedShard, Shard
-from .tables import COLUMNS, DTYPES, Row
+from .tables import COLUMNS, DTYPES, Row, name_from_utf8, utf8_name
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class PredictorActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """{shard, position, path} -> the same keys, the batch's seconds and the Row columns."""
         started = time.perf_counter()
-        paths = [bytes(p).decode("utf-8", "surrogateescape") for p in batch["path"]]
+        paths = [name_from_utf8(str(p)) for p in batch["path"]]
         rows = self.predictor.predict_files(self.options.folder, paths, self.options.labelling)
         table = rows_to_arrow(rows)
         seconds = (time.perf_counter() - started) / len(rows)
@@ -127,13 +127,13 @@ def actor_threads(options: PredictOptions) -> int:
 
 
 def rows_to_arrow(rows: list[Row]) -> pa.Table:
-    """Rows as an Arrow table: numbers typed (None -> null), text as UTF-8 bytes that keep
-    whatever a name holds (see `row_from_arrow`)."""
+    """Rows as an Arrow table: numbers typed (None -> null), text as UTF-8 that keeps whatever a
+    name holds (tables.utf8_name, as in a Parquet table; see `row_from_arrow`)."""
     columns = {}
     for name in COLUMNS:
         values = [getattr(row, name) for row in rows]
         if DTYPES[name].startswith("string"):
-            columns[name] = pa.array([v.encode("utf-8", "surrogateescape") for v in values], pa.binary())
+            columns[name] = pa.array([utf8_name(v) for v in values], pa.string())
         else:
             columns[name] = pa.array(values, pa.int64() if DTYPES[name] == "Int64" else pa.float64())
     return pa.table(columns)
@@ -141,7 +141,7 @@ def rows_to_arrow(rows: list[Row]) -> pa.Table:
 
 def row_from_arrow(record: dict) -> Row:
     return Row(**{
-        name: record[name].decode("utf-8", "surrogateescape") if DTYPES[name].startswith("string") else record[name]
+        name: name_from_utf8(record[name]) if DTYPES[name].startswith("string") else record[name]
         for name in COLUMNS
     })  # fmt: skip
 
@@ -191,13 +191,13 @@ def predictions(ray, options: PredictOptions, pending: dict[int, Shard]):
 
 
 def file_blocks(pending: dict[int, Shard], batch_size: int) -> list[pa.Table]:
-    """The pending shards' files as Arrow blocks of one batch each: shard, position, path (bytes)."""
+    """The pending shards' files as Arrow blocks of one batch each: shard, position, path (tables.utf8_name)."""
     files = ((s.id, position, path) for s in pending.values() for position, path in enumerate(s.paths))
     blocks = []
     while chunk := list(itertools.islice(files, batch_size)):
         shard, position, path = (list(column) for column in zip(*chunk))
-        encoded = [p.encode("utf-8", "surrogateescape") for p in path]
-        blocks.append(pa.table({"shard": shard, "position": position, "path": pa.array(encoded, pa.binary())}))
+        names = [utf8_name(p) for p in path]
+        blocks.append(pa.table({"shard": shard, "position": position, "path": pa.array(names, pa.string())}))
     return blocks
 
 

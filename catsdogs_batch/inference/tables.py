@@ -210,11 +210,11 @@ def _checked(path: Path, frame: pd.DataFrame, layouts: list[list[str]] | None = 
 
 def _from_parquet(path: Path, frame: pd.DataFrame, layouts: list[list[str]], escaped: bool) -> pd.DataFrame:
     """A Parquet table's frame with the column types above; names escaped by this tool (see
-    _escape) as the file system has them."""
+    utf8_name) as the file system has them."""
     frame = _checked(path, frame, layouts)
     if escaped:
         for column in _string_columns(frame):
-            frame[column] = _each(frame[column], _unescape)
+            frame[column] = _each(frame[column], name_from_utf8)
     return frame.astype({c: ALL_DTYPES[c] for c in frame.columns})
 
 
@@ -236,7 +236,7 @@ def merge_shards(shards: list[Path], out: Path, relabel: Callable[[pd.DataFrame]
 
 def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
     """Write frames of one layout (at least one) as a CSV or Parquet table, atomically and
-    streaming: names keep their bytes in CSV, and are escaped (see _escape) in Parquet."""
+    streaming: names keep their bytes in CSV, and are escaped (see utf8_name) in Parquet."""
     with atomic_path(out) as tmp:
         if out.suffix == ".parquet":
             import pyarrow as pa
@@ -246,7 +246,7 @@ def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
             for frame in frames:
                 frame = frame.copy()
                 for column in _string_columns(frame):
-                    frame[column] = _each(frame[column], _escape)
+                    frame[column] = _each(frame[column], utf8_name)
                 table = pa.Table.from_pandas(frame, preserve_index=False)
                 table = table.replace_schema_metadata({**(table.schema.metadata or {}), _NAMES[0]: _NAMES[1]})
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
@@ -273,12 +273,13 @@ _TO_ESCAPE = re.compile("\\\\(?=[\\\\x\udc80-\udcff])|[\udc80-\udcff]")
 _ESCAPED = re.compile(r"\\(\\|x[89a-f][0-9a-f])")
 
 
-def _escape(text: str) -> str:
-    """`text` (surrogates for bytes that are not UTF-8) as valid UTF-8 that _unescape reverses."""
+def utf8_name(text: str) -> str:
+    """`text` (surrogates for bytes that are not UTF-8) as valid UTF-8 that name_from_utf8
+    reverses: how a name is kept wherever only UTF-8 text goes (Parquet, Arrow strings, Ray)."""
     return _TO_ESCAPE.sub(lambda m: "\\\\" if m[0] == "\\" else f"\\x{ord(m[0]) - 0xDC00:02x}", text)
 
 
-def _unescape(text: str) -> str:
+def name_from_utf8(text: str) -> str:
     return _ESCAPED.sub(lambda m: "\\" if m[1] == "\\" else chr(0xDC00 + int(m[1][1:], 16)), text)
 
 
