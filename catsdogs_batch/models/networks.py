@@ -1,7 +1,7 @@
 """The models `catsdogs train --arch` builds (the seed's CNN, a small residual network, pretrained
-backbones), their augmentation layer, temperature scaling, and loading a checkpoint's Keras model:
-the one module of the package (with training and export) that imports Keras. Every model takes
-uint8-range RGB pixels and ends in one sigmoid unit named `p_dog`."""
+backbones), their augmentation layer, temperature scaling, and loading a checkpoint's Keras model
+(which modules import Keras: docs/architecture.md). Every model takes uint8-range RGB pixels and
+ends in one sigmoid unit named `p_dog`."""
 
 from __future__ import annotations
 
