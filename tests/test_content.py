@@ -226,26 +226,3 @@ def test_evaluate_counts_neither_and_both_among_the_labelled_photos(lite2_run, m
     assert (evaluation.metrics["neither"], evaluation.metrics["both"], evaluation.metrics["images"]) == (1, 1, 4)
     assert "1 neither, 1 both" in evaluation.describe()
     assert "1 called neither and 1 both" in (tmp_path / "eval" / "report.html").read_text()
-
-
-def test_the_content_checks_settings_are_part_of_the_job(tmp_path):
-    """A rerun with other thresholds, or without the check, is another job: its rows are not reused."""
-    import json
-
-    from catsdogs_batch.models.checkpoint import RUN_KIND, find_checkpoints
-    from catsdogs_batch.options import PredictOptions
-    from catsdogs_batch.inference.shards import job_description
-
-    run = tmp_path / "run"  # what a job records of a model: its path, size and time (it is not loaded)
-    run.mkdir()
-    (run / "model.keras").write_bytes(b"a model")
-    (run / "run.json").write_text(json.dumps({"kind": RUN_KIND, "image_size": 32}))
-
-    def job(labelling: Labelling) -> dict:
-        options = PredictOptions(run, tmp_path, tmp_path / "t.csv", labelling=labelling)
-        return job_description(options, find_checkpoints(run))
-
-    jobs = [job(Labelling(content_check=True)), job(Labelling(content_check=True, neither_below=0.5)),
-            job(Labelling(content_check=True, both_above=0.9)), job(Labelling(content_check=False))]  # fmt: skip
-    assert all(a != b for i, a in enumerate(jobs) for b in jobs[i + 1 :])
-    assert job(Labelling(content_check=True)) == jobs[0]

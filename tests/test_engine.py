@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from PIL import Image, ImageOps
+from PIL import Image
 
 from catsdogs_batch.cli import main
 from catsdogs_batch.inference.engine import predict_folder
@@ -94,28 +92,6 @@ def test_parquet_table_has_the_same_rows_as_csv(tiny_model, kaggle_train_folder,
     csv_table = predict(tiny_model, kaggle_train_folder, tmp_path / "r.csv", shard_size=5)
     parquet_table = predict(tiny_model, kaggle_train_folder, tmp_path / "r.parquet", shard_size=5)
     pd.testing.assert_frame_equal(csv_table, parquet_table)
-
-
-def test_tta_averages_with_the_mirrored_image(tiny_model, tmp_path):
-    """Images whose mirror is known without the code: Pillow's mirror of a half-cat, half-dog
-    image (which the model tells from the original); and a left-right symmetric image, its own
-    mirror, whose TTA answer is its plain one."""
-
-    def generated(label: int, seed: int) -> np.ndarray:
-        return np.asarray(Image.open(write_image(tmp_path / f"{label}-{seed}.png", label, size=32, seed=seed)))
-
-    def mirrored(pixels: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(ImageOps.mirror(Image.fromarray(image))) for image in pixels])
-
-    plain, tta = Predictor(tiny_model), Predictor(tiny_model, tta=True)
-    halves = np.stack([np.concatenate([generated(0, n)[:, :16], generated(1, n)[:, 16:]], axis=1) for n in range(4)])
-    p, p_mirror = plain.predict(halves), plain.predict(mirrored(halves))
-    assert (abs(p - p_mirror) > 0.01).all()  # the model is not mirror-blind: TTA changes something
-    assert np.allclose(tta.predict(halves), (p + p_mirror) / 2, atol=1e-6)
-    assert np.allclose(tta.predict(mirrored(halves)), tta.predict(halves), atol=1e-6)
-
-    symmetric = np.concatenate([halves[:, :, :16], mirrored(halves[:, :, :16])], axis=2)
-    assert np.allclose(tta.predict(symmetric), plain.predict(symmetric), atol=1e-6)
 
 
 def test_existing_output_is_not_overwritten_unless_asked(tiny_model, kaggle_train_folder, tmp_path, capsys):
@@ -368,29 +344,6 @@ def test_photos_added_and_removed_after_an_interrupted_run_redo_only_their_shard
     assert len(redone) <= 20 and not {"00.png", "59.png"} & set(redone)  # the rest was kept
 
 
-@given(
-    names=st.lists(st.text("abc", min_size=1, max_size=6), unique=True, max_size=120).map(sorted),
-    change=st.text("abc", min_size=1, max_size=6),
-    shard_size=st.integers(1, 8),
-)
-@settings(max_examples=150, deadline=None)
-def test_a_change_to_the_files_touches_only_the_shards_it_falls_in(tmp_path_factory, names, change, shard_size):
-    """The cut does not shift with an insertion or a removal: every shard (its id and its files)
-    but at most two on each side is the same before and after."""
-    from catsdogs_batch.inference.shards import iter_shards
-
-    folder = tmp_path_factory.getbasetemp()  # the files need not exist: their state is an error
-    changed = sorted(set(names) ^ {change})  # added if absent, removed if present
-
-    def cut(files: list[str]) -> set[tuple[int, tuple[str, ...]]]:
-        shards = list(iter_shards(folder, shard_size, files=files))
-        assert [p for s in shards for p in s.paths] == files and len({s.id for s in shards}) == len(shards)
-        return {(s.id, tuple(s.paths)) for s in shards}
-
-    before, after = cut(names), cut(changed)
-    assert len(before - after) <= 2 and len(after - before) <= 2
-
-
 @pytest.mark.parametrize("checksum", [False, True])
 def test_a_photo_replaced_with_the_same_size_and_time_is_caught_by_checksums(tiny_model, tmp_path, checksum):
     """Issue 31, section 1: a photo replaced by another of the same size and modification time
@@ -422,25 +375,6 @@ def test_a_photo_replaced_with_the_same_size_and_time_is_caught_by_checksums(tin
         assert summary.processed == 2 and row["p_dog"] == pytest.approx(dog, abs=1e-6)
     else:  # what the default trusts: the cat's row is kept
         assert summary.processed == 1 and row["p_dog"] < 0.5
-
-
-def test_checksums_read_only_regular_files(tmp_path):
-    """A FIFO named like a photo is not opened to be hashed (it would wait for a writer forever);
-    the walk goes on, and the engine makes its error row."""
-    import threading
-
-    from catsdogs_batch.inference.shards import iter_shards
-
-    folder = tmp_path / "odd"
-    write_image(folder / "a.jpg", 0)
-    os.mkfifo(folder / "pipe.jpg")
-    shards: list = []
-    walk = threading.Thread(target=lambda: shards.extend(iter_shards(folder, 1, checksum=True)), daemon=True)
-    walk.start()
-    walk.join(timeout=10)
-    assert not walk.is_alive(), "the walk hung on the FIFO"
-    hashes = {path: h for s in shards for path, h in zip(s.paths, s.hashes, strict=True)}
-    assert len(hashes["a.jpg"]) == 64 and hashes["pipe.jpg"] == "not a regular file"
 
 
 @pytest.mark.slow
