@@ -149,24 +149,3 @@ def test_a_model_trained_before_calibration_is_evaluated_as_it_is(tiny_model, la
     assert main(["evaluate", str(old), str(labelled_folder), "--out", str(tmp_path / "e"), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["calibration"] is None and 0 <= metrics["log_loss"]
-
-
-def test_an_interrupted_validation_table_of_a_copied_run_is_finished(tiny_model, tmp_path, monkeypatch):
-    """`catsdogs review RUN` stopped while it predicted the validation images, then the run is
-    copied or its model file touched (same bytes, another time): the next review predicts them
-    again instead of asking for an --overwrite that review does not have."""
-    import os
-
-    import catsdogs_batch.labelling.validation as validation
-
-    run = tmp_path / "run"
-    shutil.copytree(tiny_model, run)
-    with monkeypatch.context() as m:
-        m.setattr(validation, "with_true_labels", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
-        with pytest.raises(KeyboardInterrupt):  # every shard done, stopped as they merge
-            validation.validation_results(run)
-    assert (run / "validation.csv.parts").is_dir() and not (run / "validation.csv").exists()
-    later = (run / "model.keras").stat().st_mtime_ns + 10**9
-    os.utime(run / "model.keras", ns=(later, later))
-    table = validation.validation_results(run)
-    assert len(pd.read_csv(table)) == 12 and not (run / "validation.csv.parts").exists()
