@@ -284,21 +284,6 @@ def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path
     assert "quantized for CPUs with VNNI" in caplog.text
 
 
-def test_a_onednn_capped_below_vnni_counts_as_a_cpu_without_it(monkeypatch):
-    """OpenVINO runs int8 with the instructions ONEDNN_MAX_CPU_ISA allows: capped at AVX2 on a
-    VNNI machine, its int8 is an AVX2 machine's, and an export made there must suit one."""
-    from catsdogs_batch import cpu
-
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    uncapped = cpu.has_vnni()
-    for cap in ("AVX2", "avx512_core", "SSE41"):
-        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-        assert cpu.has_vnni() is False, cap
-    for cap in ("AVX512_CORE_VNNI", "AVX512_CORE_AMX", "ALL", ""):  # a cap that keeps them changes nothing
-        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-        assert cpu.has_vnni() is uncapped, cap
-
-
 def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(model, exports, tmp_path, capsys):
     other_run = tmp_path / "other-run"
     shutil.copytree(model, other_run, ignore=shutil.ignore_patterns("export"))
