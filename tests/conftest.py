@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import logging
 import os
 import resource
 import subprocess
@@ -160,6 +161,35 @@ def write_image(path: Path, label: int, size: int = 48, seed: int = 0, **save_op
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, **save_options)
     return path
+
+
+# --- a command run in this process: its exit code, its output, its one-line error ---------------
+
+
+@pytest.fixture
+def info_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture the stage's INFO lines (what `catsdogs` prints on stderr)."""
+    caplog.set_level(logging.INFO)
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    from catsdogs_batch.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str, command: str = "download") -> None:
+    """Exit code 1 and one error line, `catsdogs COMMAND: error: ...`, holding FRAGMENTS; stderr
+    holds nothing else but a download's progress bar."""
+    assert code == 1 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    line = lines[-1]
+    assert line.startswith(f"catsdogs {command}: error: ")
+    assert all(other.startswith("\r") or "%|" in other for other in lines[:-1]), lines
+    for fragment in fragments:
+        assert fragment in line
 
 
 @pytest.fixture

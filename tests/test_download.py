@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import random
 import re
@@ -27,22 +26,17 @@ import pytest
 from kaggle_stub import assert_no_secret, kaggle_home, kaggle_stub, point_client_at  # noqa: F401
 from PIL import Image
 
-from catsdogs_batch.cli import main
 from catsdogs_batch.kaggle.download import MANIFEST, DownloadOptions, download
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.files import exclusive_lock
 from catsdogs_batch.kaggle.api import download_competition_archive
 
-from conftest import SAMPLE_ARCHIVE, SAMPLE_ARCHIVE_MISSING
+from conftest import SAMPLE_ARCHIVE, SAMPLE_ARCHIVE_MISSING, assert_one_line_error, run_cli
 
 REDUX = "dogs-vs-cats-redux-kernels-edition"
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def info_logs(caplog: pytest.LogCaptureFixture) -> None:
-    """Capture the stage's INFO lines (what `catsdogs` prints on stderr)."""
-    caplog.set_level(logging.INFO)
+pytestmark = pytest.mark.usefixtures("info_logs")  # the stage's INFO lines (what `catsdogs` prints on stderr) are captured
 
 
 # --- building archives ---------------------------------------------------------------------
@@ -86,24 +80,6 @@ def competition_zip(
             **(extra_outer or {}),
         }
     )
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str, command: str = "download") -> None:
-    """Exit code 1 and one error line, `catsdogs COMMAND: error: ...`, holding FRAGMENTS; stderr
-    holds nothing else but a download's progress bar."""
-    assert code == 1 and "Traceback" not in err
-    lines = err.strip().splitlines()
-    line = lines[-1]
-    assert line.startswith(f"catsdogs {command}: error: ")
-    assert all(other.startswith("\r") or "%|" in other for other in lines[:-1]), lines
-    for fragment in fragments:
-        assert fragment in line
 
 
 def assert_nothing_unpacked(data_dir: Path, competition: str = REDUX) -> None:
@@ -169,14 +145,6 @@ def test_rules_not_accepted_points_to_the_rules_page(kaggle_stub, tmp_path, caps
     assert_one_line_error(code, err, "HTTP 403", f"https://www.kaggle.com/competitions/{REDUX}/rules")
     assert_no_secret(kaggle_stub, out, err, caplog.text)
     assert_nothing_unpacked(tmp_path / "data")
-
-
-def test_missing_credentials_say_where_to_put_them(kaggle_home, tmp_path, capsys):
-    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
-
-    assert_one_line_error(code, err, "no Kaggle credentials", "~/.kaggle/kaggle.json", "KAGGLE_USERNAME")
-    assert "KAGGLE_API_TOKEN" in err and "--archive ZIP_OR_FOLDER" in err
-    assert "Authentication required" not in out + err  # the client's own help text is not shown
 
 
 def test_unreachable_kaggle_is_a_network_error(kaggle_home, tmp_path, capsys, monkeypatch):
@@ -318,38 +286,6 @@ def test_a_file_of_the_archives_name_that_was_there_is_never_deleted(kaggle_stub
     assert_one_line_error(code, err, "is not a zip this tool downloaded", "move it away")
     assert (data / f"{REDUX}.zip").read_bytes() == b"my notes, not a zip" * 100
     assert_nothing_unpacked(data)
-
-
-def test_rejected_api_token(kaggle_stub, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("KAGGLE_USERNAME")
-    monkeypatch.delenv("KAGGLE_KEY")
-    monkeypatch.setenv("KAGGLE_API_TOKEN", "tok-revoked-0123456789")
-
-    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
-
-    assert_one_line_error(code, err, "does not accept the API token in KAGGLE_API_TOKEN")
-    assert "tok-revoked-0123456789" not in out + err
-
-
-MALFORMED_KAGGLE_JSON = {  # content -> what the error says about it
-    "not JSON": ('{"username": "someone", "key": "key-in-a-broken-file', "is not valid JSON"),
-    "empty": ("", "is not valid JSON"),
-    "a list": ('[{"username": "someone", "key": "key-in-a-list"}]', "is not a JSON object"),
-    "no key": ('{"username": "someone"}', 'has no "key"'),
-    "neither": ('{"competition": "dogs-vs-cats"}', 'has no "username" and no "key"'),
-}
-
-
-@pytest.mark.parametrize("case", list(MALFORMED_KAGGLE_JSON))
-def test_malformed_kaggle_json_is_named_and_explained(case, kaggle_home, tmp_path, capsys, caplog):
-    content, message = MALFORMED_KAGGLE_JSON[case]
-    (kaggle_home / ".kaggle" / "kaggle.json").write_text(content)
-
-    code, out, err = run_cli(["download", "--data-dir", str(tmp_path / "data")], capsys)
-
-    assert_one_line_error(code, err, "~/.kaggle/kaggle.json", message)
-    assert "no Kaggle credentials" not in err
-    assert "key-in-a-" not in out + err + caplog.text
 
 
 # --- importing archives ------------------------------------------------------------------------
