@@ -3,11 +3,8 @@ and on the packaged ImageNet classifier."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from catsdogs_batch.models.content import (
     CAT_CLASSES,

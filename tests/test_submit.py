@@ -9,27 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 from kaggle_stub import assert_no_secret, kaggle_home, kaggle_stub  # noqa: F401
 
-from catsdogs_batch.cli import main
 
 LIST = "POST /api/v1/competitions.CompetitionApiService/ListSubmissions"
 CREATE = "POST /api/v1/competitions.CompetitionApiService/CreateSubmission"
 REDUX = "dogs-vs-cats-redux-kernels-edition"
 FAST = ["--poll-interval", "0.01"]  # the waits between polls, kept tiny
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    """Exit status 1 and one error line holding `fragments`; nothing else but the upload's bar."""
-    *bars, line = err.strip().splitlines()
-    assert code == 1 and line.startswith("catsdogs submit: error: ") and all("%|" in bar for bar in bars), err
-    assert all(fragment in line for fragment in fragments), err
 
 
 @pytest.fixture
@@ -236,7 +223,7 @@ def test_submit_before_accepting_the_rules(kaggle_stub, tmp_path, capsys, caplog
 
     code, out, err = run_cli(["submit", str(csv), "-m", "x", "--competition", "dogs-vs-cats"], capsys)
 
-    assert_one_line_error(code, err, "https://www.kaggle.com/competitions/dogs-vs-cats/rules")
+    assert_one_line_error(code, err, "https://www.kaggle.com/competitions/dogs-vs-cats/rules", command="submit")
     assert kaggle_stub.uploads == {}
     assert_no_secret(kaggle_stub, out, err, caplog.text)
 
@@ -248,11 +235,11 @@ def test_failed_upload_is_an_error_not_a_status(kaggle_stub, tmp_path, capsys):
 
     code, _, err = run_cli(["submit", str(csv), "-m", "x"], capsys)
 
-    assert_one_line_error(code, err, "uploading", "failed")
+    assert_one_line_error(code, err, "uploading", "failed", command="submit")
     assert kaggle_stub.submissions == []
 
 
 def test_submit_missing_file(kaggle_stub, tmp_path, capsys):
     code, _, err = run_cli(["submit", str(tmp_path / "none.csv"), "-m", "x"], capsys)
-    assert_one_line_error(code, err, "submission file not found")
+    assert_one_line_error(code, err, "submission file not found", command="submit")
     assert kaggle_stub.calls == []
