@@ -71,3 +71,15 @@ def test_decoding_for_training_works_where_free_memory_is_unknown(tmp_path, monk
     monkeypatch.setattr("os.sysconf", _sysconf_without("SC_AVPHYS_PAGES", pages=1))  # 4 KiB free
     with pytest.raises(UserError, match=r"^2 train images at 32px need 0\.0 GiB, more than the 0\.0 GiB free"):
         decode_images(tmp_path, items, 32, 1, "train")
+
+
+def test_the_split_has_its_own_seed(kaggle_train_folder):
+    """Runs with other --seed values hold out the same images (to compare or ensemble them);
+    --split-seed picks others."""
+    from catsdogs_batch.data.dataset import corrected_split
+    from catsdogs_batch.options import TrainOptions
+
+    def held_out(**seeds: int) -> list[str]:
+        return [item.path for item in corrected_split(TrainOptions(data=kaggle_train_folder, **seeds))[1]]
+
+    assert held_out(seed=7) == held_out(seed=8) != held_out(seed=7, split_seed=3)

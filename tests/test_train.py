@@ -71,16 +71,6 @@ def test_a_run_from_scratch_ends_with_its_fast_model_or_says_why_it_has_none(kag
 
 
 @pytest.mark.slow
-def test_the_split_has_its_own_seed(kaggle_train_folder, tmp_path):
-    """Runs with other --seed values hold out the same images (to compare or ensemble them);
-    --split-seed picks others."""
-    for name, seeds in (("a", ["--seed", "7"]), ("b", ["--seed", "8"]), ("c", ["--split-seed", "3"])):
-        assert train_cli(kaggle_train_folder, tmp_path / name, "--epochs", "1", *seeds) == 0
-    assert (tmp_path / "a/split.csv").read_text() == (tmp_path / "b/split.csv").read_text()
-    assert (tmp_path / "a/split.csv").read_text() != (tmp_path / "c/split.csv").read_text()
-
-
-@pytest.mark.slow
 def test_class_folders_and_corrupt_files(tmp_path, caplog):
     data = tmp_path / "photos"
     for n in range(8):
