@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,11 @@ def parts_job_file(table: Path) -> Path:
     when the work folder is made; read by the next run (resume or start over) and by review (the
     images folder of a table still being predicted); goes with the folder."""
     return parts_folder(table) / "job.json"
+
+
+# What a work folder holds besides its job.json: shards' rows files and done markers, and the
+# temporary file of one being written (files.atomic_path: `.<name>.XXXXXXXX.tmp`)
+SHARD_FILE = re.compile(r"shard-\d{6,}\.(csv|json)|\.(shard-\d{6,}\.(csv|json)|job\.json)\.\w{8}\.tmp")
 
 
 def shard_name(shard_id: int) -> str:

@@ -303,3 +303,23 @@ def mixed_folder(sample_dir, tmp_path) -> Path:
     Image.fromarray((((x // 50 + y // 50) % 2) * 255).astype(np.uint8)).save(folder / "checkers.png")
     composite(train / "cat.2002.jpg", train / "dog.2002.jpg", folder / "pair.jpg")
     return folder
+
+
+# --- Hypothesis: the profiles of the property tests (tests/test_properties.py) ----------------
+# Registered here, before pytest's own start-up, so that `--hypothesis-profile NAME` still wins.
+# catsdogs-fast (loaded by default) keeps the fast tier within its budget: few examples, the same
+# ones every run (derandomize), no shrinking (minutes, for a failure: the slow twin shrinks it), no
+# example database (a failure's example is kept in the test as an @example); catsdogs-slow, the one
+# the slow twins of those tests run, searches far more widely.
+try:
+    from hypothesis import HealthCheck, Phase, settings
+except ImportError:  # the dev extra is not installed: tests/test_properties.py says so itself
+    pass
+else:
+    _PROFILE = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
+    settings.register_profile(
+        "catsdogs-fast", max_examples=4, stateful_step_count=5, derandomize=True,
+        phases=[Phase.explicit, Phase.generate], **_PROFILE,
+    )  # fmt: skip
+    settings.register_profile("catsdogs-slow", max_examples=40, stateful_step_count=12, print_blob=True, **_PROFILE)
+    settings.load_profile("catsdogs-fast")

@@ -17,6 +17,7 @@ are predicted (the progress bar) and a `FinishedShard` when all the rows of a sh
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..models.checkpoint import find_checkpoints
 from ..errors import UserError
-from ..files import exclusive_lock, plain_relative, shown
+from ..files import exclusive_lock, made_folder, plain_relative, shown
 from ..data.images import HiddenEntries, iter_image_files
 from ..options import ENGINES, PredictOptions, check_options
 from .predictor import Predictor
@@ -54,15 +55,19 @@ def check_engine_options(options: PredictOptions) -> None:
             raise UserError(f"{shown(name)} is not a plain path inside {shown(options.folder)}")
 
 
-def table_lock(table: Path):
-    """The lock that one run writing `table` holds (see `exclusive_lock`)."""
-    try:
-        table.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):  # the system would say "File exists"
-        blocking = next((p for p in (table.parent, *table.parent.parents) if p.is_symlink() or p.exists()), table.parent)
-        what = "a link that leads to no folder" if blocking.is_symlink() else "a file, not a folder"
-        raise UserError(f"cannot write {shown(table)}: {shown(blocking)} is {what}") from None
-    return exclusive_lock(lock_file(table), str(table))
+@contextlib.contextmanager
+def table_lock(table: Path) -> Iterator[None]:
+    """The lock that one run writing `table` holds (see `exclusive_lock`), in the table's folder,
+    made if missing and removed again if the run leaves it empty (refused: no folder left)."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(made_folder(table.parent))
+        except (FileExistsError, NotADirectoryError):  # the system would say "File exists"
+            blocking = next((p for p in (table.parent, *table.parent.parents) if p.is_symlink() or p.exists()), table.parent)
+            what = "a link that leads to no folder" if blocking.is_symlink() else "a file, not a folder"
+            raise UserError(f"cannot write {shown(table)}: {shown(blocking)} is {what}") from None
+        held.enter_context(exclusive_lock(lock_file(table), str(table)))
+        yield
 
 
 def predict_folder(

@@ -31,7 +31,8 @@ from ..data.images import HiddenEntries, iter_image_files
 from ..options import PredictOptions
 from .runtimes import runtime_name
 from ..side_files import (
-    job_file, parts_folder, parts_job_file, read_record, shard_marker, shard_markers, shard_name, shard_rows_file,
+    SHARD_FILE, job_file, parts_folder, parts_job_file, read_record, shard_marker, shard_markers, shard_name,
+    shard_rows_file,
 )  # fmt: skip
 from .tables import Row, merge_shards, write_shard
 
@@ -155,6 +156,10 @@ class PartsFolder:
                 previous = read_record(job_file) or {"damaged": str(job_file)}
             elif not any(self.path.iterdir()):
                 previous = None  # stopped before it recorded its job
+            elif all(SHARD_FILE.fullmatch(p.name) for p in self.path.iterdir()):
+                # a run killed while it removed the folder (job.json may go first): its shards'
+                # settings are unknown, so they are not kept; --overwrite starts over
+                previous = {"damaged": f"{job_file} is gone"}
             else:
                 raise UserError(f"{self.path} is not a catsdogs work folder: move it away")
             if overwrite or (previous != job and not any(shard_markers(table))):

@@ -164,7 +164,8 @@ def read_table(path: str | os.PathLike, *, true_label: bool = False) -> pd.DataF
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            with open(path, "rb") as file:  # a file object: pyarrow takes no name that is not UTF-8
+                table = pq.read_table(file)
             return _from_parquet(path, table.to_pandas(), layouts, _escaped_names(table.schema))
         return _checked(path, pd.read_csv(path, **_READ_CSV), layouts)
 
@@ -178,10 +179,11 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = 100_000) -> Iterator[p
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            file = pq.ParquetFile(path)
-            escaped = _escaped_names(file.schema_arrow)
-            for batch in file.iter_batches(batch_size=chunk_rows):
-                yield _from_parquet(path, batch.to_pandas(), layouts, escaped)
+            with open(path, "rb") as raw:  # a file object: pyarrow takes no name that is not UTF-8
+                file = pq.ParquetFile(raw)
+                escaped = _escaped_names(file.schema_arrow)
+                for batch in file.iter_batches(batch_size=chunk_rows):
+                    yield _from_parquet(path, batch.to_pandas(), layouts, escaped)
             return
         for chunk in pd.read_csv(path, chunksize=chunk_rows, **_READ_CSV):
             yield _checked(path, chunk, layouts)
@@ -243,15 +245,16 @@ def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
             import pyarrow.parquet as pq
 
             writer = None
-            for frame in frames:
-                frame = frame.copy()
-                for column in _string_columns(frame):
-                    frame[column] = _each(frame[column], utf8_name)
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                table = table.replace_schema_metadata({**(table.schema.metadata or {}), _NAMES[0]: _NAMES[1]})
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-            writer.close()
+            with open(tmp, "wb") as file:  # a file object: pyarrow takes no name that is not UTF-8
+                for frame in frames:
+                    frame = frame.copy()
+                    for column in _string_columns(frame):
+                        frame[column] = _each(frame[column], utf8_name)
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _NAMES[0]: _NAMES[1]})
+                    writer = writer or pq.ParquetWriter(file, table.schema)
+                    writer.write_table(table)
+                writer.close()
         else:
             with open(tmp, "w", newline="", **TEXT) as f:
                 writer = CsvWriter(f)

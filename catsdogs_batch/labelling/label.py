@@ -189,7 +189,8 @@ def _remove_source(source: Path, target: Path) -> None:
 
 def _link_new(source: Path, target: Path) -> None:
     try:
-        os.link(source, target)  # fails if target exists: never overwrites
+        # fails if target exists: never overwrites; a linked photo's file is linked, not the link
+        os.link(os.path.realpath(source), target)  # Linux's link() would link the link itself
     except OSError as e:
         if e.errno == errno.EXDEV:
             raise UserError(
@@ -251,8 +252,9 @@ def check_sort_target(folder: Path, target: Path) -> None:
             raise UserError(f"--sort-into {target} overlaps {folder}: choose a folder outside it")
 
 
-def check_sort_into(target: Path) -> None:
-    """Refuse, before minutes of predicting, a --sort-into that cannot become a folder."""
+def check_sort_into(target: Path, folder: Path, mode: str) -> None:
+    """Refuse, before minutes of predicting, a --sort-into that cannot become a folder, or one a
+    hard link cannot reach (another file system)."""
     if target.is_symlink() and not target.exists():
         raise UserError(f"--sort-into {target} is a link to nothing")
     existing = next(p for p in (target, *target.absolute().parents) if p.exists())
@@ -260,6 +262,11 @@ def check_sort_into(target: Path) -> None:
         raise UserError(f"--sort-into {target}: {existing} is not a folder")
     if existing != target and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--sort-into {target}: cannot create folders in {existing}")
+    if mode == "link" and os.stat(existing).st_dev != os.stat(folder).st_dev:
+        raise UserError(
+            f"cannot hard-link the photos of {shown(folder)} into {shown(target)}: they are on different file "
+            "systems; use --mode copy or move, or a --sort-into folder on the same file system"
+        )
 
 
 def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bool:
@@ -269,7 +276,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
         return False
     previous = read_record(job_file)  # None when damaged: it cannot be continued
     finished = table.exists() and not parts_folder(table).exists()  # a table still being merged is not
-    if previous == job and not overwrite and finished:
+    if previous == job and finished:  # --overwrite too: it replaced the earlier table, this job's is here
         log.info("continuing the interrupted sorting recorded in %s", job_file)
         return True
     if previous == job and not finished:  # its table is gone or unfinished: predict (resume), then sort
@@ -393,7 +400,7 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     check_engine_options(predict)
     if options.sort_into is not None:
         check_sort_target(options.folder, options.sort_into)
-        check_sort_into(options.sort_into)
+        check_sort_into(options.sort_into, options.folder, options.mode)
     # a run that only labels reads the folder as a copy does: no move may take its files meanwhile
     with table_lock(out), sorting_lock(options.folder, options.mode if options.sort_into else "copy"):
         return _label_locked(options, predict, corrections, started)
