@@ -574,12 +574,13 @@ def test_an_out_under_a_link_to_nothing_names_that_link(tmp_path):
 
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     table = tmp_path / "gone" / "sub" / "r.csv"
-    with pytest.raises(UserError) as refused:
-        table_lock(table)
+    with pytest.raises(UserError) as refused, table_lock(table):
+        pass
     assert str(refused.value) == f"cannot write {table}: {tmp_path / 'gone'} is a link that leads to no folder"
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=f"{tmp_path / 'notes.txt'} is a file, not a folder$"):
-        table_lock(tmp_path / "notes.txt" / "sub" / "r.csv")
+        with table_lock(tmp_path / "notes.txt" / "sub" / "r.csv"):
+            pass
 
 
 def test_the_summary_of_a_folder_with_nothing_readable_reads_right(tiny_model, tmp_path):
