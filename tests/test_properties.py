@@ -1092,6 +1092,11 @@ def killed_then_rerun(model: Path, tmp_path_factory, scenario: Scenario, kill) -
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "open defects found by this test (issue 31): kill -9 inside an atomic write leaves "
+    "`.labels.csv.job.json.XXXXXXXX.tmp` beside the table for good; and a rerun after some kills "
+    "fails with 'No such file or directory: .labels.csv.XXXXXXXX.tmp'"
+))
 def test_a_run_killed_at_any_step_ends_as_one_never_killed(tiny_model, tmp_path_factory):
     """kill -9 at a step (from inside the process, just before that change to the files) and
     rerun: the files and rows of the run never killed."""
