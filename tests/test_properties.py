@@ -1092,7 +1092,7 @@ def killed_then_rerun(model: Path, tmp_path_factory, scenario: Scenario, kill) -
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(  # random search: it may not meet them in a run
     "open defects found by this test (issue 31): kill -9 inside an atomic write leaves "
     "`.labels.csv.job.json.XXXXXXXX.tmp` beside the table for good; and a rerun after some kills "
     "fails with 'No such file or directory: .labels.csv.XXXXXXXX.tmp'"
