@@ -7,7 +7,9 @@ The jobs are Python functions too (api.py, docs/python.md):
     table = cd.predict(run, "~/photos")          # a pandas DataFrame, one row per photo
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("catsdogs-batch")  # setup.cfg's
 
 JOBS = ("download", "train", "predict", "label", "submission")
 

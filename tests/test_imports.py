@@ -13,15 +13,18 @@ NAME = "catsdogs_batch"
 
 
 def module_name(path: Path) -> str:
-    """A module's dotted name inside the package: inference/engine.py -> inference.engine."""
-    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    """A module's dotted name inside the package: inference/engine.py -> inference.engine, a
+    subpackage's __init__.py its folder's (inference), the package's own NAME."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join(parts) or NAME
 
 
 def internal_imports(path: Path, name: str = "m") -> set[str]:
     """Package modules (dotted, inside the package) that `path`, the module `name`, imports
     anywhere in its body, relative imports resolved; a name imported from a package may be a
     module of it (kept when it is one, see `import_graph`)."""
-    package = name.split(".")[:-1]
+    package = [] if name == NAME else name.split(".") if path.stem == "__init__" else name.split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
@@ -33,21 +36,20 @@ def internal_imports(path: Path, name: str = "m") -> set[str]:
             else:
                 continue
             module = [*base, *(node.module.split(".") if node.module else [])]
-            if module:
-                found.add(".".join(module))
+            found.add(".".join(module) or NAME)  # `from .. import __version__`: the package itself
             found.update(".".join([*module, alias.name]) for alias in node.names)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
-                if parts[0] == NAME and len(parts) > 1:
-                    found.add(".".join(parts[1:]))
+                if parts[0] == NAME:
+                    found.add(".".join(parts[1:]) or NAME)
     return found
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Each module of the package (its subpackages walked) mapped to the package modules it
-    imports (`__init__` files left out)."""
-    modules = {module_name(path): path for path in PACKAGE.rglob("*.py") if path.stem != "__init__"}
+    """Each module of the package (its subpackages walked, their `__init__` files included: the
+    package's own is NAME) mapped to the package modules it imports."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
     return {name: internal_imports(path, name) & modules.keys() - {name} for name, path in modules.items()}
 
 
@@ -90,7 +92,7 @@ def test_relative_imports_of_a_subpackage_are_resolved(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from .engine import x\nfrom ..data.images import y\nfrom ..files import z\nfrom .. import options\n")
     found = internal_imports(module, "inference.predictor")
-    assert {"inference.engine", "data.images", "files", "options"} <= found
+    assert {"inference.engine", "data.images", "files", "options", NAME} <= found  # the package itself too
 
 
 def test_the_package_is_grouped_by_job():

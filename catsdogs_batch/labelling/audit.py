@@ -23,6 +23,7 @@ folds, seed, method and settings), which is how review finds the images. An inte
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import itertools
 import logging
 import platform
@@ -36,7 +37,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .. import __version__
 from ..inference.engine import table_lock
 from ..errors import UserError
 from ..files import atomic_write_json, shown
@@ -420,5 +420,5 @@ def _job_record(options: AuditOptions, method: dict, images: int, unreadable: in
         "label_issues": issues,
         "out_of_fold_accuracy": round(accuracy, 6),
         "seconds": round(seconds, 1),
-        "versions": {"catsdogs_batch": __version__, "cleanlab": cleanlab.__version__, "python": platform.python_version()},
+        "versions": {"catsdogs_batch": importlib.metadata.version("catsdogs-batch"), "cleanlab": cleanlab.__version__, "python": platform.python_version()},
     }

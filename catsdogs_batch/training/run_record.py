@@ -4,6 +4,7 @@ files of its folder besides the model: history.csv, curves.png and the backup fo
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import platform
 import time
 from pathlib import Path
@@ -12,7 +13,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .. import __version__
 from ..data.dataset import SPLIT_FILE
 from ..data.images import CLASS_NAMES
 from ..files import atomic_path, sha256
@@ -69,7 +69,7 @@ def new_record(options: TrainOptions, train_data, val_data, skipped: list[dict],
         },
         "skipped_images": skipped,
         "versions": {
-            "catsdogs_batch": __version__,
+            "catsdogs_batch": importlib.metadata.version("catsdogs-batch"),
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
