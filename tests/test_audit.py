@@ -21,7 +21,8 @@ from catsdogs_batch.cli import main
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.options import AuditOptions, ReviewOptions, Labelling
 from catsdogs_batch.data.corrections import read_corrections
-from catsdogs_batch.labelling.review import open_session, recorded_job
+from catsdogs_batch.labelling.review import open_session
+from catsdogs_batch.labelling.review_queue import recorded_job
 from catsdogs_batch.inference.tables import AUDIT_COLUMNS, SOURCE_COLUMNS, read_table, write_table
 
 from catsdogs_batch.data.images import load_image

@@ -20,7 +20,8 @@ from catsdogs_batch.errors import UserError
 from catsdogs_batch.files import TEXT, CsvWriter
 from catsdogs_batch.options import ReviewOptions
 from catsdogs_batch.data.corrections import Corrections
-from catsdogs_batch.labelling.review import ReviewServer, Session, create_app, open_session, review_queue
+from catsdogs_batch.labelling.review import ReviewServer, Session, create_app, open_session
+from catsdogs_batch.labelling.review_queue import review_queue
 from catsdogs_batch.inference.tables import COLUMNS, EVALUATE_COLUMNS, read_table
 
 from conftest import write_image
@@ -648,7 +649,7 @@ def test_only_the_images_of_the_table_inside_the_folder_are_served(client, sessi
 def test_thumbnails_of_images_with_too_many_pixels_are_refused(session, monkeypatch):
     from PIL import Image
 
-    import catsdogs_batch.labelling.review as review
+    import catsdogs_batch.labelling.review_queue as review
 
     Image.new("RGB", (600, 600)).save(session.images / "sub" / "dog.3.jpg", "PNG")  # named .jpg, a PNG
     monkeypatch.setattr(review, "THUMBNAIL_MAX_PIXELS", 300_000)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from catsdogs_batch import side_files
-from catsdogs_batch.labelling.review import recorded_job
+from catsdogs_batch.labelling.review_queue import recorded_job
 
 
 def test_each_side_file_has_the_name_the_documents_give_it(tmp_path):
