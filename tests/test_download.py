@@ -824,10 +824,10 @@ HELD_RUN = """
 import sys, time
 from pathlib import Path
 from catsdogs_batch.cli import main
-from catsdogs_batch.kaggle import download
+from catsdogs_batch.kaggle import archives
 
 reached, release = Path(sys.argv[1]), Path(sys.argv[2])
-extract = download._extract
+extract = archives.extract
 
 def held_extract(members, dest, label, part):
     if part == "test":  # train/ is unpacked in the work folder by now
@@ -837,7 +837,7 @@ def held_extract(members, dest, label, part):
             time.sleep(0.02)
     return extract(members, dest, label, part)
 
-download._extract = held_extract
+archives.extract = held_extract
 sys.exit(main(sys.argv[3:]))
 """
 
