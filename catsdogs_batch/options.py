@@ -1,6 +1,6 @@
 """The options of each command: one dataclass per command, holding each option's default and
 the values it admits (`setting`), in one place. The CLI builds its flags from these (defaults,
-ranges, choices) and its options from the parsed arguments (cli.py `options_from`); every
+ranges, choices) and its options from the parsed arguments (cli/flags.py `options_from`); every
 command checks them with `check_options` before any work, however they were made.
 
 Kept free of heavy imports so that `catsdogs --help` stays instant."""

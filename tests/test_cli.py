@@ -301,13 +301,14 @@ def command_that_imports_tensorflow_then(ending: str, imports: str = "tensorflow
     return f"""
 import os, sys, time
 from catsdogs_batch import cli
+from catsdogs_batch.cli import image_jobs
 
 def run(args):
     import {imports}
     os.write(2, b"E0000 allocator: out of memory allocating 4096 MB\\n")
     {ending}
 
-cli.run_predict = run
+image_jobs.run_predict = run
 sys.exit(cli.main(sys.argv[1:] + ["predict", "m", "photos", "--out", "r.csv"]))
 """
 
@@ -343,8 +344,9 @@ def test_a_failed_tensorflow_import_shows_what_it_wrote(tmp_path):
 def test_a_command_run_without_a_python_stderr_ends_as_it_would(monkeypatch):
     """sys.stderr None (a GUI or service that embeds the command): a finished command returns 0."""
     import catsdogs_batch.cli as cli
+    from catsdogs_batch.cli import data_jobs
 
-    monkeypatch.setattr(cli, "run_download", lambda args: 0)
+    monkeypatch.setattr(data_jobs, "run_download", lambda args: 0)
     monkeypatch.setattr(sys, "stderr", None)
     assert cli.main(["download"]) == 0
 
