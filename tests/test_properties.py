@@ -777,6 +777,17 @@ def check_same_end(reference: Place, whole: Ran, place: Place, attempts: list[Ra
     assert side_names(place) == side_names(reference), "side files left by the stopped run"
 
 
+def run_whole_and_prepare(model: Path, tmp_path_factory, scenario: Scenario):
+    """`scenario` run whole in one place, and built again in another for the run to stop there:
+    that reference place and its whole run, the other place, what it holds before (None without
+    rows) and the command's argv there."""
+    reference = scenario.build(fresh(tmp_path_factory))
+    whole = run(scenario.argv(model, reference), reference.root)
+    place = scenario.build(fresh(tmp_path_factory))
+    rows = expected_rows(scenario.tree)
+    return reference, whole, place, before_run(place, rows) if rows else None, scenario.argv(model, place)
+
+
 @pytest.mark.parametrize("tier", TIERS)
 def test_a_run_stopped_at_any_step_ends_as_one_never_stopped(tiny_model, tmp_path_factory, tier):
     """`catsdogs label` stopped (Ctrl-C) at any step, once or twice, then run again as it was:
@@ -788,12 +799,7 @@ def test_a_run_stopped_at_any_step_ends_as_one_never_stopped(tiny_model, tmp_pat
         scenario=Scenario(tree_of([([], b"a", "cat", 0)], False)), stops=[("os.rename", b"labels.csv.job.json")]
     )
     def check(scenario: Scenario, stops: list[float | tuple[str, bytes]]) -> None:
-        reference = scenario.build(fresh(tmp_path_factory))
-        whole = run(scenario.argv(tiny_model, reference), reference.root)
-        place = scenario.build(fresh(tmp_path_factory))
-        rows = expected_rows(scenario.tree)
-        before = before_run(place, rows) if rows else None
-        argv = scenario.argv(tiny_model, place)
+        reference, whole, place, before, argv = run_whole_and_prepare(tiny_model, tmp_path_factory, scenario)
         attempts = []
         for stop in stops:  # a fraction of the uninterrupted run's steps, or a step by its name
             attempts.append(run(argv, place.root, stop if isinstance(stop, tuple) else 1 + int(stop * len(whole.steps))))
@@ -1074,12 +1080,7 @@ def test_a_folder_sorted_over_weeks(tiny_model, tmp_path_factory, tier):
 def killed_then_rerun(model: Path, tmp_path_factory, scenario: Scenario, kill) -> None:
     """Run `scenario` whole in one place and, in another, in a subprocess that `kill` kills -9
     (it returns the exit status and the steps taken), then rerun it here: both end alike."""
-    reference = scenario.build(fresh(tmp_path_factory))
-    whole = run(scenario.argv(model, reference), reference.root)
-    place = scenario.build(fresh(tmp_path_factory))
-    rows = expected_rows(scenario.tree)
-    before = before_run(place, rows) if rows else None
-    argv = scenario.argv(model, place)
+    reference, whole, place, before, argv = run_whole_and_prepare(model, tmp_path_factory, scenario)
     code, steps = kill(argv, place.root, whole.steps)
     if code == -signal.SIGKILL:
         if before and scenario.mode == "move":
