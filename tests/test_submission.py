@@ -178,6 +178,39 @@ def test_a_photo_replaced_after_an_interrupted_submission_is_predicted_again(tin
     assert "computed with another set of test files" in capsys.readouterr().err
 
 
+def test_with_checksum_results_are_reused_only_while_the_test_photos_hold_the_same_bytes(tiny_model, tmp_path, capsys, caplog):
+    """Issue 31: `submission --checksum` reused a results.csv whose photo had been replaced by
+    another of the same size and modification time (`touch -r`): the reuse looked at sizes and
+    times only. A results.csv computed without checksums is not reused by a run that asks for them."""
+    import os
+
+    test_dir = tmp_path / "test"
+    for n in range(1, 4):
+        write_image(test_dir / f"{n}.bmp", 0, seed=n)  # a .bmp of the same pixel size is the same byte size
+    out = tmp_path / "sub"
+    assert submission_cli(tiny_model, test_dir, out) == 0
+    (out / "submission.csv").unlink()
+    assert submission_cli(tiny_model, test_dir, out, "--checksum") == 1
+    assert "computed without --checksum: pass --overwrite" in capsys.readouterr().err
+    assert submission_cli(tiny_model, test_dir, out, "--checksum", "--overwrite") == 0
+    first = (out / "submission.csv").read_bytes()
+    (out / "submission.csv").unlink()
+    with caplog.at_level("INFO"):
+        assert submission_cli(tiny_model, test_dir, out, "--checksum") == 0  # nothing changed: reused
+    assert "reusing" in caplog.text and (out / "submission.csv").read_bytes() == first
+
+    photo = test_dir / "1.bmp"
+    before = photo.stat()
+    write_image(photo, 1, seed=9)  # a dog where the cat was
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))  # touch -r
+    assert (photo.stat().st_size, photo.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    (out / "submission.csv").unlink()
+    capsys.readouterr()
+    assert submission_cli(tiny_model, test_dir, out, "--checksum") == 1
+    assert "computed from test photos that held other bytes: pass --overwrite" in capsys.readouterr().err
+    assert submission_cli(tiny_model, test_dir, out) == 0  # what the default trusts: names, sizes and times
+
+
 def test_a_bad_clip_is_refused_before_anything_is_predicted(tiny_model, test_dir, tmp_path, capsys):
     from catsdogs_batch.errors import UserError
     from catsdogs_batch.options import SubmissionOptions

@@ -93,13 +93,15 @@ def content_hash(path: Path) -> str:
         return f"error {e.errno}"
 
 
-def files_fingerprint(folder: Path, hidden: HiddenEntries | None = None) -> str:
-    """What the folder's image files are: their names, sizes and modification times, hashed;
-    a different answer means a table of this folder is out of date. `hidden`: see iter_image_files."""
-    digest = hashlib.sha1()
-    for path in iter_image_files(folder, hidden):
-        digest.update(f"{path.relative_to(folder)}\0{file_state(path)}\n".encode(errors="surrogateescape"))
-    return digest.hexdigest()
+def files_fingerprint(folder: Path, hidden: HiddenEntries | None = None, checksum: bool = False) -> dict[str, str]:
+    """What the folder's image files are: `files`, their names, sizes and modification times,
+    hashed, and with `checksum` `contents`, their names and SHA-256s, hashed; another answer means
+    a table of this folder is out of date. `hidden`: see iter_image_files."""
+    paths = [path.relative_to(folder).as_posix() for path in iter_image_files(folder, hidden)]
+    found = {"files": _digest(paths, [file_state(folder / path) for path in paths])}
+    if checksum:
+        found["contents"] = _digest(paths, [content_hash(folder / path) for path in paths])
+    return found
 
 
 SHARD_IDS = 10**12  # a shard's id is below this: its first name's hash modulo it, then the next free one

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 SUBMISSION_FILE = "submission.csv"
 # results.csv.job.json (side_files.job_file) says what results.csv was computed from; a submission adds
-# the test files' fingerprint and the table's sha256, and reuses results.csv only if all are the same.
+# the test files' fingerprint (with --checksum, of their bytes too) and the table's sha256, and
+# reuses results.csv only if all are the same.
 UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opinion
 
 
@@ -67,7 +68,7 @@ def make_submission(options: SubmissionOptions) -> Path:
         hidden = HiddenEntries()
         job = {
             **job_description(predict, find_checkpoints(options.model, options.engine.runtime)),
-            "files": files_fingerprint(options.test_dir, hidden),
+            **files_fingerprint(options.test_dir, hidden, options.engine.checksum),
         }
         if results_path.exists() and not options.overwrite:
             _check_reusable(job_file(results_path), job, results_path)
@@ -88,19 +89,25 @@ def make_submission(options: SubmissionOptions) -> Path:
 
 
 def _check_reusable(job_file: Path, job: dict, results: Path) -> None:
-    """Refuse a results.csv computed from anything else than `job` describes, or changed since."""
+    """Refuse a results.csv computed from anything else than `job` describes, or changed since.
+    The test photos' checksums (`contents`) are compared only when this run takes them."""
     previous = read_record(job_file)
+    if previous is not None and "contents" not in job:
+        previous.pop("contents", None)
     if previous is not None and previous.pop("results_sha256", None) != sha256(results):
         why = "it changed since it was computed"
     elif previous == job:
         return
     elif previous is None:
         why = f"nothing records what it was computed with ({job_file.name} is missing)"
-    else:
-        changed = [key for key in job if previous.get(key) != job[key]]
+    elif changed := [key for key in job if key != "contents" and previous.get(key) != job[key]]:
         why = "it was computed with another " + ", ".join(
             "set of test files" if key == "files" else key.replace("_", " ") for key in changed
         )
+    elif "contents" in previous:
+        why = "it was computed from test photos that held other bytes"
+    else:
+        why = "it was computed without --checksum"
     raise UserError(f"{results} exists but {why}: pass --overwrite to predict again, or another --out")
 
 
