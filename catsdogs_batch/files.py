@@ -14,8 +14,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -66,6 +67,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_unfinished_writes(paths: Iterable[Path]) -> None:
+    """Remove the temporary files a run killed inside `atomic_path` left beside `paths` (mkstemp's
+    names, `.<name>.XXXXXXXX.tmp`): regular files of that pattern only. Call it only while
+    holding the lock of whoever writes `paths`, so that no live run's write is cut."""
+    by_folder: dict[Path, set[str]] = {}
+    for path in paths:
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    removed = []
+    for folder, names in by_folder.items():
+        pattern = re.compile(rf"\.({'|'.join(map(re.escape, sorted(names)))})\.[a-z0-9_]{{8}}\.tmp")
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
+            for entry in entries:
+                if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed.append(entry.name)
+    if removed:
+        log.info("removed %d unfinished write(s) a stopped run left: %s", len(removed), shown(", ".join(removed)))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

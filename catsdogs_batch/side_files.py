@@ -56,6 +56,13 @@ def parts_folder(table: Path) -> Path:
     return _beside(table, ".parts")
 
 
+def removed_parts_folder(table: Path) -> Path:
+    """`.<table>.parts.removing/`: a work folder being removed (shards.discard_parts renames it
+    so first: a run stopped while removing it leaves no half of a work folder that a rerun could
+    take for one). The next run writing the table removes a leftover (engine.table_lock)."""
+    return table.with_name(f".{table.name}.parts.removing")
+
+
 def parts_job_file(table: Path) -> Path:
     """`<table>.parts/job.json`: the job of the unfinished run (shards.job_description), written
     when the work folder is made; read by the next run (resume or start over) and by review (the

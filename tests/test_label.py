@@ -595,6 +595,40 @@ def test_the_lock_of_a_killed_move_never_blocks_the_next(tiny_model, photos, tmp
     assert set(files_under(photos)) == {"2024/empty.jpg", "notes.jpg"}
 
 
+# `catsdogs ARGV` killed -9 just before the temporary file of ENDING is renamed onto it
+KILLED_BEFORE_A_RENAME = """
+import os, signal, sys
+from catsdogs_batch.cli import main
+replace = os.replace
+def killed_there(source, target, **kwargs):
+    if os.fsdecode(target).endswith(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(source, target, **kwargs)
+os.replace = killed_there
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow  # a subprocess each: TensorFlow starts four times
+@pytest.mark.parametrize("written", ["sorted.csv", "sorted.csv.sorting.json", "sorted.csv.job.json", "sorted.csv.sorted.json"])
+def test_what_a_run_killed_while_writing_leaves_half_written_goes_with_the_rerun(tiny_model, photos, tmp_path, capsys, written):
+    """Issue 31, found by the property tests: killed -9 while a table or one of its side files was
+    being written (its temporary file `.<name>.XXXXXXXX.tmp` complete, not yet renamed), the run
+    left that file beside the table for good. The rerun removes it (under the table's lock), and
+    nothing else: not a file of another name, not a link."""
+    args = sorting_args(tiny_model, photos, tmp_path, "sorted", "move")
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_A_RENAME, written, *args], capture_output=True)
+    assert killed.returncode == -9, killed.stderr[-500:]
+    left = [n for n in os.listdir(tmp_path) if n.startswith(f".{written}.") and n.endswith(".tmp")]
+    assert len(left) == 1, os.listdir(tmp_path)
+    (tmp_path / ".sorted.csv.mine.tmp").write_text("a file of mine")
+    os.symlink(photos / "cat.jpg", tmp_path / ".sorted.csv.12345678.tmp")
+    assert main(args) == 0, capsys.readouterr().err
+    assert set(os.listdir(tmp_path)) == {"photos", "sorted", "sorted.csv", "sorted.csv.job.json", "sorted.csv.sorted.json",
+                                         ".sorted.csv.mine.tmp", ".sorted.csv.12345678.tmp"}  # fmt: skip
+    assert set(files_under(photos)) == {"2024/empty.jpg", "notes.jpg"} and len(files_under(tmp_path / "sorted")) == 8
+
+
 @pytest.mark.parametrize("held, sorted_here", [
     ("photos", "photos/2024"),  # a move of the folder, then one of a folder inside it
     ("photos/2024", "photos"),  # a move of a folder inside, then one of the whole

@@ -1245,3 +1245,42 @@ def test_a_link_across_file_systems_is_refused_before_anything_is_made(tiny_mode
         assert os.listdir(elsewhere) == [] and sorted(os.listdir(tmp_path)) == ["photos"]
     finally:
         shutil.rmtree(elsewhere)
+
+
+@pytest.mark.parametrize("command", ["predict", "label"])
+def test_a_run_stopped_anywhere_in_removing_its_work_folder_is_finished_by_the_rerun(tiny_model, tmp_path, command):
+    """kill -9 while the table's work folder was being removed (shutil.rmtree, in directory order),
+    its table and record complete: the rerun found a done marker whose rows file was gone ("No
+    such file or directory: labels.csv.parts/shard-N.csv"), or, its job.json gone, said
+    "labels.csv already exists" and never sorted. Stopped at each removal in turn here."""
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"]
+    removals = 0
+    for at in range(1, 100):
+        root = tmp_path / str(at)
+        photos_folder(root, *names)
+        argv = ["predict", str(tiny_model), str(root / "photos"), "--out", str(root / "t.csv"), *FLAGS, "--shard-size", "2"]
+        if command == "label":
+            argv = sorting(tiny_model, root, "move", "--shard-size", "2", table="t.csv")
+        removing = [0]
+
+        def nth_removal(event, name, done, at=at, removing=removing):
+            recorded = ("os.rename", b"t.csv.job.json") in done  # the table is complete
+            if recorded and event in ("os.remove", "os.rmdir") and b".parts" in name:
+                removing[0] += 1
+                return removing[0] == at
+            return False
+
+        stopped = run(argv, root, stop=nth_removal)
+        if stopped.stopped is None:
+            removals = at - 1
+            break
+        assert stopped.code == 130, stopped
+        again = run(argv, root)
+        assert again.code == (1 if command == "predict" else 0), again.err  # predict: "already exists"
+        assert sorted(read_table(root / "t.csv")["path"]) == names
+        if command == "label":
+            assert os.listdir(root / "photos") == [] and sorted(p.name for p in (root / "sorted").rglob("*.jpg")) == names
+        assert sorted(n for n in os.listdir(root) if n.startswith((".t.csv", "t.csv"))) == (
+            ["t.csv", "t.csv.job.json"] + ["t.csv.sorted.json"] * (command == "label")
+        ), os.listdir(root)
+    assert removals >= 6, removals  # three shards' rows and markers, then the folder

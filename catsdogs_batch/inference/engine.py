@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING
 
 from ..models.checkpoint import find_checkpoints
 from ..errors import UserError
-from ..files import exclusive_lock, made_folder, plain_relative, shown
+from ..files import exclusive_lock, made_folder, plain_relative, remove_unfinished_writes, shown
 from ..data.images import HiddenEntries, iter_image_files
 from ..options import ENGINES, PredictOptions, check_options
 from .predictor import Predictor
 from .runtimes import runtime_name
-from .shards import FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table
-from ..side_files import lock_file, parts_job_file
+from .shards import (
+    FinishedShard, PartsFolder, Shard, Summary, count, iter_shards, job_description, merge_table, remove_removed_parts,
+)  # fmt: skip
+from ..side_files import job_file, lock_file, parts_job_file, sorted_file, sorting_file
 from .tables import check_band, check_table_name
 
 if TYPE_CHECKING:
@@ -56,9 +58,12 @@ def check_engine_options(options: PredictOptions) -> None:
 
 
 @contextlib.contextmanager
-def table_lock(table: Path) -> Iterator[None]:
-    """The lock that one run writing `table` holds (see `exclusive_lock`), in the table's folder,
-    made if missing and removed again if the run leaves it empty (refused: no folder left)."""
+def table_lock(table: Path, *also: Path) -> Iterator[None]:
+    """The lock that one run writing `table` (and the files `also`, a command's other outputs)
+    holds (see `exclusive_lock`), in the table's folder, made if missing and removed again if the
+    run leaves it empty (refused: no folder left). Once held, what a killed run left half-written
+    of these files or the table's side files (a temporary file of `atomic_path`, a work folder
+    being removed) is removed."""
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(made_folder(table.parent))
@@ -67,6 +72,8 @@ def table_lock(table: Path) -> Iterator[None]:
             what = "a link that leads to no folder" if blocking.is_symlink() else "a file, not a folder"
             raise UserError(f"cannot write {shown(table)}: {shown(blocking)} is {what}") from None
         held.enter_context(exclusive_lock(lock_file(table), str(table)))
+        remove_unfinished_writes([table, job_file(table), sorting_file(table), sorted_file(table), *also])
+        remove_removed_parts(table)
         yield
 
 

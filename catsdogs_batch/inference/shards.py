@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -31,8 +32,8 @@ from ..data.images import HiddenEntries, iter_image_files
 from ..options import PredictOptions
 from .runtimes import runtime_name
 from ..side_files import (
-    SHARD_FILE, job_file, parts_folder, parts_job_file, read_record, shard_marker, shard_markers, shard_name,
-    shard_rows_file,
+    SHARD_FILE, job_file, parts_folder, parts_job_file, read_record, removed_parts_folder, shard_marker, shard_markers,
+    shard_name, shard_rows_file,
 )  # fmt: skip
 from .tables import Row, merge_shards, write_shard
 
@@ -167,7 +168,7 @@ class PartsFolder:
             if overwrite or (previous != job and not any(shard_markers(table))):
                 # --overwrite, or a run that stopped before it finished a shard: nothing to keep
                 log.info("starting over, discarding the interrupted run in %s", self.path)
-                shutil.rmtree(self.path)
+                discard_parts(table)
             elif previous in (job, None):
                 log.info("resuming the interrupted run in %s", self.path)
             else:
@@ -193,6 +194,8 @@ class PartsFolder:
         stats = read_record(marker)
         if stats is None or not isinstance(stats.get("files"), str):  # cut short or edited: not trusted
             why = "its done marker is damaged"
+        elif not self.rows_file(shard).is_file():
+            why = "its rows file is gone"
         elif stats["files"] != shard.files:
             why = "its files changed since (one added, removed, or of another size or time)"
         elif shard.contents is not None and stats.get("contents") != shard.contents:
@@ -317,12 +320,33 @@ def merge_table(
     """Once every shard is done: merge them, in order, into the table (each shard's rows
     through `relabel`, if given), record its job beside it and remove the parts folder."""
     if not shard_files:
-        shutil.rmtree(parts.path)
+        discard_parts(options.out)
         raise UserError(f"no image files in {options.folder}")
     job_file(options.out).unlink(missing_ok=True)  # a table being replaced loses its record first
     merge_shards(shard_files, options.out, relabel)
     atomic_write_json(job_file(options.out), parts.job)
-    shutil.rmtree(parts.path)
+    discard_parts(options.out)
+
+
+def discard_parts(table: Path) -> None:
+    """Remove `<table>.parts/` so that no run finds half of it (a done marker whose rows are
+    gone, shards without their job): renamed aside first, then removed."""
+    remove_removed_parts(table)
+    os.rename(parts_folder(table), removed_parts_folder(table))
+    shutil.rmtree(removed_parts_folder(table))
+
+
+def remove_removed_parts(table: Path) -> None:
+    """Remove what a run stopped while discarding a work folder left (side_files.removed_parts_folder):
+    only a folder of a work folder's files; anything else there is refused, never deleted. Call it
+    only while holding the table's lock."""
+    leftover = removed_parts_folder(table)
+    if not leftover.is_dir() or leftover.is_symlink():
+        return
+    if not all(SHARD_FILE.fullmatch(p.name) or p.name == "job.json" for p in leftover.iterdir()):
+        raise UserError(f"{shown(leftover)} is not a catsdogs work folder: move it away")
+    log.info("removing %s, left by a run stopped while it removed its work folder", shown(leftover))
+    shutil.rmtree(leftover)
 
 
 def count(stats: list[dict]) -> tuple[int, int, dict[str, int]]:

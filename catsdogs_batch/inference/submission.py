@@ -64,7 +64,7 @@ def make_submission(options: SubmissionOptions) -> Path:
         raise UserError(f"{submission_path} already exists: pass --overwrite to replace it")
     sample_path = options.sample_submission or find_sample_submission(options.test_dir)
     sample = read_sample_submission(sample_path) if sample_path else None  # a bad one: refused before predicting
-    with made_folder(out), table_lock(results_path):  # refused: no --out folder left that it made
+    with made_folder(out), table_lock(results_path, submission_path):  # refused: no --out folder left that it made
         hidden = HiddenEntries()
         job = {
             **job_description(predict, find_checkpoints(options.model, options.engine.runtime)),
@@ -78,12 +78,12 @@ def make_submission(options: SubmissionOptions) -> Path:
             predict_folder(predict, locked=True)
             atomic_write_json(job_file(results_path), job | {"results_sha256": sha256(results_path)})
         submission = submission_frame(read_table(results_path), options.competition, options.clip)
-    if sample is None:
-        log.warning("no sample submission beside %s: ids not checked against it", options.test_dir)
-    else:
-        check_against_sample(submission, sample, sample_path)
-    with atomic_path(submission_path) as tmp:
-        submission.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+        if sample is None:
+            log.warning("no sample submission beside %s: ids not checked against it", options.test_dir)
+        else:
+            check_against_sample(submission, sample, sample_path)
+        with atomic_path(submission_path) as tmp:
+            submission.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     log.info("wrote %s (%d rows) for %s", submission_path, len(submission), options.competition)
     return submission_path
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..training.calibration import calibration_report, logit
 from ..models.checkpoint import Checkpoint, Models, ensemble_name, find_checkpoints, model_paths
-from ..inference.engine import predict_folder
+from ..inference.engine import predict_folder, table_lock
 from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text, shown
 from ..data.images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
@@ -300,8 +300,14 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
         raise UserError(f"{out} already holds {', '.join(existing)}: pass --overwrite to replace them")
     _check_labelled(options.folder)
     results_path = out / RESULTS_FILE
+    with table_lock(results_path, *outputs[1:]):
+        return _evaluated(options, out, results_path)
+
+
+def _evaluated(options: EvaluateOptions, out: Path, results_path: Path) -> Evaluation:
     predict_folder(
         PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine, options.labelling),
+        locked=True,
         relabel=lambda rows: with_true_labels(rows, [label_from_path(p) for p in rows["path"]]),
     )
     results = read_table(results_path, true_label=True)

@@ -26,7 +26,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import secrets
 import signal
 import socket
@@ -43,7 +42,7 @@ from typing import Any
 
 from ..data.corrections import CORRECTIONS_FILE, DECISIONS, Corrections, corrections_file, refuse_another_folder
 from ..errors import UserError
-from ..files import exclusive_lock, shown
+from ..files import exclusive_lock, remove_unfinished_writes, shown
 from ..options import DEFAULT_BAND, ReviewOptions, check_options
 from ..side_files import corrections_record, lock_file
 from ..inference.tables import check_band, read_table
@@ -210,28 +209,11 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
         )
     queue = review_queue(read_table(table, true_label=True), band, threshold)
     with exclusive_lock(lock_file(path), shown(path)):
-        remove_unfinished_saves(path)
+        remove_unfinished_writes([path, corrections_record(path)])
         corrections = Corrections(path, {"folder": str(images), "table": str(table.resolve())})
         if options.corrections is None:
             refuse_another_folder(corrections.path, images, "pass --corrections FILE to keep this review's apart")
         yield Session(queue, images, corrections, options.page_size, table, moved_to(table))
-
-
-def remove_unfinished_saves(path: Path) -> None:
-    """Remove the temporary files that a review killed while saving left beside `path` or its
-    record (atomic_path's mkstemp names, `.<name>.XXXXXXXX.tmp`, 0600): regular files of that
-    pattern only, and only while the lock is held, so that no save of another review is cut."""
-    names = "|".join(re.escape(name) for name in (path.name, corrections_record(path).name))
-    pattern = re.compile(rf"\.({names})\.[a-z0-9_]{{8}}\.tmp")
-    removed = []
-    with contextlib.suppress(FileNotFoundError), os.scandir(path.parent) as entries:
-        for entry in entries:
-            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed.append(entry.name)
-    if removed:
-        log.info("removed %d unfinished save(s) a stopped review left: %s", len(removed), shown(", ".join(removed)))
 
 
 # --- the web app ---------------------------------------------------------------------------
