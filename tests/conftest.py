@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -311,15 +312,10 @@ def mixed_folder(sample_dir, tmp_path) -> Path:
 # ones every run (derandomize), no shrinking (minutes, for a failure: the slow twin shrinks it), no
 # example database (a failure's example is kept in the test as an @example); catsdogs-slow, the one
 # the slow twins of those tests run, searches far more widely.
-try:
-    from hypothesis import HealthCheck, Phase, settings
-except ImportError:  # the dev extra is not installed: tests/test_properties.py says so itself
-    pass
-else:
-    _PROFILE = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
-    settings.register_profile(
-        "catsdogs-fast", max_examples=4, stateful_step_count=5, derandomize=True,
-        phases=[Phase.explicit, Phase.generate], **_PROFILE,
-    )  # fmt: skip
-    settings.register_profile("catsdogs-slow", max_examples=40, stateful_step_count=12, print_blob=True, **_PROFILE)
-    settings.load_profile("catsdogs-fast")
+_PROFILE = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile(
+    "catsdogs-fast", max_examples=4, stateful_step_count=5, derandomize=True,
+    phases=[Phase.explicit, Phase.generate], **_PROFILE,
+)  # fmt: skip
+settings.register_profile("catsdogs-slow", max_examples=40, stateful_step_count=12, print_blob=True, **_PROFILE)
+settings.load_profile("catsdogs-fast")
