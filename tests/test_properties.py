@@ -1279,3 +1279,26 @@ def test_a_run_stopped_anywhere_in_removing_its_work_folder_is_finished_by_the_r
             ["t.csv", "t.csv.job.json"] + ["t.csv.sorted.json"] * (command == "label")
         ), os.listdir(root)
     assert removals >= 6, removals  # three shards' rows and markers, then the folder
+
+
+@pytest.mark.parametrize("planted", ["link", "file", "foreign file inside"])
+def test_what_is_at_the_removed_work_folders_name_is_never_deleted_unless_it_is_one(tiny_model, tmp_path, planted):
+    """`.t.csv.parts.removing` is where a work folder goes to be removed; a link, a file, or a
+    folder holding a file a work folder never holds found at that name is refused (one line,
+    before predicting) and left as it is, never deleted or written through."""
+    photos_folder(tmp_path, "a.jpg")
+    leftover = tmp_path / ".t.csv.parts.removing"
+    (tmp_path / "mine").mkdir()
+    if planted == "link":
+        leftover.symlink_to(tmp_path / "mine")
+    elif planted == "file":
+        leftover.write_text("mine")
+    else:
+        (leftover / "job.json").parent.mkdir()
+        (leftover / "notes.txt").write_text("mine")
+    argv = ["predict", str(tiny_model), str(tmp_path / "photos"), "--out", str(tmp_path / "t.csv"), *FLAGS]
+    ran = run(argv, tmp_path)
+    assert one_line_error(ran, "predict") and ".t.csv.parts.removing" in ran.err, ran
+    assert not (tmp_path / "t.csv").exists() and os.path.lexists(leftover) and os.listdir(tmp_path / "mine") == []
+    if planted == "foreign file inside":
+        assert os.listdir(leftover) == ["notes.txt"]

@@ -341,8 +341,10 @@ def remove_removed_parts(table: Path) -> None:
     only a folder of a work folder's files; anything else there is refused, never deleted. Call it
     only while holding the table's lock."""
     leftover = removed_parts_folder(table)
-    if not leftover.is_dir() or leftover.is_symlink():
+    if not (leftover.exists() or leftover.is_symlink()):
         return
+    if leftover.is_symlink() or not leftover.is_dir():
+        raise UserError(f"{shown(leftover)} is in the way of this run's work folder: move it away")
     if not all(SHARD_FILE.fullmatch(p.name) or p.name == "job.json" for p in leftover.iterdir()):
         raise UserError(f"{shown(leftover)} is not a catsdogs work folder: move it away")
     log.info("removing %s, left by a run stopped while it removed its work folder", shown(leftover))
