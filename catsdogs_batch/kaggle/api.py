@@ -15,11 +15,11 @@ import logging
 import os
 import re
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from ..errors import UserError
 
@@ -59,7 +59,7 @@ def download_competition_archive(competition: str, dest_dir: Path) -> tuple[Path
     before = _stat(outfile)
     log.info("Asking Kaggle for the %s data (to %s)", competition, outfile)
     try:
-        with _client_prints(api):  # its progress bar (stderr) stays, its messages are logged
+        with contextlib.redirect_stdout(_PrintsToLog(api)):  # its progress bar (stderr) stays, its messages are logged
             api.competition_download_files(competition, path=str(dest_dir), quiet=False)
     except Exception as e:  # noqa: BLE001 - every failure is translated below
         partial = _stat(outfile) not in (None, before)
@@ -136,7 +136,7 @@ class KaggleSubmissions:
         """
         api = self._api
         try:
-            with _client_prints(api) as printed:
+            with contextlib.redirect_stdout(_PrintsToLog(api)) as printed:
                 result = api.competition_submit(str(file), message, self.competition, quiet=False)
         except Exception as e:  # noqa: BLE001 - every failure is translated below
             raise _translate(e, api, self.competition) from None
@@ -153,7 +153,7 @@ class KaggleSubmissions:
         newest first. Raises KaggleUnavailable where asking again later may work."""
         api = self._api
         try:
-            with _client_prints(api):
+            with contextlib.redirect_stdout(_PrintsToLog(api)):
                 found = api.competition_submissions(self.competition, page_size=count) or []
         except Exception as e:  # noqa: BLE001 - every failure is translated below
             error = _translate(e, api, self.competition)
@@ -177,19 +177,10 @@ class KaggleSubmissions:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _import_kaggle() -> type[KaggleApi]:
-    """Import the client, hiding the help text `import kaggle` prints when it finds no credentials."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            from kaggle.api.kaggle_api_extended import KaggleApi
-        except ImportError as e:
-            raise UserError(f"the kaggle client is not installed ({e}): pip install kaggle") from None
-    return KaggleApi
-
-
 class _PrintsToLog(io.StringIO):
-    """Stands in for stdout while the client runs: each line it prints becomes a log line (redacted),
-    at INFO for its retry notices and at DEBUG for the rest, which our own messages repeat."""
+    """Stands in for stdout while the client runs (`redirect_stdout(_PrintsToLog(api))`): each line it
+    prints becomes a log line (redacted), at INFO for its retry notices and at DEBUG for the rest, which
+    our own messages repeat; the text stays readable afterwards."""
 
     NOTICES = ("Retry", "Connection error", "Rate limited", "Resuming", "Upload of")
 
@@ -207,17 +198,14 @@ class _PrintsToLog(io.StringIO):
         return len(text)
 
 
-@contextlib.contextmanager
-def _client_prints(api: KaggleApi) -> Iterator[io.StringIO]:
-    """Send what the client prints on stdout to the log; the text stays readable afterwards."""
-    printed = _PrintsToLog(api)
-    with contextlib.redirect_stdout(printed):
-        yield printed
-
-
 def _authenticated_api() -> KaggleApi:
     """A fresh KaggleApi with credentials loaded the way the kaggle CLI finds them."""
-    api = _import_kaggle()()
+    with contextlib.redirect_stdout(io.StringIO()):  # the help text `import kaggle` prints without credentials
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+        except ImportError as e:
+            raise UserError(f"the kaggle client is not installed ({e}): pip install kaggle") from None
+    api = KaggleApi()
     # The client's verbose mode (env VERBOSE) prints request headers, i.e. the Authorization.
     api.args = [a for a in api.args if a not in ("--verbose", "-v")]
     config_file = Path(api.config)
@@ -242,7 +230,11 @@ def _authenticated_api() -> KaggleApi:
                 f"{_home_relative(config_file)} has no {' and no '.join(missing)}: download a new "
                 f"kaggle.json from {TOKEN_URL}, or set KAGGLE_USERNAME and KAGGLE_KEY"
             ) from None
-        raise NoCredentials(_no_credentials_message(api)) from None
+        raise NoCredentials(
+            f"no Kaggle credentials found: save kaggle.json from {TOKEN_URL} as "
+            f"{_config_file(api)} (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY, or put an API "
+            "token in KAGGLE_API_TOKEN or ~/.kaggle/access_token"
+        ) from None
     except Exception as e:  # noqa: BLE001 - e.g. the network call that checks an API token
         raise _translate(e, api, competition=None) from None
     for line in printed.getvalue().splitlines():  # e.g. "your Kaggle API key is readable by ..."
@@ -271,14 +263,6 @@ def _read_kaggle_json(path: Path) -> dict | None:
     if not isinstance(config, dict):
         raise UserError(f'{where} is not a JSON object like {{"username": ..., "key": ...}}: {fix}')
     return config
-
-
-def _no_credentials_message(api: KaggleApi) -> str:
-    return (
-        f"no Kaggle credentials found: save kaggle.json from {TOKEN_URL} as "
-        f"{_config_file(api)} (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY, or put an API "
-        "token in KAGGLE_API_TOKEN or ~/.kaggle/access_token"
-    )
 
 
 def _config_file(api: KaggleApi) -> str:
@@ -322,7 +306,8 @@ def _translate(
         isinstance(e, requests.ConnectionError) and not partial_download
     )
     if unreachable:
-        host = _host(e.request.url) if e.request is not None and e.request.url else "Kaggle"
+        url = e.request.url if e.request is not None else None
+        host = (urlsplit(url).netloc or url) if url else "Kaggle"
         return Unreachable(f"cannot reach {host}: check your network connection or proxy settings")
     cut_short = (
         requests.ConnectionError,
@@ -379,12 +364,6 @@ def _stat(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).netloc or url
 
 
 def _home_relative(path: Path) -> str:

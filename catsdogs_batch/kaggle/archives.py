@@ -26,8 +26,7 @@ from ..options import SAMPLE_SUBMISSIONS
 
 log = logging.getLogger(__name__)
 
-TRAIN_FOLDERS = ("train",)
-TEST_FOLDERS = ("test", "test1")  # the 2013 competition `dogs-vs-cats` calls it test1
+PARTS = {"train": ("train",), "test": ("test", "test1")}  # their folders; the 2013 `dogs-vs-cats` has test1
 _TEST_NAME = re.compile(r"\d+\.\w+", re.ASCII)  # test/12.jpg
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError)
 
@@ -57,10 +56,7 @@ def archive_parts(
     record = {"archive": archive.name, "archive_sha256": sha256(archive)}
     outer = stack.enter_context(_open_zip(archive, archive.name))
     _check_zip(outer, archive.name)
-    sources = {
-        "train": _find_part(outer, TRAIN_FOLDERS, archive.name),
-        "test": _find_part(outer, TEST_FOLDERS, archive.name),
-    }
+    sources = {part: _find_part(outer, folders, archive.name) for part, folders in PARTS.items()}
     csv = next((i for i in outer.infolist() if _basename(i) in SAMPLE_SUBMISSIONS), None)
 
     # Nested zips are copied out (reading a zip seeks, which is slow inside another zip)
@@ -68,7 +64,7 @@ def archive_parts(
     nested_dir = work / ".archives"
     parts = {}
     for part, src in sources.items():
-        folders = TRAIN_FOLDERS if part == "train" else TEST_FOLDERS
+        folders = PARTS[part]
         if isinstance(src, zipfile.ZipInfo):
             label = f"{archive.name}:{src.filename}"
             check_space(work, src.file_size, f"copying {label}")
@@ -92,7 +88,7 @@ def folder_parts(
     log.info("Checking the folder %s", folder)
     root, name = folder.resolve(), folder.name
     parts = {}
-    for part, folders in (("train", TRAIN_FOLDERS), ("test", TEST_FOLDERS)):
+    for part, folders in PARTS.items():
         zips = [root / f"{f}.zip" for f in folders if os.path.lexists(root / f"{f}.zip")]
         dirs = [root / f for f in folders if os.path.lexists(root / f)]
         if len(zips) > 1 or (not zips and len(dirs) > 1):
@@ -175,12 +171,6 @@ def _below(root: Path, path: Path) -> str:
 
 def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: tuple[str, ...]) -> _Member:
     return _Member(info.filename, rel, info.file_size, functools.partial(zf.open, info))
-
-
-def _check_part(part: str, label: str, members: list[_Member]) -> None:
-    if not members:
-        raise ArchiveError(f"{label} holds no {part} files")
-    _check_names(part, members, label)
 
 
 @contextlib.contextmanager
@@ -269,9 +259,11 @@ def _part_members(
     return members
 
 
-def _check_names(part: str, members: list[_Member], label: str) -> None:
+def _check_part(part: str, label: str, members: list[_Member]) -> None:
     """Refuse an archive or folder that is not the competition's, before anything is unpacked: train needs
     cat.N.jpg and dog.N.jpg images, test only numbered ones (other files, e.g. .DS_Store, pass)."""
+    if not members:
+        raise ArchiveError(f"{label} holds no {part} files")
     images = [(m, m.rel[-1]) for m in members if is_image_file(m.rel[-1])]
     wrong = f"{label} is not the competition's data"
     if part == "train":

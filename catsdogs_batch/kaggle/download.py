@@ -172,7 +172,9 @@ def _install(archive: Path, target: Path, competition: str, source: str) -> dict
     try:
         manifest = _unpack(archive, work, competition, source)
         _write_manifest(work / MANIFEST, manifest)  # last: it marks the folder complete
-        _swap_into_place(work, target)
+        _check_replaceable(target)  # again: an old TARGET is removed, once WORK is in its place, only if all ours
+        if put_in_place(work, target, _remove):
+            log.info("Replaced the previous %s", target)
     except OSError as e:
         shutil.rmtree(work, ignore_errors=True)
         raise _os_error(e, target.parent) from None
@@ -285,14 +287,6 @@ def _check_replaceable(target: Path) -> None:
             f"{shown(target)} holds files this tool did not write ({shown(min(foreign))}{more}): "
             "move them out or choose another --data-dir; --force replaces only what this tool wrote"
         )
-
-
-def _swap_into_place(work: Path, target: Path) -> None:
-    """Rename the finished WORK folder to TARGET; an old TARGET, checked again to hold only what
-    this stage wrote, is removed only afterwards."""
-    _check_replaceable(target)
-    if put_in_place(work, target, _remove):
-        log.info("Replaced the previous %s", target)
 
 
 def _remove_leftovers(target: Path) -> None:
