@@ -6,11 +6,11 @@ an unknown one is a TypeError. docs/python.md has examples."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def label(model: PathLike | Sequence[PathLike], folder: PathLike, out: PathLike 
     from .inference.tables import read_table
     from .labelling.label import label_folder
 
-    if "sort_into" in settings and settings["sort_into"] is not None:
+    if settings.get("sort_into") is not None:
         settings["sort_into"] = Path(settings["sort_into"])
     options = _options(LabelOptions, settings, model=_models(model), folder=Path(folder), out=None if out is None else Path(out))
     return read_table(label_folder(options).table)
@@ -75,10 +75,9 @@ def submission(model: PathLike | Sequence[PathLike] | None = None, **settings: A
     on data/<competition>/test), returned as its path."""
     from .inference.submission import make_submission
 
-    if settings.get("test_dir") is not None:
-        settings["test_dir"] = Path(settings["test_dir"])
-    if settings.get("out") is not None:
-        settings["out"] = Path(settings["out"])
+    for name in ("test_dir", "out"):
+        if settings.get(name) is not None:
+            settings[name] = Path(settings[name])
     return make_submission(_options(SubmissionOptions, settings, model=None if model is None else _models(model)))
 
 
@@ -100,21 +99,14 @@ def _images(images: PathLike | Sequence[PathLike]) -> tuple[Path, tuple[str, ...
     return folder, tuple(p.relative_to(folder).as_posix() for p in paths)
 
 
-class _table:
+@contextlib.contextmanager
+def _table(out: PathLike | None) -> Iterator[Path]:
     """The table's path: `out`, or one in a temporary folder removed afterwards."""
-
-    def __init__(self, out: PathLike | None):
-        self.out, self.temporary = out, None
-
-    def __enter__(self) -> Path:
-        if self.out is not None:
-            return Path(self.out)
-        self.temporary = tempfile.TemporaryDirectory(prefix="catsdogs-")
-        return Path(self.temporary.name) / "results.csv"
-
-    def __exit__(self, *exc) -> None:
-        if self.temporary is not None:
-            self.temporary.cleanup()
+    if out is not None:
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="catsdogs-") as temporary:
+        yield Path(temporary) / "results.csv"
 
 
 def _options(cls, settings: dict[str, Any], **given: Any):
@@ -125,8 +117,8 @@ def _options(cls, settings: dict[str, Any], **given: Any):
     for field in dataclasses.fields(cls):
         if field.name in given:
             continue
-        nested = _nested_class(cls, field)
-        if nested is not None:
+        nested = field.default_factory
+        if dataclasses.is_dataclass(nested):
             names = {f.name for f in dataclasses.fields(nested)}
             chosen = {name: settings.pop(name) for name in list(settings) if name in names}
             if field.name in settings:  # the whole block given as one object
@@ -138,14 +130,6 @@ def _options(cls, settings: dict[str, Any], **given: Any):
     if settings:
         raise TypeError(f"unknown setting{'s' if len(settings) > 1 else ''} for {cls.__name__}: {', '.join(sorted(settings))}")
     return cls(**values)
-
-
-def _nested_class(cls, field: dataclasses.Field):
-    """The option dataclass a field of `cls` holds (EngineOptions, Labelling, Augmentation,
-    RayOptions), if any: its annotation names a dataclass of the module that defines `cls`."""
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    candidate = vars(sys.modules[cls.__module__]).get(kind)
-    return candidate if dataclasses.is_dataclass(candidate) else None
 
 
 __all__ = ["download", "train", "predict", "label", "submission"]

@@ -46,14 +46,9 @@ def setting(
 ) -> Any:
     """A dataclass field with the values it admits: numbers within [low, high] (or [low, high)),
     names among `choices`; `engine`: the options of that engine only (EngineOptions)."""
-    metadata: dict[str, Any] = {}
-    if low is not None or high is not None:
-        metadata["bounds"] = Bounds(low, high, open_high)
-    if choices is not None:
-        metadata["choices"] = tuple(choices)
-    if engine is not None:
-        metadata["engine"] = engine
-    return field(default=default, default_factory=factory, metadata=metadata)
+    bounds = None if low is None and high is None else Bounds(low, high, open_high)
+    metadata = {"bounds": bounds, "choices": None if choices is None else tuple(choices), "engine": engine}
+    return field(default=default, default_factory=factory, metadata={k: v for k, v in metadata.items() if v is not None})
 
 
 def flag(name: str) -> str:

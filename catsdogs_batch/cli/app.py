@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error argparse has printed
         return int(e.code or 0)
-    if not args.verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapedFormatter("%(message)s"))
     with contextlib.ExitStack() as quiet:
         if not args.verbose:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             if "tensorflow" not in sys.modules:
                 start = QuietTensorFlowStart()
                 sys.meta_path.insert(0, start)
@@ -64,9 +65,6 @@ def main(argv: list[str] | None = None) -> int:
             # command's: its errors still end it with one line.
             quiet.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
-        handler = logging.StreamHandler()
-        handler.setFormatter(EscapedFormatter("%(message)s"))
-        if not args.verbose:
             handler.addFilter(own_or_error)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
         try:

@@ -43,21 +43,22 @@ def option(parser: argparse.ArgumentParser, options: type, name: str, help: str,
     kind = typing.get_type_hints(options)[name]
     default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     prefix = extra.pop("prefix", "")
-    positional = bool(flags) and not flags[0].startswith("-")
-    kwargs: dict[str, Any] = {"help": help} if positional else {"dest": prefix + name, "help": help}
-    if positional:
+    kwargs: dict[str, Any] = {"help": help}
+    if flags and not flags[0].startswith("-"):  # positional
         flags, kwargs["metavar"] = (prefix + name,), flags[0]
+    else:
+        kwargs["dest"] = prefix + name
     if kind is bool:  # a --no-X flag always turns X off
         kwargs["action"] = "store_false" if default or any(f.startswith("--no-") for f in flags) else "store_true"
     else:
-        numeric = next((t for t in (int, float) if t == kind or t in typing.get_args(kind)), None)
+        kinds = {kind, *typing.get_args(kind)}
         if number_pair(kind):
             kwargs.update(nargs=2, type=number(float, f.metadata.get("bounds")))
-        elif numeric is not None:
-            kwargs["type"] = number(numeric, f.metadata.get("bounds"))
-        elif Path == kind or Path in typing.get_args(kind):
+        elif kinds & {int, float}:
+            kwargs["type"] = number(int if int in kinds else float, f.metadata.get("bounds"))
+        elif Path in kinds:
             kwargs["type"] = Path
-        elif kind is not str and str not in typing.get_args(kind):
+        elif str not in kinds:
             raise TypeError(f"{options.__name__}.{name}: no flag for {kind}")
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
