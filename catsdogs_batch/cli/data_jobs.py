@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -148,7 +147,7 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def parse_export(sub: argparse._SubParsersAction) -> None:
-    d = ExportOptions(model=Path())
+    d = ExportOptions  # its defaults, as class attributes
     p = command(
         sub, "export",
         help="convert a model for fast CPU inference (ONNX Runtime, OpenVINO; fp32 or int8)",

@@ -78,8 +78,7 @@ def options_from(options: type, args: argparse.Namespace, prefix: str = "", **gi
         elif dataclasses.is_dataclass(f.default_factory):
             nested = f"{prefix}{f.name}_" if "engine" in f.metadata else prefix
             values[f.name] = options_from(f.default_factory, args, nested)
-        elif getattr(args, prefix + f.name, None) is not None:
-            value = getattr(args, prefix + f.name)
+        elif (value := getattr(args, prefix + f.name, None)) is not None:
             values[f.name] = tuple(value) if isinstance(value, list) else value
     return options(**values)
 
