@@ -130,15 +130,12 @@ def training_folder(checkpoint: Checkpoint) -> Path | None:
     return Path(data) if isinstance(data, str) and data else None
 
 
-def run_name(path: Path) -> str:
-    """The run a model path names: its folder's name (of a model file, its parent's)."""
-    return path.name if path.is_dir() else path.parent.name
-
-
 def ensemble_name(models: Models) -> str:
-    """A short name for default output folders: the run's, or the first run's and how many more."""
+    """A short name for default output folders: the run's (the folder's name; of a model file, its
+    parent's), or the first run's and how many more."""
     paths = model_paths(models)
-    return run_name(paths[0]) + (f"+{len(paths) - 1}more" if len(paths) > 1 else "")
+    run = paths[0] if paths[0].is_dir() else paths[0].parent
+    return run.name + (f"+{len(paths) - 1}more" if len(paths) > 1 else "")
 
 
 def model_paths(models: Models) -> list[Path]:

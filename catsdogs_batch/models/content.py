@@ -109,7 +109,7 @@ def gate_model():
 
     from .efficientnet_lite import efficientnet_lite, lite_state_dict
 
-    state, _ = lite_state_dict(GATE_BACKBONE, "imagenet")
+    state = lite_state_dict(GATE_BACKBONE, "imagenet")
     backbone = efficientnet_lite(GATE_BACKBONE, GATE_IMAGE_SIZE, "imagenet")
     return keras.Model(backbone.input, gate_outputs(backbone.output, state), name="imagenet_gate")
 

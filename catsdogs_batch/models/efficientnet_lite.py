@@ -77,27 +77,26 @@ def block_layout(state: dict[str, np.ndarray]) -> list[Block]:
     return blocks
 
 
-def lite_state_dict(name: str, weights: str) -> tuple[dict[str, np.ndarray], dict]:
+def lite_state_dict(name: str, weights: str) -> dict[str, np.ndarray]:
     """The checkpoint of `name` for `weights` (imagenet: the packaged one; a file path: that
-    file, read through the same allow-list), and the record of where it came from."""
-    packaged, record = packaged_state_dict(name)  # with --weights none, still the layout
+    file, read through the same allow-list)."""
+    packaged, _ = packaged_state_dict(name)  # with --weights none, still the layout
     if weights in ("imagenet", "none"):
-        return packaged, record
-    path = Path(weights)
-    state = read_state_dict(path)
+        return packaged
+    state = read_state_dict(Path(weights))
     shapes = {k: v.shape for k, v in packaged.items() if not k.startswith("_fc.")}
     wrong = next((k for k, shape in shapes.items() if k not in state or state[k].shape != shape), None)
     if wrong is not None:
         got = "missing" if wrong not in state else f"shaped {state[wrong].shape}"
         raise UserError(f"--weights {weights} is not a checkpoint of {name}: its {wrong} is {got}, not {shapes[wrong]}")
-    return state, {"file": str(path)}
+    return state
 
 
 def efficientnet_lite(name: str, image_size: int, weights: str) -> keras.Model:
     """EfficientNet-Lite `name` without its classifier: uint8-range RGB pixels in, the head's
     feature map (1280 channels) out. `weights` is imagenet, none (random) or a checkpoint file
     of the same network; a file of another network is a one-line UserError."""
-    state, _ = lite_state_dict(name, weights)
+    state = lite_state_dict(name, weights)
     blocks = block_layout(state)
     assignments: list[tuple[layers.Layer, str]] = []
 

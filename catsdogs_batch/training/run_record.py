@@ -45,7 +45,6 @@ def options_from_record(config: dict, resume_into: TrainOptions) -> TrainOptions
     )
 
 
-
 def new_record(options: TrainOptions, train_data, val_data, skipped: list[dict], status: str) -> dict:
     """run.json of a run whose split is decoded (or embedded): what it is, how it was made."""
     return {
@@ -87,10 +86,7 @@ def weights_record(options: TrainOptions) -> dict:
     if options.weights == "imagenet" and ARCHITECTURES[options.arch].fitted_head:
         from ..models.torch_weights import PACKAGED
 
-        package = PACKAGED[options.arch]
-        return {"weights": "imagenet", "weights_package": {
-            "package": package.package, "version": package.version, "file": package.file, "sha256": package.sha256,
-        }}  # fmt: skip
+        return {"weights": "imagenet", "weights_package": PACKAGED[options.arch].record()}
     if options.weights in ("imagenet", "none"):
         return {"weights": options.weights}
     path = Path(options.weights).resolve()

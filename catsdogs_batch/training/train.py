@@ -239,8 +239,7 @@ def _fit_epochs(
     skipped = train_data[2] + val_data[2]
     if len(train_data[0]) == 0 or len(val_data[0]) == 0:
         raise UserError(f"no readable images left in {options.data} after skipping {len(skipped)}")
-    for what, labels in (("training", train_data[1]), ("validation", val_data[1])):
-        _check_both_classes(options, what, labels)
+    _check_both_classes(options, train_data[1], val_data[1])
     log.info(
         "training on %d images, validating on %d (%d unreadable skipped)",
         len(train_data[0]), len(val_data[0]), len(skipped),
@@ -252,7 +251,22 @@ def _fit_epochs(
     if run.get("corrections"):
         record["corrections"] = run["corrections"]
     atomic_write_json(options.out / RUN_FILE, record)
-    status = _fit(options, model, train_data, val_data, head.get("val_log_loss") if head else None)
+    best = head.get("val_log_loss") if head else None  # the checkpoint is replaced only by an epoch below it
+    train_ds, val_ds = make_datasets(options, train_data[:2], val_data[:2])
+    progress, status = RunProgress(options.epochs), "trained"
+    try:
+        for phase in _phases(options, model):
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=phase.first_epoch,
+                epochs=phase.end_epoch,
+                shuffle=False,  # the dataset shuffles itself
+                callbacks=_callbacks(options, phase, best) + [progress],
+                verbose=1 if sys.stderr.isatty() else 2,
+            )
+    except KeyboardInterrupt:
+        status = "interrupted"
     record = finished_record(record, options.out, status, time.time() - started)
     atomic_write_json(options.out / RUN_FILE, record)  # "trained": a resume only calibrates
     if status == "interrupted":
@@ -288,7 +302,6 @@ def _fit_head(
     """A frozen backbone's head, fitted (linear_head.py) on the features of each training image
     and of its mirror, each computed once, and saved as the run's model; its run record, and the
     validation images' features and labels (what calibration needs)."""
-    run_path = options.out / RUN_FILE
     from .linear_head import fit_head
     from ..metrics import accuracy, log_loss, roc_auc
     from ..inference.quantize import embedder
@@ -306,8 +319,7 @@ def _fit_head(
     )
     skipped = train_skipped + val_skipped
     train_y, val_y = (_readable_labels(items, rows) for items, rows in ((train_items, train_skipped), (val_items, val_skipped)))
-    for what, labels in (("training", train_y), ("validation", val_y)):
-        _check_both_classes(options, what, labels)
+    _check_both_classes(options, train_y, val_y)
     log.info(
         "fitting the head on %d training images and their mirrors, validating on %d (%d unreadable skipped)",
         len(train_y), len(val_y), len(skipped),
@@ -327,7 +339,7 @@ def _fit_head(
     run["train_seconds"] = round(time.time() - started, 1)
     if corrections:
         run["corrections"] = corrections
-    atomic_write_json(run_path, run)
+    atomic_write_json(options.out / RUN_FILE, run)
     log.info(
         "head fitted (C=%g) in %.0f s: val accuracy %.4f, val log loss %.4f",
         head.C, time.time() - started, validation["accuracy"], validation["log_loss"],
@@ -335,36 +347,17 @@ def _fit_head(
     return run, Validation(val_y[:, None].astype(np.float32), features=val_f)
 
 
-def _check_both_classes(options: TrainOptions, what: str, labels: np.ndarray) -> None:
+def _check_both_classes(options: TrainOptions, train_labels: np.ndarray, val_labels: np.ndarray) -> None:
     """Refuse a split whose readable images are of one class: every --arch would learn nothing."""
-    if len(np.unique(labels)) < 2:
-        raise UserError(f"the readable {what} images of {options.data} are not both cats and dogs ({len(labels)} images)")
+    for what, labels in (("training", train_labels), ("validation", val_labels)):
+        if len(np.unique(labels)) < 2:
+            raise UserError(f"the readable {what} images of {options.data} are not both cats and dogs "
+                            f"({len(labels)} images)")
 
 
 def _readable_labels(items: list[LabelledImage], skipped: list[dict[str, str]]) -> np.ndarray:
     unreadable = {row["path"] for row in skipped}
     return np.array([item.label for item in items if item.path not in unreadable], dtype=np.int64)
-
-
-def _fit(options: TrainOptions, model: keras.Model, train_data, val_data, best: float | None = None) -> str:
-    """Train `model` through its phases; "trained", or "interrupted" by Ctrl-C. The checkpoint
-    is replaced only by an epoch whose val_loss is below `best` (a fitted head's)."""
-    train_ds, val_ds = make_datasets(options, train_data[:2], val_data[:2])
-    progress = RunProgress(options.epochs)
-    try:
-        for phase in _phases(options, model):
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                initial_epoch=phase.first_epoch,
-                epochs=phase.end_epoch,
-                shuffle=False,  # the dataset shuffles itself
-                callbacks=_callbacks(options, phase, best) + [progress],
-                verbose=1 if sys.stderr.isatty() else 2,
-            )
-    except KeyboardInterrupt:
-        return "interrupted"
-    return "trained"
 
 
 @dataclass(frozen=True)
@@ -376,25 +369,18 @@ class Phase:
     end_epoch: int
 
 
-
-
 def _phases(options: TrainOptions, model: keras.Model) -> Iterator[Phase]:
     """Compile `model` for each phase in turn and yield it; a resumed run skips finished phases.
-    From scratch: one phase. Pretrained: the head with the backbone frozen, then the top
-    `fine_tune_layers` of the backbone at `fine_tune_rate` times the learning rate."""
-    if ARCHITECTURES[options.arch].fitted_head and options.weights != "none":  # its head is fitted already
-        unfrozen = unfreeze_top(model, options.fine_tune_layers)
-        log.info("fine-tuning the top %d layers of the backbone (BatchNormalization stays frozen)", unfrozen)
-        compile_model(model, options.learning_rate * options.fine_tune_rate)
-        yield Phase("fine-tune", 0, options.epochs)
-        return
-    if backbone_of(model) is None or options.weights == "none":  # nothing learnt to keep frozen
-        if backbone_of(model) is not None:
-            backbone_of(model).trainable = True
+    From scratch: one phase. Pretrained: the head with the backbone frozen (a fitted head is trained
+    already), then the top `fine_tune_layers` of the backbone at `fine_tune_rate` times the learning rate."""
+    backbone = backbone_of(model)
+    if not _fitted_head(options) and (backbone is None or options.weights == "none"):  # nothing learnt to keep frozen
+        if backbone is not None:
+            backbone.trainable = True
         compile_model(model, options.learning_rate)
         yield Phase("train", 0, options.epochs)
         return
-    head_epochs = min(options.head_epochs, options.epochs)
+    head_epochs = 0 if _fitted_head(options) else min(options.head_epochs, options.epochs)
     backup = options.out / BACKUP_DIR
     state = json.loads((backup / PHASE_FILE).read_text()) if (backup / PHASE_FILE).exists() else {}
     if state.get("phase") != "fine-tune" and head_epochs:
