@@ -61,7 +61,10 @@ def download(options: DownloadOptions) -> Path:
     if options.archive is not None and options.archive.is_dir():  # before the target's own checks
         _check_apart(options.archive, target)
     _check_replaceable(target)
-    _make_dir(options.data_dir)
+    try:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(e, options.data_dir) from None
     with exclusive_lock(folder_lock_file(target), shown(target)):  # the download included
         return _download_locked(options, target)
 
@@ -302,13 +305,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _make_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _os_error(e, path) from None
 
 
 def _os_error(e: OSError, data_dir: Path) -> UserError:

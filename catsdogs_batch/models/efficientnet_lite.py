@@ -48,15 +48,16 @@ class Block:
 def block_layout(state: dict[str, np.ndarray]) -> list[Block]:
     """The blocks of a checkpoint, from its tensors' shapes. A new stage starts wherever the
     output width changes; its first block takes the stage's stride."""
-    blocks, stage, previous_out = [], -1, None
-    index = 0
-    while f"_blocks.{index}._project_conv.weight" in state:
+    blocks: list[Block] = []
+    stage = -1
+    while f"_blocks.{len(blocks)}._project_conv.weight" in state:
+        index = len(blocks)
         prefix = f"_blocks.{index}."
         project = state[prefix + "_project_conv.weight"]
         depthwise = state[prefix + "_depthwise_conv.weight"]
         expand = state.get(prefix + "_expand_conv.weight")
         in_channels = expand.shape[1] if expand is not None else depthwise.shape[0]
-        first_of_stage = project.shape[0] != previous_out
+        first_of_stage = not blocks or project.shape[0] != blocks[-1].out_channels
         stage += first_of_stage
         if stage >= len(STAGE_STRIDES):
             raise UserError(f"block {index} starts an eighth stage: not an EfficientNet-Lite checkpoint")
@@ -70,8 +71,6 @@ def block_layout(state: dict[str, np.ndarray]) -> list[Block]:
                 STAGE_STRIDES[stage] if first_of_stage else 1,
             )
         )
-        previous_out = project.shape[0]
-        index += 1
     if not blocks:
         raise UserError("no _blocks.N tensors: not an EfficientNet-Lite checkpoint")
     return blocks

@@ -45,6 +45,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, seed: int, groups: np.nda
     (b - sum(w * mean / scale)). Each fold's fits follow C_GRID upwards, each starting from the
     previous C's solution (warm start): the same solutions as fitting each C afresh, in a
     fraction of the iterations."""
+    from sklearn.metrics import log_loss  # scikit-learn's, what the search ranks C by
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     folds = (
@@ -55,7 +56,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, seed: int, groups: np.nda
     losses = np.zeros(len(C_GRID))
     for train, held_out in folds.split(features, labels, groups):
         for k, (_, _, predict) in enumerate(_c_path(features[train], labels[train], C_GRID)):
-            losses[k] += _log_loss(labels[held_out], predict(features[held_out])) / INNER_FOLDS
+            losses[k] += float(log_loss(labels[held_out], predict(features[held_out]), labels=[0, 1])) / INNER_FOLDS
     best = int(np.argmin(losses))
     *_, (scaler, regression, _) = _c_path(features, labels, C_GRID[: best + 1])
     weights = regression.coef_[0] / scaler.scale_
@@ -83,10 +84,3 @@ def _c_path(features: np.ndarray, labels: np.ndarray, grid):
             warnings.simplefilter("ignore", ConvergenceWarning)  # a weak C's fit is as good as it needs to be
             regression.set_params(C=C).fit(standardized, labels)
         yield scaler, regression, lambda rows, r=regression: r.predict_proba(scaler.transform(rows))[:, 1]
-
-
-def _log_loss(labels: np.ndarray, p_dog: np.ndarray) -> float:
-    """scikit-learn's log loss, what the search ranks C by."""
-    from sklearn.metrics import log_loss
-
-    return float(log_loss(labels, p_dog, labels=[0, 1]))
