@@ -265,6 +265,46 @@ def second_model(tiny_model, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def model(tiny_model, tmp_path_factory) -> Path:
+    """The shared checkpoint, sure enough of its answers that its validation split (12 images)
+    tells a faithful export from a broken one; copied once per test module, since exports are
+    written inside it (tests/test_export.py, tests/test_runtimes.py)."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp("export") / "model"))
+
+
+@pytest.fixture(scope="module")
+def exports(model):
+    """Each export of `model` made once for the module, when first asked: exports(format, int8) -> its folder."""
+    from catsdogs_batch.inference.export import export_model
+    from catsdogs_batch.options import ExportOptions
+
+    made = {}
+
+    def get(format: str, int8: bool) -> Path:
+        if (format, int8) not in made:
+            made[format, int8], _ = export_model(ExportOptions(model, format, int8, calibration_images=40))
+        return made[format, int8]
+
+    return get
+
+
+def write_photos(folder: Path) -> Path:
+    """Six generated photos, 0.jpg to 5.jpg, cats and dogs in turn."""
+    for n in range(6):
+        write_image(folder / f"{n}.jpg", n % 2, seed=500 + n)
+    return folder
+
+
+def pixels(folder: Path, size: int = 32) -> np.ndarray:
+    """The folder's images decoded at `size`, in name order: a batch for a runtime."""
+    from catsdogs_batch.data.images import load_image
+
+    return np.stack([load_image(p, size).pixels for p in sorted(folder.iterdir())])
+
+
 def composite(left: Path, right: Path, out: Path) -> Path:
     """Two photos side by side, each 200 x 200: a cat beside a dog."""
     image = Image.new("RGB", (400, 200))

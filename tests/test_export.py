@@ -1,6 +1,6 @@
-"""`catsdogs export` and the runtimes: ONNX Runtime and OpenVINO exports (fp32 and int8) of a
-small trained model give the Keras model's answers, a broken export is refused, and every
-command takes an export wherever it takes the checkpoint."""
+"""`catsdogs export`: ONNX Runtime and OpenVINO exports (fp32 and int8) of a small trained model
+give the Keras model's answers, a broken export is refused, and every command takes an export
+wherever it takes the checkpoint (the runtimes that run them: tests/test_runtimes.py)."""
 
 from __future__ import annotations
 
@@ -18,45 +18,17 @@ from catsdogs_batch.cli import main
 from catsdogs_batch.inference.predictor import Predictor
 from catsdogs_batch.errors import UserError
 from catsdogs_batch.inference.export import compare, export_model
-from catsdogs_batch.data.images import load_image
 from catsdogs_batch.options import ARCHITECTURES, LITE, ExportOptions
 from catsdogs_batch.inference.tables import read_table
 
-from conftest import write_image
+from conftest import pixels, write_image, write_photos
 
 FORMATS = [("onnx", False), ("onnx", True), *(pytest.param("openvino", int8, marks=pytest.mark.slow) for int8 in (False, True))]
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model, tmp_path_factory) -> Path:
-    """The shared checkpoint, sure enough of its answers that its validation split (12 images)
-    tells a faithful export from a broken one; copied, since exports are written inside it."""
-    return Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp("export") / "model"))
-
-
-@pytest.fixture(scope="module")
-def exports(model):
-    """Each export made once for the module: exports[(format, int8)] -> its folder."""
-    made = {}
-
-    def get(format: str, int8: bool) -> Path:
-        if (format, int8) not in made:
-            made[format, int8], _ = export_model(ExportOptions(model, format, int8, calibration_images=40))
-        return made[format, int8]
-
-    return get
-
-
 @pytest.fixture
 def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    for n in range(6):
-        write_image(folder / f"{n}.jpg", n % 2, seed=500 + n)
-    return folder
-
-
-def pixels(folder: Path) -> np.ndarray:
-    return np.stack([load_image(p, 32).pixels for p in sorted(folder.iterdir())])
+    return write_photos(tmp_path / "photos")
 
 
 @pytest.mark.parametrize("format, int8", FORMATS)
@@ -179,24 +151,6 @@ def test_predict_and_submission_give_the_same_tables_with_an_export(model, expor
         assert (submission["id"] == reference_submission["id"]).all()
 
 
-def test_a_runtime_can_be_named(model, exports, photos, tmp_path, capsys):
-    onnx = exports("onnx", False)
-    assert Predictor(onnx, runtime="openvino").runtimes[0].name == "openvino"  # OpenVINO reads .onnx too
-    by_openvino = Predictor(onnx, runtime="openvino").predict(pixels(photos))
-    assert np.allclose(by_openvino, Predictor(onnx).predict(pixels(photos)), atol=1e-4)
-
-    # Given the run folder, --runtime onnx runs its fastest onnx export (int8 here, if made)
-    args = ["predict", str(model), str(photos), "--out", str(tmp_path / "r.csv"), "--runtime", "onnx"]
-    assert main(args) == 0
-    assert re.search(r"img/s, onnx( int8)?\)$", capsys.readouterr().out.strip())
-    assert main([*args[:-1], "keras", "--overwrite"]) == 0
-    assert capsys.readouterr().out.strip().endswith("img/s, keras)")
-    assert main(["predict", str(model / "model.keras"), str(photos), "--out", str(tmp_path / "k.csv"), "--runtime", "onnx"]) == 1
-    assert "the onnx runtime cannot run model.keras; pass its export: " in capsys.readouterr().err
-    assert main(["export", str(onnx)]) == 1
-    assert "already an export" in capsys.readouterr().err
-
-
 @pytest.mark.slow
 def test_a_model_and_its_own_export_are_not_an_ensemble(model, exports, second_model, photos, tmp_path, capsys):
     """An export's run.json records the checksum of the model it came from: the model beside its
@@ -223,25 +177,6 @@ def test_a_model_and_its_own_export_are_not_an_ensemble(model, exports, second_m
     assert main(["predict", str(second_model), str(onnx), str(photos), "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 0
 
 
-@pytest.mark.parametrize(
-    "module, format, advice",
-    [
-        ("onnxruntime", "onnx", "pip install '.[onnx]'"),
-        # a requirement of the package itself, missing from a broken install
-        pytest.param("openvino", "openvino", "a requirement of catsdogs-batch: pip install -e .", marks=pytest.mark.slow),
-    ],
-)
-def test_a_missing_runtime_names_its_install_command(model, exports, photos, tmp_path, monkeypatch, capsys, module, format, advice):
-    folder = exports(format, False)
-    capsys.readouterr()  # making the export (when no earlier test made it) has its own progress bar
-    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
-    assert main(["predict", str(folder), str(photos), "--out", str(tmp_path / "r.csv"), "--no-progress"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and advice in err
-    assert main(["export", str(model), "--format", format, "--out", str(tmp_path / "e")]) == 1
-    assert advice in capsys.readouterr().err
-
-
 def test_a_model_away_from_its_training_images_is_calibrated_and_checked_on_others(model, tmp_path, capsys):
     import shutil
 
@@ -266,22 +201,6 @@ def test_a_model_away_from_its_training_images_is_calibrated_and_checked_on_othe
     export = json.loads((moved / "export" / "onnx-int8" / "run.json").read_text())["export"]
     assert export["calibration"]["source"] == str(labelled) and export["calibration"]["images"] == 20
     assert export["check"]["images"] == 20 and export["check"]["images_from"] == f"labelled images in {labelled}"
-
-
-@pytest.mark.slow
-def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path, monkeypatch, caplog):
-    import shutil
-
-    import catsdogs_batch.inference.runtimes as runtimes
-
-    copy = tmp_path / "openvino-int8"
-    shutil.copytree(exports("openvino", True), copy)
-    run = json.loads((copy / "run.json").read_text())
-    run["export"]["needs_vnni"] = True  # as exported on a CPU with VNNI
-    (copy / "run.json").write_text(json.dumps(run))
-    monkeypatch.setattr(runtimes, "has_vnni", lambda: False)
-    Predictor(copy)
-    assert "quantized for CPUs with VNNI" in caplog.text
 
 
 def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(model, exports, tmp_path, capsys):
