@@ -159,12 +159,11 @@ def _check_apart(source: Path, target: Path) -> None:
         )
 
 
-def _install(archive: Path, target: Path, competition: str, source: str) -> dict:
+def _install(archive: Path, target: Path, competition: str, source: str) -> None:
     """Check ARCHIVE (a zip or a competition folder), unpack it into a hidden folder next to
     TARGET, then swap it into place. The caller holds TARGET's lock (`side_files.folder_lock_file`).
 
-    Returns the manifest. On any failure nothing but the hidden folder was written, and it is
-    removed again.
+    On any failure nothing but the hidden folder was written, and it is removed again.
     """
     _remove_leftovers(target)
     try:
@@ -178,11 +177,10 @@ def _install(archive: Path, target: Path, competition: str, source: str) -> dict
         _check_replaceable(target)  # again: an old TARGET is removed, once WORK is in its place, only if all ours
         if put_in_place(work, target, _remove):
             log.info("Replaced the previous %s", target)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(work, ignore_errors=True)
-        raise _os_error(e, target.parent) from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _os_error(e, target.parent) from None
         raise
     log.info(
         "%s is ready: %d train and %d test files",
@@ -190,7 +188,6 @@ def _install(archive: Path, target: Path, competition: str, source: str) -> dict
         manifest["train_files"],
         manifest["test_files"],
     )
-    return manifest
 
 
 # --- checking and unpacking ----------------------------------------------------------------
@@ -213,8 +210,7 @@ def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
             archives.copy_member(csv, work / csv.rel[-1], name)
             written.add(csv.rel[-1])
         else:
-            wanted = " or ".join(SAMPLE_SUBMISSIONS)
-            log.warning("%s has no sample submission csv (%s)", name, wanted)
+            log.warning("%s has no sample submission csv (%s)", name, " or ".join(SAMPLE_SUBMISSIONS))
     shutil.rmtree(work / ".archives", ignore_errors=True)
     files = sorted(_relative_files(work))  # what is there now: the manifest says this, not what was written
     missing = written.difference(files)

@@ -157,14 +157,8 @@ def _find(
         return next((s for s in submissions if s.ref == submitted.ref), None)
     if known is None:
         return None
-    return next(
-        (
-            s
-            for s in submissions
-            if s.ref not in known and s.file_name == options.file.name and s.description == (options.message or "")
-        ),
-        None,
-    )
+    wanted = (options.file.name, options.message or "")
+    return next((s for s in submissions if s.ref not in known and (s.file_name, s.description) == wanted), None)
 
 
 class _Progress:
