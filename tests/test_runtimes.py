@@ -5,15 +5,28 @@ not read)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from catsdogs_batch.cli import main
+from catsdogs_batch.errors import UserError
 from catsdogs_batch.inference.predictor import Predictor
+from catsdogs_batch.inference.runtimes import (
+    check_model,
+    choose_runtime,
+    load_runtime,
+    require,
+    runtime_name,
+    shares_gate_backbone,
+)
+from catsdogs_batch.models.checkpoint import Checkpoint, find_checkpoint
 
 from conftest import pixels, write_photos
 
@@ -74,3 +87,177 @@ def test_an_int8_openvino_export_for_vnni_cpus_warns_on_others(exports, tmp_path
     monkeypatch.setattr(runtimes, "has_vnni", lambda: False)
     Predictor(copy)
     assert "quantized for CPUs with VNNI" in caplog.text
+
+
+# --- which runtime runs a model file, and the one-line refusals ---------------------------------
+
+
+def checkpoint(path: Path, **run) -> Checkpoint:
+    """A model file and what its run.json says (a run folder's image size by default)."""
+    return Checkpoint(path, {"kind": "catsdogs-batch model", "image_size": 32} | run)
+
+
+@pytest.mark.parametrize(
+    "model_file, asked, runs",
+    [
+        ("model.keras", "auto", "keras"),
+        ("model.onnx", "auto", "onnx"),
+        ("model.xml", "auto", "openvino"),
+        ("model.onnx", "openvino", "openvino"),  # OpenVINO reads ONNX files too
+        ("model.onnx", "onnx", "onnx"),
+        ("model.keras", "keras", "keras"),
+    ],
+)
+def test_the_model_files_suffix_picks_its_runtime(tmp_path, model_file, asked, runs):
+    assert choose_runtime(checkpoint(tmp_path / model_file), asked) == runs
+
+
+def test_a_runtime_that_cannot_read_the_model_file_says_what_to_pass_instead(tmp_path):
+    run = tmp_path / "run"
+    cases = [
+        (run / "model.h5", "auto", f"{run}/model.h5: no runtime reads .h5 files"),
+        (run / "model.keras", "tensorrt", "unknown runtime 'tensorrt': choose one of auto, keras, onnx, openvino"),
+        (run / "export/onnx/model.onnx", "keras", "the keras runtime cannot run model.onnx; pass the checkpoint it was exported from"),
+        (run / "model.keras", "openvino",
+         f"the openvino runtime cannot run model.keras; export it first: catsdogs export {run} --format openvino"),
+    ]  # fmt: skip
+    for model_file, asked, message in cases:
+        with pytest.raises(UserError) as refused:
+            choose_runtime(checkpoint(model_file), asked)
+        assert str(refused.value) == message
+
+    (run / "export/openvino").mkdir(parents=True)  # once the run has that export, the line names it
+    (run / "export/openvino/run.json").write_text("{}")
+    with pytest.raises(UserError, match=f"^the openvino runtime cannot run model.keras; pass its export: {run}/export/openvino$"):
+        choose_runtime(checkpoint(run / "model.keras"), "openvino")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="package bug (inference/runtimes.choose_runtime): for an OpenVINO export run with --runtime onnx, the "
+    "hint is 'export it first: catsdogs export <the export's folder> --format onnx', a command that refuses an "
+    "export ('already an export'); it should send the user to the run folder the export came from",
+)
+def test_an_openvino_export_asked_for_onnx_is_sent_to_its_run_folder(tmp_path):
+    export = tmp_path / "run" / "export" / "openvino"
+    with pytest.raises(UserError) as refused:
+        choose_runtime(checkpoint(export / "model.xml", export={"format": "openvino"}), "onnx")
+    assert f"catsdogs export {export} " not in str(refused.value)
+
+
+def test_the_runtime_name_says_int8_only_of_an_int8_export(tmp_path):
+    assert runtime_name(checkpoint(tmp_path / "model.onnx", export={"int8": True})) == "onnx int8"
+    assert runtime_name(checkpoint(tmp_path / "model.onnx", export={"int8": True}), "openvino") == "openvino int8"
+    assert runtime_name(checkpoint(tmp_path / "model.xml", export={"int8": False})) == "openvino"
+    assert runtime_name(checkpoint(tmp_path / "model.xml", export="damaged")) == "openvino"
+    assert runtime_name(checkpoint(tmp_path / "model.keras", export={"int8": True})) == "keras"  # a Keras file is not int8
+
+
+def test_an_optional_backend_is_imported_or_named_with_its_install_line(monkeypatch):
+    assert require("json") is json
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    with pytest.raises(UserError, match=r"^the onnx export needs tf2onnx, which is not installed \(pip install '\.\[onnx\]'\)$"):
+        require("tf2onnx", "the onnx export")
+    monkeypatch.setitem(sys.modules, "onnxruntime.capi", None)  # a submodule: named by its package
+    with pytest.raises(UserError, match=r"^this needs onnxruntime, which is not installed \(pip install '\.\[onnx\]'\)$"):
+        require("onnxruntime.capi")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(UserError, match=r"^int8 needs nncf, which is not installed \(a requirement of catsdogs-batch: pip install -e \.\)$"):
+        require("nncf", "int8")
+
+
+LITE2_RUN = {"arch": "efficientnet-lite2", "weights": "imagenet"}
+
+
+@pytest.mark.parametrize(
+    "model_file, run, shares",
+    [
+        ("model.keras", {"config": LITE2_RUN, "image_size": 260, "best": {"val_log_loss": 0.1}}, True),  # a fitted head
+        ("model.keras", {"config": LITE2_RUN, "image_size": 260, "best": {"epoch": 3}}, False),  # fine-tuned since
+        ("model.keras", {"config": LITE2_RUN, "image_size": 224}, False),  # not at the classifier's size
+        ("model.keras", {"config": LITE2_RUN | {"weights": "none"}, "image_size": 260}, False),
+        ("model.keras", {"config": LITE2_RUN | {"arch": "efficientnet-lite0"}, "image_size": 260}, False),
+        ("model.xml", {"config": LITE2_RUN, "image_size": 260}, False),  # an export carries the classifier itself
+        ("model.keras", {"config": "damaged", "best": [], "image_size": 260}, False),
+    ],
+)
+def test_only_an_untouched_lite2_at_260_px_shares_the_content_checks_backbone(tmp_path, model_file, run, shares):
+    assert shares_gate_backbone(checkpoint(tmp_path / model_file, **run)) is shares
+
+
+# --- a Keras file checked without TensorFlow, an export loaded -----------------------------------
+
+
+def keras_file(path: Path, config: object) -> Path:
+    """A .keras archive holding only its config.json (what check_model reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+    return path
+
+
+def input_layer(shape: list) -> dict:
+    return {"config": {"layers": [{"class_name": "InputLayer", "config": {"batch_shape": shape}}, {"class_name": "Dense"}]}}
+
+
+def test_a_keras_files_input_is_checked_against_its_run_json(tmp_path):
+    model_file = keras_file(tmp_path / "model.keras", input_layer([None, 48, 48, 3]))
+    check_model(checkpoint(model_file, image_size=48))
+    with pytest.raises(UserError, match=rf"^{model_file} takes \[None, 48, 48, 3\], not \(32, 32, 3\) images as its run.json says$"):
+        check_model(checkpoint(model_file, image_size=32))
+
+    for name, content in (("random.keras", os.urandom(64)), ("no-input.keras", {"config": {"layers": []}}), ("list.keras", [])):
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            keras_file(path, content)
+        with pytest.raises(UserError, match=rf"^cannot load {path}: not a Keras model file$"):
+            check_model(checkpoint(path))
+
+
+def test_checking_a_real_checkpoint_loads_no_tensorflow(tiny_model):
+    """What a driver whose workers load the model (Ray) checks first, in a process of its own."""
+    source = (
+        "import sys\n"
+        "from catsdogs_batch.inference.runtimes import check_model\n"
+        "from catsdogs_batch.models.checkpoint import find_checkpoint\n"
+        f"check_model(find_checkpoint({str(tiny_model)!r}, 'keras'))\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'loaded TensorFlow'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_export_whose_run_json_says_another_size_is_refused_when_loaded(exports):
+    onnx = find_checkpoint(exports("onnx", False))
+    for runtime in ("onnx", "openvino"):
+        check_model(onnx, runtime)  # as exported: 32 px
+        wrong = Checkpoint(onnx.model_path, onnx.run | {"image_size": 64})
+        with pytest.raises(UserError) as refused:
+            check_model(wrong, runtime)
+        assert re.fullmatch(rf"{onnx.model_path} takes \[\S+, 32, 32, 3\], not \(64, 64, 3\) images as its run.json says", str(refused.value))
+
+
+@pytest.mark.parametrize("runtime, model_file", [("onnx", "model.onnx"), ("openvino", "model.xml")])
+def test_a_damaged_export_is_one_line_naming_it(tmp_path, runtime, model_file):
+    path = tmp_path / model_file
+    path.write_bytes(b"<net> not a model")
+    path.with_suffix(".bin").write_bytes(b"")
+    with pytest.raises(UserError) as refused:
+        load_runtime(checkpoint(path, export={"format": runtime}), runtime, threads=1)
+    assert str(refused.value).startswith(f"cannot load {path}: ") and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("runtime", ["keras", "onnx", "openvino"])
+def test_every_runtime_gives_one_probability_an_image_for_any_batch_size(model, exports, photos, runtime):
+    """The interface every engine relies on: uint8 (n, size, size, 3) in, n probabilities out,
+    each image's the same whatever else is in its batch (the last batch of a folder is short;
+    no engine hands a runtime an empty one)."""
+    path = model if runtime == "keras" else exports("onnx", False)
+    loaded = load_runtime(find_checkpoint(path, runtime), runtime, threads=1)
+    batch = pixels(photos)
+    together = loaded(batch)
+    assert together.shape == (6,) and ((together >= 0) & (together <= 1)).all()
+    apart = np.concatenate([loaded(batch[:1]), loaded(batch[1:4]), loaded(batch[4:])])
+    assert np.allclose(apart, together, atol=1e-5)
