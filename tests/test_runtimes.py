@@ -132,17 +132,23 @@ def test_a_runtime_that_cannot_read_the_model_file_says_what_to_pass_instead(tmp
         choose_runtime(checkpoint(run / "model.keras"), "openvino")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug (inference/runtimes.choose_runtime): for an OpenVINO export run with --runtime onnx, the "
-    "hint is 'export it first: catsdogs export <the export's folder> --format onnx', a command that refuses an "
-    "export ('already an export'); it should send the user to the run folder the export came from",
-)
 def test_an_openvino_export_asked_for_onnx_is_sent_to_its_run_folder(tmp_path):
+    """An OpenVINO export run with --runtime onnx was told "export it first: catsdogs export
+    <the export's folder> --format onnx", a command that refuses an export: the hint names the
+    run the export was made from (by its record, else by the folder layout), or its ONNX export."""
     export = tmp_path / "run" / "export" / "openvino"
     with pytest.raises(UserError) as refused:
         choose_runtime(checkpoint(export / "model.xml", export={"format": "openvino"}), "onnx")
-    assert f"catsdogs export {export} " not in str(refused.value)
+    assert str(refused.value).endswith(f"export it first: catsdogs export {tmp_path / 'run'} --format onnx")
+    source = tmp_path / "elsewhere" / "model.keras"
+    with pytest.raises(UserError) as refused:
+        choose_runtime(checkpoint(export / "model.xml", export={"source": str(source)}), "onnx")
+    assert str(refused.value).endswith(f"export it first: catsdogs export {source.parent} --format onnx")
+    (tmp_path / "run" / "export" / "onnx").mkdir(parents=True)
+    (tmp_path / "run" / "export" / "onnx" / "run.json").write_text("{}")
+    with pytest.raises(UserError) as refused:
+        choose_runtime(checkpoint(export / "model.xml", export={"format": "openvino"}), "onnx")
+    assert str(refused.value).endswith(f"pass its export: {tmp_path / 'run' / 'export' / 'onnx'}")
 
 
 def test_the_runtime_name_says_int8_only_of_an_int8_export(tmp_path):

@@ -14,11 +14,12 @@ import json
 import logging
 import os
 import zipfile
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from ..models.checkpoint import Checkpoint
+from ..models.checkpoint import EXPORT_DIR, Checkpoint
 from ..cpu import has_vnni
 from ..errors import UserError
 from ..options import RUNTIMES
@@ -238,13 +239,18 @@ def choose_runtime(checkpoint: Checkpoint, runtime: str = "auto") -> str:
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r}: choose one of auto, {', '.join(RUNTIMES)}")
     if runtime not in readers:
-        exported = checkpoint.folder / "export" / runtime
+        run_folder = checkpoint.folder  # of an export (run/export/<format>/), the run it was made from
+        if checkpoint.is_export:
+            export = checkpoint.run.get("export")
+            source = export.get("source") if isinstance(export, dict) else None
+            run_folder = Path(source).parent if isinstance(source, str) else checkpoint.folder.parent.parent
+        exported = run_folder / EXPORT_DIR / runtime
         if runtime == "keras":
             hint = "pass the checkpoint it was exported from"
         elif (exported / "run.json").exists():
             hint = f"pass its export: {exported}"
         else:
-            hint = f"export it first: catsdogs export {checkpoint.folder} --format {runtime}"
+            hint = f"export it first: catsdogs export {run_folder} --format {runtime}"
         raise UserError(f"the {runtime} runtime cannot run {checkpoint.model_path.name}; {hint}")
     return runtime
 
