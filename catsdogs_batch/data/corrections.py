@@ -70,10 +70,6 @@ class Corrections:
             except csv.Error as e:
                 raise UserError(f"line {rows.line_num} of {shown(self.path)} cannot be read as CSV: {e}") from None
 
-    @property
-    def sidecar(self) -> Path:
-        return corrections_record(self.path)
-
     def set(self, path: str, label: str | None) -> str | None:
         """Record `label` for `path` (None removes its row) and return what it was before."""
         if label is not None and label not in DECISIONS:
@@ -81,8 +77,9 @@ class Corrections:
         previous = self.labels.get(path)
         self._put(path, label)
         try:
-            if self.owner is not None and not self.sidecar.exists():
-                atomic_write_json(self.sidecar, self.owner)
+            record = corrections_record(self.path)
+            if self.owner is not None and not record.exists():
+                atomic_write_json(record, self.owner)
             self._write()
         except BaseException:  # a full disk, say: memory keeps saying what the file says
             self._put(path, previous)
@@ -123,31 +120,31 @@ class CorrectionsFile:
         return {"file": str(self.path.resolve()), "sha256": self.sha256}
 
 
-def read_corrections(path: Path, folder: Path, option: str = "--corrections") -> CorrectionsFile:
+def read_corrections(path: Path, folder: Path) -> CorrectionsFile:
     """Read a corrections file about the images of `folder` with the review's reader (a missing
     file, another header, a row that is not path,cat|dog|neither|both|skip, or a file its review made for
     another folder is a one-line error) and the SHA-256 of the bytes it read."""
-    path = corrections_file(path, option)  # its record of the folder sits beside the file, not a link
+    path = corrections_file(path)  # its record of the folder sits beside the file, not a link
     try:
         info = os.stat(path)
     except OSError as e:
-        raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
+        raise UserError(f"--corrections {shown(path)}: {e.strerror or e}") from None
     if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, a device never end
-        raise UserError(f"{option} {shown(path)} is not a regular file")
+        raise UserError(f"--corrections {shown(path)} is not a regular file")
     refuse_another_folder(path, folder, "its paths would name other images")
     try:
         data = path.read_bytes()  # read once: the labels come from the bytes the hash is of
     except OSError as e:
-        raise UserError(f"{option} {shown(path)}: {e.strerror or e}") from None
+        raise UserError(f"--corrections {shown(path)}: {e.strerror or e}") from None
     return CorrectionsFile(path, Corrections(path, data=data).labels, hashlib.sha256(data).hexdigest())
 
 
-def corrections_file(path: Path, option: str = "--corrections") -> Path:
+def corrections_file(path: Path) -> Path:
     """The file `path` names, symbolic links followed: whatever link leads to a corrections file,
     it has one lock, one record of its folder, and its saves replace the file, never the link."""
     real = Path(os.path.realpath(path))
     if real.is_symlink():  # realpath stops at a loop
-        raise UserError(f"{option} {shown(path)} is a loop of symbolic links")
+        raise UserError(f"--corrections {shown(path)} is a loop of symbolic links")
     return real
 
 

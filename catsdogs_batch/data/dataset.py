@@ -62,7 +62,7 @@ def corrected_images(folder: Path, corrections: Path | None) -> tuple[list[Label
     """The labelled images of `folder` with a review's corrections applied (its labels win, its
     `skip` images are left out), and what a record says about them (None without a file).
     The file is read first, so a bad one stops the run before the folder is walked."""
-    given = _read_corrections(folder, corrections)
+    given = read_corrections(corrections, folder) if corrections is not None else None
     items = find_labelled_images(folder)
     if given is None:
         return items, None
@@ -75,7 +75,7 @@ def corrected_split(options: TrainOptions) -> tuple[list[LabelledImage], list[La
     the corrections are applied to each part after it, so a run with corrections validates on
     the same images as the run without them (and their figures compare). Either way each part
     must hold cats and dogs (check_split)."""
-    given = _read_corrections(options.data, options.corrections)
+    given = read_corrections(options.corrections, options.data) if options.corrections is not None else None
     train, val = stratified_split(find_labelled_images(options.data), options.val_split, options.split_seed)
     record = None
     if given is not None:
@@ -96,12 +96,6 @@ def check_split(train: list[LabelledImage], val: list[LabelledImage], source: st
             lacking.append(f"no {absent} image in the {part} split ({counts[0]} cats, {counts[1]} dogs)")
     if lacking:
         raise UserError(f"{source} leave {' and '.join(lacking)}: training needs cats and dogs in both splits")
-
-
-def _read_corrections(folder: Path, corrections: Path | None):
-    if corrections is None:
-        return None
-    return read_corrections(corrections, folder)
 
 
 def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Path) -> tuple[tuple, dict]:
@@ -247,19 +241,13 @@ def embed_images(
     pixels, whatever the number of images. `bar`, `sizes`: see decode_labelled."""
     skipped: list[dict[str, str]] = []
     decoded = decode_labelled(folder, items, size, workers, bar, skipped, sizes)
-    plain, mirror, count = np.empty((0, 0), np.float32), None, 0
+    views = 2 if mirrored else 1  # the images, then their mirrors, in one call of `embed`
+    rows, count = np.empty((1, 0, 0), np.float32), 0
     while chunk := [pixels for _, pixels in itertools.islice(decoded, EMBED_BATCH)]:
         batch = np.stack(chunk)
-        if mirrored:
-            both = np.asarray(embed(np.concatenate([batch, batch[:, :, ::-1]])))
-            rows, mirror_rows = both[: len(batch)], both[len(batch) :]
-        else:
-            rows = np.asarray(embed(batch))
+        embedded = np.asarray(embed(np.concatenate([batch, batch[:, :, ::-1]]) if mirrored else batch))
         if count == 0:
-            plain = np.empty((len(items), rows.shape[1]), np.float32)
-            mirror = np.empty_like(plain) if mirrored else None
-        plain[count : count + len(batch)] = rows
-        if mirrored:
-            mirror[count : count + len(batch)] = mirror_rows
+            rows = np.empty((views, len(items), embedded.shape[1]), np.float32)
+        rows[:, count : count + len(batch)] = embedded.reshape(views, len(batch), -1)
         count += len(batch)
-    return plain[:count], None if mirror is None else mirror[:count], skipped
+    return rows[0, :count], rows[1, :count] if mirrored and count else None, skipped

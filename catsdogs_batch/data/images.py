@@ -190,11 +190,8 @@ def _not_a_file_reason(path: str | os.PathLike, mode: int | None = None) -> str 
                 return "is a folder"
         except OSError as e:
             return f"cannot list this folder: {e.strerror}"
-    if stat.S_ISFIFO(mode):
-        return "not a regular file (a FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "not a regular file (a socket)"
-    return "not a regular file (a device)"
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"not a regular file ({kind})"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -322,8 +319,7 @@ def decode_many(
 
     one_thread_each()
     if workers <= 1:
-        for path in paths:
-            yield path, load(path)
+        yield from ((path, load(path)) for path in paths)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending: deque[tuple[Path, Future]] = deque()
@@ -332,9 +328,7 @@ def decode_many(
             if len(pending) >= window:
                 path, future = pending.popleft()
                 yield path, future.result()
-        while pending:
-            path, future = pending.popleft()
-            yield path, future.result()
+        yield from ((path, future.result()) for path, future in pending)
 
 
 def one_thread_each() -> None:
