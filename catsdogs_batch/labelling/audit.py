@@ -57,8 +57,6 @@ def default_table(folder: Path) -> Path:
     return Path("submissions") / f"audit-{folder.resolve().name}.csv"
 
 
-
-
 def pretrained(arch: str) -> bool:
     """Whether `arch` audits by embeddings + logistic regression (else: by k-fold training)."""
     return ARCHITECTURES[arch].backbone is not None
@@ -289,10 +287,9 @@ def classify_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, s
             fold + 1, folds, head.C, len(train_rows), len(held_out),
             np.mean((p_dog[held_out] >= THRESHOLD) == labels[held_out]), time.perf_counter() - fold_started,
         )  # fmt: skip
+    classifier = {name: value for name, value in head.record().items() if name != "cv_log_loss"} | {"C": chosen}
     method = {"method": "embeddings + logistic regression", "features": int(features.shape[1])}
-    method["classifier"] = head.record() | {"C": chosen}
-    del method["classifier"]["cv_log_loss"]
-    return p_dog, method
+    return p_dog, method | {"classifier": classifier}
 
 
 # --- from scratch: k-fold training ----------------------------------------------------------

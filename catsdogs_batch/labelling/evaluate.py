@@ -123,9 +123,7 @@ def draw_confusion_matrix(counts: list[list[int]], path: Path) -> None:
                 color="white" if n > matrix.max() / 2 else "black")  # fmt: skip
     ax.set_xticks([0, 1], CLASS_NAMES)
     ax.set_yticks([0, 1], CLASS_NAMES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("Confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
     figure.savefig(path)
 
 

@@ -243,18 +243,15 @@ def _copy_new(source: Path, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def check_sort_target(folder: Path, target: Path) -> None:
-    """Refuse a target whose label folders overlap the labelled folder (a move could eat it)."""
-    folder = folder.resolve()
+def check_sort_into(target: Path, folder: Path, mode: str) -> None:
+    """Refuse, before minutes of predicting, a --sort-into whose label folders overlap the
+    labelled folder (a move could eat it), one that cannot become a folder, or one a hard link
+    cannot reach (another file system)."""
+    resolved = folder.resolve()
     for label in LABELS:
         place = (target / label).resolve()
-        if place == folder or folder in place.parents or place in folder.parents:
-            raise UserError(f"--sort-into {target} overlaps {folder}: choose a folder outside it")
-
-
-def check_sort_into(target: Path, folder: Path, mode: str) -> None:
-    """Refuse, before minutes of predicting, a --sort-into that cannot become a folder, or one a
-    hard link cannot reach (another file system)."""
+        if place == resolved or resolved in place.parents or place in resolved.parents:
+            raise UserError(f"--sort-into {target} overlaps {resolved}: choose a folder outside it")
     if target.is_symlink() and not target.exists():
         raise UserError(f"--sort-into {target} is a link to nothing")
     existing = next(p for p in (target, *target.absolute().parents) if p.exists())
@@ -275,12 +272,11 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
     if not job_file.exists():
         return False
     previous = read_record(job_file)  # None when damaged: it cannot be continued
-    finished = table.exists() and not parts_folder(table).exists()  # a table still being merged is not
-    if previous == job and finished:  # --overwrite too: it replaced the earlier table, this job's is here
-        log.info("continuing the interrupted sorting recorded in %s", job_file)
-        return True
-    if previous == job and not finished:  # its table is gone or unfinished: predict (resume), then sort
-        return False
+    if previous == job:
+        finished = table.exists() and not parts_folder(table).exists()  # a table still being merged is not
+        if finished:  # --overwrite too: it replaced the earlier table, this job's is here
+            log.info("continuing the interrupted sorting recorded in %s", job_file)
+        return finished  # else its table is gone or unfinished: predict (resume), then sort
     if not overwrite:
         what = "is damaged" if previous is None else "records an unfinished sorting with other settings"
         raise UserError(
@@ -399,7 +395,6 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     check_options(options)
     check_engine_options(predict)
     if options.sort_into is not None:
-        check_sort_target(options.folder, options.sort_into)
         check_sort_into(options.sort_into, options.folder, options.mode)
     # a run that only labels reads the folder as a copy does: no move may take its files meanwhile
     with table_lock(out), sorting_lock(options.folder, options.mode if options.sort_into else "copy"):

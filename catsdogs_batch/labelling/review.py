@@ -222,6 +222,7 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
 def create_app(session: Session, token: str):
     """The Starlette app: the page, its JSON API and the thumbnails, all behind `token`."""
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
@@ -265,7 +266,7 @@ def create_app(session: Session, token: str):
         if not 0 < len(client) <= 64:
             return JSONResponse({"error": "changes need the page's X-Review-Client id"}, 400)
         try:
-            return JSONResponse(await _in_thread(function, *args, client), headers=headers)
+            return JSONResponse(await run_in_threadpool(function, *args, client), headers=headers)
         except OSError as e:
             return JSONResponse({"error": f"not saved: {e.strerror or e}"}, 500, headers=headers)
 
@@ -305,12 +306,6 @@ def create_app(session: Session, token: str):
         Middleware(TokenGuard, token=token),
     ]
     return Starlette(routes=routes, middleware=middleware)
-
-
-async def _in_thread(function: Any, *args: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(function, *args)
 
 
 class TokenGuard:

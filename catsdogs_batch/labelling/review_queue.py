@@ -146,16 +146,14 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
     in_band = ok & (((band[0] <= p_dog) & (p_dog <= band[1])) | asks)
     band_rows = np.flatnonzero(in_band)
     band_rows = band_rows[np.argsort(distance[band_rows], kind="stable")]
-    true_label = None
+    true_label = table["true_label"].to_numpy(dtype=object, na_value="") if "true_label" in table.columns else None
     wrong_rows = np.empty(0, dtype=np.int64)
     if "label_issue" in table.columns:  # an audit's table: its label issues, in its order (most likely wrong first)
-        true_label = table["true_label"].to_numpy(dtype=object, na_value="")
         band_rows = np.empty(0, dtype=np.int64)
         wrong_rows = np.flatnonzero(ok & table["label_issue"].to_numpy(dtype=bool, na_value=False))
         quality = table["label_quality"].to_numpy(dtype=float, na_value=np.nan)
         wrong_rows = wrong_rows[np.argsort(quality[wrong_rows], kind="stable")]
-    elif "true_label" in table.columns:
-        true_label = table["true_label"].to_numpy(dtype=object, na_value="")
+    elif true_label is not None:
         wrong = ok & ~in_band & np.isin(true_label, ("cat", "dog")) & (true_label != model_label)
         wrong_rows = np.flatnonzero(wrong)
         wrong_rows = wrong_rows[np.argsort(-distance[wrong_rows], kind="stable")]

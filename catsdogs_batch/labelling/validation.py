@@ -45,17 +45,12 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     made_from = {
         "command": "validation", "model_sha256": sha256(model.model_path), "split_sha256": sha256(split),
     }  # fmt: skip
-
-    def of_this(job: dict | None) -> bool:
-        job = job or {}
-        return job.get("folder") == str(data.resolve()) and all(job.get(k) == v for k, v in made_from.items())
-
     with table_lock(table):
-        recorded = read_record(job_file(table))
-        if table.exists() and (recorded or {}).get("command") != "validation":
+        recorded = read_record(job_file(table)) or {}
+        if table.exists() and recorded.get("command") != "validation":
             raise UserError(f"{shown(table)} was not written by catsdogs review: move it away (it is never replaced)")
-        if table.is_file() and of_this(recorded):
-            return table
+        if table.is_file() and (made_from | {"folder": str(data.resolve())}).items() <= recorded.items():
+            return table  # of this very model, split and folder
         labels = {item.path: item.label for item in read_split(split)[1]}
         predict = PredictOptions(model.model_path, data, table, files=tuple(labels), made_from=made_from)
         # resumed where the interrupted run is this very job (the model file's size and time too),
