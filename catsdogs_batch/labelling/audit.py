@@ -161,13 +161,12 @@ def audit(options: AuditOptions) -> AuditSummary:
 def _audit_locked(options: AuditOptions, out: Path, started: float, items: list, corrections: dict | None) -> AuditSummary:
     sizes = np.zeros((len(items), 2), dtype=np.int64)  # each image's (width, height), as predict's rows give it
     if pretrained(options.arch):
+        from ..data.dataset import embed_images
+        from ..inference.quantize import embedder
         from ..models.networks import pretrained_features
 
         # ImageNet weights that cannot be had stop the audit here, before any decoding
         backbone = pretrained_features(options.arch, options.image_size, options.weights)
-        from ..data.dataset import embed_images
-        from ..inference.quantize import embedder
-
         # Embedded as train embeds (the backbone in int8 on OpenVINO)
         paths = [item.path for item in items]
         embed, embedded_by = embedder(backbone, options.image_size, options.data, paths, options.workers)

@@ -60,7 +60,6 @@ def default_out(model: Models, folder: Path) -> Path:
 def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
     """Accuracy, log loss, ROC AUC, precision/recall per class, confusion matrix and calibration
     for true labels (0 cat, 1 dog) and predicted probabilities of dog."""
-    true, p_dog = np.asarray(true, dtype=int), np.asarray(p_dog, dtype=float)
     if not len(true):
         raise UserError("no readable labelled images to evaluate")
     return {

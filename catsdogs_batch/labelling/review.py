@@ -359,10 +359,9 @@ class ReviewServer:
     def __init__(self, options: ReviewOptions):
         import uvicorn
 
-        self._exit = contextlib.ExitStack()
-        try:
-            self.session = self._exit.enter_context(open_session(options))
-            self._socket = self._exit.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        with contextlib.ExitStack() as held:  # all released if anything below fails
+            self.session = held.enter_context(open_session(options))
+            self._socket = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             try:
                 self._socket.bind((HOST, options.port))
             except OSError as e:
@@ -375,9 +374,7 @@ class ReviewServer:
                 create_app(self.session, token), log_config=None, log_level="warning", access_log=False
             )
             self._server = uvicorn.Server(config)
-        except BaseException:
-            self._exit.close()
-            raise
+            self._exit = held.pop_all()  # held until close()
 
     def serve(self) -> None:
         self._server.run(sockets=[self._socket])
