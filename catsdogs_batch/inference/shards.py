@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import stat
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +216,7 @@ class PartsFolder:
             "rows": len(rows),
             "ok": len(rows) - errors,
             "errors": errors,
-            "labels": {label: sum(r.label == label for r in rows) for label in {r.label for r in rows if r.label}},
+            "labels": dict(Counter(r.label for r in rows if r.label)),
             "seconds": round(seconds, 3),
         }
         atomic_write_json(shard_marker(self.table, shard.id), stats)
@@ -353,8 +354,7 @@ def remove_removed_parts(table: Path) -> None:
 
 def count(stats: list[dict]) -> tuple[int, int, dict[str, int]]:
     """Rows, errors and rows per label of the shards whose done markers are `stats`."""
-    labels: dict[str, int] = {}
+    labels: Counter[str] = Counter()
     for s in stats:
-        for label, n in s["labels"].items():
-            labels[label] = labels.get(label, 0) + n
-    return sum(s["rows"] for s in stats), sum(s["errors"] for s in stats), labels
+        labels.update(s["labels"])
+    return sum(s["rows"] for s in stats), sum(s["errors"] for s in stats), dict(labels)

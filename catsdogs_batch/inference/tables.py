@@ -49,22 +49,11 @@ EVALUATE_COLUMNS = [*COLUMNS[: COLUMNS.index("label") + 1], "true_label", *COLUM
 SOURCE_COLUMNS = [*COLUMNS[: COLUMNS.index("label") + 1], "source", *COLUMNS[COLUMNS.index("label") + 1 :]]
 # `catsdogs audit`: evaluate's columns, then how likely the given label is right and cleanlab's verdict.
 AUDIT_COLUMNS = [*EVALUATE_COLUMNS, "label_quality", "label_issue"]
-# Strings are Python strings, not Arrow ones: a file name that is not UTF-8 keeps its bytes
-# (as surrogates), so that the table leads back to the file.
-DTYPES = {
-    "path": "string[python]",
-    "id": "Int64",
-    "p_dog": "float64",
-    "label": "string[python]",
-    "confidence": "float64",
-    "imagenet_dog": "float64",
-    "imagenet_cat": "float64",
-    "imagenet_top": "string[python]",
-    "width": "Int64",
-    "height": "Int64",
-    "status": "string[python]",
-    "error": "string[python]",
-}
+# Each column's type, from its field's: strings are Python strings, not Arrow ones (a file name
+# that is not UTF-8 keeps its bytes, as surrogates, so that the table leads back to the file),
+# numbers nullable.
+_DTYPE_OF = {"str": "string[python]", "int | None": "Int64", "float | None": "float64"}  # of a field's type
+DTYPES = {f.name: _DTYPE_OF[f.type] for f in fields(Row)}
 OPTIONAL_DTYPES = {
     "true_label": "string[python]",
     "source": "string[python]",
@@ -74,7 +63,7 @@ OPTIONAL_DTYPES = {
 ALL_DTYPES = {**DTYPES, **OPTIONAL_DTYPES}  # of any column a table of this tool may have
 _READ_CSV = {
     "dtype": ALL_DTYPES, "keep_default_na": False,
-    "na_values": {"p_dog": [""], "confidence": [""], "imagenet_dog": [""], "imagenet_cat": [""], "label_quality": [""]},
+    "na_values": {column: [""] for column, dtype in ALL_DTYPES.items() if dtype == "float64"},  # an empty number
     "encoding": "utf-8", "encoding_errors": "surrogateescape",
 }  # fmt: skip
 _LARGEST_ID = 2**53  # ids above it would not survive a float column (an id missing in a row makes one)
@@ -204,8 +193,8 @@ def _as_table(path: Path) -> Iterator[None]:
         raise UserError(f"{path} is not a results table of catsdogs: {why}") from None
 
 
-def _checked(path: Path, frame: pd.DataFrame, layouts: list[list[str]] | None = None) -> pd.DataFrame:
-    if list(frame.columns) not in (layouts or [COLUMNS]):
+def _checked(path: Path, frame: pd.DataFrame, layouts: list[list[str]]) -> pd.DataFrame:
+    if list(frame.columns) not in layouts:
         raise UserError(f"{path} is not a results table of catsdogs: its columns are {list(frame.columns)}")
     return frame
 
@@ -215,8 +204,7 @@ def _from_parquet(path: Path, frame: pd.DataFrame, layouts: list[list[str]], esc
     utf8_name) as the file system has them."""
     frame = _checked(path, frame, layouts)
     if escaped:
-        for column in _string_columns(frame):
-            frame[column] = _each(frame[column], name_from_utf8)
+        frame = _each_name(frame, name_from_utf8)
     return frame.astype({c: ALL_DTYPES[c] for c in frame.columns})
 
 
@@ -247,10 +235,7 @@ def write_table(out: Path, frames: Iterable[pd.DataFrame]) -> None:
             writer = None
             with open(tmp, "wb") as file:  # a file object: pyarrow takes no name that is not UTF-8
                 for frame in frames:
-                    frame = frame.copy()
-                    for column in _string_columns(frame):
-                        frame[column] = _each(frame[column], utf8_name)
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    table = pa.Table.from_pandas(_each_name(frame.copy(), utf8_name), preserve_index=False)
                     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _NAMES[0]: _NAMES[1]})
                     writer = writer or pq.ParquetWriter(file, table.schema)
                     writer.write_table(table)
@@ -290,15 +275,14 @@ def _escaped_names(schema: Any) -> bool:
     return (schema.metadata or {}).get(_NAMES[0]) == _NAMES[1]
 
 
-def _each(column: pd.Series, function: Callable[[str], str]) -> pd.Series:
-    """`function` of each string of `column`, as Python strings (pandas would make them Arrow's
-    UTF-8, which a name with surrogates is not)."""
-    values = [v if pd.isna(v) else function(v) for v in column.astype(object)]
-    return pd.Series(values, index=column.index, dtype="string[python]")
-
-
-def _string_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if ALL_DTYPES.get(c, "").startswith("string")]
+def _each_name(frame: pd.DataFrame, function: Callable[[str], str]) -> pd.DataFrame:
+    """`frame`, changed in place, with `function` of each string of its text columns, as Python
+    strings (pandas would make them Arrow's UTF-8, which a name with surrogates is not)."""
+    for column in frame.columns:
+        if ALL_DTYPES.get(column, "").startswith("string"):
+            values = [v if pd.isna(v) else function(v) for v in frame[column].astype(object)]
+            frame[column] = pd.Series(values, index=frame.index, dtype="string[python]")
+    return frame
 
 
 def check_table_name(path: Path) -> None:
