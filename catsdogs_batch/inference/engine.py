@@ -107,7 +107,7 @@ def predict_folder(
     stats: list[dict] = []
     hidden = HiddenEntries()  # counted by the walk, said once the bar is gone
     processed, startup_seconds, startup_rows = 0, 0.0, 0
-    with Progress(options) as bar:
+    with progress(options) as bar:
 
         def pending() -> Iterator[Shard]:
             """Shards not done yet, in order, registering every shard as the walk finds it."""
@@ -140,31 +140,28 @@ def predict_folder(
     )  # fmt: skip
 
 
-class Progress:
+@contextlib.contextmanager
+def progress(options: PredictOptions) -> Iterator:
     """A tqdm bar whose total (hence time left) appears once a background walk has counted
     the files; the walk never holds more than one directory listing."""
+    from tqdm import tqdm
 
-    def __init__(self, options: PredictOptions):
-        self.options = options
+    bar = tqdm(unit="img", desc="predict", disable=not options.engine.progress, smoothing=0.1)
+    stop = threading.Event()
 
-    def __enter__(self):
-        from tqdm import tqdm
-
-        self.bar = tqdm(unit="img", desc="predict", disable=not self.options.engine.progress, smoothing=0.1)
-        self._stop = threading.Event()
-        if self.options.engine.progress:  # no bar, no second walk of the folder
-            threading.Thread(target=self._count, daemon=True).start()
-        return self.bar
-
-    def _count(self) -> None:
-        total = len(self.options.files) if self.options.files is not None else 0
-        if self.options.files is None:
-            for total, _ in enumerate(iter_image_files(self.options.folder), start=1):
-                if self._stop.is_set():
+    def count_files() -> None:
+        total = len(options.files) if options.files is not None else 0
+        if options.files is None:
+            for total, _ in enumerate(iter_image_files(options.folder), start=1):
+                if stop.is_set():
                     return
-        self.bar.total = total
-        self.bar.refresh()
+        bar.total = total
+        bar.refresh()
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.bar.close()
+    if options.engine.progress:  # no bar, no second walk of the folder
+        threading.Thread(target=count_files, daemon=True).start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        bar.close()

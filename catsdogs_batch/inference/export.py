@@ -239,9 +239,7 @@ def convert(model, format: str, path: Path, image_size: int, calibration: np.nda
     are given, keeping in fp32 what INT8_PLANS[format][plan] names. The exported model takes
     uint8 (n, size, size, 3) pixels like the Keras one. Returns what did the conversion, for the
     metadata."""
-    if format == "onnx":
-        return _to_onnx(model, path, image_size, calibration, plan)
-    return _to_openvino(model, path, image_size, calibration, plan)
+    return (_to_onnx if format == "onnx" else _to_openvino)(model, path, image_size, calibration, plan)
 
 
 def _to_onnx(model, path: Path, image_size: int, calibration: np.ndarray | None, plan: int) -> dict:
@@ -303,21 +301,18 @@ def _tf_to_onnx(model, image_size: int, path: Path) -> None:
     (image,), (p_dog,) = frozen.inputs, frozen.outputs
     with warnings.catch_warnings(), tf.device("/cpu:0"):
         warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx warns about np.object
-        _patch_tf2onnx()
+        # Keras' fixes of tf2onnx for numpy 2, which keras.Model.export applies before converting
+        # (tf2onnx 1.16 calls numpy functions that numpy 2 removed)
+        try:
+            from keras.src.export.tf2onnx_lib import patch_tf2onnx
+        except ImportError:  # a Keras without it: a tf2onnx that needs none
+            pass
+        else:
+            patch_tf2onnx()
         from_graph_def(
             frozen.graph.as_graph_def(), name=model.name, input_names=[image.name], output_names=[p_dog.name],
             tensors_to_rename={image.name: "image", p_dog.name: "p_dog"}, output_path=str(path),
         )  # fmt: skip
-
-
-def _patch_tf2onnx() -> None:
-    """Keras' fixes of tf2onnx for numpy 2, which keras.Model.export applies before converting
-    (tf2onnx 1.16 calls numpy functions that numpy 2 removed)."""
-    try:
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-    except ImportError:  # a Keras without it: a tf2onnx that needs none
-        return
-    patch_tf2onnx()
 
 
 def _to_openvino(model, path: Path, image_size: int, calibration: np.ndarray | None, plan: int) -> dict:
@@ -370,17 +365,12 @@ def _is_export(folder: Path, names: set[str]) -> bool:
     return isinstance(run, dict) and run.get("kind") == RUN_KIND and isinstance(run.get("export"), dict)
 
 
-def _replace(work: Path, out: Path) -> None:
-    """Put the finished export in place; an earlier one (checked by `check_out`) is moved
-    aside first and removed (the files an export holds, then its folder) only once the new one
-    is there."""
-
-    def remove(old: Path) -> None:
-        for name in EXPORT_FILES:
-            (old / name).unlink(missing_ok=True)
-        old.rmdir()
-
-    put_in_place(work, out, remove)
+def _remove_export(old: Path) -> None:
+    """Remove an earlier export (checked by `check_out`), which put_in_place moved aside and hands
+    over only once the new one is there: the files an export holds, then its folder."""
+    for name in EXPORT_FILES:
+        (old / name).unlink(missing_ok=True)
+    old.rmdir()
 
 
 def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
@@ -470,7 +460,7 @@ def export_model(options: ExportOptions) -> tuple[Path, Agreement]:
         if not passed:
             log.warning("kept despite failing the check (--force): %s", "; ".join(failed))
         check_out(out, checkpoint, options.overwrite)  # again: minutes have passed
-        _replace(work, out)
+        put_in_place(work, out, _remove_export)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("%s -> %s", agreement.describe(), out)

@@ -19,7 +19,7 @@ from ..models.content import (
     class_names,
     halves,
 )
-from ..data.images import DecodedImage, ImageError, load_image, resize_batch
+from ..data.images import DecodedImage, ImageError, decode_many, resize_batch
 from ..options import Labelling
 from .runtimes import load_runtime
 from .tables import ImageNetWord, Row, error_row, label_for, ok_row
@@ -137,10 +137,5 @@ class Predictor:
 
     def predict_files(self, root: Path, relative_paths: list[str], labelling: Labelling = Labelling()) -> list[Row]:
         """Decode (in this thread) and predict one batch of files under `root`."""
-        decoded: list[DecodedImage | ImageError] = []
-        for path in relative_paths:
-            try:
-                decoded.append(load_image(root / path, self.image_size))
-            except ImageError as e:
-                decoded.append(e)
-        return self.rows(relative_paths, decoded, labelling)
+        decoded = decode_many((root / path for path in relative_paths), self.image_size, workers=1)
+        return self.rows(relative_paths, [d for _, d in decoded], labelling)

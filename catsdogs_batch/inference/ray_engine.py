@@ -29,7 +29,6 @@ import pyarrow as pa
 
 from ..models.checkpoint import find_checkpoints
 from ..errors import UserError
-from ..data.images import one_thread_each
 from ..options import PredictOptions
 from .predictor import Predictor
 from .runtimes import check_model
@@ -38,7 +37,6 @@ from .tables import COLUMNS, DTYPES, Row, name_from_utf8, utf8_name
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "--engine ray needs Ray: pip install '.[ray]' (or pip install 'ray[data]')"
 WINDOW_FILES = 100_000  # at least this many files (whole shards) per Ray dataset: the actor pool starts once per window
 
 
@@ -48,7 +46,7 @@ def import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise UserError(INSTALL_HINT) from None
+        raise UserError("--engine ray needs Ray: pip install '.[ray]' (or pip install 'ray[data]')") from None
     return ray
 
 
@@ -73,14 +71,13 @@ def distributor(
 def distribute(options: PredictOptions, shards: Iterator[Shard]) -> Iterator[int | FinishedShard]:
     """Predict the shards window by window on one Ray (started or joined once)."""
     windows = shard_windows(shards, WINDOW_FILES)
-    window = next(windows, None)
-    if window is None:
+    first = next(windows, None)
+    if first is None:
         return  # every shard was done already: no Ray to start
     ray = import_ray()
     with ray_cluster(options.engine.ray.address), _ray_data_quiet(ray):
-        while window is not None:
+        for window in itertools.chain([first], windows):
             yield from distribute_window(ray, options, {shard.id: shard for shard in window})
-            window = next(windows, None)
 
 
 def shard_windows(shards: Iterator[Shard], files: int) -> Iterator[list[Shard]]:
@@ -106,8 +103,7 @@ class PredictorActor:
         self.options = options
         self.predictor = Predictor(
             options.model, engine.tta, engine.runtime, actor_threads(options), options.labelling.content_check
-        )
-        one_thread_each()  # this actor's process: it decodes with its one CPU
+        )  # it decodes on its one CPU (predict_files: one thread, OpenCV's own threads off)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """{shard, position, path} -> the same keys, the batch's seconds and the Row columns."""

@@ -137,10 +137,7 @@ def submission_frame(results: pd.DataFrame, competition: str, clip: float) -> pd
 
 
 def find_sample_submission(test_dir: Path) -> Path | None:
-    for name in SAMPLE_SUBMISSIONS:
-        if (test_dir.parent / name).is_file():
-            return test_dir.parent / name
-    return None
+    return next((test_dir.parent / name for name in SAMPLE_SUBMISSIONS if (test_dir.parent / name).is_file()), None)
 
 
 def read_sample_submission(path: Path) -> pd.DataFrame:
