@@ -24,17 +24,9 @@ from ..errors import UserError
 from ..files import atomic_write_json, atomic_write_text, shown
 from ..data.images import CLASS_NAMES, ImageError, iter_image_files, label_from_path, load_image
 from ..metrics import (
-    EPS,
-    THRESHOLD,
-    accuracy,
-    confusion_matrix,
-    expected_calibration_error,
-    log_loss,
-    per_class,
-    reliability_bins,
-    roc_auc,
-    roc_curve,
-)
+    EPS, THRESHOLD, accuracy, confusion_matrix, expected_calibration_error, log_loss, per_class, reliability_bins,
+    roc_auc, roc_curve,
+)  # fmt: skip
 from ..options import EvaluateOptions, PredictOptions, check_options
 from ..inference.tables import NOT_CAT_OR_DOG, read_table, with_true_labels
 from ..side_files import METRICS_FILE, REPORT_FILE, RESULTS_FILE

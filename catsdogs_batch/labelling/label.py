@@ -113,9 +113,8 @@ class Sorter:
 
     def _target_folder(self, label: str, relative: str) -> Path:
         """`target/<label>/<folders of relative>`, made where missing; never through a link."""
-        parts = PurePosixPath(relative).parts
         folder = self._real_target
-        for name in (label, *parts[:-1]):
+        for name in (label, *PurePosixPath(relative).parts[:-1]):
             folder = folder / name
             try:
                 os.mkdir(folder)
