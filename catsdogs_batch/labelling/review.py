@@ -351,7 +351,7 @@ class ReviewSummary:
         return f"{self.reviewed} of {self.total} images reviewed; {self.decisions} decisions in {shown(self.corrections)}"
 
 
-class ReviewServer:
+class ReviewServer(contextlib.AbstractContextManager):
     """The review page served on 127.0.0.1 (a free port unless one is given) while the
     corrections' lock is held: `url` (with the token), `serve()` until Ctrl-C or SIGTERM,
     `close()` (or a `with` block) to release the port and the lock."""
@@ -385,9 +385,6 @@ class ReviewServer:
 
     def close(self) -> None:
         self._exit.close()
-
-    def __enter__(self) -> ReviewServer:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
