@@ -151,13 +151,12 @@ def distribute_window(ray, options: PredictOptions, pending: dict[int, Shard]) -
         new = 0
         finished = []
         for record in table.to_pylist():
-            shard, position = record.pop("shard"), record.pop("position")
-            seconds_per_row = record.pop("seconds")
+            shard, position = record["shard"], record["position"]
             rows = received.get(shard)
             if rows is None or position in rows:
                 continue  # a retried batch's copy of rows already in (or already handed back)
-            rows[position] = row_from_arrow(record)
-            seconds[shard] += seconds_per_row
+            rows[position] = row_from_arrow(record)  # (which reads the Row columns only)
+            seconds[shard] += record["seconds"]
             new += 1
             if len(rows) == len(pending[shard].paths):
                 finished.append(FinishedShard(pending[shard], [rows[p] for p in range(len(rows))], seconds[shard]))
