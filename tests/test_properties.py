@@ -975,6 +975,7 @@ class SortingOverTime(RuleBasedStateMachine):
         self.put_back: set[bytes] = set()  # photos put back since the last finished move: twice, for now
         self.corrections: tuple[tuple[bytes, str], ...] | None = None
         self.pending: tuple[list[str], Before, Scenario, list[Ran]] | None = None  # a stopped run
+        self.table_existed = False  # before the first attempt of the run at hand
 
     @rule(mode=st.sampled_from(["move", "copy"]))
     @precondition(lambda self: self.pending is None and not os.path.exists(self.place.table))
@@ -1025,6 +1026,7 @@ class SortingOverTime(RuleBasedStateMachine):
         scenario = Scenario(Tree(()), mode=self.mode, corrections=self.corrections, overwrite=overwrite)
         argv = scenario.argv(self.model, self.place)
         before = before_run(self.place, rows_of(parts(self.place).folder))
+        self.table_existed = os.path.exists(self.place.table)
         self.finish(argv, before, scenario, [], stop)
 
     @rule(stop=st.none() | st.integers(1, 40))
@@ -1042,10 +1044,14 @@ class SortingOverTime(RuleBasedStateMachine):
             self.pending = (argv, before, scenario, attempts)
         elif ran.code == 1:
             assert one_line_error(ran), ran
-            if not before.rows:
+            if "already exists" in ran.err:  # an earlier run's table, or the stopped run's once it finished
+                assert (self.table_existed and not scenario.overwrite) or (
+                    len(attempts) > 1 and finished_by(attempts[-2].steps, self.place, True)
+                ), ran
+            elif not before.rows:
                 assert "no image files in" in ran.err, ran
-            elif len(attempts) > 1:  # the same command again, after a stop: only a finished job may say so
-                assert "already exists" in ran.err and finished_by(attempts[-2].steps, self.place, True), ran
+            else:
+                assert len(attempts) == 1, ran  # the same command again after a stop is refused for no other reason
             if len(attempts) == 1:
                 assert parts(self.place).every == now.every, "a refused run changed the files"
         else:
@@ -1053,17 +1059,22 @@ class SortingOverTime(RuleBasedStateMachine):
                 raise AssertionError(f"a folder without photos was not refused: {ran}")
             labels = check_table(self.place, before, scenario)
             assert ran.code == check_sorted(self.place, before, parts(self.place), labels, self.mode), ran
-            if self.mode == "move":
-                self.put_back = set()
+            if self.mode == "move":  # a photo put back is sorted once again, or twice if its label changed
+                self.put_back = {c for c, n in self.counts().items() if c in self.put_back and n == 2}
+
+    def counts(self) -> dict[bytes, int]:
+        """How many files hold each photo, in the folder and sorted."""
+        now = parts(self.place)
+        found = [e[2] for e in (*now.folder.values(), *now.sorted.values()) if e[0] == "file"]
+        return {content: found.count(content) for content in self.kept}
 
     @invariant()
     def every_photo_is_kept(self) -> None:
-        now = parts(self.place)
-        found = [e[2] for e in (*now.folder.values(), *now.sorted.values()) if e[0] == "file"]
-        counts = {content: found.count(content) for content in self.kept}
+        counts = self.counts()
         assert all(counts.values()), "a photo is lost"
-        if self.mode == "move" and self.pending is None:
-            assert {c: n for c, n in counts.items() if n != 1} == dict.fromkeys(self.put_back, 2), "a photo is in two places"
+        if self.mode == "move" and self.pending is None:  # a photo a person put back is in two places until sorted
+            twice = {c: n for c, n in counts.items() if n != 1}
+            assert all(n == 2 and c in self.put_back for c, n in twice.items()), "a photo is in two places"
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -1302,3 +1313,31 @@ def test_what_is_at_the_removed_work_folders_name_is_never_deleted_unless_it_is_
     assert not (tmp_path / "t.csv").exists() and os.path.lexists(leftover) and os.listdir(tmp_path / "mine") == []
     if planted == "foreign file inside":
         assert os.listdir(leftover) == ["notes.txt"]
+
+
+def test_an_overwrite_stopped_before_predicting_does_not_sort_from_the_earlier_table(tiny_model, tmp_path):
+    """`label --overwrite --sort-into` stopped once its sorting's job file was written, before it
+    predicted: the rerun took the earlier run's table (same settings, complete) for this job's and
+    sorted from it, so a photo that had arrived since was in no table and never sorted."""
+    photos_folder(tmp_path, "a.jpg")
+    argv = sorting(tiny_model, tmp_path, "move", "--overwrite")
+    assert run(argv, tmp_path).code == 0
+    write_image(tmp_path / "photos" / "b.jpg", 1, size=32, seed=7)
+    assert run(argv, tmp_path, stop=("os.remove", b".tmp")).code == 130  # just after the job file is in place
+    again = run(argv, tmp_path)
+    assert again.code == 0, again.err
+    assert read_table(tmp_path / "labels.csv")["path"].tolist() == ["b.jpg"]  # the folder as it now is
+    assert os.listdir(tmp_path / "photos") == [] and sorted(p.name for p in (tmp_path / "sorted").rglob("*.jpg")) == ["a.jpg", "b.jpg"]
+
+
+def test_a_label_refused_for_its_finished_table_leaves_no_sorting_to_finish(tiny_model, tmp_path):
+    """A second `label --sort-into` without --overwrite is refused ("already exists"), but it wrote
+    its sorting's job file first: stopped before the refusal, its rerun sorted from the earlier table."""
+    photos_folder(tmp_path, "a.jpg")
+    argv = sorting(tiny_model, tmp_path, "move")
+    assert run(argv, tmp_path).code == 0
+    write_image(tmp_path / "photos" / "b.jpg", 1, size=32, seed=7)
+    ran = run(argv, tmp_path)
+    assert one_line_error(ran) and "labels.csv already exists: pass --overwrite" in ran.err, ran
+    assert not any(step[0] == "os.rename" for step in ran.steps), ran.steps  # nothing written before the refusal
+    assert os.listdir(tmp_path / "photos") == ["b.jpg"]

@@ -247,3 +247,14 @@ def test_the_ray_engine_gives_the_content_checks_answers_of_the_local_one(local_
     pd.testing.assert_frame_equal(
         ray_table[["imagenet_dog", "imagenet_cat"]], local_table[["imagenet_dog", "imagenet_cat"]], atol=1e-5, rtol=0
     )
+
+
+def test_a_cluster_is_sent_the_whole_package():
+    """Joining a cluster (--ray-address) ships the code its workers import: since the package has
+    rooms, `inference/` alone was sent, a module named `inference`, and the workers could not import
+    catsdogs_batch. What goes is the package itself, with every room."""
+    import catsdogs_batch
+    from catsdogs_batch.inference.ray_engine import PACKAGE
+
+    assert PACKAGE == Path(catsdogs_batch.__file__).resolve().parent
+    assert {"inference", "data", "models", "labelling"} <= {p.name for p in PACKAGE.iterdir() if p.is_dir()}

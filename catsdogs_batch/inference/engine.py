@@ -77,6 +77,14 @@ def table_lock(table: Path, *also: Path) -> Iterator[None]:
         yield
 
 
+def refuse_a_finished_table(options: PredictOptions) -> None:
+    """A table already there is replaced only with --overwrite. (A table beside its parts folder is
+    this tool's, merged by a run killed before it recorded its job: the rerun merges it again, or
+    refuses other settings as any resume.)"""
+    if options.out.exists() and not options.overwrite and not parts_job_file(options.out).exists():
+        raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
+
+
 def predict_folder(
     options: PredictOptions,
     predictor: Predictor | None = None,
@@ -93,10 +101,7 @@ def predict_folder(
     if not locked:
         with table_lock(options.out):
             return predict_folder(options, predictor, locked=True, relabel=relabel)
-    if options.out.exists() and not options.overwrite and not parts_job_file(options.out).exists():
-        # (a table beside its parts folder is this tool's, merged by a run killed before it
-        # recorded its job: the rerun merges it again, or refuses other settings as any resume)
-        raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
+    refuse_a_finished_table(options)
     started = time.perf_counter()
     engine = importlib.import_module(ENGINES[options.engine.engine])
     distribute = engine.distributor(options, predictor)  # the model is loaded or checked here

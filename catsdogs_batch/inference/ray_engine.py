@@ -36,6 +36,7 @@ from .shards import FinishedShard, Shard
 from .tables import COLUMNS, DTYPES, Row, name_from_utf8, utf8_name
 
 log = logging.getLogger(__name__)
+PACKAGE = Path(__file__).resolve().parents[1]  # catsdogs_batch/, what a cluster's workers import
 
 WINDOW_FILES = 100_000  # at least this many files (whole shards) per Ray dataset: the actor pool starts once per window
 
@@ -214,7 +215,7 @@ def ray_cluster(address: str | None) -> Iterator[None]:
             ray.init("local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
         else:
             # Ship this package's code to the workers; its dependencies must be installed there.
-            ray.init(address, runtime_env={"py_modules": [str(Path(__file__).parent)]}, **quiet)
+            ray.init(address, runtime_env={"py_modules": [str(PACKAGE)]}, **quiet)
     except ConnectionError as e:
         raise UserError(f"cannot connect to the Ray cluster at {address}: {e}".splitlines()[0]) from None
     try:

@@ -32,23 +32,24 @@ import hashlib
 import filecmp
 import logging
 import os
+import secrets
 import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from ..models.checkpoint import model_paths
-from ..inference.engine import check_engine_options, predict_folder, table_lock
+from ..inference.engine import check_engine_options, predict_folder, refuse_a_finished_table, table_lock
 from ..errors import UserError
 from ..files import atomic_write_json, folder_lock, plain_relative, shown
 from ..options import LabelOptions, PredictOptions, check_options
 from ..data.corrections import CorrectionsFile, read_corrections
-from ..side_files import parts_folder, read_record, sorted_file, sorting_file
+from ..side_files import job_file as table_record, parts_folder, read_record, sorted_file, sorting_file
 from ..inference.tables import ANSWERS, confidences, iter_table, label_for
 
 log = logging.getLogger(__name__)
@@ -265,17 +266,22 @@ def check_sort_into(target: Path, folder: Path, mode: str) -> None:
         )
 
 
-def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bool:
-    """True when an interrupted sorting with the same settings and a complete table is to be
-    finished (so only the sorting is left); False when this run predicts first."""
+def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> tuple[bool, str]:
+    """Whether only the sorting is left, and this sorting's id. An interrupted sorting with the
+    same settings keeps its id, and only its sorting is left once the table it predicts is complete
+    (the table's record names the id: an earlier run's table of the same settings is not it); any
+    other sorting starts with a new id."""
+    new = secrets.token_hex(8)
     if not job_file.exists():
-        return False
+        return False, new
     previous = read_record(job_file)  # None when damaged: it cannot be continued
-    if previous == job:
-        finished = table.exists() and not parts_folder(table).exists()  # a table still being merged is not
-        if finished:  # --overwrite too: it replaced the earlier table, this job's is here
+    if previous is not None and {k: v for k, v in previous.items() if k != "sorting"} == job:
+        sorting = previous.get("sorting", new)
+        record = read_record(table_record(table)) or {}
+        finished = record.get("sorting") == sorting and table.exists() and not parts_folder(table).exists()
+        if finished:
             log.info("continuing the interrupted sorting recorded in %s", job_file)
-        return finished  # else its table is gone or unfinished: predict (resume), then sort
+        return finished, sorting  # else its table is gone or unfinished: predict (resume), then sort
     if not overwrite:
         what = "is damaged" if previous is None else "records an unfinished sorting with other settings"
         raise UserError(
@@ -283,7 +289,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> bo
             "or pass --overwrite to start over"
         )
     job_file.unlink()
-    return False
+    return False, new
 
 
 # --- corrections ---------------------------------------------------------------------------
@@ -440,9 +446,13 @@ def _label_locked(
     }
     if corrections:  # only then: the job files of earlier versions stay equal
         job["corrections"] = corrections.record()
-    only_sorting_left = options.sort_into is not None and _sorting_left(job_file, job, out, options.overwrite)
+    only_sorting_left = False
     if options.sort_into is not None:
+        only_sorting_left, job["sorting"] = _sorting_left(job_file, job, out, options.overwrite)
+        if not only_sorting_left:
+            refuse_a_finished_table(predict)  # before the job is recorded: a refused run leaves none to finish
         atomic_write_json(job_file, job)  # from here on, a rerun finishes this job, the sorting included
+        predict = replace(predict, made_from=predict.made_from | {"sorting": job["sorting"]})  # in its table's record
     processed = 0
     if not only_sorting_left:
         relabel = relabeller(corrections.labels) if corrections else None
