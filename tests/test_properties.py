@@ -166,9 +166,10 @@ class Place:
 
     def side_files(self, name: bytes) -> bool:
         """Whether `name` (beside the table) is the table or one of its side files (its lock,
-        work folder, records; a temporary file of its atomic writes)."""
+        work folder, records; a temporary file of its atomic writes, a work folder being removed)."""
         table = os.fsencode(self.table.name)
-        return name == table or name.startswith(table + b".") or (name.startswith(b"." + table + b".") and name.endswith(b".tmp"))
+        hidden = name.startswith(b"." + table + b".") and (name.endswith(b".tmp") or name == b"." + table + b".parts.removing")
+        return name == table or name.startswith(table + b".") or hidden
 
 
 def place_for(root: Path, folder: bytes = b"photos", sort_into: bytes = b"photos.sorted", table: bytes = b"labels.csv") -> Place:
@@ -795,6 +796,9 @@ def test_a_run_stopped_at_any_step_ends_as_one_never_stopped(tiny_model, tmp_pat
     @given(scenario=scenarios(), stops=st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=2))
     @example(  # between the table's rename into place and its record: the rerun said "already exists"
         scenario=Scenario(tree_of([([], b"a", "cat", 0)], False)), stops=[("os.rename", b"labels.csv.job.json")]
+    )
+    @example(  # while its work folder was being removed: a leftover the next run removes
+        scenario=Scenario(tree_of([([], b"IMG_0001", "cat", 0)], False), overwrite=True), stops=[0.5, 0.1875]
     )
     def check(scenario: Scenario, stops: list[float | tuple[str, bytes]]) -> None:
         reference, whole, place, before, argv = run_whole_and_prepare(tiny_model, tmp_path_factory, scenario)
