@@ -294,6 +294,8 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
 
 
 def _evaluated(options: EvaluateOptions, out: Path, results_path: Path) -> Evaluation:
+    """The work of evaluate_folder, under its results table's lock (another evaluate into the same
+    folder stops at once, and a killed one's half-written outputs are gone)."""
     predict_folder(
         PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine, options.labelling),
         locked=True,
