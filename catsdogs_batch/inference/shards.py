@@ -331,8 +331,8 @@ def merge_table(
 
 def discard_parts(table: Path) -> None:
     """Remove `<table>.parts/` so that no run finds half of it (a done marker whose rows are
-    gone, shards without their job): renamed aside first, then removed."""
-    remove_removed_parts(table)
+    gone, shards without their job): renamed aside first, then removed. (A leftover of an earlier
+    run at that name went when the table's lock was taken: engine.table_lock.)"""
     os.rename(parts_folder(table), removed_parts_folder(table))
     shutil.rmtree(removed_parts_folder(table))
 

@@ -267,16 +267,14 @@ def check_sort_into(target: Path, folder: Path, mode: str) -> None:
 
 
 def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> tuple[bool, str]:
-    """Whether only the sorting is left, and this sorting's id. An interrupted sorting with the
-    same settings keeps its id, and only its sorting is left once the table it predicts is complete
-    (the table's record names the id: an earlier run's table of the same settings is not it); any
-    other sorting starts with a new id."""
-    new = secrets.token_hex(8)
+    """Whether only the sorting is left, and this sorting's id: an interrupted one of the same settings
+    keeps its id, and only its sorting is left once the table whose record names that id is complete
+    (an earlier run's table of the same settings is not it); any other sorting gets a new id."""
     if not job_file.exists():
-        return False, new
+        return False, secrets.token_hex(8)
     previous = read_record(job_file)  # None when damaged: it cannot be continued
     if previous is not None and {k: v for k, v in previous.items() if k != "sorting"} == job:
-        sorting = previous.get("sorting", new)
+        sorting = previous.get("sorting") or secrets.token_hex(8)
         record = read_record(table_record(table)) or {}
         finished = record.get("sorting") == sorting and table.exists() and not parts_folder(table).exists()
         if finished:
@@ -289,7 +287,7 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> tu
             "or pass --overwrite to start over"
         )
     job_file.unlink()
-    return False, new
+    return False, secrets.token_hex(8)
 
 
 # --- corrections ---------------------------------------------------------------------------
