@@ -1,9 +1,7 @@
-"""The options of each command: one dataclass per command, holding each option's default and
-the values it admits (`setting`), in one place. The CLI builds its flags from these (defaults,
-ranges, choices) and its options from the parsed arguments (cli/flags.py `options_from`); every
-command checks them with `check_options` before any work, however they were made.
-
-Kept free of heavy imports so that `catsdogs --help` stays instant."""
+"""The options of each command, one dataclass each: every option's default and the values it
+admits (`setting`), written here only. The CLI makes its flags from them; every command checks
+them with `check_options` before any work, however they were made. No heavy imports: `--help`
+stays instant."""
 
 from __future__ import annotations
 
@@ -68,8 +66,8 @@ def check_options(options: Any, prefix: str = "") -> None:
     kinds = typing.get_type_hints(type(options))
     for f in dataclasses.fields(options):
         value, name = getattr(options, f.name), prefix + f.name
-        nested = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
-        if nested is not None and not isinstance(value, nested):  # built by hand in Python
+        nested = f.default_factory
+        if dataclasses.is_dataclass(nested) and not isinstance(value, nested):  # built by hand in Python
             raise UserError(f"{name} must be {nested.__name__}, not {value!r}")
         engine = f.metadata.get("engine")
         if engine is not None:  # an engine's own options, flags --<engine>-<option>
@@ -245,11 +243,10 @@ BOTH_ABOVE = 0.85  # both: one half is a dog and the other a cat, each with at l
 
 @dataclass(frozen=True)
 class Labelling:
-    """How p_dog becomes the `label` column: dog at or above `threshold`, else cat; and
-    `uncertain` for LOW <= p_dog <= HIGH when a band is given. With `content_check`, the
-    ImageNet classifier's word comes first (content.py): `neither` where no region of the photo
-    holds a cat or a dog (below `neither_below`; 0 never says it), `both` where one half is a
-    cat and the other a dog (each at least `both_above`; 1 never says it)."""
+    """How p_dog becomes the `label` column: dog at or above `threshold`, else cat; `uncertain`
+    for LOW <= p_dog <= HIGH of a band. With `content_check` the ImageNet classifier comes first
+    (content.py): `neither` where no region holds a cat or a dog (below `neither_below`; 0: never),
+    `both` where one half is a cat and the other a dog (each at least `both_above`; 1: never)."""
 
     threshold: float = setting(THRESHOLD, low=0, high=1)
     uncertain: tuple[float, float] | None = setting(None, low=0, high=1)  # (LOW, HIGH)
@@ -290,9 +287,6 @@ class SubmissionOptions:
     engine: EngineOptions = field(default_factory=EngineOptions)
 
 
-SORT_MODES = ("copy", "link", "move")  # how label --sort-into places a file
-
-
 @dataclass
 class LabelOptions:
     """`catsdogs label`: label every image under a folder and optionally sort the files."""
@@ -302,7 +296,7 @@ class LabelOptions:
     out: Path | None = None  # the results table; default: submissions/labels-<folder name>.csv
     labelling: Labelling = field(default_factory=Labelling)
     sort_into: Path | None = None  # place images into sort_into/{cat,dog,uncertain}/<relative path>
-    mode: str = setting("copy", choices=SORT_MODES)  # copy, link (hard link) or move
+    mode: str = setting("copy", choices=("copy", "link", "move"))  # how --sort-into places a file (link: a hard link)
     overwrite: bool = False
     engine: EngineOptions = field(default_factory=EngineOptions)
     corrections: Path | None = None  # a review's corrections.csv: its labels win over the model's
@@ -321,15 +315,12 @@ class EvaluateOptions:
     labelling: Labelling = field(default_factory=Labelling)  # its content check: neither and both counted
 
 
-EXPORT_FORMATS = ("onnx", "openvino")  # the runtimes a model is exported for
-
-
 @dataclass
 class ExportOptions:
     """`catsdogs export`: a checkpoint converted for ONNX Runtime or OpenVINO, checked against it."""
 
     model: Path  # a run folder or its model.keras
-    format: str = setting("onnx", choices=EXPORT_FORMATS)
+    format: str = setting("onnx", choices=("onnx", "openvino"))  # the runtime it is exported for
     int8: bool = False  # post-training quantization with calibration images
     calibration: Path | None = None  # images to calibrate on; default: a sample of the run's training images
     calibration_images: int = setting(300, low=1)  # how many (a seeded sample)
@@ -375,9 +366,8 @@ DEFAULT_AUDIT_ARCH = "efficientnet-lite0"
 @dataclass
 class AuditOptions:
     """`catsdogs audit`: rank a labelled folder's images by how likely their label is wrong, from
-    out-of-fold predictions (k-fold) and cleanlab. A pretrained --arch (the default) embeds every
-    image once and fits a logistic regression per fold; a from-scratch one (residual, seed) trains
-    a small model per fold (FoldTraining's defaults; epochs, batch_size and learning_rate are its)."""
+    out-of-fold predictions (k-fold: a logistic regression on a pretrained --arch's embeddings, or
+    a small model trained from scratch with FoldTraining's defaults) and cleanlab."""
 
     data: Path  # labelled like the training data: cat.N.jpg / dog.N.jpg or cat/ and dog/ folders
     out: Path | None = None  # the table; default: submissions/audit-<folder name>.csv

@@ -1,8 +1,6 @@
-"""The side files: what the commands keep beside a results table or a corrections file (locks,
-the work folder of an unfinished run, the records of what a table was computed from). Each kind
-is named by one function here, which says who writes it, who reads it and when it goes, and
-their JSON records are read by one reader with one rule for a damaged file (`read_record`).
-Only files.py and the standard library are imported, so every command can use it."""
+"""The side files kept beside a results table or a corrections file (locks, work folders, records):
+each named by one function here, which says who writes, reads and removes it; their JSON read by one
+rule (`read_record`). Imports only files.py, so that every command can use it."""
 
 from __future__ import annotations
 
@@ -27,46 +25,39 @@ def _beside(path: Path, suffix: str) -> Path:
 
 def lock_file(path: Path) -> Path:
     """`<path>.lock`: held (files.exclusive_lock) by the one run writing `path`, a results table
-    (engine.table_lock: predict, label, submission, audit, a run's validation table) or a
-    corrections file (review); removed when that run ends. Its content is never read."""
+    (engine.table_lock) or a corrections file (review); removed when that run ends, never read."""
     return _beside(path, ".lock")
 
 
 def folder_lock_file(folder: Path) -> Path:
-    """`.<folder>.lock` beside a folder a command makes whole: held (files.exclusive_lock) by the
-    one `catsdogs train` writing a run folder (a --resume included), or the one `catsdogs
-    download` writing a competition folder (from before the download to the end); beside, not
-    inside, so that it exists before the folder does and outlives its replacement. Removed when
-    that run ends; its content is never read."""
+    """`.<folder>.lock`: held (files.exclusive_lock) by the one `train` writing a run folder (a
+    --resume too) or `download` writing a competition folder; beside it, not inside, so that it
+    exists before the folder and outlives its replacement. Removed when that run ends, never read."""
     return folder.with_name(f".{folder.name}.lock")
 
 
 def job_file(table: Path) -> Path:
-    """`<table>.job.json`: what a finished table was computed from (the folder, models and
-    settings). Written just after the table (shards.merge_table, audit, a run's validation
-    table) and removed just before it is replaced; read by review (the images folder, band and
-    threshold), submission and evaluate (whether the table can be reused)."""
+    """`<table>.job.json`: what a finished table was computed from (folder, models, settings);
+    written just after the table (shards.merge_table, audit, validation), removed just before it is
+    replaced; read by review (images folder, band, threshold), submission and evaluate (reuse)."""
     return _beside(table, ".job.json")
 
 
 def parts_folder(table: Path) -> Path:
-    """`<table>.parts/`: the work folder of a predict that has not finished (shards.PartsFolder),
-    holding its job record and, per shard, a rows file and a done marker. A rerun of the same
-    job resumes it, --overwrite discards it; removed once the shards are merged into the table."""
+    """`<table>.parts/`: an unfinished predict's work folder (shards.PartsFolder): its job and each
+    shard's rows and done marker. A rerun resumes it, --overwrite discards it; gone once merged."""
     return _beside(table, ".parts")
 
 
 def removed_parts_folder(table: Path) -> Path:
-    """`.<table>.parts.removing/`: a work folder being removed (shards.discard_parts renames it
-    so first: a run stopped while removing it leaves no half of a work folder that a rerun could
-    take for one). The next run writing the table removes a leftover (engine.table_lock)."""
+    """`.<table>.parts.removing/`: a work folder being removed, renamed first (shards.discard_parts) so
+    that a stopped removal leaves no half work folder; the next engine.table_lock removes a leftover."""
     return table.with_name(f".{table.name}.parts.removing")
 
 
 def parts_job_file(table: Path) -> Path:
-    """`<table>.parts/job.json`: the job of the unfinished run (shards.job_description), written
-    when the work folder is made; read by the next run (resume or start over) and by review (the
-    images folder of a table still being predicted); goes with the folder."""
+    """`<table>.parts/job.json`: the unfinished run's job (shards.job_description), written with the
+    folder; read by the next run (resume or start over) and review (the images folder)."""
     return parts_folder(table) / "job.json"
 
 
@@ -76,58 +67,52 @@ SHARD_FILE = re.compile(r"shard-\d{6,}\.(csv|json)|\.(shard-\d{6,}\.(csv|json)|j
 
 
 def shard_name(shard_id: int) -> str:
-    """`shard-N` (N: six to twelve digits, a hash of the shard's first file's name, see
-    shards.iter_shards): the shard's rows file and done marker are named by it (and logs say it)."""
+    """`shard-N` (N: six to twelve digits, a hash of its first file's name, shards.iter_shards),
+    which names the shard's rows file and done marker, and logs."""
     return f"shard-{shard_id:06d}"
 
 
 def shard_rows_file(table: Path, shard_id: int) -> Path:
-    """`<table>.parts/shard-N.csv`: the rows of one shard, written by the driver
-    (shards.PartsFolder.finish) once the engine has returned them all; merged, in order, into
-    the table, then removed with the folder."""
+    """`<table>.parts/shard-N.csv`: one shard's rows, written (shards.PartsFolder.finish) once the
+    engine returned them all; merged in order into the table, removed with the folder."""
     return parts_folder(table) / f"{shard_name(shard_id)}.csv"
 
 
 def shard_marker(table: Path, shard_id: int) -> Path:
-    """`<table>.parts/shard-N.json`: the shard's done marker (its files' fingerprints and
-    its counts), written only after its rows file is complete; a rerun skips the shards that
-    have one (shards.PartsFolder.done) and removes a damaged or out-of-date one to predict the
-    shard again. Removed with the folder."""
+    """`<table>.parts/shard-N.json`: the shard's done marker (its files' fingerprints, counts), written
+    only after its rows file is complete; a rerun skips the shards that have one (shards.PartsFolder.done)
+    and predicts again one with a damaged or out-of-date marker. Removed with the folder."""
     return parts_folder(table) / f"{shard_name(shard_id)}.json"
 
 
 def shard_markers(table: Path) -> Iterator[Path]:
-    """The done markers in the work folder: one there means finished work that only --overwrite
-    may discard."""
+    """The work folder's done markers: finished work that only --overwrite may discard."""
     return parts_folder(table).glob("shard-*.json")
 
 
 def sorting_file(table: Path) -> Path:
     """`<table>.sorting.json`: what `label --sort-into` is sorting (folder, models, target, mode,
-    settings), written before the first image is placed; a rerun with the same job finishes it
-    (label._sorting_left) and review finds the images folder or moved images by it. Removed once
-    the sorting is done (sorted_file takes over), or when a run is refused before it placed any."""
+    settings), written before the first image is placed; a rerun of the job finishes it, review finds
+    the images by it. Removed when done (sorted_file takes over) or refused before placing any."""
     return _beside(table, ".sorting.json")
 
 
 def sorted_file(table: Path) -> Path:
-    """`<table>.sorted.json`: the job of the last finished sorting, the same record as
-    sorting_file; written by label when every image is placed, read by review (where `--mode
-    move` put the images). The next finished sorting replaces it."""
+    """`<table>.sorted.json`: the last finished sorting's record (as sorting_file), written when every
+    image is placed; review reads where `--mode move` put them. The next finished sorting replaces it."""
     return _beside(table, ".sorted.json")
 
 
 def corrections_record(corrections: Path) -> Path:
-    """`<corrections>.json`: the folder (and table) whose images a corrections file is about,
-    written by review with the first decision (corrections.Corrections); read by every command
-    that takes corrections (corrections.refuse_another_folder). Never removed."""
+    """`<corrections>.json`: the folder (and table) a corrections file is about, written by review
+    with the first decision; read by every command that takes corrections. Never removed."""
     return _beside(corrections, ".json")
 
 
 def read_record(path: Path) -> dict | None:
-    """The JSON object a side file (or a run's run.json) holds; None when there is none: missing, or damaged (cut
-    short, not JSON, not an object, unreadable; one debug line names it and says why). Callers
-    decide what None means (start over, refuse, nothing recorded) and say so where it matters."""
+    """The JSON object a side file (or a run's run.json) holds; None when missing or damaged (cut
+    short, not JSON, not an object, unreadable: one debug line says why). Callers decide what None
+    means (start over, refuse, nothing recorded)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
