@@ -1,13 +1,8 @@
 """The `catsdogs` command: one subcommand per user job. It only parses options and calls the
 library; expected problems become a one-line message and a non-zero exit, never a traceback.
 
-Each flag is made from its option in options.py (`option`: the default, the range or choices,
-the type), and each command's options dataclass from the parsed arguments (`options_from`), so
-neither is written twice; the library checks them again however they were made.
-
 Exit statuses: 0 done, 1 an error (one line on stderr), 2 bad usage (argparse), 3 `label
---sort-into` left readable images unsorted (listed), 130 interrupted (Ctrl-C).
-"""
+--sort-into` left readable images unsorted (listed), 130 interrupted (Ctrl-C)."""
 
 from .app import build_parser, main
 from .flags import options_from, say, say_error

@@ -20,9 +20,6 @@ from ..options import (
 from .flags import command, option, options_from, say
 
 
-# --- download ------------------------------------------------------------------------------
-
-
 def parse_download(sub: argparse._SubParsersAction) -> None:
     p = command(
         sub, "download",
@@ -49,9 +46,6 @@ def run_download(args: argparse.Namespace) -> None:
     from ..kaggle.download import download
 
     download(options_from(DownloadOptions, args))
-
-
-# --- train ---------------------------------------------------------------------------------
 
 
 def _per_architecture(attribute: str) -> str:
@@ -143,9 +137,6 @@ def run_train(args: argparse.Namespace) -> None:
     train(options_from(TrainOptions, args))
 
 
-# --- export --------------------------------------------------------------------------------
-
-
 def parse_export(sub: argparse._SubParsersAction) -> None:
     d = ExportOptions  # its defaults, as class attributes
     p = command(
@@ -186,14 +177,10 @@ def run_export(args: argparse.Namespace) -> None:
 
     options = options_from(ExportOptions, args)
     out, agreement = export_model(options)
-    failed = agreement.failures(options)
-    if failed:
+    if failed := agreement.failures(options):
         say(f"kept {shown(out)} although it FAILED its check (--force): {'; '.join(failed)} ({agreement.describe()})")
     else:
         say(f"exported to {shown(out)}: {agreement.describe()}")
-
-
-# --- submit --------------------------------------------------------------------------------
 
 
 def parse_submit(sub: argparse._SubParsersAction) -> None:

@@ -27,9 +27,6 @@ from ..options import (
 from .flags import EXIT_NOT_ALL_SORTED, command, option, options_from, say
 
 
-# --- predict, submission ------------------------------------------------------------------
-
-
 def _add_engine_options(parser: argparse.ArgumentParser, command_options: type) -> None:
     """The flags every command that predicts with the engine has (and its --overwrite)."""
     e = EngineOptions
@@ -142,9 +139,6 @@ def run_submission(args: argparse.Namespace) -> None:
     say(f"submission written: {shown(path)}; upload it with: catsdogs submit {shown(path)} -m MESSAGE")
 
 
-# --- label, evaluate ----------------------------------------------------------------------
-
-
 def parse_label(sub: argparse._SubParsersAction) -> None:
     p = command(
         sub, "label",
@@ -223,9 +217,6 @@ def run_evaluate(args: argparse.Namespace) -> None:
     say(evaluate_folder(options_from(EvaluateOptions, args, model=_models(args.model))).describe())
 
 
-# --- review --------------------------------------------------------------------------------
-
-
 def parse_review(sub: argparse._SubParsersAction) -> None:
     p = command(
         sub, "review",
@@ -263,9 +254,6 @@ def run_review(args: argparse.Namespace) -> None:
     from ..labelling.review import review
 
     say(review(options_from(ReviewOptions, args)).describe())
-
-
-# --- audit ---------------------------------------------------------------------------------
 
 
 def parse_audit(sub: argparse._SubParsersAction) -> None:
