@@ -112,7 +112,6 @@ def _table(out: PathLike | None) -> Iterator[Path]:
 def _options(cls, settings: dict[str, Any], **given: Any):
     """`cls` made from `given` and the `settings` its fields (and those of its nested option
     dataclasses: EngineOptions, Labelling, ...) name; a setting no field names is a TypeError."""
-    settings = dict(settings)
     values = dict(given)
     for field in dataclasses.fields(cls):
         if field.name in given:

@@ -32,10 +32,9 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
 
 
 def has_vnni() -> bool:
-    """Whether this CPU has 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX),
-    whose int8 arithmetic cannot saturate as the older AVX2/AVX-512 one can (Linux only). A
-    oneDNN capped below them (ONEDNN_MAX_CPU_ISA=AVX2, which OpenVINO and TensorFlow honour)
-    runs int8 as a CPU without them does, and counts as one."""
+    """Whether this CPU has 8-bit dot products (AVX-512 VNNI, AVX-VNNI or AMX), whose int8 arithmetic
+    cannot saturate as older AVX2/AVX-512 can (Linux only); a oneDNN capped below them
+    (ONEDNN_MAX_CPU_ISA=AVX2, honoured by OpenVINO and TensorFlow) runs int8 as without, and counts so."""
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""  # (its older name)
     if cap.strip().upper() in ISAS_WITHOUT_VNNI:
         return False

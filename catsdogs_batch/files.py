@@ -126,9 +126,8 @@ def made_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold `path` (a lock file, removed afterwards) for the block, or stop at once with a
-    one-line error naming `what` when another run holds it. The kernel drops the lock of a
-    process that dies, so a kill -9 never leaves a stale one."""
+    """Hold the lock file `path` (removed afterwards) for the block, or stop at once with a one-line
+    error naming `what` if another run holds it. The kernel drops a dead process's lock: no stale one."""
     path = Path(path)
     while True:
         try:  # O_NOFOLLOW: a link planted at `path` would make us create or lock its target
@@ -162,11 +161,9 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, busy: str, *, shared: bool = False, if_readable: bool = False) -> Iterator[None]:
-    """Hold a lock on `folder` itself for the block, shared with other shared holders or
-    exclusive, or stop at once with the one-line error `busy`. Nothing is written: the lock is
-    the folder's own (flock), and the kernel drops it when the run dies, kill -9 included.
-    `if_readable`: a folder this user cannot open (a parent one may only pass through) is not
-    locked, instead of an error."""
+    """Hold a shared or exclusive flock on `folder` itself for the block (nothing written; dropped
+    when the run dies), or stop at once with the one-line error `busy`. `if_readable`: a folder this
+    user cannot open (a parent one may only pass through) is left unlocked instead of an error."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
@@ -218,10 +215,9 @@ def resolves_inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path 
 
 
 def put_in_place(work: Path, target: Path, remove_old: Callable[[Path], None]) -> bool:
-    """Rename the finished folder `work` to `target`. An earlier `target` is renamed aside first
-    (`.<name>.old-<pid>` beside it), put back if the rename fails, and handed to `remove_old`
-    (which removes only what its command wrote) once the new one is in place. Returns whether
-    there was an earlier one."""
+    """Rename the finished folder `work` to `target`, and return whether there was an earlier one: it
+    is renamed aside first (`.<name>.old-<pid>`), put back if the rename fails, and handed to
+    `remove_old` (which removes only what its command wrote) once the new one is in place."""
     if not (target.exists() or target.is_symlink()):
         os.rename(work, target)
         return False

@@ -36,8 +36,7 @@ def accuracy(true: ArrayLike, p_dog: ArrayLike) -> float:
 
 
 def log_loss(true: ArrayLike, p_dog: ArrayLike) -> float:
-    """Mean binary cross-entropy, probabilities clipped to [EPS, 1 - EPS] so that a certain
-    mistake costs -log(EPS) instead of infinity."""
+    """Mean binary cross-entropy, p_dog clipped to [EPS, 1 - EPS]: a certain mistake costs -log(EPS), not infinity."""
     from sklearn.metrics import log_loss as cross_entropy
 
     true, p_dog = _arrays(true, p_dog)
@@ -45,8 +44,7 @@ def log_loss(true: ArrayLike, p_dog: ArrayLike) -> float:
 
 
 def roc_auc(true: ArrayLike, p_dog: ArrayLike) -> float | None:
-    """Chance that a random dog scores above a random cat (ties count half); None with only
-    one class."""
+    """Chance that a random dog scores above a random cat (ties count half); None with one class."""
     from sklearn.metrics import roc_auc_score
 
     true, p_dog = _arrays(true, p_dog)
@@ -54,8 +52,7 @@ def roc_auc(true: ArrayLike, p_dog: ArrayLike) -> float | None:
 
 
 def roc_curve(true: ArrayLike, p_dog: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1); needs
-    both classes."""
+    """False and true positive rates at every distinct threshold, (0, 0) to (1, 1); needs both classes."""
     from sklearn.metrics import roc_curve as curve
 
     fpr, tpr, _ = curve(*_arrays(true, p_dog), drop_intermediate=False)

@@ -37,11 +37,10 @@ def held_back(*loggers: str) -> Iterator[None]:
 
 
 class QuietTensorFlowStart(importlib.abc.MetaPathFinder):
-    """TensorFlow's first import writes its start-up lines ("oneDNN custom operations are on",
-    "Could not find cuda drivers") straight to file descriptor 2, before TF_CPP_MIN_LOG_LEVEL
-    applies (TensorFlow 2.21), and more when its devices start ("failed call to cuInit" on a
-    machine without a GPU): for that import, which starts the devices, descriptor 2 goes to an
-    unnamed temporary file, shown if the import fails. All else reaches the terminal as written."""
+    """TensorFlow 2.21's first import, and its devices' start, write lines ("oneDNN custom operations
+    are on", "failed call to cuInit") straight to descriptor 2, before TF_CPP_MIN_LOG_LEVEL applies:
+    for that import only (devices started), descriptor 2 goes to an unnamed temporary file, shown
+    if the import fails. All else reaches the terminal as written."""
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
         if name != "tensorflow":
