@@ -35,10 +35,9 @@ def number(kind: type, bounds: Bounds | None = None) -> Callable:
 
 
 def option(parser: argparse.ArgumentParser, options: type, name: str, help: str, *flags: str, **extra: Any) -> None:
-    """Add the flag of option `name` of the dataclass `options` (its flag, or `flags`; a flag
-    without a dash is a positional argument), with the default, type, range and choices the
-    dataclass gives it. A yes/no option that is on by default is turned off by its flag (give
-    it, e.g. --no-calibration)."""
+    """Add the flag of option `name` of the dataclass `options` (its flag, or `flags`; one without a
+    dash is positional), with the default, type, range and choices the dataclass gives it. A yes/no
+    option on by default is turned off by its flag (name it, e.g. --no-calibration)."""
     f = next(f for f in dataclasses.fields(options) if f.name == name)
     kind = typing.get_type_hints(options)[name]
     default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
