@@ -201,8 +201,7 @@ class TrainOptions:
     workers: int = setting(factory=lambda: os.cpu_count() or 1, low=1)
 
 
-# The engines that distribute the work, by name: the module that implements each (imported only
-# when chosen; see catsdogs_batch/engine.py for what such a module provides).
+# The engines by name: the module implementing each, imported only when chosen (docs/architecture.md)
 ENGINES = {"local": "catsdogs_batch.inference.local_engine", "ray": "catsdogs_batch.inference.ray_engine"}
 RUNTIMES = ("keras", "onnx", "openvino")  # what can run a model (runtimes.py); "auto" picks by its file
 

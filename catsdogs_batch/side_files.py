@@ -14,8 +14,7 @@ from .files import shown
 
 log = logging.getLogger(__name__)
 
-# What `catsdogs evaluate` writes into its folder (and `review` reads from it); `submission`'s
-# folder has its results.csv too
+# Files of evaluate's folder (review reads them); submission's folder has a results.csv too
 RESULTS_FILE, METRICS_FILE, REPORT_FILE = "results.csv", "metrics.json", "report.html"
 
 
