@@ -24,9 +24,6 @@ CORRECTIONS_COLUMNS = ["path", "label"]
 DECISIONS = (*ANSWERS, "skip")
 
 
-# --- the corrections -----------------------------------------------------------------------
-
-
 class Corrections:
     """`corrections.csv`: the last decision per path, rewritten whole and fsynced on each
     change, so that no decision is lost and the file is never half written. Rows of paths the

@@ -63,10 +63,7 @@ def corrected_images(folder: Path, corrections: Path | None) -> tuple[list[Label
     `skip` images are left out), and what a record says about them (None without a file).
     The file is read first, so a bad one stops the run before the folder is walked."""
     given = read_corrections(corrections, folder) if corrections is not None else None
-    items = find_labelled_images(folder)
-    if given is None:
-        return items, None
-    (items,), record = _apply_corrections((items,), given, folder)
+    (items,), record = _apply_corrections((find_labelled_images(folder),), given, folder)
     return items, record
 
 
@@ -76,10 +73,8 @@ def corrected_split(options: TrainOptions) -> tuple[list[LabelledImage], list[La
     the same images as the run without them (and their figures compare). Either way each part
     must hold cats and dogs (check_split)."""
     given = read_corrections(options.corrections, options.data) if options.corrections is not None else None
-    train, val = stratified_split(find_labelled_images(options.data), options.val_split, options.split_seed)
-    record = None
-    if given is not None:
-        (train, val), record = _apply_corrections((train, val), given, options.data)
+    split = stratified_split(find_labelled_images(options.data), options.val_split, options.split_seed)
+    (train, val), record = _apply_corrections(split, given, options.data)
     check_split(train, val, f"the corrections in {options.corrections}" if given else f"the labels of {options.data}")
     return train, val, record
 
@@ -98,9 +93,11 @@ def check_split(train: list[LabelledImage], val: list[LabelledImage], source: st
         raise UserError(f"{source} leave {' and '.join(lacking)}: training needs cats and dogs in both splits")
 
 
-def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Path) -> tuple[tuple, dict]:
+def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Path) -> tuple[tuple, dict | None]:
     """Each part with the corrections' labels (`skip`, `neither` and `both` images left out:
-    none is a cat-or-dog example), and the record."""
+    none is a cat-or-dog example), and the record; PARTS as they are without corrections."""
+    if given is None:
+        return parts, None
     changed, skipped, found, corrected = 0, 0, set(), []
     for items in parts:
         kept = []
@@ -158,22 +155,16 @@ def read_split(path: Path) -> tuple[list[LabelledImage], list[LabelledImage]]:
     return parts["train"], parts["val"]
 
 
-def _free_memory() -> int | None:
-    """Bytes of memory free now (Linux's SC_AVPHYS_PAGES); None where the system has no such
-    figure (macOS: no SC_AVPHYS_PAGES, os.sysconf raises ValueError)."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
-
-
 def decode_images(
     folder: Path, items: list[LabelledImage], size: int, workers: int, what: str, sizes: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Decode once into uint8 arrays held in memory (the cache every epoch reads);
     unreadable files are skipped and returned with their error. `sizes`: see decode_labelled."""
     needed = len(items) * size * size * 3
-    available = _free_memory()
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES
+        available = None
     if available is None:
         log.debug("this system does not say how much memory is free: %s %s images at %dpx (%.1f GiB) not checked",
                   len(items), what, size, needed / 2**30)  # fmt: skip

@@ -57,14 +57,10 @@ class DecodedImage:
 
 
 def load_image(path: str | os.PathLike, size: int) -> DecodedImage:
-    """Decode any common image file into upright RGB uint8 pixels of `size` x `size`.
-
-    Handles JPEG/PNG/BMP/GIF/WebP/TIFF, grayscale, palette, CMYK, alpha and 16-bit images and
-    EXIF rotation; JPEGs far larger than `size` are decoded at a reduced scale (DCT scaling).
-    Raises ImageError with a one-line reason for anything unreadable; never blocks on a FIFO or
-    device named like an image. A decompression bomb (more pixels than twice Pillow's
-    `Image.MAX_IMAGE_PIXELS`) is an error, not a memory blow-up.
-    """
+    """Decode any common image (any mode, EXIF rotation; large JPEGs at a reduced DCT scale) into
+    upright RGB uint8 pixels of `size` x `size`. Anything unreadable is an ImageError with a
+    one-line reason: never a block on a FIFO or device named like an image, nor a memory blow-up
+    on a decompression bomb (over twice Pillow's `Image.MAX_IMAGE_PIXELS`)."""
     try:
         with _open_regular_file(path) as file:
             decoded = _decode_plain_jpeg(file, size)
@@ -103,13 +99,11 @@ Decoded = tuple[np.ndarray, int, int, int]  # RGB pixels as stored, the stored w
 
 
 def _decode_plain_jpeg(file: BinaryIO, size: int) -> Decoded | None:
-    """A colour JPEG's pixels decoded by OpenCV's libjpeg-turbo, its header (size, mode, EXIF
-    orientation, the pixel limit) read by Pillow: the same pixels as Pillow's, at the DCT scale
-    Pillow's `draft` picks (1/2, 1/4 or 1/8 when the photo is that much larger than `size`), in
-    about two thirds of the time. None where Pillow must decode: another format, a file over
-    FAST_JPEG_BYTES, not three 8-bit components, data that does not end with the end-of-image
-    marker (truncated, or followed by other data), or pixels OpenCV cannot decode to the size
-    Pillow read (a header the two read differently)."""
+    """A colour JPEG decoded by OpenCV's libjpeg-turbo, its header (size, mode, EXIF, the pixel limit)
+    read by Pillow: Pillow's pixels at the DCT scale its `draft` picks, in two thirds of the time.
+    None where Pillow must decode: another format, over FAST_JPEG_BYTES, not three 8-bit components,
+    no end-of-image marker at the end (truncated, or other data after it), or pixels OpenCV cannot
+    decode to the size Pillow read (a header the two read differently)."""
     if os.fstat(file.fileno()).st_size > FAST_JPEG_BYTES or file.read(3) != b"\xff\xd8\xff":
         return None
     with Image.open(file, formats=("JPEG",)) as img:  # reads up to the first scan; bombs raise here
@@ -245,14 +239,11 @@ class HiddenEntries:
 
 
 def iter_image_files(folder: str | os.PathLike, hidden: HiddenEntries | None = None) -> Iterator[Path]:
-    """Yield image files under `folder` recursively, in a stable order, without listing it all first.
-
-    Each directory is read and sorted on its own, so memory grows with the largest directory,
-    not with the tree. Hidden files and folders are skipped (and counted in `hidden`). Links to files and folders outside
-    `folder` are followed, each real folder walked once (so link loops end); links to what is
-    inside it are skipped, since that is listed under its own path. A subfolder that cannot be
-    listed is yielded itself, so that load_image reports it as an error row.
-    """
+    """Yield image files under `folder` recursively, in a stable order, each directory sorted on
+    its own (memory grows with the largest one, not the tree). Hidden entries are skipped (counted in
+    `hidden`). Links outside `folder` are followed, each real folder walked once (link loops end);
+    links inside it are skipped (listed under their own path). A subfolder that cannot be listed is
+    yielded itself, so that load_image reports it as an error row."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")

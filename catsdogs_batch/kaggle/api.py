@@ -35,16 +35,11 @@ TOKEN_URL = "https://www.kaggle.com/settings/api"
 
 
 def download_competition_archive(competition: str, dest_dir: Path) -> tuple[Path, bool]:
-    """Download the competition's whole-data zip to DEST_DIR/<competition>.zip; return its path
-    and whether this tool wrote it (False: a file that was there already, not downloaded by this
-    tool, reused as it is). A download in progress is marked by `download_marker` beside it, so a
-    partial archive a cut-short run left is known for this tool's (and resumed); a file of that
-    name that is not a zip and not this tool's is refused, never written over. `catsdogs download`
-    calls it holding the competition folder's lock, so one run at a time writes the archive.
-
-    The client's `competition_download_files` reuses a complete archive not older than Kaggle's,
-    resumes a partial one left by a cut-short run, and retries (5 times, resuming) on its own.
-    """
+    """Download the competition's zip to DEST_DIR/<competition>.zip (the caller holds the folder's
+    lock); return it and whether this tool wrote it (False: one already there, reused). A
+    `download_marker` marks a partial archive as this tool's, to resume; a non-zip of that name
+    that is not ours is refused, never written over. The client itself reuses a complete archive,
+    resumes a partial one and retries 5 times."""
     api = _authenticated_api()
     dest_dir.mkdir(parents=True, exist_ok=True)
     outfile = dest_dir / f"{competition}.zip"  # the client's name for a zip it was served
@@ -127,13 +122,8 @@ class KaggleSubmissions:
         self._api = _authenticated_api()
 
     def upload(self, file: Path, message: str) -> Submitted:
-        """Upload a submission file with the client's `competition_submit`.
-
-        The client asks for an upload URL (StartSubmissionUpload), PUTs the file there and then
-        creates the submission (CreateSubmission); the message is Kaggle's own, e.g.
-        "Successfully submitted to Dogs vs. Cats Redux: Kernels Edition". The caller has checked
-        that `file` is a file (submit.submit_and_score, before any work).
-        """
+        """Upload a file (checked by the caller) with the client's `competition_submit` (upload URL,
+        PUT, CreateSubmission); the message is Kaggle's own ("Successfully submitted to ...")."""
         api = self._api
         try:
             with contextlib.redirect_stdout(_PrintsToLog(api)) as printed:
@@ -174,13 +164,9 @@ class KaggleSubmissions:
         )
 
 
-# --- helpers -------------------------------------------------------------------------------
-
-
 class _PrintsToLog(io.StringIO):
-    """Stands in for stdout while the client runs (`redirect_stdout(_PrintsToLog(api))`): each line it
-    prints becomes a log line (redacted), at INFO for its retry notices and at DEBUG for the rest, which
-    our own messages repeat; the text stays readable afterwards."""
+    """The client's stdout: each line a log line (redacted), INFO for its retry notices, DEBUG for the
+    rest (our own messages repeat them); the text stays readable afterwards."""
 
     NOTICES = ("Retry", "Connection error", "Rate limited", "Resuming", "Upload of")
 
@@ -302,10 +288,9 @@ def _translate(
         if status >= 500:
             return UserError(f"Kaggle had a server error (HTTP {status}): try again later")
         return UserError(f"Kaggle answered HTTP {status}: {_server_message(e.response, api)}")
-    unreachable = isinstance(e, requests.exceptions.ConnectTimeout) or (
+    if isinstance(e, requests.exceptions.ConnectTimeout) or (
         isinstance(e, requests.ConnectionError) and not partial_download
-    )
-    if unreachable:
+    ):
         url = e.request.url if e.request is not None else None
         host = (urlsplit(url).netloc or url) if url else "Kaggle"
         return Unreachable(f"cannot reach {host}: check your network connection or proxy settings")
@@ -348,8 +333,7 @@ def _server_message(response: requests.Response, api: KaggleApi) -> str:
 
 
 def _redact(text: str, api: KaggleApi) -> str:
-    """Remove the key, the token and URL queries (signed download URLs) from a text that came
-    from elsewhere (belt and braces)."""
+    """TEXT without the key, the token and URL queries (signed download URLs): belt and braces."""
     for name in (api.CONFIG_NAME_KEY, api.CONFIG_NAME_TOKEN):
         secret = api.config_values.get(name)
         if secret:

@@ -182,17 +182,12 @@ def _open_zip(path: Path, label: str) -> Iterator[zipfile.ZipFile]:
     with zf:
         # zipfile looks for the end record anywhere near the end: in a cut-short archive it
         # finds the one of the last nested zip and silently reads that zip instead.
-        if not _ends_with_end_record(path, zf):
-            raise ArchiveError(f"{label} is not a zip file, or it was cut short (no end record)")
+        at = path.stat().st_size - 22 - len(zf.comment)  # where the end record must start
+        with open(path, "rb") as f:
+            f.seek(max(at, 0))
+            if at < 0 or f.read(4) != b"PK\x05\x06":
+                raise ArchiveError(f"{label} is not a zip file, or it was cut short (no end record)")
         yield zf
-
-
-def _ends_with_end_record(path: Path, zf: zipfile.ZipFile) -> bool:
-    """Whether the end-of-central-directory record zipfile used is the last thing in the file."""
-    at = path.stat().st_size - 22 - len(zf.comment)
-    with open(path, "rb") as f:
-        f.seek(max(at, 0))
-        return at >= 0 and f.read(4) == b"PK\x05\x06"
 
 
 def _check_zip(zf: zipfile.ZipFile, label: str) -> None:
@@ -227,8 +222,8 @@ def _unsafe(info: zipfile.ZipInfo) -> str | None:
 def _find_part(
     outer: zipfile.ZipFile, folders: tuple[str, ...], label: str
 ) -> zipfile.ZipInfo | str:
-    """Where train (or test) is: a nested `train.zip` entry, or else (LABEL) a top-level
-    `train/` folder of the outer zip itself."""
+    """Where train (or test) is: a nested `train.zip` entry, or else (LABEL) the outer zip's own
+    top-level `train/` folder."""
     zips = [i for i in outer.infolist() if _basename(i) in {f"{f}.zip" for f in folders}]
     if len(zips) > 1:
         raise ArchiveError(f"{label} has more than one of {', '.join(i.filename for i in zips)}")
@@ -244,11 +239,8 @@ def _find_part(
 def _part_members(
     zf: zipfile.ZipFile, folders: tuple[str, ...], nested: bool
 ) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
-    """The files of one part with their path below it: `train/cat.0.jpg` -> ("cat.0.jpg",).
-
-    A nested zip may also hold its files at the top level; anything else (e.g. __MACOSX/) is
-    left out.
-    """
+    """The files of one part with their path below it: `train/cat.0.jpg` -> ("cat.0.jpg",). A
+    nested zip may also hold them at its top level; anything else (e.g. __MACOSX/) is left out."""
     files = [i for i in zf.infolist() if not i.is_dir()]
     members = [(i, p[1:]) for i, p in ((i, _parts(i)) for i in files) if len(p) > 1 and p[0] in folders]
     if not members and nested:

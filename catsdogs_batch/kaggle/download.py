@@ -1,29 +1,17 @@
-"""The data stage: fetch the competition archive (or import one, or a competition folder) and
-unpack it into DATA_DIR/<competition>/ as train/, test/, the sample submission csv and
-manifest.json.
+"""The data stage: fetch the competition archive (or import one, or a competition folder as
+Kaggle mounts it under /kaggle/input/<competition>/, used without credentials where it exists;
+only read) and unpack it into DATA_DIR/<competition>/: train/, test/, the csv and manifest.json.
 
-A competition folder is laid out as Kaggle mounts it under /kaggle/input/<competition>/: the
-inner train.zip and test.zip (test1.zip) beside the csv, or the same unpacked into train/ and
-test/ (test1/). It is only read, through the same checks as an archive, and a link in it is
-followed only where it stays inside the folder. Without Kaggle credentials, the folder under
-/kaggle/input (CATSDOGS_KAGGLE_INPUT) is used where it exists.
+Everything is checked before anything is unpacked (archives.py). Unpacking goes into a hidden
+folder renamed into place at the end; manifest.json, written last (so a folder without one is
+never complete), lists every file there, counted just before (one that vanished fails the run).
+--force replaces a folder only when it holds nothing else: one this tool cannot prove its own is
+refused, never deleted. A downloaded archive is deleted once unpacked or found broken or unsafe,
+and kept when unpacking fails otherwise (a re-run reuses it).
 
-The archive is checked whole before anything is unpacked (archives.py): every entry name (no absolute paths,
-no `..`, no links, in the outer zip and in the nested train/test zips), every CRC, and that its
-files are the competition's (cat.N.jpg and dog.N.jpg in train, numbered images in test).
-Unpacking happens in a hidden folder inside DATA_DIR that is renamed into place at the end;
-manifest.json is written last, so a folder without one is never complete; it lists every file
-the stage wrote, counted in the folder just before (a file that vanished while unpacking fails the
-run instead), and an existing folder is replaced (--force) only when it holds nothing else: a
-folder this tool cannot prove is its own is refused, never deleted. A downloaded archive
-is deleted once unpacked, kept when unpacking fails for another reason than the archive itself
-(a re-run then reuses it instead of downloading again), and deleted when it is found broken or
-unsafe.
-
-One run at a time works on a competition folder: each holds `.<competition>.lock` beside it
-(files.exclusive_lock) from before the download to the end, and a second one stops at once with a
-one-line error naming the folder. Holding the lock is also what proves that a hidden work folder
-found beside it is a dead run's leftover, and safe to remove.
+One run at a time per competition folder: `.<competition>.lock` beside it is held from before the
+download to the end (a second run stops at once, naming the folder), which is also what proves a
+hidden work folder beside it a dead run's leftover, safe to remove.
 """
 
 from __future__ import annotations
@@ -161,10 +149,7 @@ def _check_apart(source: Path, target: Path) -> None:
 
 def _install(archive: Path, target: Path, competition: str, source: str) -> None:
     """Check ARCHIVE (a zip or a competition folder), unpack it into a hidden folder next to
-    TARGET, then swap it into place. The caller holds TARGET's lock (`side_files.folder_lock_file`).
-
-    On any failure nothing but the hidden folder was written, and it is removed again.
-    """
+    TARGET (removed again on any failure), then swap it into place. The caller holds TARGET's lock."""
     _remove_leftovers(target)
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
@@ -188,9 +173,6 @@ def _install(archive: Path, target: Path, competition: str, source: str) -> None
         manifest["train_files"],
         manifest["test_files"],
     )
-
-
-# --- checking and unpacking ----------------------------------------------------------------
 
 
 def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
@@ -231,9 +213,6 @@ def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": files,  # what --force may replace, and nothing else
     }
-
-
-# --- folders -------------------------------------------------------------------------------
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:

@@ -135,9 +135,6 @@ def look_later(competition: str) -> str:
     return f"catsdogs submit --status{other}"
 
 
-# --- helpers -------------------------------------------------------------------------------
-
-
 def _refs_now(kaggle: KaggleSubmissions) -> set[int] | None:
     """The refs listed before the upload, so that without a ref from Kaggle an older submission of
     the same file and description is never taken for the new one. None: Kaggle did not answer."""
