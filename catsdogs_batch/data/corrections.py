@@ -25,11 +25,10 @@ DECISIONS = (*ANSWERS, "skip")
 
 
 class Corrections:
-    """`corrections.csv`: the last decision per path, rewritten whole and fsynced on each
-    change, so that no decision is lost and the file is never half written. Rows of paths the
-    table does not list (an earlier table's) are kept; a row that cannot be read is an error,
-    never dropped. `owner` ({"folder", "table"}) is recorded in `<file>.json` with the first
-    decision, so that another folder's review does not mix its paths in."""
+    """`corrections.csv`: the last decision per path, rewritten whole and fsynced on each change
+    (no decision lost, never half written). Rows the table does not list are kept; one that cannot
+    be read is an error, never dropped. `owner` ({"folder", "table"}) goes to `<file>.json` with the
+    first decision, so that another folder's review does not mix its paths in."""
 
     def __init__(self, path: Path, owner: dict | None = None, data: bytes | None = None) -> None:
         """`data`: the file's bytes, when the caller has read them."""
@@ -90,13 +89,12 @@ class Corrections:
             self.labels[path] = label
 
     def _write(self) -> None:
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "w", newline="", **TEXT) as f:
-                writer = CsvWriter(f)
-                writer.writerow(CORRECTIONS_COLUMNS)
-                writer.writerows(self.labels.items())
-                f.flush()
-                os.fsync(f.fileno())
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", **TEXT) as f:
+            writer = CsvWriter(f)
+            writer.writerow(CORRECTIONS_COLUMNS)
+            writer.writerows(self.labels.items())
+            f.flush()
+            os.fsync(f.fileno())
         folder = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)  # the rename itself survives a power cut
@@ -151,8 +149,7 @@ def refuse_another_folder(corrections: Path, images: Path, hint: str) -> None:
     sidecar = corrections_record(corrections)
     if not sidecar.exists():
         return
-    owner = read_record(sidecar)
-    folder = owner.get("folder") if owner is not None else None
+    folder = (read_record(sidecar) or {}).get("folder")
     if not isinstance(folder, str):
         raise UserError(
             f"{shown(sidecar)} is damaged: it should record the folder whose images {shown(corrections)} "

@@ -68,10 +68,9 @@ def corrected_images(folder: Path, corrections: Path | None) -> tuple[list[Label
 
 
 def corrected_split(options: TrainOptions) -> tuple[list[LabelledImage], list[LabelledImage], dict | None]:
-    """The training and validation images. The split is drawn on the labels the files give and
-    the corrections are applied to each part after it, so a run with corrections validates on
-    the same images as the run without them (and their figures compare). Either way each part
-    must hold cats and dogs (check_split)."""
+    """The training and validation images, split on the files' own labels and then corrected part
+    by part, so a run with corrections validates on the same images as one without (their figures
+    compare). Each part must hold cats and dogs (check_split)."""
     given = read_corrections(options.corrections, options.data) if options.corrections is not None else None
     split = stratified_split(find_labelled_images(options.data), options.val_split, options.split_seed)
     (train, val), record = _apply_corrections(split, given, options.data)
@@ -80,9 +79,8 @@ def corrected_split(options: TrainOptions) -> tuple[list[LabelledImage], list[La
 
 
 def check_split(train: list[LabelledImage], val: list[LabelledImage], source: str) -> None:
-    """Refuse a split whose training or validation part lacks cats or dogs: what a folder's
-    stratified split guarantees, checked on the final labels, which `source` (the corrections)
-    may have changed. Nothing is written before it."""
+    """Refuse a split whose training or validation part lacks cats or dogs, checked on the final
+    labels, which `source` (the corrections) may have changed. Nothing is written before it."""
     lacking = []
     for part, items in (("training", train), ("validation", val)):
         counts = [sum(item.label == label for item in items) for label in (0, 1)]
@@ -199,11 +197,10 @@ def decode_labelled(
     folder: Path, items: list[LabelledImage], size: int, workers: int, bar: str, skipped: list[dict[str, str]],
     sizes: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(index in `items`, uint8 pixels) of each readable image, in order, decoded on `workers`
-    threads a bounded window ahead, with a progress bar named `bar` (what the images are for,
-    which is what its rate measures: "decode train", "embed train"). Each unreadable file is appended to
-    `skipped` as {"path", "error"} and logged once the bar is done. With `sizes` (one row per
-    item), each readable image's original (width, height), upright, is written to its row."""
+    """(index in `items`, uint8 pixels) of each readable image, in order, decoded on `workers` threads
+    a bounded window ahead, under a progress bar named `bar` ("decode train", "embed train"). Each
+    unreadable file goes to `skipped` as {"path", "error"}, logged once the bar is done. `sizes` (one
+    row per item) gets each readable image's original upright (width, height)."""
     from tqdm import tqdm
 
     decoded = decode_many([folder / i.path for i in items], size, workers)
@@ -225,11 +222,10 @@ def embed_images(
     folder: Path, items: list[LabelledImage], embed, size: int, workers: int, bar: str, mirrored: bool,
     sizes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, str]]]:
-    """The embeddings by `embed` (uint8 pixels in) of the readable images of `items` (float32,
-    one row each, in order), with `mirrored` those of their mirror images too (flipped arrays,
-    decoded once; else None), and the unreadable ones (rows of `decode_labelled`). Images are
-    decoded and embedded EMBED_BATCH at a time, so memory holds the embeddings and a batch of
-    pixels, whatever the number of images. `bar`, `sizes`: see decode_labelled."""
+    """The embeddings by `embed` (uint8 pixels in) of the readable images of `items` (float32, one
+    row each, in order), with `mirrored` those of their flipped arrays too (else None), and the
+    unreadable ones (rows of `decode_labelled`). EMBED_BATCH images at a time, so memory holds the
+    embeddings and one batch of pixels, whatever their number. `bar`, `sizes`: see decode_labelled."""
     skipped: list[dict[str, str]] = []
     decoded = decode_labelled(folder, items, size, workers, bar, skipped, sizes)
     views = 2 if mirrored else 1  # the images, then their mirrors, in one call of `embed`

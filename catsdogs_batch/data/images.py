@@ -272,19 +272,14 @@ def iter_image_files(folder: str | os.PathLike, hidden: HiddenEntries | None = N
                     else:
                         hidden.files += 1
                 continue
-            if _links_inside(entry, folder):
+            # a link to what exists inside `folder` is listed under its own path; a broken one is an error row
+            if entry.is_symlink() and os.path.exists(entry.path) and resolves_inside(folder, entry.path) is not None:
                 continue
             if _is_dir(entry):
                 subdirs.append(Path(entry.path))
             elif is_image_file(entry.name):
                 yield Path(entry.path)
         stack.extend(reversed(subdirs))
-
-
-def _links_inside(entry: os.DirEntry, folder: Path) -> bool:
-    """Whether `entry` is a link to something that exists in `folder`; a broken link is not,
-    and becomes an error row."""
-    return entry.is_symlink() and os.path.exists(entry.path) and resolves_inside(folder, entry.path) is not None
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

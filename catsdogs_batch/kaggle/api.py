@@ -1,9 +1,6 @@
-"""Everything that talks to Kaggle, through the official `kaggle` client.
-
-`kaggle` is imported inside the functions: the package authenticates (and prints a help text)
-at import time. Every failure becomes a one-line UserError, and no message, log line or output
-of ours ever contains the API key or token.
-"""
+"""Everything that talks to Kaggle, through the official `kaggle` client, imported inside the
+functions (it authenticates, and prints a help text, at import time). Every failure becomes a
+one-line UserError; no message, log line or output of ours ever contains the API key or token."""
 
 from __future__ import annotations
 

@@ -224,8 +224,7 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 
 
 def _relative_files(folder: Path, *, with_folders: bool = False) -> list[str]:
-    """The entries below FOLDER (links not followed; folders only if asked), as posix paths
-    relative to it."""
+    """The entries below FOLDER as posix paths relative to it (links not followed; folders only if asked)."""
     return [
         (Path(root) / name).relative_to(folder).as_posix()
         for root, dirs, files in os.walk(folder)

@@ -1,10 +1,7 @@
-"""After the upload: `catsdogs submit` waits, bounded, for Kaggle's public score of the submission
-it made, and `catsdogs submit --status` lists the latest submissions with theirs.
-
-The submission is found by the ref Kaggle returns for it; where none comes back, by being new (not
-listed before the upload) and having this file name and description. An older submission's score
-is never reported as this one's.
-"""
+"""After the upload: `catsdogs submit` waits, bounded, for Kaggle's public score of its submission,
+and `catsdogs submit --status` lists the latest submissions with theirs. The submission is found by
+the ref Kaggle returns, else by being new (not listed before the upload) with this file name and
+description: an older submission's score is never reported as this one's."""
 
 from __future__ import annotations
 
@@ -54,10 +51,8 @@ class Outcome:
 
 
 def submit_and_score(options: SubmitOptions, report: Callable[[str], None]) -> Outcome:
-    """Upload OPTIONS.file, REPORT Kaggle's answer, then wait up to OPTIONS.wait seconds for its score.
-
-    A file Kaggle could not score is a UserError with Kaggle's message.
-    """
+    """Upload OPTIONS.file, REPORT Kaggle's answer, then wait up to OPTIONS.wait seconds for its
+    score; a file Kaggle could not score is a UserError with Kaggle's message."""
     check_options(options)
     if not options.file.is_file():
         raise UserError(f"submission file not found: {options.file}")
@@ -79,7 +74,6 @@ def wait_for_score(
     submitted: Submitted,
     options: SubmitOptions,
     known: set[int] | None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
     """Look at the competition's latest submissions until this one is scored or rejected, or
     OPTIONS.wait seconds have passed; a line on stderr shows how long it has been."""
@@ -104,7 +98,7 @@ def wait_for_score(
             if elapsed >= options.wait:
                 progress.done()
                 return Outcome(submitted, seen, elapsed, options)
-            sleep(max(0.0, min(interval, options.wait - elapsed)))
+            time.sleep(max(0.0, min(interval, options.wait - elapsed)))
             interval = min(interval * 1.5, options.poll_interval * MAX_INTERVAL_FACTOR)
     except KeyboardInterrupt:
         progress.done()
@@ -112,9 +106,9 @@ def wait_for_score(
         raise
 
 
-def status_report(competition: str, count: int = SUBMISSIONS_LISTED) -> str:
-    """The competition's latest COUNT submissions, newest first: status, public score, file, description."""
-    submissions = KaggleSubmissions(competition).latest(count)
+def status_report(competition: str) -> str:
+    """The competition's latest submissions, newest first: status, public score, file, description."""
+    submissions = KaggleSubmissions(competition).latest(SUBMISSIONS_LISTED)
     if not submissions:
         return f"no submissions to {competition} yet"
     rows = [("ref", "submitted (UTC)", "status", "public score", "file", "description")]
