@@ -116,9 +116,8 @@ class CorrectionsFile:
 
 
 def read_corrections(path: Path, folder: Path) -> CorrectionsFile:
-    """Read a corrections file about the images of `folder` with the review's reader (a missing
-    file, another header, a row that is not path,cat|dog|neither|both|skip, or a file its review made for
-    another folder is a one-line error) and the SHA-256 of the bytes it read."""
+    """A corrections file about `folder`'s images, read as the review reads it, with the SHA-256 of
+    those bytes; a missing or malformed file, or one its review made for another folder, is a one-line error."""
     path = corrections_file(path)  # its record of the folder sits beside the file, not a link
     try:
         info = os.stat(path)

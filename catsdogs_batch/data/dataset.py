@@ -59,9 +59,8 @@ def find_labelled_images(folder: Path) -> list[LabelledImage]:
 
 
 def corrected_images(folder: Path, corrections: Path | None) -> tuple[list[LabelledImage], dict | None]:
-    """The labelled images of `folder` with a review's corrections applied (its labels win, its
-    `skip` images are left out), and what a record says about them (None without a file).
-    The file is read first, so a bad one stops the run before the folder is walked."""
+    """The labelled images of `folder` corrected (see _apply_corrections) and the corrections' record
+    (None without a file); the file is read first, so a bad one stops the run before the walk."""
     given = read_corrections(corrections, folder) if corrections is not None else None
     (items,), record = _apply_corrections((find_labelled_images(folder),), given, folder)
     return items, record

@@ -204,9 +204,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def label_from_path(path: str | os.PathLike) -> int | None:
-    """0 for a cat, 1 for a dog, from a Kaggle name (`cat.12.jpg`) or a class folder (`Dogs/x.jpg`).
-
-    Pass the path relative to the labelled folder, so folders above it never count."""
+    """0 for a cat, 1 for a dog, from a Kaggle name (`cat.12.jpg`) or a class folder (`Dogs/x.jpg`);
+    pass the path relative to the labelled folder, so folders above it never count."""
     path = Path(path)
     match = _KAGGLE_NAME.match(path.name)
     if match:

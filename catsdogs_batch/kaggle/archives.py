@@ -137,12 +137,11 @@ def _folder_members(root: Path, part_dir: Path, folders: tuple[str, ...], label:
         dirs.sort()
         for entry in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(where, d))]:
             path = Path(where, entry)
-            rel = path.relative_to(real).parts
             if os.path.isdir(path):  # a link to a folder inside ROOT
                 _inside(root, path, label)
                 log.warning("Leaving out %s: a link to a folder", shown(path))
                 continue
-            members.append(_file_member(root, path, rel, label))
+            members.append(_file_member(root, path, path.relative_to(real).parts, label))
     return members
 
 
@@ -193,8 +192,7 @@ def _open_zip(path: Path, label: str) -> Iterator[zipfile.ZipFile]:
 def _check_zip(zf: zipfile.ZipFile, label: str) -> None:
     """Refuse unsafe entry names before anything is extracted, then verify every CRC."""
     for info in zf.infolist():
-        reason = _unsafe(info)
-        if reason:
+        if reason := _unsafe(info):
             raise ArchiveError(f"refusing {label}: entry {info.filename!r} {reason}")
     try:
         bad = zf.testzip()

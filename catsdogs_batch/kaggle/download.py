@@ -217,8 +217,7 @@ def _unpack(archive: Path, work: Path, competition: str, source: str) -> dict:
 
 def _write_manifest(path: Path, manifest: dict) -> None:
     with open(path, "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
+        f.write(json.dumps(manifest, indent=2) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
