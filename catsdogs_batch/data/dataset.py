@@ -95,21 +95,20 @@ def _apply_corrections(parts: tuple[list[LabelledImage], ...], given, folder: Pa
     none is a cat-or-dog example), and the record; PARTS as they are without corrections."""
     if given is None:
         return parts, None
-    changed, skipped, found, corrected = 0, 0, set(), []
+    changed, skipped, corrected = 0, 0, []
     for items in parts:
         kept = []
-        for item, label in ((item, given.labels.get(item.path)) for item in items):
-            if label is None:
-                kept.append(item)
-                continue
-            found.add(item.path)
-            if label not in CLASS_NAMES:  # skip, neither, both
-                skipped += 1
-            else:
+        for item in items:
+            label = given.labels.get(item.path)
+            if label in CLASS_NAMES:
                 changed += CLASS_NAMES.index(label) != item.label
                 kept.append(LabelledImage(item.path, CLASS_NAMES.index(label)))
+            elif label is None:
+                kept.append(item)
+            else:  # skip, neither, both
+                skipped += 1
         corrected.append(kept)
-    unknown = len(given.labels) - len(found)
+    unknown = len(given.labels.keys() - {item.path for items in parts for item in items})
     if unknown:
         log.warning("%d corrections name no labelled image of %s: ignored", unknown, folder)
     log.info("corrections: %d labels changed, %d images skipped", changed, skipped)
