@@ -1,8 +1,7 @@
-"""Labelled images and their splits, shared by `train`, `evaluate`, `export` and `audit`: the
-images of a folder with their label (Kaggle name or class folder), a review's corrections
-applied, the seeded stratified split and its `split.csv`, and decoding them for training
-(in memory, or a batch at a time into embeddings). No TensorFlow here: `embed_images` takes
-the function that embeds."""
+"""Labelled images (Kaggle name or class folder) for `train`, `evaluate`, `export` and `audit`: a
+review's corrections applied, the seeded stratified split and its `split.csv`, and their decoding
+(in memory, or a batch at a time into embeddings; no TensorFlow here: `embed_images` takes the
+function that embeds)."""
 
 from __future__ import annotations
 
