@@ -112,9 +112,8 @@ def fastest_export(run: Path, runtime: str = "auto") -> Checkpoint | None:
             continue
         record = export.run.get("export")
         check = record.get("check") if isinstance(record, dict) else None
-        if not (isinstance(check, dict) and check.get("passed") is True):
-            continue
-        if record.get("needs_vnni") and not has_vnni():
+        if not (isinstance(check, dict) and check.get("passed") is True) or (
+                record.get("needs_vnni") and not has_vnni()):
             continue
         model_sha256 = model_sha256 or sha256(run / MODEL_FILE)
         if record.get("source_sha256") == model_sha256:
@@ -139,10 +138,7 @@ def ensemble_name(models: Models) -> str:
 
 
 def model_paths(models: Models) -> list[Path]:
-    """The model paths of `models`, one or several."""
-    if isinstance(models, (str, os.PathLike)):
-        return [Path(models)]
-    return [Path(m) for m in models]
+    return [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
 
 
 def find_checkpoints(models: Models, runtime: str = "auto") -> list[Checkpoint]:

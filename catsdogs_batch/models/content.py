@@ -43,8 +43,7 @@ SIDES_APART = 3.0
 
 def class_names() -> list[str]:
     """ImageNet's 1,000 class names, in the classifier's order."""
-    text = resources.files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
-    return text.splitlines()
+    return resources.files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
 
 
 @dataclass(frozen=True)

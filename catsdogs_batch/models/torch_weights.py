@@ -39,7 +39,6 @@ class Weights(NamedTuple):
     sha256: str
 
     def record(self) -> dict:
-        """What run.json records of the file: {"package": ..., "version": ..., "file": ..., "sha256": ...}."""
         return {"package": self.package, "version": self.version, "file": self.file, "sha256": self.sha256}
 
 

@@ -65,8 +65,6 @@ def calibration_report(true: ArrayLike, logits: ArrayLike, temperature: float) -
     }
 
 
-# --- a run's calibration -------------------------------------------------------------------
-
 UNCALIBRATED = "uncalibrated.keras"  # in BACKUP_DIR: the best model before calibration
 
 
@@ -74,16 +72,11 @@ def calibrate(
     run: Path, labels: np.ndarray, *, images: np.ndarray | None = None, features: np.ndarray | None = None,
     batch_size: int = 32, fit: bool = True,
 ) -> dict:
-    """Fit the temperature of the run's best model on these (validation) images, or on their
-    `features` (the inputs of its p_dog layer, when they are known already), bake it into its
-    p_dog layer, and return what run.json records about it. The uncalibrated model is kept in
-    the backup folder until the run is finished, so calibrating again (after a kill) starts
-    from it and gives the same model.
-
-    Without `fit` (a fitted linear head) the temperature stays 1 and only the report is made:
-    on held-out halves of the sample's validation split, a temperature fitted on the other half
-    raised EfficientNet-Lite2's log loss from 0.0187 to 0.0224 (Lite0: 0.0247 to 0.0281), the
-    head's own C having been chosen by cross-validated log loss already."""
+    """Fit the temperature of the run's best model on the validation `images` (or their p_dog
+    layer's input `features`), bake it into that layer and return run.json's record of it. The
+    uncalibrated model stays in the backup folder until the run ends: calibrating again after a
+    kill starts from it. Without `fit` (a fitted head, whose C was chosen by cross-validated log
+    loss) T stays 1: a fitted T made held-out log loss worse (docs/commands.md)."""
     import keras
 
     from ..models.networks import OUTPUT_LAYER, scale_logit

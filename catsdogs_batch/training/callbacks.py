@@ -121,9 +121,8 @@ class CallbackState(keras.callbacks.Callback):
 
 
 class RunProgress(keras.callbacks.Callback):
-    """After each epoch, one line on the whole run (every phase): elapsed time and, at the mean
-    time per epoch so far, how long the remaining epochs will take (Keras's bar shows only the
-    epoch's)."""
+    """After each epoch, one line on the whole run (every phase; Keras's bar shows only the epoch):
+    time elapsed and, at the mean time per epoch so far, how long the remaining epochs take."""
 
     def __init__(self, epochs: int):
         super().__init__()

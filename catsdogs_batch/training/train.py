@@ -58,9 +58,6 @@ from .run_record import BACKUP_DIR, HISTORY_FILE, finished_record, new_record, o
 log = logging.getLogger(__name__)
 
 
-# --- training ------------------------------------------------------------------------------
-
-
 def default_run_name(options: TrainOptions) -> str:
     return f"{options.arch}-{options.image_size}px-seed{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -423,16 +420,13 @@ def _callbacks(options: TrainOptions, phase: Phase, best: float | None = None) -
     return callbacks
 
 
-# --- the run's fast model ----------------------------------------------------------------
-
 FAST_MODEL_CHECK_IMAGES = 500  # held-out images the run's export is checked on (a seeded sample of them)
 
 
 def write_fast_model(run: Path) -> dict:
-    """The run's OpenVINO export, int8 (calibrated on the images its backbone embedded with, see
-    `_embedder`), or fp32 where int8 fails its check, checked against model.keras as `catsdogs
-    export` checks (on at most FAST_MODEL_CHECK_IMAGES of the validation split): what every
-    command runs when given the run folder. Returns what run.json records of it."""
+    """The run's OpenVINO export, int8 (or fp32 where int8 fails its check against model.keras, on
+    at most FAST_MODEL_CHECK_IMAGES validation images), which every command given the run folder
+    runs; returns what run.json records of it."""
     from ..inference.export import export_model
     from ..inference.quantize import CALIBRATION_SEED, EMBEDDING_CALIBRATION
 
