@@ -1,22 +1,16 @@
 """What is in a photo besides cat or dog: `neither` (no cat or dog in it) and `both` (a cat and a
 dog), told by the ImageNet classifier whose weights the package installs (EfficientNet-Lite2's
-`_fc`, 1,000 classes: 151-268 are dog breeds, 281-285 domestic cats).
-
-A binary model has no answer for a photo of the moon (it said `dog`, p_dog 0.99); the ImageNet
-classifier does. The evidence, per image (docs/benchmarks.md has the figures that chose it):
-- `neither`: no region of the photo is a cat or a dog. The classifier is applied to each cell of
-  the backbone's feature map (a class activation map, 9 x 9 cells at 260 px) and the largest
-  share of a cell's probability on the cat and dog classes is compared with `neither_below`. The
-  whole-image share alone misjudges small, re-encoded Kaggle photos (as low as 0.06).
-- `both`: the left and right halves of the photo (each reaching an eighth into the other)
-  disagree: one is a cat and the other a dog, by the model's own p_dog of that half
-  (`both_above`) and the ImageNet classifier's word that the half holds a cat or a dog
-  (`PRESENT`). The feature map alone could not tell: its cells disagree within one animal; and
-  top and bottom halves found almost no pair the sides had not, but made most false alarms.
-  Only the photos the model is unsure of (p_dog within (1 - BOTH_CANDIDATES, BOTH_CANDIDATES)) are cut
-  into halves, and of a default run's only those whose sides its head reads apart (its logits
-  on the pooled left and right columns of the feature map, SIDES_APART), so a folder of ordinary
-  pets costs little more.
+`_fc`, 1,000 classes: 151-268 are dog breeds, 281-285 domestic cats). A binary model has no answer
+for a photo of the moon (it said `dog`, p_dog 0.99). Per image (docs/benchmarks.md has the figures
+and the rules tried and dropped):
+- `neither`: no cell of the backbone's feature map (a class activation map, 9 x 9 cells at 260 px)
+  has `neither_below` of its probability on the cat and dog classes. The whole-image share alone
+  misjudges small, re-encoded Kaggle photos (as low as 0.06).
+- `both`: the left and right halves of the photo (each reaching an eighth into the other) are a
+  cat and a dog, by the model's own p_dog of each half (`both_above`), and each holds a cat or a
+  dog by the ImageNet classifier (`PRESENT`). Only the photos the model is unsure of (p_dog
+  within (1 - BOTH_CANDIDATES, BOTH_CANDIDATES)) are cut into halves, and of a default run only
+  those whose sides its head reads apart (SIDES_APART), so a folder of ordinary pets costs little.
 
 The classifier runs on the model's own backbone when that is EfficientNet-Lite2 with its
 ImageNet weights untouched (the default run: the features are computed once), else beside the

@@ -185,8 +185,7 @@ def backbone_of(model: keras.Model) -> keras.Model | None:
 
 def unfreeze_top(model: keras.Model, layers_count: int | None) -> int:
     """Make the top `layers_count` layers of the backbone trainable (None: a fifth of them),
-    BatchNormalization excepted (it keeps its ImageNet statistics); return how many are
-    trainable now."""
+    BatchNormalization excepted (it keeps its ImageNet statistics); return how many are now."""
     backbone = backbone_of(model)
     count = max(1, len(backbone.layers) // 5) if layers_count is None else layers_count
     backbone.trainable = True

@@ -71,8 +71,7 @@ class HistoryLogger(keras.callbacks.CSVLogger):
 
 
 class _LineFeeds:
-    """A text file whose writes have their "\\r\\n" turned into "\\n" (csv's excel dialect, which
-    CSVLogger's writer uses, ends each row with "\\r\\n")."""
+    """A text file whose writes have their "\\r\\n" (csv's excel dialect, CSVLogger's) turned into "\\n"."""
 
     def __init__(self, file):
         self._file = file

@@ -40,11 +40,10 @@ class LinearHead:
 
 
 def fit_head(features: np.ndarray, labels: np.ndarray, seed: int, groups: np.ndarray | None = None) -> LinearHead:
-    """Fit the standardized logistic regression (C by inner k-fold, then refitted on every row)
+    """Fit the standardized logistic regression (C by inner k-fold, each fit warm-started from the
+    smaller C's: the same solutions in a fraction of the iterations; then refitted on every row)
     and fold the standardization into its weights: (x - mean) / scale . w + b = x . (w / scale) +
-    (b - sum(w * mean / scale)). Each fold's fits follow C_GRID upwards, each starting from the
-    previous C's solution (warm start): the same solutions as fitting each C afresh, in a
-    fraction of the iterations."""
+    (b - sum(w * mean / scale))."""
     from sklearn.metrics import log_loss  # scikit-learn's, what the search ranks C by
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 

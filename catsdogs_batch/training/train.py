@@ -210,10 +210,9 @@ def _fitted(
     options: TrainOptions, model: keras.Model, run: dict, train_items: list[LabelledImage],
     val_items: list[LabelledImage],
 ) -> tuple[dict, Validation | None]:
-    """The model trained by its method, resumed where the run stopped, and the run's record:
-    - a fitted head (`_fit_head`), then `--epochs` of fine-tuning that keep only what beats it;
-    - a pretrained backbone of keras.applications: its new head, then its top (`_fit_epochs`);
-    - a model from scratch, or with `--weights none` (`_fit_epochs`, one phase)."""
+    """The model trained by its method, resumed where the run stopped, and the run's record: a
+    fitted head (`_fit_head`), then `--epochs` of fine-tuning that keep only what beats it; else
+    `_fit_epochs` through `_phases`."""
     if run.get("status") == "trained":  # resumed: only its calibration was left
         return run, None
     validation = None
