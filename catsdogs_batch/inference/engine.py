@@ -1,19 +1,8 @@
-"""The batch inference driver: stream a folder of any size through the model and write the
-per-image results table, with whichever engine distributes the work.
-
-One driver, interchangeable engines (img2dataset's "distributors"): the driver validates the
-job, locks the table (`<table>.lock`, so a second run cannot write it), walks the folder into
-shards (`shards.py`), skips those done by an interrupted run, and hands the rest to the engine
-named in `ENGINES` (imported only when chosen). The engine turns shards into rows with the
-`Predictor`, reporting rows as they are predicted and each shard once complete; the driver
-writes every shard, then the table. An engine is a module with one function:
-
-    distributor(options, predictor=None) -> callable(shards) -> iterator of int | FinishedShard
-
-`distributor` loads or checks the model (so a bad one is refused before any work) and returns
-the callable that predicts the shards it is given, yielding the number of rows each time some
-are predicted (the progress bar) and a `FinishedShard` when all the rows of a shard are in.
-"""
+"""The batch inference driver: stream a folder of any size through the model into the per-image
+results table. One driver, interchangeable engines (img2dataset's "distributors"): it locks the
+table, walks the folder into shards, skips the done ones and hands the rest to the engine named
+in `ENGINES`; an engine only computes rows, the driver writes every shard, then the table. The
+engine contract (`distributor(options, predictor=None)`): docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -59,11 +48,10 @@ def check_engine_options(options: PredictOptions) -> None:
 
 @contextlib.contextmanager
 def table_lock(table: Path, *also: Path) -> Iterator[None]:
-    """The lock that one run writing `table` (and the files `also`, a command's other outputs)
-    holds (see `exclusive_lock`), in the table's folder, made if missing and removed again if the
-    run leaves it empty (refused: no folder left). Once held, what a killed run left half-written
-    of these files or the table's side files (a temporary file of `atomic_path`, a work folder
-    being removed) is removed."""
+    """The lock of one run writing `table` (and `also`, a command's other outputs), in the table's
+    folder (made if missing, removed if left empty). Once held, what a killed run left
+    half-written of these files or the table's side files (atomic_path's temporary, a work
+    folder being removed) is removed."""
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(made_folder(table.parent))

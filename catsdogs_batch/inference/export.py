@@ -2,15 +2,12 @@
 int8 calibrated on a few hundred images), beside a copy of its run.json, so that every command
 takes the export wherever it takes the checkpoint.
 
-Every export is checked against the Keras model on held-out labelled images before it is kept,
-by what users see: its accuracy and log loss may be only slightly worse, and it must give the
-Keras model's label to the images that model is sure of (outside the review's uncertain band;
-images near p_dog = 0.5 flip under any rounding). The figures, with the overall label agreement
-and the largest probability difference, go into the export's run.json; an export that fails the
-check is refused unless forced. An OpenVINO export of a model that shares the content check's
-backbone (runtimes.shares_gate_backbone: a default run) carries the ImageNet classifier too, as a
-second output, and its check also compares what that output says (the `neither` verdict).
-"""
+Every export is checked against the Keras model on held-out labelled images before it is kept:
+its accuracy and log loss may be only slightly worse, and it must give the Keras model's label to
+the images that model is sure of (outside the review's uncertain band: near p_dog = 0.5 any
+rounding flips labels). The figures go into the export's run.json; one that fails is refused
+unless forced. An OpenVINO export of a default run (runtimes.shares_gate_backbone) carries the
+ImageNet classifier as a second output, and its check compares the `neither` verdict too."""
 
 from __future__ import annotations
 
@@ -49,9 +46,6 @@ INT8_PLANS = {
 # correction, NNCF's OpenVINO int8 has (the figures: docs/benchmarks.md).
 ALTERNATIVE = {("onnx", True): "an OpenVINO int8 export, --format openvino --int8, corrects the biases that int8 shifts"}
 BATCH = 64
-
-
-# --- the agreement check -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -169,9 +163,6 @@ def predict_all(runtime, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | N
     return np.concatenate(p_dog), np.concatenate(imagenet)
 
 
-# --- images to check and calibrate on ------------------------------------------------------
-
-
 def held_out_images(
     checkpoint: Checkpoint, calibration: Path | None, workers: int, count: int | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -231,14 +222,10 @@ def calibration_images(
     return decode_sample(folder, paths, count, seed, checkpoint.image_size, workers), source
 
 
-# --- converters ----------------------------------------------------------------------------
-
-
 def convert(model, format: str, path: Path, image_size: int, calibration: np.ndarray | None, plan: int = 0) -> dict:
-    """Write `model` (Keras) to `path` in `format`, quantized to int8 when calibration images
-    are given, keeping in fp32 what INT8_PLANS[format][plan] names. The exported model takes
-    uint8 (n, size, size, 3) pixels like the Keras one. Returns what did the conversion, for the
-    metadata."""
+    """Write `model` (Keras) to `path` in `format`, taking uint8 pixels like the Keras one; int8
+    when calibration images are given, but for what INT8_PLANS[format][plan] keeps in fp32.
+    Returns what did the conversion, for the metadata."""
     return (_to_onnx if format == "onnx" else _to_openvino)(model, path, image_size, calibration, plan)
 
 
@@ -293,16 +280,14 @@ def _tf_to_onnx(model, image_size: int, path: Path) -> None:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     from tf2onnx.convert import from_graph_def
 
-    # Variables and captured tensors become constants, the function's only input is `image`;
-    # the arguments are those tf2onnx freezes with.
+    # the arguments are those tf2onnx freezes with
     frozen = convert_variables_to_constants_v2(
         uint8_function(model, image_size).get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
     )
     (image,), (p_dog,) = frozen.inputs, frozen.outputs
     with warnings.catch_warnings(), tf.device("/cpu:0"):
-        warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx warns about np.object
-        # Keras' fixes of tf2onnx for numpy 2, which keras.Model.export applies before converting
-        # (tf2onnx 1.16 calls numpy functions that numpy 2 removed)
+        # Keras' fixes of tf2onnx 1.16 for numpy 2, as keras.Model.export applies them (they warn)
+        warnings.simplefilter("ignore", FutureWarning)
         try:
             from keras.src.export.tf2onnx_lib import patch_tf2onnx
         except ImportError:  # a Keras without it: a tf2onnx that needs none
@@ -323,9 +308,6 @@ def _to_openvino(model, path: Path, image_size: int, calibration: np.ndarray | N
         ov_model, done["quantizer"], done["needs_vnni"] = quantize_openvino(ov_model, calibration, plan)
     ov.save_model(ov_model, str(path), compress_to_fp16=False)
     return done
-
-
-# --- the command ---------------------------------------------------------------------------
 
 
 def default_out(checkpoint: Checkpoint, format: str, int8: bool) -> Path:

@@ -26,16 +26,14 @@ from .tables import ImageNetWord, Row, error_row, label_for, ok_row
 
 
 class Predictor:
-    """The model, loaded once: decoded images in, probabilities of dog out. Several models make
-    an ensemble whose p_dog is the mean of theirs: the arithmetic mean of probabilities, because
-    log loss is convex in p (the ensemble's is never above its members' mean log loss) and
-    because one over-confident member cannot outvote the others as it can in a mean of logits.
-    Members may take different image sizes: each image is decoded once, at the largest, and
-    reduced to each smaller member's size (area interpolation).
+    """The model, loaded once: decoded images in, probabilities of dog out. An ensemble's p_dog
+    is the mean of its members' probabilities: log loss is convex in p (never above the members'
+    mean), and one over-confident member cannot outvote the others as in a mean of logits. Each
+    image is decoded once, at the largest member's size, and reduced for the others.
 
-    With `content_check` (content.py; the engines pass the Labelling's), the ImageNet classifier
-    also says which photos hold neither a cat nor a dog, or both (`rows`): on the first member's
-    own features where it `shares_gate_backbone`, else by its own model on the same pixels."""
+    With `content_check` (content.py), the ImageNet classifier also says which photos hold
+    neither a cat nor a dog, or both: on the first member's own features where it
+    `shares_gate_backbone`, else by its own model on the same pixels."""
 
     def __init__(
         self, model: Models, tta: bool = False, runtime: str = "auto", threads: int | None = None,

@@ -1,17 +1,9 @@
-"""The Ray Data engine: the images spread over a pool of Ray actors (on a cluster, or on a Ray
-started on this machine), each with one `Predictor` loaded once.
-
-The driver's pending shards are taken a window at a time (so a folder of any size streams with
-bounded memory); each window's files become a Ray dataset of (shard, position, path) in blocks
-of one batch, and `map_batches` runs `PredictorActor` on them. Rows come back in any order: they
-are filed under their shard and position, and a shard is handed back as soon as all its rows are
-in, so an interrupted run resumes, with either engine, exactly as a local one. A batch whose
-actor died is rerun by Ray on a restarted actor; rows are keyed by position, so none is lost or
-doubled. Names travel as bytes, so file names that are not UTF-8 survive the trip.
-
-Workers read images and the model by path: on a cluster, the folder and the model must be at
-the same path on every node (a shared filesystem).
-"""
+"""The Ray Data engine: the pending shards a window at a time (bounded memory) as a dataset of
+(shard, position, path) in blocks of one batch, mapped by a pool of `PredictorActor`s, each with
+one `Predictor`. Rows come back in any order and are filed by shard and position, so a batch Ray
+reruns on a restarted actor loses or doubles none, and a shard is handed back once all its rows
+are in. Names travel escaped (tables.utf8_name), so names that are not UTF-8 survive. Workers
+read images and models by path: on a cluster, the same path on every node (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Runtimes: load a model once, then probabilities of "dog" for batches of decoded images.
 
-Every engine (local, Ray) and every command uses a runtime through this one small interface,
-so decoding, batching, tables and resume never depend on which library runs the model:
-Keras (TensorFlow: training, GPUs) for `model.keras`, ONNX Runtime for `model.onnx` and
-OpenVINO for `model.xml` (and `.onnx`), the last two from `catsdogs export` (or the export
-`catsdogs train` writes into every run: checkpoint.find_checkpoint picks it by default).
-"""
+Every engine and command uses a runtime through this one small interface, so that nothing else
+depends on which library runs the model: Keras (TensorFlow: training, GPUs) for `model.keras`,
+ONNX Runtime for `model.onnx`, OpenVINO for `model.xml` (and `.onnx`), from `catsdogs export`."""
 
 from __future__ import annotations
 
@@ -175,11 +172,9 @@ class OnnxRuntime:
 
 
 class OpenVinoRuntime:
-    """An exported `model.xml` (or `model.onnx`) compiled by OpenVINO for the CPU. An fp32
-    model runs in fp32 (OpenVINO would pick bf16 on CPUs that have it); int8 runs as int8. An
-    export of a model that `shares_gate_backbone` has a second output, the ImageNet classifier's
-    (content.gate_outputs): with `imagenet` the runtime is `gated` and gives it, else only p_dog
-    is computed (OpenVINO leaves out what that output alone needs)."""
+    """An exported `model.xml` (or `model.onnx`) compiled by OpenVINO for the CPU, fp32 in fp32
+    (not bf16), int8 as int8. An export with the ImageNet classifier's second output
+    (`shares_gate_backbone`) gives it with `imagenet` (`gated`); else only p_dog is computed."""
 
     def __init__(self, checkpoint: Checkpoint, threads: int | None = None, imagenet: bool = False):
         ov = require("openvino", "the openvino runtime")

@@ -1,17 +1,9 @@
-"""Shards: a folder's image files cut, in their stable order, into units of work with
-deterministic ids, each written to its own file in `<table>.parts/` with, once that file is
-complete, a small JSON done marker (img2dataset's design). A rerun of the same job skips marked
-shards, so an interrupted run (Ctrl-C, kill -9) resumes with no duplicated and no missing rows;
-a marker records its files' names, sizes and modification times as the walk found them (before
-they were read; with --checksum their SHA-256 too), and a shard whose files changed since is
-predicted again. `--overwrite` starts over instead. When every shard is done they are merged
-into the table (atomically) and the parts folder is removed. The driver (engine.py) writes every
-shard through this module; the engines only compute rows.
-
-Where a shard begins is decided by the names alone (`iter_shards`), not by a count from the
-start: a photo added or removed after an interrupted run changes the shard it falls in, and every
-other shard keeps its files, its id and so its done marker.
-"""
+"""Shards: a folder's image files cut into units of work with deterministic ids (by their names:
+`iter_shards`), each written to `<table>.parts/` with, once complete, a JSON done marker
+(img2dataset's design). A rerun skips marked shards, so an interrupted run resumes with no
+duplicated and no missing rows; a marker records its files' names, sizes and times as the walk
+found them (with --checksum their SHA-256 too), and a shard whose files changed since is
+predicted again. When every shard is done they are merged into the table (atomically)."""
 
 from __future__ import annotations
 
@@ -113,16 +105,14 @@ def iter_shards(
     folder: Path, shard_size: int, hidden: HiddenEntries | None = None, files: Sequence[str] | None = None,
     checksum: bool = False,
 ) -> Iterator[Shard]:  # fmt: skip
-    """The folder's image files, in their stable order (or `files`, paths relative to it, in
-    theirs), cut into shards of about `shard_size`, each with the state of its files as the walk
-    found them (and, with `checksum`, their SHA-256); the hidden names a walk leaves out are
-    counted in `hidden`.
+    """The folder's image files in their stable order (or `files`, relative to it, in theirs), in
+    shards of about `shard_size` with their files' states as the walk found them (and, with
+    `checksum`, their SHA-256); `hidden` counts the hidden names left out.
 
-    A shard begins at the first file and at every file whose name hashes to 0 modulo
-    `shard_size` (one name in `shard_size`), and is named by its first file's name: a file added
-    or removed changes only the shard it falls in (one added that begins a shard splits it in two;
-    one removed that began a shard joins what is left to the shard before), and every other shard
-    keeps its files and its id. Sizes vary around `shard_size` (more than 5 times it: under 1%)."""
+    A shard begins at the first file and at every file whose name hashes to 0 modulo `shard_size`,
+    and is named by that file: a file added or removed changes only the shard it falls in (splits
+    it, or joins it to the one before), and every other shard keeps its files and its id. Sizes
+    vary around `shard_size` (more than 5 times it: under 1%)."""
     found = iter_image_files(folder, hidden) if files is None else (folder / name for name in files)
     taken: set[int] = set()  # the ids given, so that two shards never share one
     shard: Shard | None = None
