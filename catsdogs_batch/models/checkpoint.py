@@ -2,11 +2,8 @@
 holds `model.keras` and `run.json` (or, for an export, `model.onnx` / `model.xml`), and
 `run.json` says what the model expects (image size, preprocessing, class mapping) so that
 prediction never has to guess. Importing this costs nothing: an export runs without TensorFlow.
-
-A run folder also holds its exports (`export/<format>[-int8]/`, written by `catsdogs train` and
-`catsdogs export`): given the folder, every command runs the fastest of them that passed its
-check against the model.keras there now (`fastest_export`), unless told `--runtime keras`.
-"""
+Given a run folder, a command runs its fastest checked export (`export/<format>[-int8]/`, see
+`fastest_export`) unless told `--runtime keras`."""
 
 from __future__ import annotations
 

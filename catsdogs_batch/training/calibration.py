@@ -48,8 +48,7 @@ def fit_temperature(true: ArrayLike, logits: ArrayLike) -> float:
         scaled = z / np.exp(log_t)
         return float(np.mean(target * np.logaddexp(0.0, -scaled) + (1 - target) * np.logaddexp(0.0, scaled)))
 
-    low, high = np.log(TEMPERATURES)
-    result = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    result = minimize_scalar(loss, bounds=tuple(np.log(TEMPERATURES)), method="bounded", options={"xatol": 1e-6})
     return float(np.exp(result.x))
 
 

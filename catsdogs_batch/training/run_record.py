@@ -26,10 +26,7 @@ BACKUP_DIR = "backup"  # last epoch's weights + optimizer state, kept until the 
 
 def options_record(options: TrainOptions) -> dict:
     """The options as run.json's `config` keeps them (not those of this process only)."""
-    config = dataclasses.asdict(options)
-    for key in ("resume", "tensorboard", "workers"):
-        config.pop(key)
-    return config
+    return {k: v for k, v in dataclasses.asdict(options).items() if k not in ("resume", "tensorboard", "workers")}
 
 
 def options_from_record(config: dict, resume_into: TrainOptions) -> TrainOptions:

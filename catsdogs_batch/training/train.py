@@ -400,7 +400,7 @@ def _callbacks(options: TrainOptions, phase: Phase, best: float | None = None) -
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=0.5, patience=options.lr_patience, min_lr=1e-6
     )
-    callbacks = [
+    return [
         # Keras removes a BackupAndRestore folder when its fit ends: a pretrained run keeps one
         # per phase inside BACKUP_DIR, and the head's HeadDone, before it, runs first.
         *([HeadDone(out / BACKUP_DIR, out / MODEL_FILE)] if phase.name == "head" else []),
@@ -413,10 +413,8 @@ def _callbacks(options: TrainOptions, phase: Phase, best: float | None = None) -
         HistoryLogger(out / HISTORY_FILE, append=options.resume or phase.first_epoch > 0),
         # After the others, so that it restores their state after their on_train_begin resets it.
         CallbackState(out / BACKUP_DIR / "callbacks.json", phase.name, early_stopping, checkpoint, plateau),
+        *([keras.callbacks.TensorBoard(out / "tensorboard")] if options.tensorboard else []),
     ]
-    if options.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(out / "tensorboard"))
-    return callbacks
 
 
 FAST_MODEL_CHECK_IMAGES = 500  # held-out images the run's export is checked on (a seeded sample of them)
