@@ -1,23 +1,22 @@
 """`catsdogs audit`: find the images of a labelled folder whose label is likely wrong, and write
 them first in a results table that `catsdogs review` shows.
 
-Each image gets its p_dog from a classifier that never saw it: the images are cut into `folds`
-stratified, seeded folds and each fold is predicted by what was fitted on the others
-(out-of-fold predictions). Two methods give them:
-- a pretrained --arch (the default): its ImageNet backbone embeds every image once (decoded and
-  embedded a batch at a time: memory holds the embeddings, never the folder's pixels), and each
-  fold gets a logistic regression on the other folds' embeddings;
+Each image's p_dog comes from a classifier that never saw it (out-of-fold: `folds` stratified,
+seeded folds, each predicted by what was fitted on the others), by one of two methods:
+- a pretrained --arch (the default): its ImageNet backbone embeds every image once, a batch at a
+  time (memory holds the embeddings, never the folder's pixels), and each fold gets a logistic
+  regression on the other folds' embeddings;
 - a from-scratch --arch (residual, seed): the images are decoded once at a small size and each
   fold gets a small model trained in memory (train.py's pieces).
-cleanlab's confident learning then flags the likely label issues (`find_label_issues`) and
-scores every label (`get_label_quality_scores`: the out-of-fold probability of the given label).
-The table is sorted by that score, lowest (most likely wrong) first; unreadable images last. The
-flagged images go through the content check's `neither` rule (content.py, on them only): a photo
-with no cat or dog is labelled neither and is no label issue.
+cleanlab flags the likely label issues (`find_label_issues`) and scores every label
+(`get_label_quality_scores`); the table is sorted by that score, lowest first, unreadable images
+last. Flagged images go through the content check's `neither` rule (content.py, on them only): a
+photo with no cat or dog is labelled neither and is no label issue.
 
-With a review's corrections, their labels are the given ones and their `skip` images are left
-out (train's rules). Nothing is written until the end: the table atomically, then `<table>.job.json` (the folder,
-folds, seed, method and settings), which is how review finds the images. An interrupted audit starts over.
+With a review's corrections, their labels are the given ones and their `skip` images are left out
+(train's rules). Nothing is written until the end: the table atomically, then `<table>.job.json`
+(folder, folds, seed, method, settings), which is how review finds the images. An interrupted
+audit starts over.
 """
 
 from __future__ import annotations
@@ -265,9 +264,6 @@ def _folds(labels: np.ndarray, folds: int, seed: int) -> Iterator[tuple[np.ndarr
     return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
 
 
-# --- pretrained: embeddings + logistic regression -------------------------------------------
-
-
 def classify_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, dict]:
     """p_dog of every image from a logistic regression fitted on the other folds' embeddings
     (linear_head.fit_head: C chosen in an inner k-fold of the training folds only, so nothing of
@@ -289,9 +285,6 @@ def classify_out_of_fold(features: np.ndarray, labels: np.ndarray, folds: int, s
     classifier = {name: value for name, value in head.record().items() if name != "cv_log_loss"} | {"C": chosen}
     method = {"method": "embeddings + logistic regression", "features": int(features.shape[1])}
     return p_dog, method | {"classifier": classifier}
-
-
-# --- from scratch: k-fold training ----------------------------------------------------------
 
 
 def out_of_fold(images: np.ndarray, labels: np.ndarray, training: TrainOptions, folds: int, tta: bool) -> np.ndarray:

@@ -1,11 +1,7 @@
-"""`catsdogs evaluate`: how well a model does on a folder labelled like the training data.
-
-Writes into one folder: `results.csv` (the engine's table with the true label beside the
-prediction), `metrics.json`, four pictures (confusion matrix, ROC curve, reliability diagram,
-contact sheet of the most confidently wrong images) and `report.html`, which shows them all on
-one page. Metrics come from `metrics.py`; unreadable and unlabelled images are counted
-but left out of them.
-"""
+"""`catsdogs evaluate`: how well a model does on a folder labelled like the training data. Writes
+into one folder `results.csv` (the engine's table with the true label), `metrics.json`, four
+pictures and `report.html` showing them all; unreadable and unlabelled images are counted but
+left out of the metrics (metrics.py's)."""
 
 from __future__ import annotations
 
@@ -44,9 +40,6 @@ PICTURES = {
 
 def default_out(model: Models, folder: Path) -> Path:
     return Path("submissions") / f"evaluate-{ensemble_name(model)}-{folder.resolve().name}"
-
-
-# --- metrics -------------------------------------------------------------------------------
 
 
 def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
@@ -88,9 +81,6 @@ def _calibration_rows(calibration: dict | None) -> str:
         f'<tr><th>without calibration (temperature {calibration["temperature"]:.3f})</th>'
         f"<td>log loss {_number(loss['before'])}, calibration error {_number(ece['before'])}</td></tr>"
     )
-
-
-# --- pictures ------------------------------------------------------------------------------
 
 
 def _figure(width: float = 4.6, height: float = 4.2):
@@ -179,9 +169,6 @@ def draw_contact_sheet(folder: Path, wrong: pd.DataFrame, path: Path, thumb: int
     sheet.save(path, quality=90)
 
 
-# --- the report ----------------------------------------------------------------------------
-
-
 def _number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -241,9 +228,6 @@ all numbers: <a href="{METRICS_FILE}">{METRICS_FILE}</a>.</p>
 <ul>{unreadable or "<li>none</li>"}</ul>
 </body></html>
 """
-
-
-# --- the command ---------------------------------------------------------------------------
 
 
 @dataclass

@@ -1,27 +1,22 @@
 """`catsdogs label`: label every image under a folder with the batch engine and, if asked, sort
 the files into `DIR/cat`, `DIR/dog`, `DIR/neither`, `DIR/both` and `DIR/uncertain`.
 
-Sorting keeps each file's path relative to the folder (so same-named files from different
-subfolders never collide), never overwrites a file, and is safe to interrupt: a job file beside
-the table (`<table>.sorting.json`) says what is being sorted, and every step can be repeated, so
-rerunning the same command finishes the job with each image exactly once.
+Sorting keeps each file's path relative to the folder (same-named files of different subfolders
+never collide), never overwrites a file, and is safe to interrupt: a job file (`<table>.sorting.json`)
+says what is being sorted and every step can be repeated, so a rerun finishes with each image once.
 
-Links: images reached through a symbolic link (a linked file, or a file in a linked folder) are
-predicted and copied or hard-linked like any other, but a move leaves them where they are, with
-the reason in the summary: a move only ever removes files that are inside the folder. Inside
-DIR no link is followed: a link where a folder should be leaves that image unsorted. A move
-removes a source only once its placed file is proven to be a regular file in another folder
-with the same content (a hard link on the same file system, else a flushed copy).
+Links: images reached through a link are predicted and copied or hard-linked like any other, but a
+move leaves them in place (the summary says why): a move only removes files inside the folder.
+Inside DIR no link is followed (a link where a folder should be leaves that image unsorted). A move
+removes a source only once its placed file is proven a regular file in another folder with the same
+content (a hard link on the same file system, else a flushed copy). A moving run holds the folder
+alone (a lock on the folder itself, dying with the run), so a second run sorting it, with any table,
+stops at once; runs that copy or hard-link share it.
 
-Two runs at once: a run that moves holds the folder alone (a lock on the folder itself, which
-dies with the run), so a second run sorting it, with any table, stops at once with one line;
-runs that copy or hard-link share it.
-
-Corrections (`--corrections`, a review's corrections.csv): a person's label wins over the
-model's. The table then has a `source` column (`human` or `model`), each corrected row the
-person's label (`skip` included: such images are not sorted) and, as `confidence`, the model's
-probability of it (none for `skip`, which the model cannot answer; p_dog stays the model's). The file's SHA-256 is part of the job, so a rerun with other corrections
-never continues or reuses the work of these.
+Corrections (`--corrections`, a review's corrections.csv): a person's label wins. The table gets a
+`source` column (`human` or `model`), each corrected row the person's label (`skip` images are not
+sorted) and, as `confidence`, the model's probability of it (none for `skip`; p_dog stays the
+model's). The file's SHA-256 is part of the job, so a rerun with other corrections never reuses this work.
 """
 
 from __future__ import annotations
@@ -63,9 +58,6 @@ _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 def default_table(folder: Path) -> Path:
     """Where `catsdogs label` writes its table unless told: never inside the labelled folder."""
     return Path("submissions") / f"labels-{folder.resolve().name}.csv"
-
-
-# --- sorting -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -290,9 +282,6 @@ def _sorting_left(job_file: Path, job: dict, table: Path, overwrite: bool) -> tu
     return False, secrets.token_hex(8)
 
 
-# --- corrections ---------------------------------------------------------------------------
-
-
 def relabeller(corrections: Mapping[str, str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A function that gives the rows of one shard the corrections' labels (`source` human, the
     confidence the model's probability of that label, none for `skip`; the rest `model`;
@@ -331,9 +320,6 @@ class CorrectionCounts:
             f"corrections {shown(self.file)}: {self.applied} applied ({self.changed} changed the model's label), "
             f"{self.unknown} name no readable image here"
         )
-
-
-# --- the command ---------------------------------------------------------------------------
 
 
 @dataclass

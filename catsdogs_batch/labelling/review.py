@@ -1,23 +1,15 @@
 """`catsdogs review`: a local web page on which a person decides the images a results table is
-unsure of, saving every decision at once to `corrections.csv` beside the table. What it shows
-(the table, its queue, the thumbnails) is review_queue.py's; here are the session and server.
+unsure of, each decision saved at once to `corrections.csv` beside the table. What it shows is
+review_queue.py's; here are the session and server, which send pages of a few items and small
+thumbnails, so a table of 100,000 rows costs the browser no more than one of ten.
 
-The queue is the uncertain band (p_dog closest to the threshold first), then, for tables with a true
-label (`catsdogs evaluate`), the most confident disagreements; unreadable rows are left out. The
-server holds the table and the queue's order (numpy arrays) and sends the page pages of a few
-items and small JPEG thumbnails, so a table of 100,000 rows costs the browser no more than one
-of ten.
-
-Safety: the server listens on 127.0.0.1 only, answers nothing without the random token of its
-URL (403; never a cookie, which browsers share between ports), serves images by their row in
-the table (never by a path from the request) and only files that resolve inside the images
-folder, so a link in it that points elsewhere is not served.
-`corrections.csv` (`path,label`, one row per decided image, label `cat`, `dog` or `skip`) is
-rewritten whole on each decision (write beside, fsync, rename), so a kill at any moment leaves
-the previous or the next version, never half of one (the temporary file such a kill leaves is
-removed by the next start); a lock file keeps a second review server of the same corrections
-out, whatever symbolic link names them (links are followed to the file, which is locked and
-replaced; the link stays).
+Safety: the server listens on 127.0.0.1 only, answers nothing without its URL's random token
+(403; never a cookie, which browsers share between ports), serves images by table row (never by
+a path from the request) and only files that resolve inside the images folder. `corrections.csv`
+(`path,label`, label cat, dog or skip) is rewritten whole on each decision (write beside, fsync,
+rename): a kill leaves the previous or the next version, and its temporary file is removed by the
+next start. A lock file keeps a second server of the same corrections out, whatever link names
+them (links are followed to the file, which is locked and replaced; the link stays).
 """
 
 from __future__ import annotations
@@ -56,9 +48,6 @@ THUMBNAILS_CACHED = 512  # about 30 KB each
 DECODING_AT_ONCE = 2  # the server's threads would otherwise decode up to 40 images at once
 HOST = "127.0.0.1"
 PAGE_FILES = {"review.js": "text/javascript", "review.css": "text/css"}  # served by these names only
-
-
-# --- the session: queue, corrections, undo -------------------------------------------------
 
 
 class Session:
@@ -216,9 +205,6 @@ def open_session(options: ReviewOptions) -> Iterator[Session]:
         yield Session(queue, images, corrections, options.page_size, table, moved_to(table))
 
 
-# --- the web app ---------------------------------------------------------------------------
-
-
 def create_app(session: Session, token: str):
     """The Starlette app: the page, its JSON API and the thumbnails, all behind `token`."""
     from starlette.applications import Starlette
@@ -335,9 +321,6 @@ class TokenGuard:
         if request.method in ("GET", "HEAD"):
             given.append(request.query_params.get("token", ""))
         return any(secrets.compare_digest(g.encode(), self.token.encode()) for g in given if g)
-
-
-# --- the server ----------------------------------------------------------------------------
 
 
 @dataclass

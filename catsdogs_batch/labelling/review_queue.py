@@ -31,9 +31,6 @@ THUMBNAIL_MAX_PIXELS = 40_000_000  # after a JPEG's reduced decode: about 160 MB
 MODEL_SUFFIXES = {PurePosixPath(name).suffix for name in MODEL_FILES} | {".h5"}  # not tables: named as models
 
 
-# --- the table and its order ---------------------------------------------------------------
-
-
 def find_table(path: Path, images: Path | None = None) -> Path:
     """The results table: `path` itself, the results.csv of an evaluate or submission folder,
     or a training run's validation images predicted by its model (see `validation_results`;
@@ -168,9 +165,6 @@ def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: floa
         order=np.concatenate([band_rows, wrong_rows]).astype(np.int64),
         uncertain=len(band_rows),
     )
-
-
-# --- the images ----------------------------------------------------------------------------
 
 
 class NotServed(Exception):
