@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": "model.onnx", "openvino": "model.xml"}
 EXPORT_FILES = {RUN_FILE, "model.onnx", "model.xml", "model.bin"}  # all that an export folder holds
-# What each int8 plan keeps in fp32, tried in order until the export passes its check: the fastest
-# first (OpenVINO's are quantize.OPENVINO_PLANS).
+# What each int8 plan keeps in fp32, tried fastest first until the export passes its check
 INT8_PLANS = {
     "openvino": OPENVINO_PLANS,
     "onnx": ("the first convolution and the output layer", "the first convolution and every dense layer"),

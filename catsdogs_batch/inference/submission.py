@@ -22,9 +22,8 @@ from .tables import read_table
 log = logging.getLogger(__name__)
 
 SUBMISSION_FILE = "submission.csv"
-# results.csv.job.json (side_files.job_file) says what results.csv was computed from; a submission adds
-# the test files' fingerprint (with --checksum, of their bytes too) and the table's sha256, and
-# reuses results.csv only if all are the same.
+# results.csv's job record (side_files.job_file) here adds the test files' fingerprint (with
+# --checksum, of their bytes too) and the table's sha256: results.csv is reused only if all match.
 UNREADABLE_P_DOG = 0.5  # what an unreadable test image is submitted as: no opinion
 
 
