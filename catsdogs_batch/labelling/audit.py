@@ -91,9 +91,8 @@ def resolve_options(options: AuditOptions) -> AuditOptions:
 
 
 def least_of_each(options: AuditOptions) -> int:
-    """The fewest images of a class the folds can hold: one per fold; with embeddings, enough
-    that the training folds still hold one per inner fold (each inner fold's log loss needs both
-    classes)."""
+    """The fewest images of a class the folds can hold: one per fold; with embeddings, enough that the
+    training folds still hold one per inner fold (each inner fold's log loss needs both classes)."""
     if not pretrained(options.arch):
         return options.folds
     return next(n for n in itertools.count(options.folds) if n - -(-n // options.folds) >= INNER_FOLDS)
@@ -327,10 +326,10 @@ def _fold(images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, held_o
     # (the dataset shuffles itself; Keras's bar on a terminal, else a line per epoch)
     model.fit(train_ds, epochs=training.epochs, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
     p = _predict(model, images[held_out], tta, training.batch_size)
-    accuracy = np.mean((p >= THRESHOLD) == labels[held_out])
     log.info(
         "fold %d/%d: trained on %d images, predicted %d (accuracy %.3f) in %.0f s",
-        fold + 1, folds, len(train_rows), len(held_out), accuracy, time.perf_counter() - fold_started,
+        fold + 1, folds, len(train_rows), len(held_out), np.mean((p >= THRESHOLD) == labels[held_out]),
+        time.perf_counter() - fold_started,
     )  # fmt: skip
     return p
 

@@ -63,10 +63,9 @@ def binary_metrics(true: np.ndarray, p_dog: np.ndarray) -> dict:
 
 
 def calibration_metrics(checkpoints: list[Checkpoint], true: np.ndarray, p_dog: np.ndarray) -> dict | None:
-    """Log loss and calibration error with and without the model's temperature (recorded in its
-    run.json): the raw p_dog is sigmoid(T * logit(p_dog)). None for a model trained without
-    calibration, and for an ensemble or TTA (the mean of raw probabilities cannot be recovered
-    from the mean of calibrated ones)."""
+    """Log loss and calibration error with and without the temperature in the model's run.json (raw
+    p_dog = sigmoid(T * logit(p_dog))). None without calibration, and for an ensemble or TTA (the mean of
+    raw probabilities cannot be recovered from the mean of calibrated ones)."""
     temperature = checkpoints[0].run.get("calibration", {}).get("temperature")
     if len(checkpoints) > 1 or temperature is None or not len(true):
         return None
@@ -272,14 +271,14 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     if existing and not options.overwrite:
         raise UserError(f"{out} already holds {', '.join(existing)}: pass --overwrite to replace them")
     _check_labelled(options.folder)
-    results_path = out / RESULTS_FILE
-    with table_lock(results_path, *outputs[1:]):
-        return _evaluated(options, out, results_path)
+    with table_lock(*outputs):
+        return _evaluated(options, out)
 
 
-def _evaluated(options: EvaluateOptions, out: Path, results_path: Path) -> Evaluation:
+def _evaluated(options: EvaluateOptions, out: Path) -> Evaluation:
     """The work of evaluate_folder, under its results table's lock (another evaluate into the same
     folder stops at once, and a killed one's half-written outputs are gone)."""
+    results_path = out / RESULTS_FILE
     predict_folder(
         PredictOptions(options.model, options.folder, results_path, options.overwrite, options.engine, options.labelling),
         locked=True,

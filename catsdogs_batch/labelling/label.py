@@ -170,11 +170,8 @@ def _remove_source(source: Path, target: Path) -> None:
     if (source_folder.st_dev, source_folder.st_ino) == (target_folder.st_dev, target_folder.st_ino):
         raise NotSorted(f"not sorted: {target} is the source itself, reached another way; the source stays")
     original = os.lstat(source)
-    if (original.st_dev, original.st_ino) == (placed.st_dev, placed.st_ino):
-        same = placed.st_nlink >= 2
-    else:
-        same = filecmp.cmp(source, target, shallow=False)
-    if not same:
+    hard_link = (original.st_dev, original.st_ino) == (placed.st_dev, placed.st_ino)
+    if not (placed.st_nlink >= 2 if hard_link else filecmp.cmp(source, target, shallow=False)):
         raise NotSorted(f"not sorted: {target} differs from the source; the source stays")
     source.unlink()
 

@@ -78,9 +78,7 @@ class Session:
         with self._lock:
             reviewed = self._reviewed
             decided = self.corrections.labels
-            start = next(
-                (n for n, row in enumerate(self.queue.order) if self.queue.paths[row] not in decided), 0
-            ) if reviewed < len(self.queue) else 0  # fmt: skip
+            start = next((n for n, row in enumerate(self.queue.order) if self.queue.paths[row] not in decided), 0)
         return {
             "table": shown(self.table.name),
             "corrections": shown(self.corrections.path),
@@ -307,10 +305,8 @@ class TokenGuard:
         if scope["type"] == "http" and not self._allowed(scope):
             from starlette.responses import PlainTextResponse
 
-            await PlainTextResponse("403: this page needs the token of the URL catsdogs review printed", 403)(
-                scope, receive, send
-            )
-            return
+            refused = PlainTextResponse("403: this page needs the token of the URL catsdogs review printed", 403)
+            return await refused(scope, receive, send)
         await self.app(scope, receive, send)
 
     def _allowed(self, scope: dict) -> bool:
@@ -392,9 +388,8 @@ def review(options: ReviewOptions) -> ReviewSummary:
 
 @contextlib.contextmanager
 def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM (kill, systemd) ends the review like Ctrl-C: uvicorn
-    stops, then raises the signal again under this handler, so the lock file is removed and the
-    summary printed instead of the process dying at once."""
+    """SIGTERM (kill, systemd) ends the review like Ctrl-C: uvicorn stops, then raises it again under
+    this handler, so the lock file is removed and the summary printed, not the process killed at once."""
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

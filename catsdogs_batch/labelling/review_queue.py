@@ -47,23 +47,18 @@ def find_table(path: Path, images: Path | None = None) -> Path:
         raise UserError(f"no results table at {path}")
     if path.suffix in MODEL_SUFFIXES:
         run = path.parent
-        which = (
-            f"review its run folder {run} (the folder with {RUN_FILE} and split.csv)"
-            if (run / RUN_FILE).is_file()
-            else f"name a training run folder (the folder with {RUN_FILE} and split.csv)"
-        )
+        which = f"review its run folder {run}" if (run / RUN_FILE).is_file() else "name a training run folder"
         raise UserError(
-            f"{path} is a model, not a results table: {which} to see its validation images, or a "
-            "results table of predict, label, evaluate or audit"
+            f"{path} is a model, not a results table: {which} (the folder with {RUN_FILE} and split.csv) to see "
+            "its validation images, or a results table of predict, label, evaluate or audit"
         )
     return path
 
 
 def recorded_job(table: Path) -> dict:
-    """What the run that wrote `table` recorded beside it: the job of a finished table
-    (`<table>.job.json`), of an unfinished predict or label run (`<table>.parts/job.json`,
-    `<table>.sorting.json`) or evaluate's `metrics.json`, each holding the images `folder`, with
-    `_file` naming the file read; {} when none is there."""
+    """What the run that wrote `table` recorded beside it, holding the images `folder`: a finished
+    table's `<table>.job.json`, an unfinished run's `<table>.parts/job.json` or `<table>.sorting.json`,
+    or evaluate's `metrics.json`; `_file` names the file read; {} when none is there."""
     from ..side_files import METRICS_FILE
 
     for sidecar in (job_file(table), parts_job_file(table), sorting_file(table), table.with_name(METRICS_FILE)):
@@ -122,11 +117,10 @@ class Queue:
 
 
 def review_queue(table: pd.DataFrame, band: tuple[float, float], threshold: float = THRESHOLD) -> Queue:
-    """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain, neither or both), closest
-    to the table's `threshold` first; then, where a true label is given and the model disagrees,
-    the most confident first; ties in table order. Error rows, rows without a p_dog and later rows
-    of a path already listed are left out (one decision per path). An audit's table
-    (`label_issue`) gives only its label issues, lowest label quality first."""
+    """Order `table` for review: rows with LOW <= p_dog <= HIGH (or labelled uncertain, neither or both),
+    closest to `threshold` first; then, where a true label is given and the model disagrees, the most
+    confident first; ties in table order. Error rows, rows without p_dog and a path's later rows are left
+    out (one decision per path). An audit's table (`label_issue`): its label issues, lowest quality first."""
     p_dog = table["p_dog"].to_numpy(dtype=float, na_value=np.nan)
     first = ~table["path"].duplicated(keep="first").to_numpy(dtype=bool)
     ok = (table["status"] == "ok").to_numpy(dtype=bool, na_value=False) & ~np.isnan(p_dog) & first

@@ -18,12 +18,10 @@ VALIDATION_TABLE = "validation.csv"  # in a run folder: its validation images, p
 
 
 def validation_results(run: Path, images: Path | None = None) -> Path:
-    """The validation images of a training run predicted by its model, as evaluate's table
-    `<run>/validation.csv` with the labels the run trained against (its corrections included):
-    what `catsdogs review RUN` shows. `images`: the training folder, when it is no longer where
-    run.json says. Written by the engine (resumable), on first use and again when the model, the
-    split or the folder changed (the table's job records their sha256s and the folder); a
-    validation.csv this tool did not write is never replaced."""
+    """`<run>/validation.csv` (the labels it trained against include its corrections; `images`: the
+    training folder, if no longer where run.json says), written by the engine (resumable) on first use
+    and again when the model, split or folder changed (the table's job records their sha256s and the
+    folder); a validation.csv this tool did not write is never replaced."""
     from ..models.checkpoint import find_checkpoint, training_folder
     from ..data.dataset import SPLIT_FILE, read_split
     from ..inference.engine import table_lock
