@@ -51,11 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def default_table(folder: Path) -> Path:
-    """Where `catsdogs audit` writes its table unless told: never inside the audited folder."""
-    return Path("submissions") / f"audit-{folder.resolve().name}.csv"
-
-
 def pretrained(arch: str) -> bool:
     """Whether `arch` audits by embeddings + logistic regression (else: by k-fold training)."""
     return ARCHITECTURES[arch].backbone is not None
@@ -136,7 +131,7 @@ class AuditSummary:
 def audit(options: AuditOptions) -> AuditSummary:
     """Rank every labelled image of `options.data` by how likely its label is wrong; write the table."""
     started = time.perf_counter()
-    out = options.out or default_table(options.data)
+    out = options.out or Path("submissions") / f"audit-{options.data.resolve().name}.csv"  # not in the folder
     check_table_name(out)
     options = resolve_options(options)
     if not options.data.is_dir():

@@ -55,11 +55,6 @@ SHOWN = 20  # problems listed in the summary; the table has them all
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
 
 
-def default_table(folder: Path) -> Path:
-    """Where `catsdogs label` writes its table unless told: never inside the labelled folder."""
-    return Path("submissions") / f"labels-{folder.resolve().name}.csv"
-
-
 @dataclass
 class SortCounts:
     placed: int = 0  # put in place by this run
@@ -372,7 +367,7 @@ def label_folder(options: LabelOptions) -> LabelSummary:
     """Write the labels table for every image under `options.folder` and, with `sort_into`,
     sort the files by label; an interrupted run finishes when rerun with the same options."""
     started = time.perf_counter()
-    out = options.out or default_table(options.folder)
+    out = options.out or Path("submissions") / f"labels-{options.folder.resolve().name}.csv"  # not in the folder
     corrections = read_corrections(options.corrections, options.folder) if options.corrections is not None else None
     predict = PredictOptions(
         options.model, options.folder, out, options.overwrite, options.engine, options.labelling,
