@@ -66,9 +66,8 @@ def table_lock(table: Path, *also: Path) -> Iterator[None]:
 
 
 def refuse_a_finished_table(options: PredictOptions) -> None:
-    """A table already there is replaced only with --overwrite. (A table beside its parts folder is
-    this tool's, merged by a run killed before it recorded its job: the rerun merges it again, or
-    refuses other settings as any resume.)"""
+    """A table already there is replaced only with --overwrite, but for one beside its parts folder:
+    a run killed before it recorded its job merged it, and the rerun resumes (or refuses) as any."""
     if options.out.exists() and not options.overwrite and not parts_job_file(options.out).exists():
         raise UserError(f"{options.out} already exists: pass --overwrite to replace it")
 

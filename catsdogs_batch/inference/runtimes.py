@@ -87,9 +87,8 @@ def compiled(model):
 
 
 class KerasRuntime:
-    """The trained Keras model, run by TensorFlow (CPU or GPU, whichever TensorFlow finds). With
-    `imagenet` (a model that `shares_gate_backbone`), `with_imagenet` also gives the ImageNet
-    classifier's outputs on the same features (content.gate_outputs), in the same pass."""
+    """The trained Keras model, run by TensorFlow (CPU or GPU). With `imagenet` (a model that
+    `shares_gate_backbone`), `with_imagenet` also gives the ImageNet classifier's outputs, same pass."""
 
     name = "keras"
 

@@ -88,9 +88,8 @@ def content_hash(path: Path) -> str:
 
 
 def files_fingerprint(folder: Path, hidden: HiddenEntries | None = None, checksum: bool = False) -> dict[str, str]:
-    """What the folder's image files are: `files`, their names, sizes and modification times,
-    hashed, and with `checksum` `contents`, their names and SHA-256s, hashed; another answer means
-    a table of this folder is out of date. `hidden`: see iter_image_files."""
+    """`files`: the folder's image files' names, sizes and times, hashed (with `checksum`, also
+    `contents`: their names and SHA-256s); another answer means a table of it is out of date."""
     paths = [path.relative_to(folder).as_posix() for path in iter_image_files(folder, hidden)]
     found = {"files": _digest(paths, [file_state(folder / path) for path in paths])}
     if checksum:
@@ -320,17 +319,15 @@ def merge_table(
 
 
 def discard_parts(table: Path) -> None:
-    """Remove `<table>.parts/` so that no run finds half of it (a done marker whose rows are
-    gone, shards without their job): renamed aside first, then removed. (A leftover of an earlier
-    run at that name went when the table's lock was taken: engine.table_lock.)"""
+    """Remove `<table>.parts/`, renamed aside first so that no run finds half of it (a marker
+    without its rows); a leftover at that name went when the table's lock was taken (table_lock)."""
     os.rename(parts_folder(table), removed_parts_folder(table))
     shutil.rmtree(removed_parts_folder(table))
 
 
 def remove_removed_parts(table: Path) -> None:
-    """Remove what a run stopped while discarding a work folder left (side_files.removed_parts_folder):
-    only a folder of a work folder's files; anything else there is refused, never deleted. Call it
-    only while holding the table's lock."""
+    """Under the table's lock, remove the work folder a stopped run left half-discarded
+    (side_files.removed_parts_folder): only a work folder's files; anything else is refused."""
     leftover = removed_parts_folder(table)
     if not (leftover.exists() or leftover.is_symlink()):
         return
