@@ -125,7 +125,7 @@ def _keras_application(arch: str, name: str, image_size: int, weights: str) -> k
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # Keras' download would wait forever on a silent network
     try:
         with held_back():  # Keras' "Downloading data from ..." and its progress bar, on stdout
-            backbone = constructor(
+            return constructor(
                 include_top=False,
                 weights=None if weights == "none" else weights,
                 input_shape=(image_size, image_size, 3),
@@ -137,7 +137,6 @@ def _keras_application(arch: str, name: str, image_size: int, weights: str) -> k
         raise UserError(_weights_error(arch, weights, e)) from None
     finally:
         socket.setdefaulttimeout(timeout)
-    return backbone
 
 
 def pretrained_model(arch: str, image_size: int, weights: str, dropout: float = 0.5) -> keras.Model:

@@ -82,10 +82,8 @@ def _train_locked(options: TrainOptions) -> Path:
     if options.resume:
         options, run, train_items, val_items = _resumed(options)
     else:
-        run = {}
         train_items, val_items, corrections = _new_split(options)
-        if corrections:
-            run["corrections"] = corrections
+        run = {"corrections": corrections} if corrections else {}
     # Built first: pretrained weights that cannot be had stop the run before it writes anything.
     keras.utils.set_random_seed(options.seed)
     model = build_model(options)
@@ -277,9 +275,8 @@ def _validation_images(options: TrainOptions, val_items: list[LabelledImage]) ->
 
 
 def _calibrated(options: TrainOptions, run: dict, validation: Validation) -> dict:
-    """The best model's calibration (calibration.py), on the validation split. A fitted head that
-    no epoch beat keeps temperature 1: its C was chosen by cross-validated log loss, so it is
-    calibrated already (see calibrate's `fit`)."""
+    """The best model's calibration on the validation split; a fitted head that no epoch beat keeps
+    temperature 1 (its cross-validated C calibrates it already, see calibrate's `fit`)."""
     fit = not (_fitted_head(options) and "epoch" not in run.get("best", {}))
     try:
         return calibrate(
