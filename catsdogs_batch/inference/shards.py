@@ -297,12 +297,6 @@ def content_job(labelling) -> dict | None:
     }  # fmt: skip
 
 
-def interrupted_job(table: Path) -> dict | None:
-    """The job of an interrupted run writing `table` (None where there is none, or it is damaged):
-    a caller that decides the settings itself resumes it if it is the job at hand."""
-    return read_record(parts_job_file(table))
-
-
 def merge_table(
     options: PredictOptions, parts: PartsFolder, shard_files: list[Path],
     relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None,

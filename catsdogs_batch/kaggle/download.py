@@ -1,18 +1,13 @@
-"""The data stage: fetch the competition archive (or import one, or a competition folder as
-Kaggle mounts it under /kaggle/input/<competition>/, used without credentials where it exists;
-only read) and unpack it into DATA_DIR/<competition>/: train/, test/, the csv and manifest.json.
+"""The data stage: fetch the competition archive (or import one, or the competition folder Kaggle
+mounts under /kaggle/input/<competition>/, only read) and unpack it into DATA_DIR/<competition>/:
+train/, test/, the csv and manifest.json (docs/commands.md has the rules, --force's included).
 
-Everything is checked before anything is unpacked (archives.py). Unpacking goes into a hidden
-folder renamed into place at the end; manifest.json, written last (so a folder without one is
-never complete), lists every file there, counted just before (one that vanished fails the run).
---force replaces a folder only when it holds nothing else: one this tool cannot prove its own is
-refused, never deleted. A downloaded archive is deleted once unpacked or found broken or unsafe,
-and kept when unpacking fails otherwise (a re-run reuses it).
-
-One run at a time per competition folder: `.<competition>.lock` beside it is held from before the
-download to the end (a second run stops at once, naming the folder), which is also what proves a
-hidden work folder beside it a dead run's leftover, safe to remove.
-"""
+Everything is checked before anything is unpacked (archives.py), into a hidden folder renamed into
+place at the end; manifest.json, written last, lists every file there, so a folder without one is
+never complete. A downloaded archive is deleted once unpacked or found broken or unsafe, and kept
+when unpacking fails otherwise (a re-run reuses it). `.<competition>.lock` beside the folder, held
+from before the download to the end, lets one run in at a time and proves a hidden work folder
+beside it a dead run's leftover, safe to remove."""
 
 from __future__ import annotations
 

@@ -1,23 +1,12 @@
 """`catsdogs audit`: find the images of a labelled folder whose label is likely wrong, and write
-them first in a results table that `catsdogs review` shows.
+them first in a results table that `catsdogs review` shows (docs/commands.md says how).
 
-Each image's p_dog comes from a classifier that never saw it (out-of-fold: `folds` stratified,
-seeded folds, each predicted by what was fitted on the others), by one of two methods:
-- a pretrained --arch (the default): its ImageNet backbone embeds every image once, a batch at a
-  time (memory holds the embeddings, never the folder's pixels), and each fold gets a logistic
-  regression on the other folds' embeddings;
-- a from-scratch --arch (residual, seed): the images are decoded once at a small size and each
-  fold gets a small model trained in memory (train.py's pieces).
-cleanlab flags the likely label issues (`find_label_issues`) and scores every label
-(`get_label_quality_scores`); the table is sorted by that score, lowest first, unreadable images
-last. Flagged images go through the content check's `neither` rule (content.py, on them only): a
-photo with no cat or dog is labelled neither and is no label issue.
-
-With a review's corrections, their labels are the given ones and their `skip` images are left out
-(train's rules). Nothing is written until the end: the table atomically, then `<table>.job.json`
-(folder, folds, seed, method, settings), which is how review finds the images. An interrupted
-audit starts over.
-"""
+Each image's p_dog comes from a classifier that never saw it (out-of-fold), by one of two methods:
+a logistic regression on a pretrained backbone's embeddings (`classify_out_of_fold`; memory holds
+the embeddings, never the folder's pixels) or a small model trained from scratch per fold
+(`out_of_fold`). cleanlab flags and scores the labels; the content check's `neither` rule runs on
+the flagged images only. Nothing is written until the end: the table atomically, then
+`<table>.job.json`, which is how review finds the images. An interrupted audit starts over."""
 
 from __future__ import annotations
 

@@ -1,23 +1,8 @@
 """`catsdogs label`: label every image under a folder with the batch engine and, if asked, sort
-the files into `DIR/cat`, `DIR/dog`, `DIR/neither`, `DIR/both` and `DIR/uncertain`.
-
-Sorting keeps each file's path relative to the folder (same-named files of different subfolders
-never collide), never overwrites a file, and is safe to interrupt: a job file (`<table>.sorting.json`)
-says what is being sorted and every step can be repeated, so a rerun finishes with each image once.
-
-Links: images reached through a link are predicted and copied or hard-linked like any other, but a
-move leaves them in place (the summary says why): a move only removes files inside the folder.
-Inside DIR no link is followed (a link where a folder should be leaves that image unsorted). A move
-removes a source only once its placed file is proven a regular file in another folder with the same
-content (a hard link on the same file system, else a flushed copy). A moving run holds the folder
-alone (a lock on the folder itself, dying with the run), so a second run sorting it, with any table,
-stops at once; runs that copy or hard-link share it.
-
-Corrections (`--corrections`, a review's corrections.csv): a person's label wins. The table gets a
-`source` column (`human` or `model`), each corrected row the person's label (`skip` images are not
-sorted) and, as `confidence`, the model's probability of it (none for `skip`; p_dog stays the
-model's). The file's SHA-256 is part of the job, so a rerun with other corrections never reuses this work.
-"""
+the files into `DIR/<label>/<path inside the folder>`, never overwriting one. A job file
+(`<table>.sorting.json`) says what is being sorted and every step can be repeated, so a rerun
+finishes with each image once. The rules on links, moves, locks and corrections are the README's
+"Safety" and docs/commands.md's: `Sorter`, `_remove_source`, `sorting_lock` and `relabeller` keep them."""
 
 from __future__ import annotations
 

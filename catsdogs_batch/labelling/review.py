@@ -3,14 +3,10 @@ unsure of, each decision saved at once to `corrections.csv` beside the table. Wh
 review_queue.py's; here are the session and server, which send pages of a few items and small
 thumbnails, so a table of 100,000 rows costs the browser no more than one of ten.
 
-Safety: the server listens on 127.0.0.1 only, answers nothing without its URL's random token
-(403; never a cookie, which browsers share between ports), serves images by table row (never by
-a path from the request) and only files that resolve inside the images folder. `corrections.csv`
-(`path,label`, label cat, dog or skip) is rewritten whole on each decision (write beside, fsync,
-rename): a kill leaves the previous or the next version, and its temporary file is removed by the
-next start. A lock file keeps a second server of the same corrections out, whatever link names
-them (links are followed to the file, which is locked and replaced; the link stays).
-"""
+Safety (docs/commands.md): 127.0.0.1 only; nothing answered without the URL's random token (403;
+never a cookie, which browsers share between ports); images served by table row, never by a path
+from the request, and only files that resolve inside the images folder; one server per
+corrections file, whatever link names it."""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
     from ..models.checkpoint import find_checkpoint, training_folder
     from ..data.dataset import SPLIT_FILE, read_split
     from ..inference.engine import table_lock
-    from ..inference.shards import interrupted_job, job_description
-    from ..side_files import job_file, read_record
+    from ..inference.shards import job_description
+    from ..side_files import job_file, parts_job_file, read_record
 
     checkpoint = find_checkpoint(run, "keras")
     if checkpoint.is_export:
@@ -54,7 +54,7 @@ def validation_results(run: Path, images: Path | None = None) -> Path:
         # resumed where the interrupted run is this very job (the model file's size and time too),
         # else started over: review has no --overwrite to answer "other settings" with
         job = job_description(predict, [model])
-        predict.overwrite = table.exists() or interrupted_job(table) != job
+        predict.overwrite = table.exists() or read_record(parts_job_file(table)) != job
         predict_folder(predict, locked=True, relabel=lambda rows: with_true_labels(rows, [labels[p] for p in rows["path"]]))
     log.info("validation images of %s predicted -> %s", shown(checkpoint.folder), shown(table))
     return table
