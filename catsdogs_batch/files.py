@@ -99,12 +99,9 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def sha256(path: str | os.PathLike) -> str:
-    """The file's SHA-256, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """The file's SHA-256, read a block at a time."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextlib.contextmanager
