@@ -2,7 +2,8 @@
 
 Every engine and command uses a runtime through this one small interface, so that nothing else
 depends on which library runs the model: Keras (TensorFlow: training, GPUs) for `model.keras`,
-ONNX Runtime for `model.onnx`, OpenVINO for `model.xml` (and `.onnx`), from `catsdogs export`."""
+ONNX Runtime for `model.onnx`, OpenVINO for `model.xml` (and `.onnx`), from `catsdogs export` or
+the one `catsdogs train` writes into every run (checkpoint.find_checkpoint picks it by default)."""
 
 from __future__ import annotations
 

@@ -271,7 +271,7 @@ def evaluate_folder(options: EvaluateOptions) -> Evaluation:
     if existing and not options.overwrite:
         raise UserError(f"{out} already holds {', '.join(existing)}: pass --overwrite to replace them")
     _check_labelled(options.folder)
-    with table_lock(*outputs):
+    with table_lock(*outputs):  # the lock of the first, results.csv; the others' unfinished writes too
         return _evaluated(options, out)
 
 

@@ -74,7 +74,8 @@ class Session:
         with self._lock:
             reviewed = self._reviewed
             decided = self.corrections.labels
-            start = next((n for n, row in enumerate(self.queue.order) if self.queue.paths[row] not in decided), 0)
+            order = self.queue.order if reviewed < len(self.queue) else []  # all decided: no scan of the queue
+            start = next((n for n, row in enumerate(order) if self.queue.paths[row] not in decided), 0)
         return {
             "table": shown(self.table.name),
             "corrections": shown(self.corrections.path),

@@ -109,8 +109,9 @@ def fastest_export(run: Path, runtime: str = "auto") -> Checkpoint | None:
             continue
         record = export.run.get("export")
         check = record.get("check") if isinstance(record, dict) else None
-        if not (isinstance(check, dict) and check.get("passed") is True) or (
-                record.get("needs_vnni") and not has_vnni()):
+        if not (isinstance(check, dict) and check.get("passed") is True):
+            continue
+        if record.get("needs_vnni") and not has_vnni():
             continue
         model_sha256 = model_sha256 or sha256(run / MODEL_FILE)
         if record.get("source_sha256") == model_sha256:
