@@ -130,9 +130,10 @@ def test_imagenet_weights_that_cannot_be_downloaded_stop_the_audit_in_one_line(m
     assert not (tmp_path / "a.csv").exists()
 
 
-def test_images_are_decoded_and_embedded_a_batch_at_a_time(tmp_path, monkeypatch):
+def test_images_are_decoded_and_embedded_a_batch_at_a_time(keras_imported, tmp_path, monkeypatch):
     """embed_images with a stand-in embedding (the mean colour of an image's left half): batches
-    of EMBED_BATCH images (with their mirrors), rows in order, the unreadable file skipped."""
+    of EMBED_BATCH images (with their mirrors), rows in order, the unreadable file skipped.
+    (no_whole_folder_decoding imports train.py, so Keras: that import is keras_imported's cost.)"""
     no_whole_folder_decoding(monkeypatch)
     folder = tmp_path / "labelled"
     for n in range(EMBED_BATCH + 5):
